@@ -1,0 +1,95 @@
+"""Typed errors. Every error carries a one-line, user-facing message.
+
+The CLI prints ``str(error)`` and exits with ``error.exit_code``; it never
+prints a traceback for an ``FrPbdError``. Messages never contain biometric
+data (no scores, no template values, no pixels).
+"""
+
+from __future__ import annotations
+
+
+class FrPbdError(Exception):
+    """Base of every error fr-pbd raises on purpose."""
+
+    exit_code: int = 2
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:  # one line, always
+        return self.message.replace("\n", " ")
+
+
+# --- models -----------------------------------------------------------------
+class ModelError(FrPbdError):
+    """A model file is missing, unknown, or not the file the manifest pins."""
+
+
+class ModelNotFoundError(ModelError):
+    pass
+
+
+class ModelHashMismatchError(ModelError):
+    pass
+
+
+class ManifestError(ModelError):
+    pass
+
+
+class ModelBuildError(ModelError):
+    pass
+
+
+# --- capture (phase a) --------------------------------------------------------
+class ImageError(FrPbdError):
+    """The input is not an image fr-pbd can use."""
+
+
+class CameraError(FrPbdError):
+    """A camera source could not be opened or stopped delivering frames."""
+
+
+class QualityError(FrPbdError):
+    """No usable face: carries a machine-readable reason code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+# --- store / match (phase b) ----------------------------------------------------
+class StoreError(FrPbdError):
+    """The encrypted store cannot be read or written."""
+
+
+class StoreIntegrityError(StoreError):
+    """Decryption or authentication failed: wrong key, tampered or truncated.
+
+    fr-pbd never overwrites or deletes a store that raised this.
+    """
+
+
+class StorePermissionError(StoreError):
+    """A store or key file is readable or writable by group or others."""
+
+
+class KeyProviderError(StoreError):
+    """The key-encryption key cannot be obtained (missing key file, bad passphrase)."""
+
+
+class LockedOutError(FrPbdError):
+    """Too many failed attempts: face verification is locked for a while."""
+
+
+class ConsentError(FrPbdError):
+    """Enrolment without a recorded opt-in, or without a fallback credential."""
+
+
+class ConfigError(FrPbdError):
+    """A configuration or board profile file is invalid."""
+
+
+class EgressError(FrPbdError):
+    """A network operation was attempted in a process that must not use the network."""
