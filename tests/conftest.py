@@ -1,0 +1,57 @@
+"""Shared test fixtures.
+
+Data and models are found through ``FR_PBD_DATA`` and ``FR_PBD_MODELS``.
+Under ``CI=true`` a missing model or data set *fails* the test; elsewhere it
+skips with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def missing(reason: str) -> None:
+    """Fail in CI, skip elsewhere."""
+    if IN_CI:
+        pytest.fail(f"required resource missing in CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    value = os.environ.get("FR_PBD_DATA")
+    if not value:
+        missing("FR_PBD_DATA is not set (point it at ../shared/data)")
+    path = Path(value)
+    if not path.is_dir():
+        missing(f"FR_PBD_DATA={value} is not a directory")
+    return path
+
+
+@pytest.fixture(scope="session")
+def faces_dir(data_dir: Path) -> Path:
+    path = data_dir / "faces"
+    if not path.is_dir():
+        missing(f"{path} is missing")
+    return path
+
+
+@pytest.fixture(scope="session")
+def lfw_dir(data_dir: Path) -> Path:
+    path = data_dir / "lfw"
+    if not (path / "pairs.txt").is_file():
+        missing(f"{path}/pairs.txt is missing")
+    return path
+
+
+@pytest.fixture(scope="session")
+def spoof_dir(data_dir: Path) -> Path:
+    path = data_dir / "spoof"
+    if not path.is_dir():
+        missing(f"{path} is missing")
+    return path
