@@ -55,3 +55,15 @@ def spoof_dir(data_dir: Path) -> Path:
     if not path.is_dir():
         missing(f"{path} is missing")
     return path
+
+
+@pytest.fixture(scope="session")
+def models_env() -> Path:
+    """The models directory: FR_PBD_MODELS must be set (CI: ../shared/models)."""
+    value = os.environ.get("FR_PBD_MODELS")
+    if not value:
+        missing("FR_PBD_MODELS is not set (point it at ../shared/models)")
+    path = Path(value)
+    if not path.is_dir():
+        missing(f"FR_PBD_MODELS={value} is not a directory")
+    return path

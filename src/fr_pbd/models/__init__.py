@@ -1,0 +1,210 @@
+"""Model resolution and verification.
+
+Where models come from, in order: ``$FR_PBD_MODELS``, then fr-pbd's own cache
+(``$XDG_CACHE_HOME/fr-pbd/models``, default ``~/.cache/fr-pbd/models``).
+Every file is hashed and compared with the manifest *before* onnxruntime sees
+it, and the bytes that were hashed are the bytes handed to onnxruntime (no
+check-then-reopen race). Nothing here touches the network: only
+``fr-pbd models fetch`` (:mod:`fr_pbd.models.fetch`) downloads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from fr_pbd.errors import ManifestError, ModelHashMismatchError, ModelNotFoundError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ENV_MODELS = "FR_PBD_MODELS"
+_ROLES = {"detector", "embedder", "liveness"}
+_OBTAIN = {"fetch", "build"}
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One manifest entry."""
+
+    name: str
+    role: str
+    file: str
+    sha256: str
+    size: int
+    licence: str
+    obtain: str
+    provenance: str
+    training_data: str
+    input: str
+    url: str | None = None
+    build_command: str | None = None
+    default_threshold: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def fix_command(self) -> str:
+        if self.obtain == "build":
+            return self.build_command or f"fr-pbd models build {self.name}"
+        return f"fr-pbd models fetch {self.name}"
+
+
+@dataclass(frozen=True)
+class VerifiedModel:
+    """A model file whose bytes matched the manifest. Hand ``data`` to onnxruntime."""
+
+    spec: ModelSpec
+    path: Path
+    data: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    spec: ModelSpec
+    path: Path | None
+    verified: bool
+    actual_sha256: str | None
+
+
+def manifest_path() -> Path:
+    """The manifest shipped in the wheel, else the repository's ``models/manifest.toml``."""
+    packaged = Path(__file__).resolve().parent.parent / "_data" / "manifest.toml"
+    if packaged.is_file():
+        return packaged
+    repo = Path(__file__).resolve().parents[3] / "models" / "manifest.toml"
+    if repo.is_file():
+        return repo
+    raise ManifestError("the model manifest (models/manifest.toml) is missing from this installation")
+
+
+def _parse_entry(name: str, raw: dict[str, Any]) -> ModelSpec:
+    required = ("role", "file", "sha256", "size", "licence", "obtain", "provenance", "training_data", "input")
+    missing = [k for k in required if k not in raw]
+    if missing:
+        raise ManifestError(f"manifest entry {name!r} lacks {', '.join(missing)}")
+    if raw["role"] not in _ROLES:
+        raise ManifestError(f"manifest entry {name!r}: unknown role {raw['role']!r}")
+    if raw["obtain"] not in _OBTAIN:
+        raise ManifestError(f"manifest entry {name!r}: unknown obtain {raw['obtain']!r}")
+    if not isinstance(raw["sha256"], str) or not _SHA256.match(raw["sha256"]):
+        raise ManifestError(f"manifest entry {name!r}: sha256 must be 64 lower-case hex digits")
+    if not isinstance(raw["size"], int) or raw["size"] <= 0:
+        raise ManifestError(f"manifest entry {name!r}: size must be a positive integer")
+    if raw["obtain"] == "fetch" and not str(raw.get("url", "")).startswith("https://"):
+        raise ManifestError(f"manifest entry {name!r}: a fetchable model needs an https url")
+    threshold = raw.get("default_threshold")
+    if threshold is not None and not isinstance(threshold, (int, float)):
+        raise ManifestError(f"manifest entry {name!r}: default_threshold must be a number")
+    known = set(required) | {"url", "build_command", "default_threshold"}
+    return ModelSpec(
+        name=name,
+        role=raw["role"],
+        file=raw["file"],
+        sha256=raw["sha256"],
+        size=raw["size"],
+        licence=raw["licence"],
+        obtain=raw["obtain"],
+        provenance=raw["provenance"],
+        training_data=raw["training_data"],
+        input=raw["input"],
+        url=raw.get("url"),
+        build_command=raw.get("build_command"),
+        default_threshold=float(threshold) if threshold is not None else None,
+        extra={k: v for k, v in raw.items() if k not in known},
+    )
+
+
+def parse_manifest(text: str) -> dict[str, ModelSpec]:
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ManifestError(f"the model manifest is not valid TOML: {exc}") from None
+    if doc.get("schema") != 1:
+        raise ManifestError("the model manifest has an unsupported schema (expected schema = 1)")
+    models = doc.get("models")
+    if not isinstance(models, dict) or not models:
+        raise ManifestError("the model manifest lists no models")
+    return {name: _parse_entry(name, raw) for name, raw in models.items()}
+
+
+@lru_cache(maxsize=1)
+def manifest() -> dict[str, ModelSpec]:
+    """All known models, by name."""
+    return parse_manifest(manifest_path().read_text(encoding="utf-8"))
+
+
+def spec(name: str) -> ModelSpec:
+    models = manifest()
+    if name not in models:
+        raise ModelNotFoundError(f"unknown model {name!r}; known: {', '.join(sorted(models))}")
+    return models[name]
+
+
+def cache_dir() -> Path:
+    """fr-pbd's own model cache (XDG)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "fr-pbd" / "models"
+
+
+def search_dirs() -> list[Path]:
+    dirs = []
+    env = os.environ.get(ENV_MODELS)
+    if env:
+        dirs.append(Path(env))
+    dirs.append(cache_dir())
+    return dirs
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _locate(model: ModelSpec) -> Path | None:
+    for d in search_dirs():
+        p = d / model.file
+        if p.is_file():
+            return p
+    return None
+
+
+def resolve(name: str) -> VerifiedModel:
+    """Find a model and check its bytes against the manifest.
+
+    The first directory that holds the file decides: a wrong file there is an
+    error, not a reason to look further, so a tampered copy is never skipped
+    silently.
+    """
+    model = spec(name)
+    path = _locate(model)
+    if path is None:
+        where = " or ".join(str(d) for d in search_dirs())
+        raise ModelNotFoundError(
+            f"model {name} ({model.file}) not found in {where}; run: {model.fix_command}"
+        )
+    data = path.read_bytes()
+    actual = sha256_bytes(data)
+    if actual != model.sha256:
+        raise ModelHashMismatchError(
+            f"model file {path} does not match the manifest: expected sha256 {model.sha256}, "
+            f"got {actual}; remove it and run: {model.fix_command}"
+        )
+    return VerifiedModel(spec=model, path=path, data=data)
+
+
+def status(name: str) -> ModelStatus:
+    """Presence and verification of one model, without raising."""
+    model = spec(name)
+    path = _locate(model)
+    if path is None:
+        return ModelStatus(model, None, False, None)
+    actual = sha256_bytes(path.read_bytes())
+    return ModelStatus(model, path, actual == model.sha256, actual)

@@ -1,0 +1,88 @@
+"""The fr-pbd command, run as a user runs it: a real process, real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def run(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", "fr_pbd.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=120)
+
+
+def assert_clean_error(proc: subprocess.CompletedProcess, fragment: str) -> None:
+    assert proc.returncode == 2, proc
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines and fragment in lines[-1], proc.stderr
+    assert len(lines) <= 2  # the error line, at most preceded by a usage line
+
+
+def test_detect_json(faces_dir, models_env):
+    proc = run("detect", str(faces_dir / "two_people.jpg"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    faces = json.loads(proc.stdout)
+    assert len(faces) == 2
+    for face in faces:
+        assert set(face) == {"box", "landmarks", "score"}
+        assert len(face["box"]) == 4 and len(face["landmarks"]) == 5
+        assert all(len(p) == 2 for p in face["landmarks"])
+        assert 0.9 <= face["score"] <= 1
+
+
+def test_detect_text(faces_dir, models_env):
+    proc = run("detect", str(faces_dir / "no_face_coffee.png"))
+    assert proc.returncode == 0 and proc.stdout.startswith("0 face(s)")
+
+
+@pytest.mark.parametrize("make, fragment", [
+    (lambda p: None, "no such file"),
+    (lambda p: p.write_bytes(b""), "empty"),
+    (lambda p: p.write_text("hello"), "not an image"),
+])
+def test_detect_bad_input_is_one_line(tmp_path, models_env, make, fragment):
+    p = tmp_path / "in.jpg"
+    make(p)
+    assert_clean_error(run("detect", str(p)), fragment)
+
+
+def test_missing_model_is_one_line_with_fix(tmp_path, faces_dir):
+    proc = run("detect", str(faces_dir / "obama.jpg"),
+               env_extra={"FR_PBD_MODELS": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "c")})
+    assert_clean_error(proc, "fr-pbd models fetch yunet-2023mar")
+
+
+def test_models_list_shows_yunet_verified(models_env):
+    proc = run("models", "list", "--json")
+    assert proc.returncode == 0
+    rows = {r["name"]: r for r in json.loads(proc.stdout)}
+    assert rows["yunet-2023mar"]["state"] == "verified"
+    assert rows["yunet-2023mar"]["where"].startswith(str(models_env))
+
+
+def test_models_list_flags_tampered_copy(tmp_path, models_env):
+    data = bytearray((models_env / "face_detection_yunet_2023mar.onnx").read_bytes())
+    data[100] ^= 0xFF
+    (tmp_path / "face_detection_yunet_2023mar.onnx").write_bytes(bytes(data))
+    proc = run("models", "list", env_extra={"FR_PBD_MODELS": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "c")})
+    assert proc.returncode == 0
+    line = next(l for l in proc.stdout.splitlines() if l.startswith("yunet-2023mar"))
+    assert "HASH MISMATCH" in line
+
+
+def test_usage_error_exits_2():
+    proc = run("detect")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_doctor_fails_without_models(tmp_path):
+    proc = run("doctor", env_extra={"FR_PBD_MODELS": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "c")})
+    assert proc.returncode == 2
+    assert "pipeline: NOT ready" in proc.stdout
