@@ -1,0 +1,86 @@
+"""dlib's face descriptor network (ResNet, 128-d) on onnxruntime: pre- and post-processing only.
+
+The ONNX file is the one ``fr_pbd.models.build_dlib`` converts from dlib's
+``dlib_face_recognition_resnet_model_v1.dat`` (Davis King, CC0). The graph is
+self-contained: it subtracts dlib's channel means and divides by 256 itself, so
+this module only turns RGB uint8 chips into a float32 NCHW batch. The caller
+passes a path whose hash it has already checked against the manifest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fr_pbd.errors import ImageError, ModelError, ModelNotFoundError
+
+MODEL_ID = "dlib-resnet-v1"
+INPUT_SIZE = 150  # face chip side, pixels (dlib.get_face_chip(size=150, padding=0.25))
+EMBEDDING_DIM = 128
+INPUT_NAME = "input"  # float32 [N, 3, 150, 150], RGB, raw 0-255, NCHW
+OUTPUT_NAME = "embedding"  # float32 [N, 128], raw dlib descriptor (not normalised)
+
+# dlib's input_rgb_image_sized: x = (pixel - mean) / 256, per channel. Read from the
+# .dat (float32 values). Documentation only: the ONNX graph applies them.
+MEAN_RED = 122.782
+MEAN_GREEN = 117.001
+MEAN_BLUE = 104.298
+INPUT_SCALE = 1.0 / 256.0
+
+# dlib's customary decision rule on raw descriptors: same person if the Euclidean
+# distance is <= 0.6 (also the loss's distance_threshold stored in the .dat).
+DLIB_DISTANCE_THRESHOLD = 0.6
+
+
+class DlibResNetEmbedder:
+    """Face chips in, raw dlib descriptors out; one onnxruntime session per instance."""
+
+    model_id = MODEL_ID
+    input_size = INPUT_SIZE
+    embedding_dim = EMBEDDING_DIM
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        session_options: Any | None = None,
+        providers: Sequence[str] | None = None,
+    ) -> None:
+        import onnxruntime as ort  # imported here so importing fr_pbd.capture stays cheap
+
+        path = Path(model_path)
+        if not path.is_file():
+            raise ModelNotFoundError(f"model file not found: {path}")
+        try:
+            # Created once: session creation costs far more than one inference.
+            self._session = ort.InferenceSession(
+                str(path),
+                sess_options=session_options,
+                providers=list(providers) if providers else ["CPUExecutionProvider"],
+            )
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise ModelError(f"cannot load {path.name} with onnxruntime: {str(e).splitlines()[0]}") from None
+        inputs = self._session.get_inputs()
+        outputs = self._session.get_outputs()
+        if [i.name for i in inputs] != [INPUT_NAME] or OUTPUT_NAME not in [o.name for o in outputs]:
+            raise ModelError(f"{path.name} is not the dlib ResNet model (unexpected input/output names)")
+
+    def embed(self, chips: np.ndarray) -> np.ndarray:
+        """Raw descriptors, float32 (N, 128), for one RGB uint8 chip or a batch (N, 150, 150, 3)."""
+        arr = np.asarray(chips)
+        if arr.ndim == 3:
+            arr = arr[None]
+        if arr.ndim != 4 or arr.shape[1:] != (INPUT_SIZE, INPUT_SIZE, 3):
+            raise ImageError(
+                f"expected an RGB face chip of {INPUT_SIZE}x{INPUT_SIZE}x3 or a batch of them, "
+                f"got shape {tuple(np.shape(chips))}"
+            )
+        if arr.dtype != np.uint8:
+            raise ImageError(f"expected uint8 pixels, got {arr.dtype}")
+        if arr.shape[0] == 0:
+            return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
+        x = np.ascontiguousarray(arr.transpose(0, 3, 1, 2), dtype=np.float32)
+        (out,) = self._session.run([OUTPUT_NAME], {INPUT_NAME: x})
+        return np.asarray(out, dtype=np.float32).reshape(arr.shape[0], EMBEDDING_DIM)
