@@ -1,0 +1,180 @@
+"""The matcher: equals a naive reference; blocks, B=1/B>1, empty gallery, no early exit."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fr_pbd.match import Gallery
+
+
+def unit_rows(rng, n, d):
+    x = rng.standard_normal((n, d))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def naive(vectors, labels, users, probes):
+    """Reference: a Python loop over templates, float64."""
+    out = np.full((len(probes), len(users)), -np.inf)
+    col = {u: k for k, u in enumerate(users)}
+    for b, p in enumerate(probes.astype(np.float64)):
+        for v, u in zip(vectors.astype(np.float64), labels):
+            out[b, col[u]] = max(out[b, col[u]], float(v @ p))
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    counts=st.lists(st.integers(1, 40), min_size=1, max_size=25),
+    d=st.sampled_from([1, 2, 3, 8, 17, 64]),
+    b=st.sampled_from([1, 2, 3, 7, 64]),
+    block=st.sampled_from([None, 1, 2, 3, 5, 16, 33]),
+    shuffle=st.booleans(),
+)
+def test_equals_naive_reference(seed, counts, d, b, block, shuffle):
+    rng = np.random.default_rng(seed)
+    n = sum(counts)
+    vec = unit_rows(rng, n, d)
+    labels = [f"user{k}" for k, c in enumerate(counts) for _ in range(c)]
+    if shuffle:
+        perm = rng.permutation(n)
+        vec, labels = vec[perm], [labels[i] for i in perm]
+    g = Gallery(vec, labels, _block_rows=block)
+    probes = unit_rows(rng, b, d)
+    got = g.best_per_user(probes)
+    assert got.shape == (b, len(counts)) and got.dtype == np.float32 and got.flags.c_contiguous
+    ref = naive(vec, labels, g.users, probes)
+    np.testing.assert_allclose(got, ref, atol=2e-6, rtol=0)
+    # B == 1 path gives the same as the B > 1 path, row by row
+    for k in range(min(b, 3)):
+        np.testing.assert_allclose(g.best_per_user(probes[k]), got[k : k + 1], atol=2e-6, rtol=0)
+
+
+def test_users_order_is_first_appearance_and_from_counts_agrees():
+    rng = np.random.default_rng(0)
+    vec = unit_rows(rng, 6, 4)
+    g = Gallery(vec, ["z", "a", "z", "m", "a", "z"])
+    assert g.users == ("z", "a", "m") and len(g) == 6
+    order = [0, 2, 5, 1, 4, 3]
+    g2 = Gallery.from_counts(vec[order], ["z", "a", "m"], [3, 2, 1])
+    p = unit_rows(rng, 5, 4)
+    np.testing.assert_array_equal(g.best_per_user(p), g2.best_per_user(p))
+
+
+@pytest.mark.parametrize("b", [1, 4, 64])
+@pytest.mark.parametrize("c", [1, 5, 33, 100])  # small, loop-fold, reshape-fold, and c > block
+def test_block_boundaries(b, c):
+    rng = np.random.default_rng(c * 100 + b)
+    n_users = 37
+    vec = unit_rows(rng, n_users * c, 16)
+    users = [f"u{k}" for k in range(n_users)]
+    probes = unit_rows(rng, b, 16)
+    ref = naive(vec, [u for u in users for _ in range(c)], users, probes)
+    for block in (None, 1, c - 1 or 1, c, c + 1, 2 * c, 7 * c + 3, 10_000):
+        g = Gallery.from_counts(vec, users, [c] * n_users, _block_rows=block)
+        np.testing.assert_allclose(g.best_per_user(probes), ref, atol=2e-6, rtol=0)
+
+
+def test_large_gallery_uses_default_blocks():
+    rng = np.random.default_rng(5)
+    counts = rng.integers(1, 9, size=40_000)
+    n = int(counts.sum())
+    vec = unit_rows(rng, n, 32)
+    users = [f"u{k}" for k in range(len(counts))]
+    g = Gallery.from_counts(vec, users, counts)
+    probes = unit_rows(rng, 3, 32)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    ref = np.maximum.reduceat(vec.astype(np.float64) @ probes.T.astype(np.float64), starts, axis=0).T
+    np.testing.assert_allclose(g.best_per_user(probes), ref, atol=2e-6, rtol=0)
+    np.testing.assert_allclose(g.best_per_user(probes[:1]), ref[:1], atol=2e-6, rtol=0)
+
+
+def test_matches_semantics():
+    rng = np.random.default_rng(1)
+    vec = unit_rows(rng, 9, 8)
+    g = Gallery.from_counts(vec, ["a", "b", "c"], [2, 3, 4])
+    probe = vec[4]  # one of b's templates
+    assert g.matches(probe, 0.999) is True
+    assert g.matches(probe, 0.999, user="b") is True
+    assert g.matches(probe, 0.999, user="a") is False
+    assert g.matches(probe, 0.999, user="nobody") is False
+    assert g.matches(probe, 1.5) is False
+    assert g.matches(probe, -1.5) is True
+    with pytest.raises(ValueError):
+        g.matches(probe, float("nan"))
+    with pytest.raises(ValueError):
+        g.matches(vec[:2], 0.5)
+
+
+def test_matches_does_the_same_work_whatever_the_outcome(monkeypatch):
+    """No early exit: the whole gallery is scored (same BLAS calls) for a hit, a miss, a claimed user."""
+    rng = np.random.default_rng(2)
+    vec = unit_rows(rng, 50, 8)
+    g = Gallery.from_counts(vec, [f"u{k}" for k in range(10)], [5] * 10, _block_rows=10)
+    calls = []
+    real = Gallery._best
+
+    def spy(self, p):
+        out = real(self, p)
+        calls.append(out.shape)
+        return out
+
+    monkeypatch.setattr(Gallery, "_best", spy)
+    for probe, user in ((vec[0], None), (vec[49], None), (unit_rows(rng, 1, 8)[0], None), (vec[0], "u9"), (vec[0], "x")):
+        g.matches(probe, 0.9, user=user)
+    assert calls == [(1, 10)] * 5
+
+
+def test_empty_gallery():
+    g = Gallery(np.zeros((0, 8), np.float32), [])
+    assert g.users == () and len(g) == 0
+    rng = np.random.default_rng(0)
+    assert g.best_per_user(unit_rows(rng, 3, 8)).shape == (3, 0)
+    assert g.matches(unit_rows(rng, 1, 8)[0], -1.0) is False
+    assert g.matches(unit_rows(rng, 1, 8)[0], -1.0, user="a") is False
+    g2 = Gallery.from_counts(np.zeros((0, 8), np.float32), [], [], dim=8)
+    assert g2.best_per_user(unit_rows(rng, 1, 8)).shape == (1, 0)
+
+
+def test_input_validation():
+    rng = np.random.default_rng(0)
+    vec = unit_rows(rng, 4, 8)
+    with pytest.raises(ValueError):
+        Gallery(vec, ["a", "b"])  # wrong label count
+    with pytest.raises(ValueError):
+        Gallery(vec * 2, ["a"] * 4)  # not unit length
+    bad = vec.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError):
+        Gallery(bad, ["a"] * 4)
+    with pytest.raises(TypeError):
+        Gallery(vec, ["a", "b", 3, "c"])
+    with pytest.raises(ValueError):
+        Gallery.from_counts(vec, ["a", "a"], [2, 2])
+    with pytest.raises(ValueError):
+        Gallery.from_counts(vec, ["a", "b"], [4, 0])
+    g = Gallery(vec, list("aabb"))
+    with pytest.raises(ValueError):
+        g.best_per_user(unit_rows(rng, 2, 7))
+    with pytest.raises(ValueError):
+        g.best_per_user(2 * unit_rows(rng, 2, 8))
+
+
+def test_gallery_is_private_copy_readonly_unpicklable():
+    rng = np.random.default_rng(0)
+    vec = unit_rows(rng, 4, 8)
+    g = Gallery(vec, list("aabb"))
+    first = vec[0].copy()
+    before = g.best_per_user(first)
+    vec[:] = unit_rows(rng, 4, 8)  # the caller mutates its array: the gallery is unaffected
+    np.testing.assert_array_equal(g.best_per_user(first), before)
+    assert before[0, 0] > 0.9999
+    assert not g._vectors.flags.writeable and g._vectors.flags.c_contiguous and g._vectors.dtype == np.float32
+    assert "0." not in repr(g)
+    with pytest.raises(TypeError):
+        pickle.dumps(g)
