@@ -79,6 +79,15 @@ class KeyProviderError(StoreError):
     """The key-encryption key cannot be obtained (missing key file, bad passphrase)."""
 
 
+class WrongKeyError(KeyProviderError, StoreIntegrityError):
+    """The key file or passphrase given is not the one that protects this store.
+
+    Both a :class:`KeyProviderError` (ask again for the passphrase) and a
+    :class:`StoreIntegrityError` (the store could not be opened, so fr-pbd never
+    overwrites or deletes it).
+    """
+
+
 class LockedOutError(FrPbdError):
     """Too many failed attempts: face verification is locked for a while."""
 

@@ -1,0 +1,56 @@
+"""Phase (b), storage: the encrypted, on-device template store.
+
+Recipe layer over ``cryptography``: AES-256-GCM over the whole payload, a
+random data key wrapped by a key-encryption key from a :class:`KeyProvider`,
+templates protected by a per-store secret rotation (ISO/IEC 24745), payload
+padded to size buckets, durable atomic writes under an ``flock``. No knobs that
+weaken it. Format and threat model: ``docs/store-format.md``.
+
+Never imports :mod:`fr_pbd.capture` (phase a).
+
+Typical use (the verifier)::
+
+    from fr_pbd.store import Store, LockoutState, erase
+
+    store = Store.create(home, model_id="dlib-resnet-v1", dim=128)   # key file in home/keys/kek
+    store.set_fallback("4711-pin")                                   # required before enrolment
+    with store.transaction() as tx:                                  # one atomic write
+        tx.record_consent("alice", text_version="1", device_id="pi-kitchen")
+        tx.add_templates("alice", templates)                          # list[Template]
+    view = Store.open(home).read()                                    # read-only snapshot
+    if not view.lockout.is_locked():
+        ok = view.matcher().matches(probe, threshold, user="alice")   # bool only
+    with store.transaction() as tx:
+        tx.set_lockout(LockoutState(failures=tx.lockout.failures + 1))
+    store.remove_user("alice")                                        # templates + consent
+    erase(home)                                                       # crypto-shred
+"""
+
+from fr_pbd.store.keys import DeviceFileKeyProvider, KeyProvider, PassphraseKeyProvider, WrappedKey
+from fr_pbd.store.store import (
+    LOCK_FILE,
+    STORE_FILE,
+    ConsentRecord,
+    LockoutState,
+    ProtectedMatcher,
+    Store,
+    StoreView,
+    Transaction,
+    erase,
+)
+
+__all__ = [
+    "Store",
+    "StoreView",
+    "Transaction",
+    "ConsentRecord",
+    "LockoutState",
+    "ProtectedMatcher",
+    "erase",
+    "KeyProvider",
+    "WrappedKey",
+    "DeviceFileKeyProvider",
+    "PassphraseKeyProvider",
+    "STORE_FILE",
+    "LOCK_FILE",
+]

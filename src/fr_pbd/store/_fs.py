@@ -1,0 +1,182 @@
+"""File-system helpers: private modes, no symlinks, durable atomic writes, locks, shredding."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+from fr_pbd.errors import StoreError, StorePermissionError
+
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+TMP_PREFIX = ".fr-pbd-tmp-"
+
+
+def check_private(path: Path, *, directory: bool) -> None:
+    """Refuse (StorePermissionError) anything not ours, a symlink, or open to group/others."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise
+    except OSError:
+        raise StoreError(f"cannot inspect {path}") from None
+    what = "directory" if directory else "file"
+    if stat.S_ISLNK(st.st_mode):
+        raise StorePermissionError(f"{path} is a symbolic link; fr-pbd refuses to follow it")
+    if directory and not stat.S_ISDIR(st.st_mode):
+        raise StorePermissionError(f"{path} is not a directory")
+    if not directory and not stat.S_ISREG(st.st_mode):
+        raise StorePermissionError(f"{path} is not a regular file")
+    if st.st_uid != os.geteuid():
+        raise StorePermissionError(f"{path} is owned by another user; refusing to use it")
+    if st.st_mode & 0o077:
+        want = "0700" if directory else "0600"
+        raise StorePermissionError(
+            f"{what} {path} is accessible by group or others (mode {stat.S_IMODE(st.st_mode):04o}); "
+            f"fr-pbd requires {want}"
+        )
+
+
+def ensure_private_dir(path: Path) -> None:
+    """Create ``path`` (one level) with mode 0700 if missing; then check it."""
+    try:
+        os.mkdir(path, DIR_MODE)
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        raise StoreError(f"the parent directory of {path} does not exist") from None
+    else:
+        os.chmod(path, DIR_MODE)  # undo any umask surprise
+        fsync_dir(path.parent)
+    check_private(path, directory=True)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_private_file(path: Path, max_size: int) -> bytes:
+    """Read a 0600 regular file owned by us, without following symlinks."""
+    check_private(path, directory=False)
+    fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_mode & 0o077:
+            raise StorePermissionError(f"{path} changed while being opened")
+        if st.st_size > max_size:
+            raise StoreError(f"{path} is larger than any file fr-pbd writes")
+        chunks = []
+        remaining = st.st_size
+        while remaining > 0:
+            b = os.read(fd, min(remaining, 1 << 24))
+            if not b:
+                break
+            chunks.append(b)
+            remaining -= len(b)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view[: 1 << 24])
+        view = view[n:]
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Durably replace ``path`` with ``data`` (mode 0600): temp file, fsync, rename, fsync dir."""
+    directory = path.parent
+    tmp = directory / f"{TMP_PREFIX}{os.urandom(8).hex()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC, FILE_MODE)
+    try:
+        try:
+            os.fchmod(fd, FILE_MODE)
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(directory)
+
+
+def create_exclusive(path: Path, data: bytes) -> None:
+    """Create ``path`` (0600) durably; fail if it exists. Used for key files: never overwritten."""
+    tmp = path.parent / f"{TMP_PREFIX}{os.urandom(8).hex()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC, FILE_MODE)
+    try:
+        try:
+            os.fchmod(fd, FILE_MODE)
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.link(tmp, path)  # atomic, and fails if path exists
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+    fsync_dir(path.parent)
+
+
+def remove_stale_temps(directory: Path) -> None:
+    """Delete temp files left by a crash (call with the exclusive lock held)."""
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(directory):
+            if entry.name.startswith(TMP_PREFIX) and entry.is_file(follow_symlinks=False):
+                shred_file(Path(entry.path))
+
+
+def shred_file(path: Path) -> None:
+    """Best-effort overwrite with random bytes, fsync, then unlink.
+
+    On flash storage (wear levelling, copy-on-write file systems) the old blocks
+    may survive; fr-pbd's guarantee comes from destroying the keys, not from this.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | _O_NOFOLLOW | _O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    try:
+        size = os.fstat(fd).st_size
+        done = 0
+        while done < size:
+            n = min(size - done, 1 << 20)
+            os.pwrite(fd, os.urandom(n), done)
+            done += n
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.unlink(path)
+    fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, *, exclusive: bool) -> Iterator[None]:
+    """Hold an ``flock`` on ``path`` (created 0600 if missing) for the ``with`` body."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | _O_NOFOLLOW | _O_CLOEXEC, FILE_MODE)
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid() or st.st_mode & 0o077 or not stat.S_ISREG(st.st_mode):
+            raise StorePermissionError(f"lock file {path} is not private to this user")
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

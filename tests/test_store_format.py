@@ -1,0 +1,196 @@
+"""The store's parsers on hostile input: only typed errors, ever (hypothesis)."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fr_pbd.errors import StoreIntegrityError
+from fr_pbd.store import DeviceFileKeyProvider, Store
+from fr_pbd.store import _format as fmt
+from fr_pbd.store import store as store_mod
+
+SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def _header(**kw) -> fmt.Header:
+    base = dict(
+        store_id=bytes(range(16)),
+        model_id="dlib-resnet-v1",
+        provider_id=fmt.PROVIDER_DEVICE_FILE,
+        provider_params=b"",
+        key_id=b"k" * 16,
+        wrapped_dek=b"w" * 40,
+    )
+    base.update(kw)
+    return fmt.Header(**base)
+
+
+def test_header_round_trip():
+    for h in (
+        _header(),
+        _header(provider_id=fmt.PROVIDER_PASSPHRASE, provider_params=fmt.ScryptParams(17, 8, 1, b"s" * 16).encode()),
+    ):
+        raw = h.encode()
+        parsed, n = fmt.parse_header(raw + b"tail")
+        assert parsed == h and n == len(raw)
+        assert raw[:8] == b"FRPBDSTR" and struct.unpack_from("<HH", raw, 8) == (1, len(raw))
+
+
+def test_documented_header_offsets():
+    raw = _header().encode()
+    assert raw[12] == fmt.AEAD_AES256GCM and raw[13] == 0
+    assert raw[14:30] == bytes(range(16))
+    assert raw[30] == len("dlib-resnet-v1") and raw[31:45] == b"dlib-resnet-v1"
+    o = 45
+    assert raw[o] == 1 and raw[o + 1 : o + 3] == b"\x00\x00"
+    assert raw[o + 3 : o + 19] == b"k" * 16
+    assert raw[o + 19 : o + 21] == b"\x28\x00" and raw[o + 21 :] == b"w" * 40
+    assert len(raw) == 31 + 14 + 1 + 2 + 0 + 16 + 2 + 40
+
+
+@SETTINGS
+@given(st.binary(max_size=600))
+def test_random_bytes_header(data):
+    try:
+        fmt.parse_header(data)
+    except StoreIntegrityError:
+        pass
+
+
+@SETTINGS
+@given(st.binary(max_size=300), st.integers(0, 0xFFFF), st.integers(0, 0xFFFF))
+def test_random_header_after_valid_magic(tail, version, hlen):
+    data = fmt.MAGIC + struct.pack("<HH", version, hlen) + tail
+    try:
+        fmt.parse_header(data)
+    except StoreIntegrityError:
+        pass
+
+
+@SETTINGS
+@given(st.data())
+def test_mutated_valid_header(data):
+    raw = bytearray(_header().encode())
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(raw) - 1))
+        raw[i] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(raw)))
+    try:
+        fmt.parse_header(bytes(raw[:cut]) if data.draw(st.booleans()) else bytes(raw))
+    except StoreIntegrityError:
+        pass
+
+
+def test_bucket_sizes():
+    assert fmt.bucket_size(0) == 65536 and fmt.bucket_size(65536) == 65536
+    assert fmt.bucket_size(65537) == 131072
+    for bad in (0, 65535 + 28, 65536 + 28 + 1, 3 * 65536 + 28):
+        with pytest.raises(StoreIntegrityError):
+            fmt.check_body_length(bad)
+    fmt.check_body_length(65536 + 28)
+
+
+def _valid_payload(dim=4, users=(("a", 2), ("b", 1))) -> tuple[dict, bytes]:
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.standard_normal((dim, dim)))
+    n = sum(c for _, c in users)
+    t = rng.standard_normal((n, dim))
+    t = (t / np.linalg.norm(t, axis=1, keepdims=True)).astype(np.float32)
+    meta = {
+        "format": 1, "model_id": "m", "store_id": "00" * 16, "dim": dim, "generation": 3,
+        "users": [{"name": u, "templates": c, "consent": {"time": "2025-01-02T03:04:05Z",
+                   "text_version": "1", "device_id": "d"}} for u, c in users],
+        "fallback": None, "lockout": {"failures": 0, "locked_until": None},
+    }
+    return meta, fmt.encode_payload(meta, q, t)
+
+
+def test_payload_round_trip():
+    meta, raw = _valid_payload()
+    assert len(raw) == 65536
+    m2, rot, tpl = fmt.decode_payload(raw)
+    assert m2 == meta and rot.shape == (4, 4) and tpl.shape == (3, 4)
+
+
+@SETTINGS
+@given(st.binary(max_size=2000))
+def test_random_bytes_payload(data):
+    for d in (data, fmt.PAYLOAD_MAGIC + struct.pack("<I", len(data)) + data):
+        try:
+            fmt.decode_payload(d)
+        except StoreIntegrityError:
+            pass
+
+
+@SETTINGS
+@given(st.data())
+def test_mutated_valid_payload(data):
+    meta, raw = _valid_payload()
+    raw = bytearray(raw)
+    mlen = struct.unpack_from("<I", raw, 4)[0]
+    for _ in range(data.draw(st.integers(1, 3))):
+        i = data.draw(st.integers(0, 8 + mlen + 200))  # metadata and the start of the binary section
+        raw[i] = data.draw(st.integers(0, 255))
+    try:
+        fmt.decode_payload(bytes(raw))
+    except StoreIntegrityError:
+        pass
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=12), c, max_size=5),
+    max_leaves=25,
+)
+
+
+@SETTINGS
+@given(st.data())
+def test_hostile_metadata(data):
+    meta, _ = _valid_payload()
+    key = data.draw(st.sampled_from(sorted(meta) + ["users.0", "users.0.consent", "lockout", "fallback"]))
+    value = data.draw(_json)
+    parts = key.split(".")
+    tgt = meta
+    for p in parts[:-1]:
+        tgt = tgt[int(p)] if isinstance(tgt, list) else tgt[p]
+    last = parts[-1]
+    if isinstance(tgt, list):
+        tgt[int(last)] = value
+    else:
+        tgt[last] = value
+    m = json.dumps(meta).encode("ascii")
+    raw = fmt.PAYLOAD_MAGIC + struct.pack("<I", len(m)) + m
+    raw += b"\x00" * (65536 - len(raw))
+    try:
+        fmt.decode_payload(raw)
+    except StoreIntegrityError:
+        pass
+
+
+def test_deeply_nested_json_is_a_typed_error():
+    m = b"[" * 100000 + b"]" * 100000
+    raw = fmt.PAYLOAD_MAGIC + struct.pack("<I", len(m)) + m
+    with pytest.raises(StoreIntegrityError):
+        fmt.decode_payload(raw + bytes(-len(raw) % 65536))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(min_size=0, max_size=70000))
+def test_random_store_file_opens_only_with_typed_errors(tmp_path_factory, data):
+    home = tmp_path_factory.getbasetemp() / "rand-home"
+    if not (home / store_mod.STORE_FILE).exists():
+        os.makedirs(home, mode=0o700, exist_ok=True)
+        os.chmod(home.parent, 0o700)
+        Store.create(home, model_id="m", dim=4)
+    prov = DeviceFileKeyProvider.default(home)
+    for d in (data, fmt.MAGIC + data):
+        with pytest.raises(StoreIntegrityError):
+            store_mod._open_bytes(d, prov)
