@@ -66,7 +66,7 @@ def embedder(built):
     _require("onnxruntime")
     from fr_pbd.capture.dlib_resnet import DlibResNetEmbedder
 
-    return DlibResNetEmbedder(built.path)
+    return DlibResNetEmbedder.from_path(built.path)
 
 
 # --------------------------------------------------------------------------- parsing
@@ -169,7 +169,7 @@ def test_embedder_shapes_and_errors(embedder, built):
     with pytest.raises(ImageError):
         embedder.embed(chip.astype(np.float32))
     with pytest.raises(ModelNotFoundError):
-        DlibResNetEmbedder(built.path.with_name("nope.onnx"))
+        DlibResNetEmbedder.from_path(built.path.with_name("nope.onnx"))
 
 
 # --------------------------------------------------------------------------- oracle

@@ -30,6 +30,25 @@ MEAN_GREEN = 117.001
 MEAN_BLUE = 104.298
 INPUT_SCALE = 1.0 / 256.0
 
+# Where YuNet's five landmarks (right eye, left eye, nose tip, right and left mouth
+# corner) must land in the 150x150 chip so that fr-pbd's chip has the geometry of
+# dlib's own get_face_chip(size=150, padding=0.25) on dlib's 5-point shape, the
+# geometry the network was trained on. Measured, not guessed, by
+# tools/calibrate_dlib_alignment.py: on the first image of 1,000 LFW View-1 training
+# identities, dlib's exact image->chip mapping (recovered from chipping a coordinate
+# ramp image) applied to YuNet's landmarks, then averaged. Per-point s.d. 2-6 px.
+ALIGNMENT_REFERENCE = np.array(
+    [
+        [48.016, 45.128],
+        [101.592, 45.314],
+        [75.236, 77.317],
+        [51.531, 103.059],
+        [97.721, 103.096],
+    ],
+    dtype=np.float32,
+)
+CHANNEL_ORDER = "RGB"
+
 # dlib's customary decision rule on raw descriptors: same person if the Euclidean
 # distance is <= 0.6 (also the loss's distance_threshold stored in the .dat).
 DLIB_DISTANCE_THRESHOLD = 0.6
@@ -42,30 +61,36 @@ class DlibResNetEmbedder:
     input_size = INPUT_SIZE
     embedding_dim = EMBEDDING_DIM
 
-    def __init__(
-        self,
+    def __init__(self, session: Any) -> None:
+        """Wrap an onnxruntime session made from verified bytes (``fr_pbd.runtime.create_session``)."""
+        inputs = session.get_inputs()
+        outputs = session.get_outputs()
+        if [i.name for i in inputs] != [INPUT_NAME] or OUTPUT_NAME not in [o.name for o in outputs]:
+            raise ModelError("the model is not the dlib ResNet model (unexpected input/output names)")
+        self._session = session
+
+    @classmethod
+    def from_path(
+        cls,
         model_path: str | Path,
         session_options: Any | None = None,
         providers: Sequence[str] | None = None,
-    ) -> None:
+    ) -> "DlibResNetEmbedder":
+        """For tools and tests that load a freshly built, not yet installed file."""
         import onnxruntime as ort  # imported here so importing fr_pbd.capture stays cheap
 
         path = Path(model_path)
         if not path.is_file():
             raise ModelNotFoundError(f"model file not found: {path}")
         try:
-            # Created once: session creation costs far more than one inference.
-            self._session = ort.InferenceSession(
+            session = ort.InferenceSession(
                 str(path),
                 sess_options=session_options,
                 providers=list(providers) if providers else ["CPUExecutionProvider"],
             )
         except Exception as e:  # onnxruntime raises its own exception types
             raise ModelError(f"cannot load {path.name} with onnxruntime: {str(e).splitlines()[0]}") from None
-        inputs = self._session.get_inputs()
-        outputs = self._session.get_outputs()
-        if [i.name for i in inputs] != [INPUT_NAME] or OUTPUT_NAME not in [o.name for o in outputs]:
-            raise ModelError(f"{path.name} is not the dlib ResNet model (unexpected input/output names)")
+        return cls(session)
 
     def embed(self, chips: np.ndarray) -> np.ndarray:
         """Raw descriptors, float32 (N, 128), for one RGB uint8 chip or a batch (N, 150, 150, 3)."""
