@@ -56,6 +56,17 @@ def _check_user_id(u: object) -> str:
     return u
 
 
+def _cols(cols, k0: int, k1: int):
+    """Output rows of users k0..k1-1 of a group: a slice when contiguous, else an index array."""
+    if isinstance(cols, slice):
+        return slice(cols.start + k0, cols.start + k1)
+    return cols[k0:k1]
+
+
+def _col(cols, k: int) -> int:
+    return cols.start + k if isinstance(cols, slice) else int(cols[k])
+
+
 class Gallery:
     """An immutable gallery of unit-length templates with per-user segments.
 
@@ -151,8 +162,12 @@ class Gallery:
             # rows of those users, user after user
             idx = (starts[cols][:, None] + np.arange(c)[None, :]).reshape(-1)
             perm_parts.append(order[idx])
-            groups.append((int(c), row, int(cols.size), cols))
-            row += cols.size * c
+            n_users = int(cols.size)
+            # a contiguous column range lets the fold write straight into the output rows
+            if n_users and cols[-1] - cols[0] + 1 == n_users:
+                cols = slice(int(cols[0]), int(cols[-1]) + 1)
+            groups.append((int(c), row, n_users, cols))
+            row += n_users * c
         if perm_parts:
             perm = np.concatenate(perm_parts)
             if np.array_equal(perm, np.arange(n)) and arr.dtype == np.float32:
@@ -266,23 +281,29 @@ class Gallery:
                 for s in range(r, r + c, block):
                     e = min(s + block, r + c)
                     best = max(best, float((vec[s:e] @ q).max()))
-                out1[cols[k]] = best
+                out1[_col(cols, k)] = best
             return
         per = max(1, block // c)  # whole users per block
         for k0 in range(0, n_users, per):
             k1 = min(k0 + per, n_users)
+            dst = _cols(cols, k0, k1)
             s = vec[row0 + k0 * c : row0 + k1 * c] @ q  # (rows,)
             if c == 1:
-                out1[cols[k0:k1]] = s
+                out1[dst] = s
                 continue
             s2 = s.reshape(k1 - k0, c)
-            if c <= _LOOP_FOLD_MAX_C:
-                m = s2[:, 0].copy()
-                for j in range(1, c):
+            if c <= _LOOP_FOLD_MAX_C and isinstance(dst, slice):
+                m = out1[dst]
+                np.maximum(s2[:, 0], s2[:, 1], out=m)
+                for j in range(2, c):
                     np.maximum(m, s2[:, j], out=m)
+            elif c <= _LOOP_FOLD_MAX_C:
+                m = np.maximum(s2[:, 0], s2[:, 1])
+                for j in range(2, c):
+                    np.maximum(m, s2[:, j], out=m)
+                out1[dst] = m
             else:
-                m = s2.max(axis=1)
-            out1[cols[k0:k1]] = m
+                out1[dst] = s2.max(axis=1)
 
     @staticmethod
     def _fold_group(vec, pt, c, row0, n_users, cols, block, out) -> None:
@@ -295,23 +316,32 @@ class Gallery:
                 for s in range(r, r + c, block):
                     e = min(s + block, r + c)
                     np.maximum(best, (vec[s:e] @ pt).max(axis=0), out=best)
-                out[cols[k]] = best
+                out[_col(cols, k)] = best
             return
         per = max(1, block // c)
         for k0 in range(0, n_users, per):
             k1 = min(k0 + per, n_users)
+            dst = _cols(cols, k0, k1)
+            if c == 1 and isinstance(dst, slice):
+                np.matmul(vec[row0 + k0 : row0 + k1], pt, out=out[dst])  # straight into the output
+                continue
             s = vec[row0 + k0 * c : row0 + k1 * c] @ pt  # (rows, B), C-order
             if c == 1:
-                out[cols[k0:k1]] = s
+                out[dst] = s
                 continue
             s3 = s.reshape(k1 - k0, c, b)
-            if c <= _LOOP_FOLD_MAX_C:
-                m = s3[:, 0, :].copy()
-                for j in range(1, c):
+            if c <= _LOOP_FOLD_MAX_C and isinstance(dst, slice):
+                m = out[dst]
+                np.maximum(s3[:, 0, :], s3[:, 1, :], out=m)
+                for j in range(2, c):
                     np.maximum(m, s3[:, j, :], out=m)
+            elif c <= _LOOP_FOLD_MAX_C:
+                m = np.maximum(s3[:, 0, :], s3[:, 1, :])
+                for j in range(2, c):
+                    np.maximum(m, s3[:, j, :], out=m)
+                out[dst] = m
             else:
-                m = s3.max(axis=1)
-            out[cols[k0:k1]] = m
+                out[dst] = s3.max(axis=1)
 
     def matches(self, probe: np.ndarray, threshold: float, user: str | None = None) -> bool:
         """Yes or no: does ``probe`` (a unit ``(D,)`` vector) match?
