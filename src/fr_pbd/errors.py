@@ -102,3 +102,8 @@ class ConfigError(FrPbdError):
 
 class EgressError(FrPbdError):
     """A network operation was attempted in a process that must not use the network."""
+
+
+# --- evaluation -------------------------------------------------------------------
+class EvaluationError(FrPbdError):
+    """An evaluation cannot be run or its inputs are malformed (pairs file, groups file, scores)."""

@@ -1,0 +1,160 @@
+"""``fr-pbd eval lfw``: the command functions, for :mod:`fr_pbd.cli` to wire.
+
+In ``fr_pbd/cli.py``::
+
+    from fr_pbd.eval.cli import add_eval_parser   # top of file
+    add_eval_parser(sub)                          # in build_parser(), after the other commands
+
+Progress goes to stderr and holds counts and times only (never a score).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Callable, TextIO
+
+import numpy as np
+
+from fr_pbd.errors import EvaluationError
+
+__all__ = ["add_eval_parser", "cmd_eval_lfw", "ProgressBar", "pipeline_embedder"]
+
+EXIT_OK = 0
+# The pipeline fr-pbd evaluates by default: detector + embedder from the manifest.
+DEFAULT_MODELS = ("yunet-2023mar", "dlib-resnet-v1")
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr (a line per 10 % when not a terminal)."""
+
+    def __init__(self, label: str, stream: TextIO | None = None, width: int = 30) -> None:
+        self.label = label
+        self.stream = stream if stream is not None else sys.stderr
+        self.width = width
+        self.t0 = time.monotonic()
+        self._last = 0.0
+        self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._decile = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        final = done >= total
+        if self._tty:
+            if not final and now - self._last < 0.2:
+                return
+        else:
+            decile = (10 * done) // max(1, total)
+            if decile == self._decile and not final:
+                return
+            self._decile = decile
+        self._last = now
+        el = now - self.t0
+        rate = done / el if el > 0 else 0.0
+        eta = (total - done) / rate if rate > 0 else 0.0
+        filled = int(self.width * done / max(1, total))
+        bar = "#" * filled + "." * (self.width - filled)
+        line = f"{self.label} [{bar}] {done}/{total} {rate:.1f}/s ETA {int(eta) // 60}:{int(eta) % 60:02d}"
+        if self._tty:
+            self.stream.write("\r" + line + ("\n" if final else ""))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def pipeline_embedder() -> tuple[Callable[[Path], np.ndarray], str]:
+    """The capture pipeline as an embedder: LFW images hold one subject near the centre,
+    other faces at the edges, so the face nearest the centre is taken."""
+    try:
+        from fr_pbd.capture.pipeline import load_extractor
+    except ImportError as exc:  # pragma: no cover - depends on the build
+        raise EvaluationError(f"the capture pipeline is not available ({exc})") from None
+    ex = load_extractor()
+
+    def embed(path: Path) -> np.ndarray:
+        return ex.template(path, purpose="verify", select="center").vector
+
+    return embed, ex.model_id
+
+
+def cmd_eval_lfw(args: argparse.Namespace) -> int:
+    """Run the LFW evaluation and write the report folder."""
+    from fr_pbd.eval.groups import read_groups
+    from fr_pbd.eval.lfw import evaluate_lfw
+    from fr_pbd.eval.report import write_report
+
+    data = Path(args.data)
+    lfw_dir = data / "lfw" if (data / "lfw" / "pairs.txt").is_file() and not (data / "pairs.txt").is_file() else data
+    pairs = Path(args.pairs)
+    if pairs.is_absolute():
+        pairs_path = pairs
+    elif (lfw_dir / pairs).is_file():
+        pairs_path = lfw_dir / pairs
+    else:
+        pairs_path = pairs
+    if not pairs_path.is_file():
+        raise EvaluationError(f"pairs file {pairs_path} not found")
+    groups = read_groups(args.groups) if args.groups else None
+    if args.limit is not None and args.limit < 2:
+        raise EvaluationError("--limit must be at least 2")
+    if not (0.0 < args.fmr < 1.0):
+        raise EvaluationError("--fmr must be in (0, 1)")
+    embed, model_id = pipeline_embedder()
+    bar = None if args.quiet else ProgressBar("templates")
+    t0 = time.monotonic()
+    res = evaluate_lfw(lfw_dir, pairs_path, embed, limit=args.limit, groups=groups, operating_fmr=args.fmr,
+                       threshold=args.threshold, progress=bar, model_id=model_id)
+    argv = ["fr-pbd", "eval", "lfw", "--data", str(args.data), "--pairs", str(args.pairs), "--out", str(args.out)]
+    if args.groups:
+        argv += ["--groups", str(args.groups)]
+    if args.limit is not None:
+        argv += ["--limit", str(args.limit)]
+    if args.threshold is not None:
+        argv += ["--threshold", repr(args.threshold)]
+    if args.fmr != 1e-4:
+        argv += ["--fmr", repr(args.fmr)]
+    res.timings["total_s"] = time.monotonic() - t0
+    files = write_report(res, args.out, models=DEFAULT_MODELS, command=shlex.join(argv), data_dir=lfw_dir,
+                         pairs_path=pairs_path)
+    tf = res.tenfold
+    if tf is not None:
+        print(f"10-fold accuracy {100 * tf.mean:.2f} % ± {100 * tf.std:.2f} % ({res.pairs} pairs, "
+              f"{res.pairs_failed} with a failed image)")
+    op = res.operating_points.get("1e-4")
+    if op is not None:
+        print(f"FNMR {100 * op.fnmr:.3f} % at FMR 1e-4 (threshold {op.threshold:.4f}, "
+              f"{op.impostor_comparisons:,} impostor comparisons)")
+    if res.eer is not None:
+        print(f"EER {100 * res.eer.eer:.3f} %")
+    print(f"FTA {res.fta_images} of {res.images} images")
+    print(f"report: {files['report.json'].parent}")
+    return EXIT_OK
+
+
+def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``eval lfw`` to the top-level ``fr-pbd`` subcommands."""
+    ev = subparsers.add_parser("eval", help="measure accuracy by the book (ISO/IEC 19795-1, LFW protocol)")
+    esub = ev.add_subparsers(dest="eval_command", metavar="BENCHMARK")
+    esub.required = True
+    lf = esub.add_parser(
+        "lfw",
+        help="LFW: 10-fold accuracy, FNMR@FMR over all comparisons, DET, demographic differentials",
+        description="Evaluate the capture pipeline on LFW. Templates are computed once per image and kept in "
+                    "memory only; the report holds aggregates only.",
+    )
+    lf.add_argument("--data", required=True, help="the LFW folder (holding pairs.txt and NAME/NAME_NNNN.jpg)")
+    lf.add_argument("--pairs", default="pairs.txt", help="pairs file, relative to --data (default pairs.txt)")
+    lf.add_argument("--out", required=True, help="output folder for report.json, report.md and the plots")
+    lf.add_argument("--groups", default=None, help="CSV identity,group[,...] for demographic differentials")
+    lf.add_argument("--limit", type=int, default=None,
+                    help="use only the first N images named by the pairs file (a quick, non-comparable run)")
+    lf.add_argument("--fmr", type=float, default=1e-4,
+                    help="target FMR of the operating threshold for per-group figures (default 1e-4)")
+    lf.add_argument("--threshold", type=float, default=None,
+                    help="use this operating threshold for per-group figures instead of the FMR one")
+    lf.add_argument("--quiet", action="store_true", help="no progress bar")
+    lf.set_defaults(func=cmd_eval_lfw)
+    return ev
