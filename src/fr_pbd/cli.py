@@ -40,6 +40,32 @@ def cmd_detect(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --- compare ------------------------------------------------------------------------
+def cmd_compare(args: argparse.Namespace) -> int:
+    from fr_pbd import models
+    from fr_pbd.capture import dlib_resnet
+    from fr_pbd.capture.pipeline import load_extractor
+    from fr_pbd.errors import ModelError, QualityError
+
+    threshold = models.spec(dlib_resnet.MODEL_ID).default_threshold
+    if threshold is None:
+        raise ModelError(f"the manifest gives no default threshold for {dlib_resnet.MODEL_ID}")
+    ext = load_extractor()
+    templates = []
+    for image in (args.image_a, args.image_b):
+        try:
+            templates.append(ext.template(image, "verify"))
+        except QualityError as exc:
+            raise QualityError(exc.reason, f"{image}: {exc}") from None
+    score = float(templates[0].vector @ templates[1].vector)
+    same = score >= threshold
+    print("same" if same else "different")
+    if args.show_score:
+        print("fr-pbd: warning: a similarity score is biometric data; do not store or share it", file=sys.stderr)
+        print(f"score {score:.4f} (cosine; threshold {threshold:.4f})")
+    return EXIT_OK if same else EXIT_NO
+
+
 # --- models -----------------------------------------------------------------------
 def cmd_models_list(args: argparse.Namespace) -> int:
     from fr_pbd import models
@@ -132,6 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("image")
     d.add_argument("--json", action="store_true", help="print a JSON list of faces")
     d.set_defaults(func=cmd_detect)
+
+    c = sub.add_parser("compare", help="same person in two images? prints same/different (exit 0/1)")
+    c.add_argument("image_a")
+    c.add_argument("image_b")
+    c.add_argument("--show-score", action="store_true",
+                   help="also print the similarity score (biometric data: for developers only)")
+    c.set_defaults(func=cmd_compare)
 
     m = sub.add_parser("models", help="list, fetch or build models")
     msub = m.add_subparsers(dest="models_command", metavar="ACTION", parser_class=_Parser)

@@ -49,6 +49,12 @@ ALIGNMENT_REFERENCE = np.array(
 )
 CHANNEL_ORDER = "RGB"
 
+# Test-time augmentation: the template is the normalised mean of the descriptors of
+# the chip and of its mirror image. On LFW pairsDevTest it raised accuracy at the best
+# threshold from 98.4 % to 98.6 % (benchmarks/lfw_devtest_side_by_side.py); it costs a
+# second forward pass, batched with the first.
+FLIP_AVERAGE = True
+
 # dlib's customary decision rule on raw descriptors: same person if the Euclidean
 # distance is <= 0.6 (also the loss's distance_threshold stored in the .dat).
 DLIB_DISTANCE_THRESHOLD = 0.6

@@ -75,8 +75,14 @@ class TemplateExtractor:
         if not captures:
             return []
         chips = np.stack([c.chip_bgr[:, :, ::-1] for c in captures])  # BGR -> RGB
-        vectors = self.embedder.embed(chips)
-        return [Template(v, self.model_id) for v in vectors]
+        if not dlib_resnet.FLIP_AVERAGE:
+            return [Template(v, self.model_id) for v in self.embedder.embed(chips)]
+        # One batch: the chips and their mirror images; the template is the mean of
+        # both unit vectors (see dlib_resnet.FLIP_AVERAGE).
+        out = self.embedder.embed(np.concatenate([chips, chips[:, :, ::-1]]))
+        out /= np.linalg.norm(out, axis=1, keepdims=True)
+        n = len(captures)
+        return [Template(out[i] + out[n + i], self.model_id) for i in range(n)]
 
     def template(self, image: ImageSource, purpose: Purpose = "verify", select: Selection = "largest") -> Template:
         return self.embed([self.capture(load_image(image), purpose, select)])[0]
