@@ -1,0 +1,172 @@
+"""The verifier: where the two phases meet, and where the answer becomes yes or no.
+
+Phase (a) (:mod:`fr_pbd.capture`) turns an image into a Template; phase (b)
+(:mod:`fr_pbd.store`, :mod:`fr_pbd.match`) compares it with the encrypted
+gallery. This module is the only one that imports both, and what leaves it is a
+:class:`Decision` holding one boolean: no score, no template, no matched user.
+
+Lockout follows Android CDD 7.3.10 and NIST SP 800-63B: after 5 consecutive
+failed attempts face verification is refused for 30 s, doubling with each
+further failure; the state lives in the encrypted store, so it survives a
+restart; only a success or the fallback credential clears it. While locked, no
+image is even looked at.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Iterable
+
+from fr_pbd import models
+from fr_pbd.capture.image import ImageSource
+from fr_pbd.capture.pipeline import TemplateExtractor, load_extractor
+from fr_pbd.errors import ConsentError, ModelError, QualityError, StoreError
+from fr_pbd.store import STORE_FILE, LockoutState, Store
+
+LOCKOUT_AFTER_FAILURES = 5
+LOCKOUT_BASE_SECONDS = 30
+LOCKOUT_MAX_SECONDS = 24 * 3600
+ENV_HOME = "FR_PBD_HOME"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The only thing verification returns: accepted or not."""
+
+    accepted: bool
+
+    def __bool__(self) -> bool:
+        return self.accepted
+
+
+@dataclass(frozen=True)
+class Consent:
+    """The user's explicit opt-in to enrolment: which consent text they confirmed, on which device."""
+
+    text_version: str
+    device_id: str = socket.gethostname() or "device"
+
+
+def default_home() -> Path:
+    """``$FR_PBD_HOME``, else the user's XDG data directory."""
+    env = os.environ.get(ENV_HOME)
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "fr-pbd"
+
+
+def lock_seconds(failures: int) -> int:
+    """30 s at the 5th consecutive failure, doubling with each further one (capped at a day)."""
+    if failures < LOCKOUT_AFTER_FAILURES:
+        return 0
+    return min(LOCKOUT_MAX_SECONDS, LOCKOUT_BASE_SECONDS * 2 ** min(failures - LOCKOUT_AFTER_FAILURES, 20))
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def open_or_create_store(home: Path, model_id: str, dim: int) -> Store:
+    """The store in ``home``; created (empty, with a fresh device key) only if there is none."""
+    if not os.path.lexists(home / STORE_FILE):
+        try:
+            return Store.create(home, model_id=model_id, dim=dim)
+        except StoreError:
+            if not os.path.lexists(home / STORE_FILE):  # not a lost creation race: a real error
+                raise
+    return Store.open(home)
+
+
+class Verifier:
+    """Enrolment and verification against the store in one home directory."""
+
+    def __init__(self, home: Path | None = None, extractor: TemplateExtractor | None = None) -> None:
+        self.home = Path(home) if home is not None else default_home()
+        self._extractor = extractor
+
+    @property
+    def extractor(self) -> TemplateExtractor:
+        if self._extractor is None:
+            self._extractor = load_extractor()
+        return self._extractor
+
+    def threshold(self, model_id: str) -> float:
+        t = models.spec(model_id).default_threshold
+        if t is None:
+            raise ModelError(f"the manifest gives no operating threshold for {model_id}")
+        return t
+
+    def store(self) -> Store:
+        return Store.open(self.home)
+
+    def enroll(self, user: str, images: Iterable[ImageSource], consent: Consent | None) -> int:
+        """Record the opt-in and add one template per image; all images must pass the enrolment gate.
+
+        Nothing is written unless every image gives a template. Returns the user's template count.
+        """
+        if not isinstance(consent, Consent):
+            raise ConsentError("enrolment needs the user's explicit consent (a Consent record)")
+        images = list(images)
+        if not images:
+            raise ValueError("enrolment needs at least one image")
+        ext = self.extractor
+        templates = []
+        for i, image in enumerate(images, 1):
+            try:
+                templates.append(ext.template(image, "enrol"))
+            except QualityError as exc:
+                where = image if isinstance(image, (str, Path)) else f"image {i}"
+                raise QualityError(exc.reason, f"{where}: {exc}") from None
+        store = open_or_create_store(self.home, ext.model_id, templates[0].dim)
+        with store.transaction() as tx:
+            if not tx.has_fallback:
+                raise ConsentError("set a fallback PIN or passphrase first (fr-pbd fallback set): "
+                                   "face verification must never be the only way in")
+            tx.record_consent(user, text_version=consent.text_version, device_id=consent.device_id)
+            return tx.add_templates(user, templates)
+
+    def verify(self, image: ImageSource, user: str | None = None) -> Decision:
+        """Yes or no. Locked out: no, without looking at the image. No usable face: no, not counted."""
+        store = self.store()
+        view = store.read()
+        if view.lockout.is_locked(_now()):
+            return Decision(False)
+        try:
+            probe = self.extractor.template(image, "verify")
+        except QualityError:
+            return Decision(False)
+        accepted = view.matcher().matches(probe, self.threshold(view.model_id), user)
+        with store.transaction() as tx:
+            if accepted:
+                tx.reset_lockout()
+            else:
+                failures = tx.lockout.failures + 1
+                seconds = lock_seconds(failures)
+                until = _now() + timedelta(seconds=seconds) if seconds else None
+                tx.set_lockout(LockoutState(failures=failures, locked_until=until))
+        return Decision(accepted)
+
+    def set_fallback(self, secret: str, model_id: str | None = None, dim: int = 128) -> None:
+        """Set the fallback PIN/passphrase (creating the store on first use)."""
+        store = open_or_create_store(self.home, model_id or self.default_model_id(), dim)
+        store.set_fallback(secret)
+
+    def check_fallback(self, secret: str) -> bool:
+        """The alternative to the face: always works, also while locked; success clears the lockout."""
+        store = self.store()
+        ok = store.check_fallback(secret)
+        if ok:
+            with store.transaction() as tx:
+                tx.reset_lockout()
+        return ok
+
+    @staticmethod
+    def default_model_id() -> str:
+        from fr_pbd.capture import dlib_resnet
+
+        return dlib_resnet.MODEL_ID

@@ -1,0 +1,163 @@
+"""The verifier and its CLI, with real faces: yes/no only, lockout, consent and fallback first."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from fr_pbd.errors import ConsentError, QualityError
+from fr_pbd.store import LockoutState, Store
+from fr_pbd.verify import LOCKOUT_AFTER_FAILURES, Consent, Decision, Verifier, lock_seconds
+from tests.conftest import missing
+
+PIN = "correct horse battery"
+
+
+@pytest.fixture(scope="module")
+def extractor(models_env):
+    from fr_pbd.capture.pipeline import load_extractor
+
+    try:
+        return load_extractor()
+    except Exception as exc:  # noqa: BLE001
+        missing(f"{exc} (build it: fr-pbd models build dlib-resnet)")
+
+
+@pytest.fixture()
+def home(tmp_path):
+    h = tmp_path / "home"
+    return h
+
+
+@pytest.fixture()
+def enrolled(home, extractor, faces_dir):
+    v = Verifier(home, extractor)
+    v.set_fallback(PIN)
+    assert v.enroll("obama", [faces_dir / "obama.jpg", faces_dir / "obama2.jpg"], Consent("1", "test-device")) == 2
+    return v
+
+
+def test_decision_carries_only_a_boolean():
+    d = Decision(True)
+    assert [f for f in d.__dataclass_fields__] == ["accepted"]
+    assert not hasattr(d, "__dict__")
+    assert bool(Decision(False)) is False
+
+
+def test_enrolment_needs_consent_and_a_fallback_first(home, extractor, faces_dir):
+    v = Verifier(home, extractor)
+    with pytest.raises(ConsentError, match="consent"):
+        v.enroll("obama", [faces_dir / "obama.jpg"], None)
+    with pytest.raises(ConsentError, match="fallback"):
+        v.enroll("obama", [faces_dir / "obama.jpg"], Consent("1"))
+    v.set_fallback(PIN)
+    assert v.enroll("obama", [faces_dir / "obama.jpg"], Consent("1")) == 1
+
+
+def test_enrolment_refuses_a_bad_photo_and_stores_nothing(home, extractor, faces_dir):
+    v = Verifier(home, extractor)
+    v.set_fallback(PIN)
+    with pytest.raises(QualityError) as info:
+        v.enroll("obama", [faces_dir / "obama.jpg", faces_dir / "two_people.jpg"], Consent("1"))
+    assert info.value.reason == "multiple_faces" and "two_people.jpg" in str(info.value)
+    assert v.store().read().users == ()
+
+
+def test_verify_yes_for_the_user_no_for_others(enrolled, faces_dir):
+    assert enrolled.verify(faces_dir / "obama3.jpg") == Decision(True)
+    assert enrolled.verify(faces_dir / "obama4.jpg", user="obama") == Decision(True)
+    assert enrolled.verify(faces_dir / "obama4.jpg", user="biden") == Decision(False)
+    assert enrolled.verify(faces_dir / "biden2.jpg") == Decision(False)
+    assert enrolled.verify(faces_dir / "astronaut.png") == Decision(False)
+    assert enrolled.verify(faces_dir / "no_face_coffee.png") == Decision(False)
+
+
+class CountingExtractor:
+    """Wraps the real extractor and counts model runs."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.model_id = inner.model_id
+        self.calls = 0
+
+    def template(self, *a, **k):
+        self.calls += 1
+        return self.inner.template(*a, **k)
+
+
+def test_lockout_after_five_failures_skips_the_model_and_survives_restart(home, extractor, faces_dir):
+    v = Verifier(home, extractor)
+    v.set_fallback(PIN)
+    v.enroll("obama", [faces_dir / "obama.jpg"], Consent("1"))
+    for _ in range(LOCKOUT_AFTER_FAILURES):
+        assert not v.verify(faces_dir / "biden2.jpg")
+    # A new process would build a new Verifier: the lock is in the encrypted store.
+    counting = CountingExtractor(extractor)
+    restarted = Verifier(home, counting)
+    assert restarted.verify(faces_dir / "obama3.jpg") == Decision(False)  # the right face, but locked
+    assert counting.calls == 0
+    lock = Store.open(home).read().lockout
+    assert lock.failures == 5 and lock.is_locked()
+    assert 25 <= (lock.locked_until - datetime.now(timezone.utc)).total_seconds() <= 31
+    # The fallback always works, also while locked, and clears the lock.
+    assert restarted.check_fallback(PIN)
+    assert restarted.verify(faces_dir / "obama3.jpg") == Decision(True)
+    assert counting.calls == 1
+
+
+def test_lock_doubles_and_success_resets(home, extractor, faces_dir):
+    assert [lock_seconds(n) for n in range(4, 9)] == [0, 30, 60, 120, 240]
+    v = Verifier(home, extractor)
+    v.set_fallback(PIN)
+    v.enroll("obama", [faces_dir / "obama.jpg"], Consent("1"))
+    store = Store.open(home)
+    with store.transaction() as tx:  # five failures, lock already expired
+        tx.set_lockout(LockoutState(failures=5, locked_until=datetime.now(timezone.utc) - timedelta(seconds=1)))
+    assert not v.verify(faces_dir / "biden2.jpg")
+    lock = store.read().lockout
+    assert lock.failures == 6 and 55 <= (lock.locked_until - datetime.now(timezone.utc)).total_seconds() <= 61
+    with store.transaction() as tx:
+        tx.set_lockout(LockoutState(failures=3))
+    assert v.verify(faces_dir / "obama4.jpg")
+    assert store.read().lockout == LockoutState()
+
+
+def test_wrong_fallback_is_no(enrolled):
+    assert not enrolled.check_fallback("wrong pin 1234")
+
+
+def run(*args, home, stdin=None):
+    env = dict(os.environ, FR_PBD_HOME=str(home))
+    return subprocess.run([sys.executable, "-m", "fr_pbd.cli", *args], capture_output=True, text=True,
+                          env=env, input=stdin, timeout=300)
+
+
+def test_cli_enrol_verify_end_to_end(tmp_path, faces_dir, extractor):
+    home = tmp_path / "cli-home"
+    p = run("enroll", "--user", "obama", "--image", str(faces_dir / "obama.jpg"), "--consent", home=home)
+    assert p.returncode == 2 and "fallback" in p.stderr and "Traceback" not in p.stderr
+    assert run("fallback", "set", "--secret-stdin", home=home, stdin=PIN + "\n").returncode == 0
+    p = run("enroll", "--user", "obama", "--image", str(faces_dir / "obama.jpg"),
+            "--image", str(faces_dir / "obama2.jpg"), home=home)
+    assert p.returncode == 2 and "consent" in p.stderr  # no terminal, no --consent: refused
+    p = run("enroll", "--user", "obama", "--image", str(faces_dir / "obama.jpg"),
+            "--image", str(faces_dir / "obama2.jpg"), "--consent", home=home)
+    assert p.returncode == 0, p.stderr
+    for image, answer, code in (("obama3.jpg", "yes", 0), ("biden2.jpg", "no", 1), ("astronaut.png", "no", 1)):
+        p = run("verify", "--image", str(faces_dir / image), home=home)
+        assert (p.stdout, p.returncode) == (answer + "\n", code), (image, p.stderr)
+    status = run("status", home=home)
+    assert status.returncode == 0 and "obama: 2 template(s)" in status.stdout
+    assert run("fallback", "check", "--secret-stdin", home=home, stdin="nope-nope\n").returncode == 1
+    assert run("unenroll", "--user", "obama", home=home).returncode == 0
+    p = run("verify", "--image", str(faces_dir / "obama3.jpg"), home=home)
+    assert (p.stdout, p.returncode) == ("no\n", 1)
+    p = run("erase", home=home)
+    assert p.returncode == 2 and "--yes" in p.stderr
+    assert run("erase", "--yes", home=home).returncode == 0
+    p = run("status", home=home)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
