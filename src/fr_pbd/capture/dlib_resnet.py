@@ -55,6 +55,10 @@ CHANNEL_ORDER = "RGB"
 # second forward pass, batched with the first.
 FLIP_AVERAGE = True
 
+# Large faces are shrunk with area averaging before the warp (align.warp_chip), as
+# dlib's get_face_chip does with its image pyramid.
+AREA_PREFILTER = True
+
 # dlib's customary decision rule on raw descriptors: same person if the Euclidean
 # distance is <= 0.6 (also the loss's distance_threshold stored in the .dat).
 DLIB_DISTANCE_THRESHOLD = 0.6
@@ -66,6 +70,11 @@ class DlibResNetEmbedder:
     model_id = MODEL_ID
     input_size = INPUT_SIZE
     embedding_dim = EMBEDDING_DIM
+    # What the pipeline reads to cut and order chips for this model (same names in sface.py).
+    alignment_reference = ALIGNMENT_REFERENCE
+    channel_order = CHANNEL_ORDER
+    flip_average = FLIP_AVERAGE
+    area_prefilter = AREA_PREFILTER
 
     def __init__(self, session: Any) -> None:
         """Wrap an onnxruntime session made from verified bytes (``fr_pbd.runtime.create_session``)."""

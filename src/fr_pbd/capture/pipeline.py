@@ -8,15 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal, Protocol
 
+import cv2
 import numpy as np
 
 from fr_pbd import models
-from fr_pbd.capture import dlib_resnet, quality, yunet
-from fr_pbd.capture.align import align_face
+from fr_pbd.capture import dlib_resnet, quality, sface, yunet
+from fr_pbd.capture.align import align_face, similarity_transform, warp_chip
 from fr_pbd.capture.image import ImageSource, load_image
 from fr_pbd.capture.yunet import Face, YuNet
+from fr_pbd.errors import ModelError
 from fr_pbd.runtime import create_session
 from fr_pbd.template import Template
 
@@ -26,6 +28,27 @@ DETECTION_THRESHOLD = min(p.min_face_score for p in quality.POLICIES.values())
 
 Purpose = Literal["verify", "enrol"]
 Selection = Literal["largest", "center"]
+
+
+class Embedder(Protocol):
+    """What the pipeline needs of an embedder: how to cut and order its chip, and ``embed``."""
+
+    model_id: str
+    input_size: int
+    alignment_reference: np.ndarray
+    channel_order: str  # "RGB" or "BGR": the order ``embed`` takes
+    flip_average: bool
+    area_prefilter: bool  # shrink large faces with area averaging before the warp
+
+    def embed(self, chips: np.ndarray) -> np.ndarray: ...
+
+
+# The embedders fr-pbd can use, by manifest name. dlib-resnet-v1 is the default;
+# SFace is optional (used only when asked for and its file is present).
+EMBEDDERS: dict[str, Any] = {
+    dlib_resnet.MODEL_ID: dlib_resnet.DlibResNetEmbedder,
+    sface.MODEL_ID: sface.SFaceEmbedder,
+}
 
 
 @dataclass(frozen=True)
@@ -52,10 +75,29 @@ def choose_face(faces: list[Face], image_shape: tuple[int, ...], select: Selecti
 class TemplateExtractor:
     """Detector + aligner + embedder, created once and reused."""
 
-    def __init__(self, detector: YuNet, embedder: dlib_resnet.DlibResNetEmbedder) -> None:
+    def __init__(self, detector: YuNet, embedder: Embedder) -> None:
+        if embedder.channel_order not in ("RGB", "BGR"):
+            raise ModelError(f"unsupported channel order {embedder.channel_order!r} for {embedder.model_id}")
         self.detector = detector
         self.embedder = embedder
         self.model_id = embedder.model_id
+        # The quality gate's sharpness and exposure limits were measured on dlib-geometry
+        # chips (tools/measure_quality_lfw.py), so it always looks at one: the embedder's
+        # own chip when it has that geometry, else a second, gate-only chip.
+        self._gate_on_chip = (
+            embedder.input_size == dlib_resnet.INPUT_SIZE
+            and embedder.area_prefilter == dlib_resnet.AREA_PREFILTER
+            and np.array_equal(embedder.alignment_reference, dlib_resnet.ALIGNMENT_REFERENCE)
+        )
+
+    def align(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        """The embedder's BGR chip: its reference points, its size, with or without area pre-filter."""
+        emb = self.embedder
+        m = similarity_transform(landmarks, emb.alignment_reference)
+        if emb.area_prefilter:
+            return warp_chip(image, m, emb.input_size)
+        return cv2.warpAffine(image, m, (emb.input_size, emb.input_size), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
     def capture(self, image: np.ndarray, purpose: Purpose = "verify", select: Selection = "largest") -> Capture:
         """Find, check and align the face; raise QualityError with a reason code if unusable."""
@@ -66,19 +108,22 @@ class TemplateExtractor:
         if policy.exactly_one_face and len(faces) > 1:
             raise quality.fail(quality.MULTIPLE_FACES)
         face = choose_face(faces, image.shape, select)
-        chip = align_face(image, face.landmarks, dlib_resnet.ALIGNMENT_REFERENCE, dlib_resnet.INPUT_SIZE)
-        measures = quality.measure(face.landmarks, chip)
+        chip = self.align(image, face.landmarks)
+        gate_chip = chip if self._gate_on_chip else align_face(
+            image, face.landmarks, dlib_resnet.ALIGNMENT_REFERENCE, dlib_resnet.INPUT_SIZE)
+        measures = quality.measure(face.landmarks, gate_chip)
         quality.check(measures, policy)
         return Capture(face, chip, measures)
 
     def embed(self, captures: list[Capture]) -> list[Template]:
         if not captures:
             return []
-        chips = np.stack([c.chip_bgr[:, :, ::-1] for c in captures])  # BGR -> RGB
-        if not dlib_resnet.FLIP_AVERAGE:
+        rgb = self.embedder.channel_order == "RGB"
+        chips = np.stack([c.chip_bgr[:, :, ::-1] if rgb else c.chip_bgr for c in captures])  # the embedder's order
+        if not self.embedder.flip_average:
             return [Template(v, self.model_id) for v in self.embedder.embed(chips)]
         # One batch: the chips and their mirror images; the template is the mean of
-        # both unit vectors (see dlib_resnet.FLIP_AVERAGE).
+        # both unit vectors (see the embedder module's FLIP_AVERAGE).
         out = self.embedder.embed(np.concatenate([chips, chips[:, :, ::-1]]))
         out /= np.linalg.norm(out, axis=1, keepdims=True)
         n = len(captures)
@@ -88,13 +133,24 @@ class TemplateExtractor:
         return self.embed([self.capture(load_image(image), purpose, select)])[0]
 
 
-@lru_cache(maxsize=2)
+@lru_cache(maxsize=4)
+def load_extractor_for(model_id: str, threads: int | None = None) -> TemplateExtractor:
+    """YuNet + the named embedder from verified model files.
+
+    An optional model whose file is absent raises ModelNotFoundError (one line,
+    naming the command that fetches it) before any session is created.
+    """
+    if model_id not in EMBEDDERS:
+        raise ModelError(f"{model_id!r} is not an embedder fr-pbd can use; known: {', '.join(sorted(EMBEDDERS))}")
+    detector_model = models.resolve(yunet.MODEL_NAME)
+    embedder_model = models.resolve(model_id)
+    detector = YuNet(create_session(detector_model, threads=threads), score_threshold=DETECTION_THRESHOLD)
+    return TemplateExtractor(detector, EMBEDDERS[model_id](create_session(embedder_model, threads=threads)))
+
+
 def load_extractor(threads: int | None = None) -> TemplateExtractor:
     """The default extractor (YuNet + dlib ResNet) from verified model files."""
-    detector = YuNet(create_session(models.resolve(yunet.MODEL_NAME), threads=threads),
-                     score_threshold=DETECTION_THRESHOLD)
-    session = create_session(models.resolve(dlib_resnet.MODEL_ID), threads=threads)
-    return TemplateExtractor(detector, dlib_resnet.DlibResNetEmbedder(session))
+    return load_extractor_for(dlib_resnet.MODEL_ID, threads)
 
 
 def template_from_image(image: ImageSource, purpose: Purpose = "verify", select: Selection = "largest") -> Template:
