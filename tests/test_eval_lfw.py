@@ -378,3 +378,13 @@ def test_real_pipeline_smoke(lfw_dir: Path, models_env: Path, tmp_path: Path) ->
     assert res.accuracy_same_set is not None and res.accuracy_same_set >= 0.8
     write_report(res, tmp_path, models=eval_cli.DEFAULT_MODELS)
     assert (tmp_path / "report.json").is_file()
+
+
+def test_cli_module_is_light() -> None:
+    """fr-pbd imports fr_pbd.eval.cli at start-up: numpy and matplotlib only when evaluating."""
+    import subprocess
+    import sys
+
+    code = "import sys, fr_pbd.eval.cli; print('numpy' in sys.modules, 'matplotlib' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]

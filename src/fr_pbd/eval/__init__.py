@@ -6,20 +6,8 @@ Scores and templates stay in memory; reports hold aggregates only.
 See docs/evaluation.md.
 """
 
-from fr_pbd.eval.metrics import (
-    TARGET_FMRS,
-    EER,
-    ExactScores,
-    OperatingPoint,
-    StreamedScores,
-    TenFoldResult,
-    det_curve,
-    eer,
-    fnmr_at_fmr,
-    fnmr_at_fmrs,
-    kfold_accuracy,
-    wilson_interval,
-)
+from importlib import import_module
+from typing import Any
 
 __all__ = [
     "TARGET_FMRS",
@@ -34,4 +22,17 @@ __all__ = [
     "fnmr_at_fmrs",
     "kfold_accuracy",
     "wilson_interval",
+    "evaluate_lfw",
+    "write_report",
 ]
+
+_WHERE = {name: "fr_pbd.eval.metrics" for name in __all__}
+_WHERE["evaluate_lfw"] = "fr_pbd.eval.lfw"
+_WHERE["write_report"] = "fr_pbd.eval.report"
+
+
+def __getattr__(name: str) -> Any:
+    """Lazy: ``fr-pbd`` imports :mod:`fr_pbd.eval.cli` at start-up, numpy only when evaluating."""
+    if name in _WHERE:
+        return getattr(import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'fr_pbd.eval' has no attribute {name!r}")

@@ -15,11 +15,12 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Callable, TextIO
-
-import numpy as np
+from typing import TYPE_CHECKING, Callable, TextIO
 
 from fr_pbd.errors import EvaluationError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["add_eval_parser", "cmd_eval_lfw", "ProgressBar", "pipeline_embedder"]
 
@@ -65,7 +66,7 @@ class ProgressBar:
         self.stream.flush()
 
 
-def pipeline_embedder() -> tuple[Callable[[Path], np.ndarray], str]:
+def pipeline_embedder() -> tuple[Callable[[Path], "np.ndarray"], str]:
     """The capture pipeline as an embedder: LFW images hold one subject near the centre,
     other faces at the edges, so the face nearest the centre is taken."""
     try:
@@ -74,7 +75,7 @@ def pipeline_embedder() -> tuple[Callable[[Path], np.ndarray], str]:
         raise EvaluationError(f"the capture pipeline is not available ({exc})") from None
     ex = load_extractor()
 
-    def embed(path: Path) -> np.ndarray:
+    def embed(path: Path) -> "np.ndarray":
         return ex.template(path, purpose="verify", select="center").vector
 
     return embed, ex.model_id

@@ -206,7 +206,8 @@ def _rate(p: float) -> str:
     return f"{100 * p:.3g}%"
 
 
-_TICKS = (1e-7, 1e-6, 1e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 0.02, 0.05, 0.1, 0.2, 0.4)
+_TICKS = (1e-7, 1e-6, 1e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9,
+          0.95, 0.99)
 _X_TICKS = (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.05, 0.2, 0.5)
 
 
@@ -225,18 +226,21 @@ def _det_plot(res: LfwResult, out: Path, title: str) -> list[Path]:
     nz = fnmr[fnmr > 0]
     y_floor = max(0.5 / n_gen, 1e-6)
     y_lo = max(y_floor, (nz.min() / 2) if nz.size else y_floor)
-    x_hi, y_hi = 0.5, 0.5
+    # show every resolvable operating point: FNMR at FMR 1e-6 can be far above 50 %
+    worst = max([op.fnmr for op in res.operating_points.values() if op.resolvable] + [0.0])
+    x_hi, y_hi = 0.5, float(min(0.99, max(0.5, 1.25 * worst)))
     px = metrics.probit(np.clip(fmr, x_lo, 1 - 1e-12))
     py = metrics.probit(np.clip(fnmr, y_lo, 1 - 1e-12))
     fig, ax = plt.subplots(figsize=(7.5, 6.2), dpi=150)
     ax.plot(px, py, color="#1f5aa6", lw=2.0, label=f"{res.model_id or 'model'}", zorder=3)
     # equal-error diagonal and the resolution limit of the data
     lo = metrics.probit(min(x_lo, y_lo))
-    hi = metrics.probit(0.5)
+    hi = metrics.probit(max(x_hi, y_hi))
     ax.plot([lo, hi], [lo, hi], ls="--", lw=0.8, color="0.6", zorder=1)
     ax.axvline(metrics.probit(1.0 / n_imp), color="0.5", ls=":", lw=1.0, zorder=1)
-    ax.text(metrics.probit(1.0 / n_imp), metrics.probit(y_hi) - 0.05, f" 1 false match in\n {n_imp:,} comparisons",
-            fontsize=7, color="0.35", va="top", ha="left")
+    ax.annotate(f"FMR = 1 / {n_imp:,} (the data's limit)", (metrics.probit(1.0 / n_imp), metrics.probit(0.2)),
+                xytext=(3, 0), textcoords="offset points", fontsize=7, color="0.35", va="center", ha="left",
+                rotation=90)
     colours = ["#d62728", "#ff7f0e", "#2ca02c", "#9467bd"]
     for (key, op), c in zip(res.operating_points.items(), colours):
         x = metrics.probit(max(op.target_fmr, x_lo))
@@ -258,6 +262,8 @@ def _det_plot(res: LfwResult, out: Path, title: str) -> list[Path]:
                 label=f"EER {_rate(res.eer.eer)} at t = {res.eer.threshold:.4f}")
     xt = [t for t in _X_TICKS if x_lo <= t <= x_hi]
     yt = [t for t in _TICKS if y_lo <= t <= y_hi]
+    if y_lo < 1e-3:  # a long axis: keep decades only below 1 %
+        yt = [t for t in yt if t >= 0.01 or math.isclose(math.log10(t), round(math.log10(t)))]
     ax.set_xticks(metrics.probit(np.array(xt)), [_pct(t) for t in xt])
     ax.set_yticks(metrics.probit(np.array(yt)), [_pct(t) for t in yt])
     ax.set_xlim(metrics.probit(x_lo), metrics.probit(x_hi))
@@ -268,7 +274,7 @@ def _det_plot(res: LfwResult, out: Path, title: str) -> list[Path]:
     ax.set_xlabel("False match rate (FMR), normal-deviate scale")
     ax.set_ylabel("False non-match rate (FNMR), normal-deviate scale")
     ax.set_title(title, fontsize=10)
-    ax.legend(loc="upper right", fontsize=7.5, framealpha=0.95)
+    ax.legend(loc="lower left", fontsize=7.5, framealpha=0.95)
     sub = (f"{n_gen:,} genuine, {n_imp:,} impostor comparisons; FTA {res.fta_images} of {res.images:,} images "
            "(failed genuine comparisons count as non-matches)")
     fig.text(0.01, 0.005, sub, fontsize=6.5, color="0.35")
@@ -289,7 +295,15 @@ def _hist_plot(res: LfwResult, out: Path, title: str) -> list[Path]:
     ap = res.all_pairs
     assert ap is not None
     imp = ap.impostors
-    group = max(1, imp.bins // 512)
+    # display bins: about 150 across the range the scores occupy (power-of-two groups of fine bins)
+    fine = np.flatnonzero(imp.hist)
+    span = (fine[-1] - fine[0] + 1) if fine.size else imp.bins
+    if ap.genuine.size:
+        g_idx = imp._bin(ap.genuine)
+        lo_i = min(int(g_idx.min()), int(fine[0]) if fine.size else imp.bins)
+        hi_i = max(int(g_idx.max()), int(fine[-1]) if fine.size else 0)
+        span = hi_i - lo_i + 1
+    group = int(2 ** max(0, math.floor(math.log2(max(1, span / 150)))))
     ih = imp.hist[: imp.bins // group * group].reshape(-1, group).sum(axis=1)
     edges = imp.lo + np.arange(ih.size + 1) * (imp.hi - imp.lo) / ih.size
     gh, _ = np.histogram(np.clip(ap.genuine.astype(np.float64), imp.lo, np.nextafter(imp.hi, -np.inf)), bins=edges)
@@ -307,14 +321,14 @@ def _hist_plot(res: LfwResult, out: Path, title: str) -> list[Path]:
         ax.step(centres[a:b], dens[a:b], where="mid", color=colour, lw=1.3, label=label)
         ax.fill_between(centres[a:b], np.nan_to_num(dens[a:b]), step="mid", color=colour, alpha=0.15)
     ax.set_yscale("log")
-    for key, op in res.operating_points.items():
+    for n, (key, op) in enumerate(res.operating_points.items()):
         ax.axvline(op.threshold, color="0.3", ls=":", lw=0.9)
-        ax.text(op.threshold, 1.0, f" {key}", transform=ax.get_xaxis_transform(), fontsize=7, rotation=90,
-                va="top", ha="right", color="0.3")
+        ax.text(op.threshold, 1.0 - 0.12 * (n % 2), f"FMR {key} ", transform=ax.get_xaxis_transform(),
+                fontsize=6.5, rotation=90, va="top", ha="right", color="0.3")
     ax.set_xlabel("Score (cosine similarity)")
     ax.set_ylabel("Density (log scale)")
     ax.set_title(title + "\nscore distributions; dotted: thresholds at FMR 1e-3 ... 1e-6", fontsize=10)
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="upper left", fontsize=8, framealpha=0.95)
     ax.grid(True, color="0.9", lw=0.6)
     fig.tight_layout()
     paths = [out / "scores.png", out / "scores.svg"]
