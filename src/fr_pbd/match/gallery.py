@@ -256,20 +256,23 @@ class Gallery:
     def _best(self, p: np.ndarray) -> np.ndarray:
         b = p.shape[0]
         u = len(self._users)
-        out = np.empty((u, b), dtype=np.float32)  # (U, B): rows written per user
         if u == 0 or b == 0:
-            return np.ascontiguousarray(out.T)
+            return np.empty((b, u), dtype=np.float32)
         block = self._rows_per_block(b)
         vec = self._vectors
         if b == 1:
+            out1 = np.empty(u, dtype=np.float32)
             q = p[0]
             for c, row0, n_users, cols in self._groups:
-                self._fold_group_1(vec, q, c, row0, n_users, cols, block, out[:, 0])
-        else:
-            pt = p.T  # (D, B), F-order view: BLAS takes the transpose for free
-            for c, row0, n_users, cols in self._groups:
-                self._fold_group(vec, pt, c, row0, n_users, cols, block, out)
-        return np.ascontiguousarray(out.T)
+                self._fold_group_1(vec, q, c, row0, n_users, cols, block, out1)
+            return out1[None, :]
+        out = np.empty((b, u), dtype=np.float32)
+        pt = p.T  # (D, B), F-order view: BLAS takes the transpose for free
+        s_buf = np.empty(max(block, 1) * b, dtype=np.float32)  # one score block, reused
+        m_buf = np.empty(max(block, 1) * b, dtype=np.float32)  # its per-user max, reused
+        for c, row0, n_users, cols in self._groups:
+            self._fold_group(vec, pt, c, row0, n_users, cols, block, out, s_buf, m_buf)
+        return out
 
     @staticmethod
     def _fold_group_1(vec, q, c, row0, n_users, cols, block, out1) -> None:
@@ -306,8 +309,9 @@ class Gallery:
                 out1[dst] = s2.max(axis=1)
 
     @staticmethod
-    def _fold_group(vec, pt, c, row0, n_users, cols, block, out) -> None:
-        """B > 1: one GEMM per block of whole users, then the fused per-user max."""
+    def _fold_group(vec, pt, c, row0, n_users, cols, block, out, s_buf, m_buf) -> None:
+        """B > 1: one GEMM per block of whole users into a cache-resident buffer, then the
+        fused per-user max, written as (B, users) straight into the output."""
         b = pt.shape[1]
         if c > block:
             for k in range(n_users):
@@ -316,32 +320,27 @@ class Gallery:
                 for s in range(r, r + c, block):
                     e = min(s + block, r + c)
                     np.maximum(best, (vec[s:e] @ pt).max(axis=0), out=best)
-                out[_col(cols, k)] = best
+                out[:, _col(cols, k)] = best
             return
         per = max(1, block // c)
         for k0 in range(0, n_users, per):
             k1 = min(k0 + per, n_users)
+            n = k1 - k0
             dst = _cols(cols, k0, k1)
-            if c == 1 and isinstance(dst, slice):
-                np.matmul(vec[row0 + k0 : row0 + k1], pt, out=out[dst])  # straight into the output
-                continue
-            s = vec[row0 + k0 * c : row0 + k1 * c] @ pt  # (rows, B), C-order
+            s = s_buf[: n * c * b].reshape(n * c, b)
+            np.matmul(vec[row0 + k0 * c : row0 + k1 * c], pt, out=s)  # (rows, B), C-order
             if c == 1:
-                out[dst] = s
+                out[:, dst] = s.T
                 continue
-            s3 = s.reshape(k1 - k0, c, b)
-            if c <= _LOOP_FOLD_MAX_C and isinstance(dst, slice):
-                m = out[dst]
+            s3 = s.reshape(n, c, b)
+            m = m_buf[: n * b].reshape(n, b)
+            if c <= _LOOP_FOLD_MAX_C:
                 np.maximum(s3[:, 0, :], s3[:, 1, :], out=m)
                 for j in range(2, c):
                     np.maximum(m, s3[:, j, :], out=m)
-            elif c <= _LOOP_FOLD_MAX_C:
-                m = np.maximum(s3[:, 0, :], s3[:, 1, :])
-                for j in range(2, c):
-                    np.maximum(m, s3[:, j, :], out=m)
-                out[dst] = m
             else:
-                out[dst] = s3.max(axis=1)
+                np.max(s3, axis=1, out=m)
+            out[:, dst] = m.T
 
     def matches(self, probe: np.ndarray, threshold: float, user: str | None = None) -> bool:
         """Yes or no: does ``probe`` (a unit ``(D,)`` vector) match?
