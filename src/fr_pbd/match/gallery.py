@@ -4,18 +4,22 @@ Layout
 ------
 All templates live in one C-contiguous ``float32`` array of shape ``(N, D)``,
 owned by the :class:`Gallery` and made read-only. Internally the rows are
-grouped by *template count per user*: every user with exactly ``c`` templates
-sits in one contiguous region of ``n_c * c`` rows. That lets the per-user max be
-a handful of whole-array ``np.maximum`` calls over a ``(n_c, c, B)`` view
-instead of a ragged ``reduceat`` (which numpy runs one tiny segment at a time,
-about 20x slower). The output column order is the order given by the caller
+grouped by *template count per user* (every user with exactly ``c`` templates
+sits in one region), and each region is cut into chunks of whole users, about
+4096 rows each. Inside a chunk of ``n`` users the rows are *template-major*:
+row ``j * n + i`` is template ``j`` of the chunk's user ``i``. So the scores of
+a chunk, computed as ``P @ chunk.T`` (shape ``(B, c * n)``), reshape for free to
+``(B, c, n)``, and the per-user max is ``c - 1`` element-wise ``np.maximum``
+calls over contiguous ``(B, n)`` slices, written straight into the output. (A
+ragged ``np.maximum.reduceat`` runs one tiny segment at a time and is about 20x
+slower.) The output column order is the order given by the caller
 (``Gallery.users``), independent of the internal layout.
 
-Scoring a batch of probes ``P`` (``B x D``) walks each region in blocks of whole
-users, about ``2**18 / B`` rows at a time (so the ``rows x B`` score block stays
-in the L2 cache), computes ``block @ P.T`` with one BLAS call (GEMV when
-``B == 1``, GEMM otherwise) and folds it into the per-user max at once. Nothing
-``N x B``-sized is ever allocated; the largest temporary is one score block.
+Scoring a batch of probes ``P`` (``B x D``) with ``B > 1`` costs one GEMM per
+chunk into a reused, cache-resident ``B x 4096`` buffer, then the fold. With
+``B == 1`` it is one GEMV per 16 chunks (about 65536 rows), which is
+memory-bandwidth bound. Nothing ``N x B``-sized is ever allocated: the largest
+temporary is one score block, the output is ``B x U``.
 
 Privacy contract
 ----------------
@@ -40,12 +44,10 @@ import numpy as np
 
 __all__ = ["Gallery"]
 
-# Score block budget: rows * B * 4 bytes ~ 1 MiB (fits L2), between these bounds.
-_SCORE_BLOCK_ELEMS = 2**18
-_MIN_BLOCK_ROWS = 1024
-_MAX_BLOCK_ROWS = 65536
-# Above this many templates per user, reduce a (n, c, B) view with .max(axis=1)
-# (long inner loops); at or below it, fold the c rows with c-1 np.maximum calls.
+# Rows per chunk of whole users (layout), and rows per GEMV call when B == 1.
+_CHUNK_ROWS = 4096
+_GEMV_ROWS = 65536
+# Above this many templates per user, fold with one np.max(axis=1) call instead of c-1 np.maximum.
 _LOOP_FOLD_MAX_C = 32
 _NORM_TOL = 1e-3
 
@@ -61,6 +63,16 @@ def _cols(cols, k0: int, k1: int):
     if isinstance(cols, slice):
         return slice(cols.start + k0, cols.start + k1)
     return cols[k0:k1]
+
+
+def _fold(s3: np.ndarray, o: np.ndarray, c: int) -> None:
+    """o[..., i] = max_j s3[..., j, i] for a (X, c, n) score view; slices over i are contiguous."""
+    if c <= _LOOP_FOLD_MAX_C:
+        np.maximum(s3[:, 0, :], s3[:, 1, :], out=o)
+        for j in range(2, c):
+            np.maximum(o, s3[:, j, :], out=o)
+    else:
+        np.max(s3, axis=1, out=o)
 
 
 def _col(cols, k: int) -> int:
@@ -85,7 +97,7 @@ class Gallery:
     messages never contain values.
     """
 
-    __slots__ = ("_dim", "_users", "_index", "_vectors", "_groups", "_n", "_block_rows")
+    __slots__ = ("_dim", "_users", "_index", "_vectors", "_groups", "_n", "_chunk_rows")
 
     def __init__(self, vectors: np.ndarray, labels: Sequence[str], *, _block_rows: int | None = None) -> None:
         arr = self._as_matrix(vectors, None)
@@ -154,19 +166,26 @@ class Gallery:
         if len(counts) > 1:
             np.cumsum(counts_np[:-1], out=starts[1:])
         ucounts = np.unique(counts_np)
+        chunk_rows = _CHUNK_ROWS if block_rows is None else max(1, int(block_rows))
         groups = []
         perm_parts = []
         row = 0
         for c in ucounts.tolist():
             cols = np.flatnonzero(counts_np == c)
-            # rows of those users, user after user
-            idx = (starts[cols][:, None] + np.arange(c)[None, :]).reshape(-1)
-            perm_parts.append(order[idx])
             n_users = int(cols.size)
-            # a contiguous column range lets the fold write straight into the output rows
+            cu = max(1, chunk_rows // c)  # users per chunk
+            ust = starts[cols]
+            nf = n_users // cu
+            j = np.arange(c, dtype=np.int64)
+            # template-major inside each chunk: (chunk, template j, user i)
+            perm_parts.append(order[(ust[: nf * cu].reshape(nf, 1, cu) + j.reshape(1, c, 1)).reshape(-1)])
+            if n_users > nf * cu:
+                last = ust[nf * cu :]
+                perm_parts.append(order[(last.reshape(1, 1, -1) + j.reshape(1, c, 1)).reshape(-1)])
+            # a contiguous column range lets the fold write straight into the output
             if n_users and cols[-1] - cols[0] + 1 == n_users:
                 cols = slice(int(cols[0]), int(cols[-1]) + 1)
-            groups.append((int(c), row, n_users, cols))
+            groups.append((int(c), row, n_users, cols, cu))
             row += n_users * c
         if perm_parts:
             perm = np.concatenate(perm_parts)
@@ -189,7 +208,7 @@ class Gallery:
         self._index = {u: k for k, u in enumerate(users)}
         self._vectors = vec
         self._groups = tuple(groups)
-        self._block_rows = None if block_rows is None else max(1, int(block_rows))
+        self._chunk_rows = chunk_rows
 
     # -- properties -------------------------------------------------------------
     @property
@@ -233,11 +252,6 @@ class Gallery:
                 raise ValueError("probes must have unit length")
         return p
 
-    def _rows_per_block(self, b: int) -> int:
-        if self._block_rows is not None:
-            return self._block_rows
-        return int(min(_MAX_BLOCK_ROWS, max(_MIN_BLOCK_ROWS, _SCORE_BLOCK_ELEMS // max(b, 1))))
-
     def best_per_user(self, probes: np.ndarray) -> np.ndarray:
         """Per-user maximum cosine score for each probe: ``(B, D) -> (B, U)`` float32.
 
@@ -258,89 +272,76 @@ class Gallery:
         u = len(self._users)
         if u == 0 or b == 0:
             return np.empty((b, u), dtype=np.float32)
-        block = self._rows_per_block(b)
         vec = self._vectors
         if b == 1:
             out1 = np.empty(u, dtype=np.float32)
-            q = p[0]
-            for c, row0, n_users, cols in self._groups:
-                self._fold_group_1(vec, q, c, row0, n_users, cols, block, out1)
+            for g in self._groups:
+                self._score_group_1(vec, p[0], g, out1)
             return out1[None, :]
         out = np.empty((b, u), dtype=np.float32)
-        pt = p.T  # (D, B), F-order view: BLAS takes the transpose for free
-        s_buf = np.empty(max(block, 1) * b, dtype=np.float32)  # one score block, reused
-        m_buf = np.empty(max(block, 1) * b, dtype=np.float32)  # its per-user max, reused
-        for c, row0, n_users, cols in self._groups:
-            self._fold_group(vec, pt, c, row0, n_users, cols, block, out, s_buf, m_buf)
+        rows = max(c * cu if c <= self._chunk_rows else 1 for c, _, _, _, cu in self._groups)
+        s_buf = np.empty(b * rows, dtype=np.float32)  # one chunk's scores, reused
+        for g in self._groups:
+            self._score_group(vec, p, g, out, s_buf)
         return out
 
-    @staticmethod
-    def _fold_group_1(vec, q, c, row0, n_users, cols, block, out1) -> None:
-        """B == 1: matrix-vector products (memory-bandwidth bound)."""
-        if c > block:  # huge segments: split each user's rows, running max
+    def _score_group_1(self, vec, q, group, out1) -> None:
+        """B == 1: matrix-vector products over many chunks at once (memory-bandwidth bound)."""
+        c, row0, n_users, cols, cu = group
+        if c > self._chunk_rows:  # huge users: running max over sub-blocks
+            step = max(self._chunk_rows, _GEMV_ROWS)
             for k in range(n_users):
                 r = row0 + k * c
-                best = -np.inf
-                for s in range(r, r + c, block):
-                    e = min(s + block, r + c)
-                    best = max(best, float((vec[s:e] @ q).max()))
+                best = max(float((vec[s : min(s + step, r + c)] @ q).max()) for s in range(r, r + c, step))
                 out1[_col(cols, k)] = best
             return
-        per = max(1, block // c)  # whole users per block
-        for k0 in range(0, n_users, per):
-            k1 = min(k0 + per, n_users)
-            dst = _cols(cols, k0, k1)
-            s = vec[row0 + k0 * c : row0 + k1 * c] @ q  # (rows,)
+        nf = n_users // cu
+        kb = max(1, _GEMV_ROWS // (c * cu))  # full chunks per GEMV call
+        spans = [(k0, min(kb, nf - k0 // cu), cu) for k0 in range(0, nf * cu, kb * cu)]
+        if n_users > nf * cu:
+            spans.append((nf * cu, 1, n_users - nf * cu))
+        for k0, nchunks, n in spans:
+            r0 = row0 + k0 * c
+            s = vec[r0 : r0 + nchunks * c * n] @ q  # (nchunks * c * n,)
+            dst = _cols(cols, k0, k0 + nchunks * n)
             if c == 1:
                 out1[dst] = s
                 continue
-            s2 = s.reshape(k1 - k0, c)
-            if c <= _LOOP_FOLD_MAX_C and isinstance(dst, slice):
-                m = out1[dst]
-                np.maximum(s2[:, 0], s2[:, 1], out=m)
-                for j in range(2, c):
-                    np.maximum(m, s2[:, j], out=m)
-            elif c <= _LOOP_FOLD_MAX_C:
-                m = np.maximum(s2[:, 0], s2[:, 1])
-                for j in range(2, c):
-                    np.maximum(m, s2[:, j], out=m)
-                out1[dst] = m
-            else:
-                out1[dst] = s2.max(axis=1)
+            s3 = s.reshape(nchunks, c, n)
+            o = out1[dst].reshape(nchunks, n) if isinstance(dst, slice) else np.empty((nchunks, n), np.float32)
+            _fold(s3, o, c)
+            if not isinstance(dst, slice):
+                out1[dst] = o.reshape(-1)
 
-    @staticmethod
-    def _fold_group(vec, pt, c, row0, n_users, cols, block, out, s_buf, m_buf) -> None:
-        """B > 1: one GEMM per block of whole users into a cache-resident buffer, then the
-        fused per-user max, written as (B, users) straight into the output."""
-        b = pt.shape[1]
-        if c > block:
+    def _score_group(self, vec, p, group, out, s_buf) -> None:
+        """B > 1: one GEMM per chunk into a reused buffer, fused per-user max into the output."""
+        c, row0, n_users, cols, cu = group
+        b = p.shape[0]
+        if c > self._chunk_rows:  # huge users: running max over sub-blocks
+            step = self._chunk_rows
             for k in range(n_users):
                 r = row0 + k * c
                 best = np.full(b, -np.inf, dtype=np.float32)
-                for s in range(r, r + c, block):
-                    e = min(s + block, r + c)
-                    np.maximum(best, (vec[s:e] @ pt).max(axis=0), out=best)
+                for s0 in range(r, r + c, step):
+                    np.maximum(best, (p @ vec[s0 : min(s0 + step, r + c)].T).max(axis=1), out=best)
                 out[:, _col(cols, k)] = best
             return
-        per = max(1, block // c)
-        for k0 in range(0, n_users, per):
-            k1 = min(k0 + per, n_users)
-            n = k1 - k0
-            dst = _cols(cols, k0, k1)
-            s = s_buf[: n * c * b].reshape(n * c, b)
-            np.matmul(vec[row0 + k0 * c : row0 + k1 * c], pt, out=s)  # (rows, B), C-order
+        for k0 in range(0, n_users, cu):
+            n = min(cu, n_users - k0)
+            r0 = row0 + k0 * c
+            s = s_buf[: b * c * n].reshape(b, c * n)
+            np.matmul(p, vec[r0 : r0 + c * n].T, out=s)  # (B, rows): the faster GEMM orientation here
+            dst = _cols(cols, k0, k0 + n)
             if c == 1:
-                out[:, dst] = s.T
+                out[:, dst] = s
                 continue
-            s3 = s.reshape(n, c, b)
-            m = m_buf[: n * b].reshape(n, b)
-            if c <= _LOOP_FOLD_MAX_C:
-                np.maximum(s3[:, 0, :], s3[:, 1, :], out=m)
-                for j in range(2, c):
-                    np.maximum(m, s3[:, j, :], out=m)
+            s3 = s.reshape(b, c, n)
+            if isinstance(dst, slice):
+                _fold(s3, out[:, dst], c)
             else:
-                np.max(s3, axis=1, out=m)
-            out[:, dst] = m.T
+                o = np.empty((b, n), np.float32)
+                _fold(s3, o, c)
+                out[:, dst] = o
 
     def matches(self, probe: np.ndarray, threshold: float, user: str | None = None) -> bool:
         """Yes or no: does ``probe`` (a unit ``(D,)`` vector) match?
