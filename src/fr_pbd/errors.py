@@ -104,6 +104,14 @@ class EgressError(FrPbdError):
     """A network operation was attempted in a process that must not use the network."""
 
 
+class DaemonError(FrPbdError):
+    """The verification daemon cannot start, or a client cannot get a valid answer from it."""
+
+
+class AuditError(FrPbdError):
+    """The audit cannot run (bad arguments, unreadable output directory); not a failed check."""
+
+
 # --- evaluation -------------------------------------------------------------------
 class EvaluationError(FrPbdError):
     """An evaluation cannot be run or its inputs are malformed (pairs file, groups file, scores)."""
