@@ -353,6 +353,10 @@ def build_parser() -> argparse.ArgumentParser:
         fp.add_argument("--secret-stdin", action="store_true", help="read the PIN from standard input")
         fp.set_defaults(func=func)
 
+    from fr_pbd.eval.cli import add_eval_parser
+
+    add_eval_parser(sub)
+
     c = sub.add_parser("compare", help="same person in two images? prints same/different (exit 0/1)")
     c.add_argument("image_a")
     c.add_argument("image_b")
