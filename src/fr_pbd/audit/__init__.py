@@ -1,0 +1,172 @@
+"""``fr-pbd audit``: executable evidence for the five conditions of the household exemption.
+
+Runs a conformance suite against an installation (``--home``, optionally a
+running daemon ``--socket``) and writes ``audit.json`` (a ``checks`` list:
+``id``, ``condition``, ``title``, ``status`` PASS/FAIL/NOT-APPLICABLE,
+``evidence``) and a self-contained ``audit.html``. Exit 0 iff no check fails.
+
+The checks do not take fr-pbd's word for anything: the store is parsed and
+decrypted by an independent reader (:mod:`fr_pbd.audit.storefacts`), files are
+scanned byte by byte (:mod:`fr_pbd.audit.scan`), the daemon is driven through
+its socket and watched with ``strace`` (:mod:`fr_pbd.audit.probe`). Each check
+is listed with its condition, enforcing module and test in ``docs/conditions.md``.
+
+Side effects, on purpose and bounded: ``--verifications N`` (default 3) live
+verifications through the daemon, which count towards the lockout like any
+attempt when no enrolled face is in front of the camera; one wrong fallback PIN
+checked read-only (nothing is written, no lockout counted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from fr_pbd.audit import checks as _c
+from fr_pbd.audit.checks import FAIL, NA, PASS, Check
+from fr_pbd.errors import AuditError, FrPbdError
+
+__all__ = ["Check", "run_audit", "write_reports", "add_audit_parser", "main", "PASS", "FAIL", "NA"]
+
+DEFAULT_VERIFICATIONS = 3
+
+
+def run_audit(home: str | os.PathLike[str], *, socket_path: str | os.PathLike[str] | None = None,
+              eval_report: str | os.PathLike[str] | None = None, logs: Sequence[str | os.PathLike[str]] = (),
+              verifications: int = DEFAULT_VERIFICATIONS, passphrase: str | None = None,
+              use_strace: bool = True) -> list[Check]:
+    """Run every check; never raises for a finding (a finding is a FAIL with evidence)."""
+    from fr_pbd.audit.probe import probe
+    from fr_pbd.audit.storefacts import read_store
+
+    home_p = Path(home)
+    if not home_p.is_dir():
+        raise AuditError(f"{home_p} is not a directory (give the fr-pbd home with --home)")
+    if verifications < 0 or verifications > 50:
+        raise AuditError("--verifications must be between 0 and 50")
+    sock = Path(socket_path) if socket_path else None
+    if eval_report is not None and not Path(eval_report).is_file():
+        raise AuditError(f"the evaluation report {eval_report} does not exist")
+    facts = read_store(home_p, passphrase)
+    result = probe(sock, verifications, use_strace) if sock is not None else None
+    ev = Path(eval_report) if eval_report else None
+    return [
+        _c.c1_profile(home_p),
+        _c.c2_consent(facts),
+        _c.c2_fallback(home_p, facts),
+        _c.c3_file_modes(home_p),
+        _c.c3_plaintext_templates(home_p),
+        _c.c3_socket(sock),
+        _c.c3_network(result),
+        _c.c3_logs(home_p, [Path(p) for p in logs]),
+        _c.c4_cipher(facts),
+        _c.c4_kdf(facts),
+        _c.c4_ciphertext(facts),
+        _c.c5_one_byte(result),
+        _c.dpia_provenance(facts),
+        _c.dpia_accuracy(ev, facts),
+        _c.dpia_bias(ev),
+    ]
+
+
+def build_report(checks: list[Check], *, home: Path, socket_path: Path | None, eval_report: Path | None,
+                 verifications: int) -> dict[str, Any]:
+    from fr_pbd import __version__
+
+    counts = {s: sum(1 for c in checks if c.status == s) for s in (PASS, FAIL, NA)}
+    return {
+        "schema": "fr-pbd/audit/1",
+        "tool": f"fr-pbd {__version__} audit",
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "result": FAIL if counts[FAIL] else PASS,
+        "counts": counts,
+        "installation": {
+            "home": str(home), "socket": str(socket_path) if socket_path else None,
+            "eval_report": str(eval_report) if eval_report else None,
+            "live_verifications": verifications if socket_path else 0,
+            "host": socket.gethostname(), "auditor_uid": os.getuid(),
+        },
+        "checks": [c.to_dict() for c in checks],
+    }
+
+
+def write_reports(report: dict[str, Any], checks: list[Check], out: str | os.PathLike[str]) -> tuple[Path, Path]:
+    from fr_pbd.audit import report as _r
+
+    out_p = Path(out)
+    try:
+        out_p.mkdir(parents=True, exist_ok=True)
+        return _r.write_json(report, out_p), _r.write_html(report, checks, out_p)
+    except OSError as exc:
+        raise AuditError(f"cannot write the report to {out_p}: {exc.strerror or exc}") from None
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from fr_pbd import egress
+    from fr_pbd.verify import default_home
+
+    egress.install()
+    home = Path(args.home) if args.home else default_home()
+    passphrase = sys.stdin.readline().rstrip("\n") if args.passphrase_stdin else None
+    checks = run_audit(home, socket_path=args.socket, eval_report=args.eval, logs=args.log or (),
+                       verifications=args.verifications, passphrase=passphrase)
+    report = build_report(checks, home=home, socket_path=Path(args.socket) if args.socket else None,
+                          eval_report=Path(args.eval) if args.eval else None, verifications=args.verifications)
+    jpath, hpath = write_reports(report, checks, args.out)
+    width = max(len(c.id) for c in checks)
+    for c in checks:
+        print(f"{c.status:14s} {c.id:{width}s}  {c.summary}")
+    c = report["counts"]
+    print(f"audit: {report['result']} ({c[PASS]} pass, {c[FAIL]} fail, {c[NA]} not applicable); "
+          f"report: {jpath}, {hpath}")
+    return 1 if c[FAIL] else 0
+
+
+def add_audit_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``audit`` to the ``fr-pbd`` command's subparsers."""
+    a = subparsers.add_parser("audit", help="conformance audit of an installation: audit.json + audit.html "
+                              "(exit 0 all pass, 1 any fail)")
+    a.add_argument("--home", default=None, help="the fr-pbd home to audit (default: $FR_PBD_HOME, else "
+                   "~/.local/share/fr-pbd)")
+    a.add_argument("--socket", default=None, metavar="PATH", help="a running daemon's socket: drive live "
+                   "verifications and malformed requests through it, watched with strace")
+    a.add_argument("--eval", default=None, metavar="REPORT.json", help="an `fr-pbd eval` report.json: "
+                   "accuracy and bias evidence for the DPIA")
+    a.add_argument("--log", action="append", metavar="FILE", help="a log file to scan for scores "
+                   "(repeatable; *.log files in the home are always scanned)")
+    a.add_argument("--verifications", type=int, default=DEFAULT_VERIFICATIONS, metavar="N",
+                   help="live verifications through the daemon (default 3; each failed one counts "
+                   "towards the lockout)")
+    a.add_argument("--passphrase-stdin", action="store_true", help="read the store passphrase from stdin "
+                   "(stores protected by a passphrase)")
+    a.add_argument("--out", required=True, metavar="DIR", help="where to write audit.json and audit.html")
+    a.set_defaults(func=cmd_audit)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m fr_pbd.audit ...``: the same as ``fr-pbd audit ...``."""
+    from fr_pbd.cli import _Parser
+
+    parser = _Parser(prog="fr-pbd", description="fr-pbd conformance audit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    add_audit_parser(sub)
+    args = parser.parse_args(["audit", *(argv if argv is not None else sys.argv[1:])])
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except FrPbdError as exc:
+        print(f"fr-pbd: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - one line, never a traceback
+        if os.environ.get("FR_PBD_DEBUG"):
+            raise
+        print(f"fr-pbd: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 3

@@ -1,0 +1,479 @@
+"""The conformance checks, one function per check; each returns a :class:`Check` with its evidence."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fr_pbd.audit import scan
+from fr_pbd.audit.probe import ProbeResult
+from fr_pbd.audit.storefacts import StoreFacts
+
+PASS, FAIL, NA = "PASS", "FAIL", "NOT-APPLICABLE"
+SCRYPT_MIN = {"log2_n": 17, "r": 8, "p": 1}
+MIN_ENTROPY = 7.9
+MAX_SCAN_BYTES = 256 * 1024 * 1024
+KNOWN_CONSENT_VERSIONS = ("1",)
+
+
+@dataclass
+class Check:
+    id: str
+    condition: str  # C1..C5 or DPIA
+    title: str
+    status: str
+    summary: str
+    details: list[str] = field(default_factory=list)
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "condition": self.condition, "title": self.title, "status": self.status,
+                "evidence": {"summary": self.summary, "details": self.details, "values": self.values}}
+
+
+def _mode(path: Path) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except OSError:
+        return None
+
+
+# --------------------------------------------------------------------------------------
+# C1
+# --------------------------------------------------------------------------------------
+def c1_profile(home: Path) -> Check:
+    from fr_pbd import config
+    from fr_pbd.errors import ConfigError
+
+    title = "Deployment profile is household-device-access"
+    try:
+        cfg = config.load(home)
+    except ConfigError as exc:
+        return Check("C1.profile", "C1", title, FAIL, f"the configuration is not acceptable: {exc}")
+    src = str(cfg.path) if cfg.path else f"no {config.CONFIG_FILE} in the home: built-in defaults"
+    ok = cfg.profile == config.PROFILE_HOUSEHOLD
+    return Check("C1.profile", "C1", title, PASS if ok else FAIL,
+                 f"profile {cfg.profile!r} from {src}",
+                 [f"daemon allowlist: uids {list(cfg.daemon.allowed_uids)}, gids {list(cfg.daemon.allowed_gids)}",
+                  "features outside the exemption (identifying people who did not enrol, watching a scene, "
+                  "sending results anywhere) do not exist in fr-pbd: there is no profile or key to enable them"],
+                 {"profile": cfg.profile, "config_file": str(cfg.path) if cfg.path else None,
+                  "allowed_uids": list(cfg.daemon.allowed_uids), "allowed_gids": list(cfg.daemon.allowed_gids)})
+
+
+# --------------------------------------------------------------------------------------
+# C2
+# --------------------------------------------------------------------------------------
+def _no_store(cid: str, cond: str, title: str, facts: StoreFacts) -> Check | None:
+    if facts.meta is not None:
+        return None
+    why = "; ".join(facts.problems) or facts.decrypt_error or "unreadable"
+    if facts.decrypt_error and "passphrase" in facts.decrypt_error:
+        return Check(cid, cond, title, NA, f"cannot read the store's contents: {why}")
+    return Check(cid, cond, title, FAIL, f"cannot read the store's contents: {why}")
+
+
+def c2_consent(facts: StoreFacts) -> Check:
+    title = "Every enrolled user has a consent record"
+    early = _no_store("C2.consent", "C2", title, facts)
+    if early:
+        return early
+    users = facts.meta.get("users") or []
+    details, bad = [], []
+    for u in users:
+        name = u.get("name", "?") if isinstance(u, dict) else "?"
+        n = u.get("templates", 0) if isinstance(u, dict) else 0
+        c = u.get("consent") if isinstance(u, dict) else None
+        if not isinstance(c, dict) or not c.get("time") or not c.get("text_version"):
+            bad.append(f"user {name!r}: {n} template(s) and NO consent record")
+            continue
+        if str(c.get("text_version")) not in KNOWN_CONSENT_VERSIONS:
+            bad.append(f"user {name!r}: consent record names unknown consent text v{c.get('text_version')}")
+            continue
+        details.append(f"user {name!r}: {n} template(s); consent text v{c['text_version']} given {c['time']} "
+                       f"on {c.get('device_id', '?')}")
+    if bad:
+        return Check("C2.consent", "C2", title, FAIL, "; ".join(bad), bad + details, {"users": len(users)})
+    summary = (f"{len(users)} enrolled user(s), each with a consent record" if users
+               else "no enrolled users (nothing to consent to)")
+    return Check("C2.consent", "C2", title, PASS, summary, details, {"users": len(users)})
+
+
+def c2_fallback(home: Path, facts: StoreFacts) -> Check:
+    title = "Fallback PIN/passphrase is set and works"
+    early = _no_store("C2.fallback", "C2", title, facts)
+    if early:
+        return early
+    fb = facts.meta.get("fallback")
+    if not isinstance(fb, dict):
+        return Check("C2.fallback", "C2", title, FAIL,
+                     "no fallback credential is set: face verification would be the only way in",
+                     ["set one with: fr-pbd fallback set"])
+    try:
+        params = {k: int(fb[k]) for k in ("log2_n", "r", "p")}
+        salt, want = bytes.fromhex(fb["salt"]), bytes.fromhex(fb["hash"])
+    except (KeyError, ValueError, TypeError):
+        return Check("C2.fallback", "C2", title, FAIL, "the fallback record is malformed")
+    weak = [k for k, v in SCRYPT_MIN.items() if params[k] < v]
+    if fb.get("kdf") != "scrypt" or weak or len(salt) != 16 or len(want) != 32:
+        return Check("C2.fallback", "C2", title, FAIL,
+                     f"the fallback hash is below the minimum (kdf {fb.get('kdf')}, {params})")
+    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+    before = hashlib.sha256(facts.path.read_bytes()).hexdigest()
+    wrong = "audit-" + secrets.token_hex(12)  # cannot be anyone's PIN
+    got = Scrypt(salt=salt, length=32, n=1 << params["log2_n"], r=params["r"], p=params["p"]).derive(wrong.encode())
+    refused = not secrets.compare_digest(got, want)
+    details = [f"scrypt N=2^{params['log2_n']}, r={params['r']}, p={params['p']}, 128-bit salt",
+               f"a random wrong PIN is refused by the stored hash: {'yes' if refused else 'NO'}"]
+    product = None
+    try:
+        from fr_pbd.store import Store
+
+        product = Store.open(home).read().check_fallback(wrong)
+        details.append(f"fr-pbd's own check refuses it too: {'yes' if product is False else 'NO'}")
+    except Exception as exc:  # noqa: BLE001 - evidence, not a crash
+        details.append(f"fr-pbd's own reader could not open the store: {exc}")
+    unchanged = hashlib.sha256(facts.path.read_bytes()).hexdigest() == before
+    details.append("the wrong attempt changed nothing (store bytes unchanged; no lockout counted)"
+                   if unchanged else "the store changed during the check")
+    ok = refused and product is not True and unchanged
+    return Check("C2.fallback", "C2", title, PASS if ok else FAIL,
+                 "a fallback credential is set (scrypt) and a wrong one is refused" if ok
+                 else "the fallback credential does not behave as it must", details,
+                 {"kdf": "scrypt", **params})
+
+
+# --------------------------------------------------------------------------------------
+# C3
+# --------------------------------------------------------------------------------------
+def c3_file_modes(home: Path) -> Check:
+    title = "Home, store and key: private modes, owned by the user"
+    uid = os.getuid()
+    want = [(home, 0o700, True, "home"), (home / "store.frpbd", 0o600, False, "store.frpbd"),
+            (home / "store.lock", 0o600, False, "store.lock"), (home / "keys", 0o700, True, "keys/"),
+            (home / "keys" / "kek", 0o600, False, "keys/kek")]
+    details, bad = [], []
+    for path, mode, is_dir, label in want:
+        st = _mode(path)
+        if st is None:
+            if label in ("store.lock", "keys/", "keys/kek"):
+                details.append(f"{label}: absent")
+                continue
+            bad.append(f"{label}: missing")
+            continue
+        m = stat.S_IMODE(st.st_mode)
+        kind_ok = stat.S_ISDIR(st.st_mode) if is_dir else stat.S_ISREG(st.st_mode)
+        line = f"{label}: mode {m:04o} (expected {mode:04o}), owner uid {st.st_uid}"
+        if not kind_ok:
+            bad.append(f"{label}: is a {'symbolic link' if stat.S_ISLNK(st.st_mode) else 'wrong file type'}")
+        elif m & 0o077:
+            bad.append(f"{label} mode {m:04o} is open to group/others (expected {mode:04o})")
+        elif st.st_uid != uid:
+            bad.append(f"{label} is owned by uid {st.st_uid}, not by the user (uid {uid})")
+        else:
+            details.append(line + ": ok")
+    cfg = _mode(home / "config.toml")
+    if cfg is not None:
+        m = stat.S_IMODE(cfg.st_mode)
+        if m & 0o022 or cfg.st_uid not in (uid, 0) or not stat.S_ISREG(cfg.st_mode):
+            bad.append(f"config.toml mode {m:04o} owner {cfg.st_uid}: others could edit the allowlist")
+        else:
+            details.append(f"config.toml: mode {m:04o}, owner uid {cfg.st_uid}: ok (not writable by others)")
+    if bad:
+        return Check("C3.file-modes", "C3", title, FAIL, "; ".join(bad), bad + details)
+    return Check("C3.file-modes", "C3", title, PASS, "home 0700, store and key 0600, all owned by the user",
+                 details)
+
+
+def _walk(home: Path):
+    for root, dirs, files in os.walk(home, followlinks=False):
+        for name in files:
+            yield Path(root) / name
+
+
+def c3_plaintext_templates(home: Path) -> Check:
+    title = "No plaintext templates anywhere in the home"
+    scanned, total, bad = 0, 0, []
+    for path in _walk(home):
+        st = _mode(path)
+        if st is None or not stat.S_ISREG(st.st_mode):
+            continue
+        rel = path.relative_to(home)
+        try:
+            with open(path, "rb") as f:
+                data = f.read(MAX_SCAN_BYTES)
+        except OSError as exc:
+            bad.append(f"{rel}: cannot be read by the audit ({exc.strerror})")
+            continue
+        scanned += 1
+        total += len(data)
+        for finding in (scan.float_runs(data) + scan.decimal_runs(data))[:3]:
+            bad.append(f"{rel}: {finding.describe()}")
+    values = {"files_scanned": scanned, "bytes_scanned": total}
+    if bad:
+        return Check("C3.plaintext-templates", "C3", title, FAIL,
+                     f"plaintext template data found: {bad[0]}", bad, values)
+    return Check("C3.plaintext-templates", "C3", title, PASS,
+                 f"{scanned} file(s), {total:,} bytes: no run of >= {scan.MIN_RUN} float32/float64 values, "
+                 f"no text list of >= {scan.MIN_TEXT_RUN} decimal numbers (Howdy-style JSON)", [], values)
+
+
+def c3_socket(sock: Path | None) -> Check:
+    title = "Daemon socket: Unix-domain, 0660 or stricter"
+    if sock is None:
+        return Check("C3.socket", "C3", title, NA, "no --socket given: no daemon to check")
+    st = _mode(sock)
+    if st is None:
+        return Check("C3.socket", "C3", title, FAIL, f"{sock} does not exist")
+    m = stat.S_IMODE(st.st_mode)
+    if not stat.S_ISSOCK(st.st_mode):
+        return Check("C3.socket", "C3", title, FAIL, f"{sock} is not a socket")
+    if m & ~0o660:
+        return Check("C3.socket", "C3", title, FAIL, f"{sock} mode {m:04o} is wider than 0660")
+    return Check("C3.socket", "C3", title, PASS, f"{sock}: Unix socket, mode {m:04o}, owner uid {st.st_uid}",
+                 values={"mode": f"{m:04o}", "owner_uid": st.st_uid})
+
+
+def c3_network(probe: ProbeResult | None) -> Check:
+    title = "No network system calls while verifying"
+    if probe is None:
+        return Check("C3.network", "C3", title, NA, "no --socket given: no daemon to watch")
+    if probe.error or probe.network is None:
+        return Check("C3.network", "C3", title, FAIL, probe.error or "no observation")
+    n = probe.network
+    return Check("C3.network", "C3", title, PASS if n.ok else FAIL, n.summary, n.details,
+                 {"method": n.method, **n.values})
+
+
+def c3_logs(home: Path, logs: list[Path]) -> Check:
+    title = "Logs hold no scores or templates"
+    found = [p for p in _walk(home) if p.suffix == ".log" or p.parent.name in ("log", "logs")]
+    files = list(dict.fromkeys([*logs, *found]))
+    if not files:
+        return Check("C3.logs", "C3", title, NA, "no log file in the home and none given with --log")
+    bad, details = [], []
+    for p in files:
+        try:
+            data = p.read_bytes()[:MAX_SCAN_BYTES]
+        except OSError as exc:
+            bad.append(f"{p}: cannot be read ({exc.strerror})")
+            continue
+        text = data.decode("utf-8", "replace")
+        hits = scan.score_lines(text) + scan.decimal_runs(data) + scan.float_runs(data)
+        details.append(f"{p}: {len(text.splitlines())} line(s), {len(hits)} finding(s)")
+        for h in hits[:3]:
+            bad.append(f"{p.name} {h.describe()}")
+    if bad:
+        return Check("C3.logs", "C3", title, FAIL, f"possible scores in a log: {bad[0]}", bad + details)
+    return Check("C3.logs", "C3", title, PASS, f"{len(files)} log file(s): no decimal numbers, no score words",
+                 details)
+
+
+# --------------------------------------------------------------------------------------
+# C4
+# --------------------------------------------------------------------------------------
+def c4_cipher(facts: StoreFacts) -> Check:
+    title = "Store encrypted with AES-256-GCM under a 256-bit key"
+    if not facts.header_ok:
+        return Check("C4.cipher", "C4", title, FAIL, "; ".join(facts.problems) or "no store header")
+    bad = []
+    if facts.version != 1:
+        bad.append(f"format version {facts.version}")
+    if facts.aead_id != 1:
+        bad.append(f"AEAD is {facts.aead_name}, not AES-256-GCM")
+    if facts.wrapped_len != 40:
+        bad.append(f"wrapped data key is {facts.wrapped_len} bytes, not a wrapped 256-bit key (40)")
+    if facts.key_file_bits is not None and facts.key_file_bits != 256:
+        bad.append(f"key file holds a {facts.key_file_bits}-bit key")
+    if facts.decrypt_error and "passphrase" not in facts.decrypt_error:
+        bad.append(facts.decrypt_error)
+    details = [f"header: format v{facts.version}, AEAD id {facts.aead_id} = {facts.aead_name}, flags {facts.flags}",
+               f"data key: 256 bits, wrapped with RFC 3394 AES key wrap ({facts.wrapped_len} bytes)",
+               f"key-encryption key: {facts.provider_name}"
+               + (f", {facts.key_file_bits} bits" if facts.key_file_bits else ""),
+               "GCM tag verified with the device's key: " + ("yes" if facts.decrypted else "not checked"),
+               f"model id in the header: {facts.model_id}"]
+    values = {"aead": facts.aead_name, "aead_id": facts.aead_id, "format_version": facts.version,
+              "data_key_bits": 256 if facts.wrapped_len == 40 else None, "key_provider": facts.provider_name,
+              "authenticated": facts.decrypted}
+    if bad:
+        return Check("C4.cipher", "C4", title, FAIL, "; ".join(bad), details, values)
+    return Check("C4.cipher", "C4", title, PASS, f"{facts.aead_name}, 256-bit data key, {facts.provider_name}",
+                 details, values)
+
+
+def c4_kdf(facts: StoreFacts) -> Check:
+    title = "Key derivation parameters at or above the minimums"
+    items, bad = [], []
+    if facts.provider_id == 2 and facts.kdf:
+        k = facts.kdf
+        items.append(f"store passphrase: {k['kdf']} N=2^{k['log2_n']} r={k['r']} p={k['p']}")
+        if k["kdf"] != "scrypt" or any(k[n] < v for n, v in SCRYPT_MIN.items()):
+            bad.append("store passphrase KDF below scrypt N=2^17, r=8, p=1")
+    elif facts.provider_id == 1:
+        items.append("store key: a random 256-bit key file, no key derivation")
+    fb = (facts.meta or {}).get("fallback")
+    if isinstance(fb, dict):
+        try:
+            k = {n: int(fb[n]) for n in SCRYPT_MIN}
+            items.append(f"fallback PIN hash: {fb.get('kdf')} N=2^{k['log2_n']} r={k['r']} p={k['p']}")
+            if fb.get("kdf") != "scrypt" or any(k[n] < v for n, v in SCRYPT_MIN.items()):
+                bad.append("fallback PIN hash below scrypt N=2^17, r=8, p=1")
+        except (KeyError, ValueError, TypeError):
+            bad.append("fallback PIN hash parameters unreadable")
+    kdfs = (facts.provider_id == 2) or isinstance(fb, dict)
+    details = items + ["minimum (OWASP): scrypt N=2^17, r=8, p=1"]
+    if bad:
+        return Check("C4.kdf", "C4", title, FAIL, "; ".join(bad), details)
+    if not kdfs:
+        return Check("C4.kdf", "C4", title, NA, "no key derivation in use (random key file, no fallback hash)",
+                     details)
+    return Check("C4.kdf", "C4", title, PASS, "every KDF in use meets scrypt N=2^17, r=8, p=1", details)
+
+
+def c4_ciphertext(facts: StoreFacts) -> Check:
+    title = "Store file looks like ciphertext: ~8 bits/byte, no plaintext floats"
+    if not facts.data:
+        return Check("C4.ciphertext", "C4", title, FAIL, "no store file")
+    h = scan.entropy_bits_per_byte(facts.data)
+    runs = scan.float_runs(facts.data) + scan.decimal_runs(facts.data)
+    plain = [w for w in (b'"consent"', b'"users"', b"FRPL") if w in facts.data]
+    bad = []
+    if h < MIN_ENTROPY:
+        bad.append(f"entropy {scan.fmt_bits(h)} bits/byte (ciphertext is ~8)")
+    bad += [f"store file {r.describe()}" for r in runs[:3]]
+    bad += [f"plaintext metadata marker {w.decode()} in the file" for w in plain]
+    details = [f"{facts.size:,} bytes, Shannon entropy {scan.fmt_bits(h)} bits/byte (threshold {MIN_ENTROPY})",
+               f"float32/float64 runs of >= {scan.MIN_RUN}: {len(runs)}"]
+    values = {"entropy_bits_per_byte": round(h, 4), "size_bytes": facts.size, "float_runs": len(runs)}
+    if bad:
+        return Check("C4.ciphertext", "C4", title, FAIL, "; ".join(bad), details, values)
+    return Check("C4.ciphertext", "C4", title, PASS,
+                 f"entropy {scan.fmt_bits(h)} bits/byte; no plaintext template runs", details, values)
+
+
+# --------------------------------------------------------------------------------------
+# C5
+# --------------------------------------------------------------------------------------
+def c5_one_byte(probe: ProbeResult | None) -> Check:
+    title = "Every daemon answer is exactly one byte, Y or N"
+    if probe is None:
+        return Check("C5.one-byte", "C5", title, NA, "no --socket given: no daemon to ask")
+    if probe.error:
+        return Check("C5.one-byte", "C5", title, FAIL, probe.error, [a.describe() for a in probe.answers])
+    bad = [a for a in probe.answers if not a.one_byte]
+    bad_y = [a for a in probe.answers if a.kind == "malformed" and a.one_byte and a.first == "Y"]
+    lines = [a.describe() for a in probe.answers]
+    live = [a for a in probe.answers if a.kind == "live"]
+    values = {"requests": len(probe.answers), "live": len(live),
+              "malformed": len(probe.answers) - len(live),
+              "answers": {k: sum(1 for a in probe.answers if a.one_byte and a.first == k) for k in ("Y", "N")},
+              "not_one_byte": len(bad), "alive_after_disconnect": probe.alive_after_disconnect}
+    problems = [f"{a.describe()}" for a in bad] + [f"{a.label}: answered Y to a malformed request" for a in bad_y]
+    if probe.alive_after_disconnect is False:
+        problems.append("the daemon stopped answering after a client vanished mid-request")
+    if problems:
+        return Check("C5.one-byte", "C5", title, FAIL, problems[0], problems + lines, values)
+    return Check("C5.one-byte", "C5", title, PASS,
+                 f"{len(probe.answers)} requests ({len(live)} live verifications, "
+                 f"{len(probe.answers) - len(live)} malformed): every answer exactly 1 byte, malformed ones N; "
+                 "alive after a client vanished mid-request", lines, values)
+
+
+# --------------------------------------------------------------------------------------
+# DPIA
+# --------------------------------------------------------------------------------------
+def dpia_provenance(facts: StoreFacts) -> Check:
+    from fr_pbd import models
+    from fr_pbd.capture import yunet
+    from fr_pbd.errors import FrPbdError
+
+    title = "Model provenance and training data stated for every model in use"
+    names = [yunet.MODEL_NAME] + ([facts.model_id] if facts.model_id else [])
+    details, bad, values = [], [], {}
+    for name in names:
+        try:
+            spec = models.spec(name)
+        except FrPbdError:
+            bad.append(f"model {name!r} (in use) has no manifest entry: provenance unknown")
+            continue
+        try:
+            verified = models.status(name).verified
+        except Exception:  # noqa: BLE001
+            verified = None
+        missing = [k for k in ("provenance", "training_data", "licence") if not str(getattr(spec, k)).strip()]
+        if missing:
+            bad.append(f"model {name}: no {', '.join(missing)} statement")
+        details.append(f"{name} ({spec.role}, {spec.licence}; file {'verified against' if verified else 'NOT verified against'}"
+                       f" its pinned sha256): provenance: {spec.provenance}")
+        details.append(f"{name}: training data: {spec.training_data}")
+        values[name] = {"role": spec.role, "licence": spec.licence, "sha256": spec.sha256,
+                        "file_verified": verified}
+    if bad:
+        return Check("DPIA.model-provenance", "DPIA", title, FAIL, "; ".join(bad), details, values)
+    return Check("DPIA.model-provenance", "DPIA", title, PASS,
+                 f"{len(names)} model(s) in use, each with licence, provenance and training-data statement "
+                 "(read them: the people in the training data did not consent)", details, values)
+
+
+def _load_eval(path: Path | None) -> tuple[dict | None, str | None]:
+    if path is None:
+        return None, None
+    try:
+        d = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return None, f"cannot read the evaluation report {path}: {exc}"
+    if not isinstance(d, dict) or not str(d.get("schema", "")).startswith("fr-pbd/eval"):
+        return None, f"{path} is not an fr-pbd evaluation report (schema fr-pbd/eval-*)"
+    return d, None
+
+
+def dpia_accuracy(eval_path: Path | None, facts: StoreFacts) -> Check:
+    title = "Accuracy measured by the book (ISO/IEC 19795-1, FNMR at FMR)"
+    d, err = _load_eval(eval_path)
+    if eval_path is None:
+        return Check("DPIA.accuracy", "DPIA", title, NA, "no evaluation report given (--eval REPORT.json)")
+    if err:
+        return Check("DPIA.accuracy", "DPIA", title, FAIL, err)
+    details = [f"report {eval_path}: {d.get('schema')}, created {d.get('created_utc')}, model {d.get('model_id')}",
+               f"data: {(d.get('dataset') or {}).get('name')}, {d.get('images')} images, "
+               f"{d.get('identities')} identities"]
+    for key, op in (d.get("fnmr_at_fmr") or {}).items():
+        if isinstance(op, dict):
+            details.append(f"FNMR at FMR {key}: {op.get('fnmr')} (threshold {op.get('threshold')}, "
+                           f"{op.get('impostor_comparisons')} impostor comparisons"
+                           f"{'' if op.get('resolvable', True) else ', NOT resolvable with this data'})")
+    details.append(f"EER {d.get('eer')}; 10-fold accuracy {d.get('accuracy_10fold_mean')}; FTA {d.get('fta_rate')}")
+    values = {k: d.get(k) for k in ("model_id", "eer", "accuracy_10fold_mean", "fta_rate", "images")}
+    if facts.model_id and d.get("model_id") and d.get("model_id") != facts.model_id:
+        return Check("DPIA.accuracy", "DPIA", title, FAIL,
+                     f"the report evaluates {d.get('model_id')}, but the store uses {facts.model_id}", details, values)
+    return Check("DPIA.accuracy", "DPIA", title, PASS,
+                 f"evaluation report for {d.get('model_id')} with FNMR at target FMRs", details, values)
+
+
+def dpia_bias(eval_path: Path | None) -> Check:
+    title = "Demographic differentials measured (ISO/IEC 19795-10)"
+    d, err = _load_eval(eval_path)
+    if eval_path is None:
+        return Check("DPIA.bias", "DPIA", title, NA, "no evaluation report given (--eval REPORT.json)")
+    if err:
+        return Check("DPIA.bias", "DPIA", title, NA, f"no usable evaluation report (see DPIA.accuracy): {err}")
+    groups = d.get("groups")
+    if not isinstance(groups, dict) or not groups.get("attributes"):
+        return Check("DPIA.bias", "DPIA", title, NA, "the evaluation report has no per-group analysis")
+    details = [f"one global threshold {groups.get('threshold')} ({groups.get('threshold_source')})"]
+    for attr, a in groups["attributes"].items():
+        for what in ("fnmr", "fmr"):
+            wb = a.get(f"{what}_worst_best") or {}
+            details.append(f"{attr}: {what.upper()} worst group {wb.get('worst')}, best {wb.get('best')}, "
+                           f"ratio {wb.get('ratio')}" + (f" ({wb['note']})" if wb.get("note") else ""))
+    return Check("DPIA.bias", "DPIA", title, PASS,
+                 f"per-group FNMR/FMR for {len(groups['attributes'])} attribute(s)", details)

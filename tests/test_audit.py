@@ -1,0 +1,332 @@
+"""`fr-pbd audit`: passes on a correct installation and fails exactly the targeted check on broken ones."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fr_pbd.audit import FAIL, NA, PASS, run_audit, scan
+from tests.conftest import missing
+from tests.test_daemon import RunningDaemon, make_enrolled_home, set_frame, wait_for_socket
+
+EVAL_REPORT = {
+    "schema": "fr-pbd/eval-lfw/1", "created_utc": "2026-11-23T00:00:00+00:00", "model_id": "dlib-resnet-v1",
+    "dataset": {"name": "LFW (deep-funneled 250x250)"}, "images": 13233, "identities": 5749,
+    "fnmr_at_fmr": {"1e-4": {"fnmr": 0.23, "threshold": 0.9411, "impostor_comparisons": 87241152,
+                             "resolvable": True}},
+    "eer": 0.011, "accuracy_10fold_mean": 0.9895, "fta_rate": 0.001,
+    "groups": {"threshold": 0.9411, "threshold_source": "FMR=1e-4",
+               "attributes": {"group": {"fnmr_worst_best": {"worst": "A", "best": "B", "ratio": 1.4},
+                                        "fmr_worst_best": {"worst": "B", "best": "A", "ratio": 2.0}}}},
+}
+
+
+@pytest.fixture(scope="module")
+def extractor(models_env):
+    from fr_pbd.capture.pipeline import load_extractor
+
+    try:
+        return load_extractor()
+    except Exception as exc:  # noqa: BLE001
+        missing(f"{exc} (build it: fr-pbd models build dlib-resnet)")
+
+
+@pytest.fixture(scope="module")
+def template_home(tmp_path_factory, extractor, faces_dir) -> Path:
+    return make_enrolled_home(tmp_path_factory.mktemp("audit-template") / "home", faces_dir, extractor)
+
+
+@pytest.fixture()
+def home(tmp_path, template_home) -> Path:
+    h = tmp_path / "home"
+    shutil.copytree(template_home, h)
+    return h
+
+
+def failing(checks) -> dict[str, str]:
+    return {c.id: c.summary + " | " + " | ".join(c.details) for c in checks if c.status == FAIL}
+
+
+def need_strace() -> None:
+    if shutil.which("strace") is None:
+        missing("strace is not installed (apt-get install strace)")
+
+
+# --------------------------------------------------------------------------------------
+# helpers that break an installation
+# --------------------------------------------------------------------------------------
+def rewrite_store_meta(home: Path, change) -> None:
+    """Decrypt the store with its key, let ``change`` edit the metadata JSON, re-encrypt (same key).
+
+    This is how a vendor's modified build could write a store that fr-pbd's own
+    writer never would (templates without consent, no fallback).
+    """
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.keywrap import aes_key_unwrap
+
+    from fr_pbd.audit.storefacts import read_store
+
+    facts = read_store(home)
+    assert facts.decrypted
+    data = facts.data
+    hlen = facts.header_len
+    dek = aes_key_unwrap((home / "keys" / "kek").read_bytes()[12:], facts.wrapped)
+    payload = AESGCM(dek).decrypt(data[hlen:hlen + 12], data[hlen + 12:], data[:hlen])
+    (mlen,) = struct.unpack_from("<I", payload, 4)
+    meta = json.loads(payload[8:8 + mlen])
+    change(meta)
+    old_a = (8 + mlen + 15) // 16 * 16
+    new_meta = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
+    head = b"FRPL" + struct.pack("<I", len(new_meta)) + new_meta
+    head += bytes(-len(head) % 16)
+    new = (head + payload[old_a:])[: len(payload)]
+    new += bytes(len(payload) - len(new))
+    nonce = os.urandom(12)
+    out = data[:hlen] + nonce + AESGCM(dek).encrypt(nonce, new, data[:hlen])
+    tmp = home / "store.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(out)
+    os.replace(tmp, home / "store.frpbd")
+
+
+FAKE_DAEMON = textwrap.dedent("""
+    import os, socket, sys
+    path, mode = sys.argv[1], sys.argv[2]
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o117); srv.bind(path); os.umask(old); os.chmod(path, 0o660); srv.listen(8)
+    while True:
+        conn, _ = srv.accept()
+        conn.settimeout(2)
+        data = b""
+        try:
+            while b"\\n" not in data and len(data) < 300:
+                chunk = conn.recv(512)
+                if not chunk:
+                    break
+                data += chunk
+        except OSError:
+            pass
+        live = data == b"VERIFY\\n"
+        if live and mode == "tcp":   # a vendor build that phones home during verification
+            t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            t.settimeout(0.5)
+            t.connect_ex(("127.0.0.1", 9))
+            t.close()
+        answer = (b"Y 0.97" if mode == "score" else b"Y") if live else b"N"
+        try:
+            conn.sendall(answer); conn.shutdown(socket.SHUT_WR)
+            conn.settimeout(0.5)
+            while conn.recv(4096):
+                pass
+        except OSError:
+            pass
+        conn.close()
+""")
+
+
+@pytest.fixture()
+def fake_daemon(tmp_path):
+    procs = []
+
+    def start(mode: str) -> Path:
+        script = tmp_path / "fake_daemon.py"
+        script.write_text(FAKE_DAEMON)
+        sock = tmp_path / "fake.sock"
+        p = subprocess.Popen([sys.executable, str(script), str(sock), mode], stderr=subprocess.PIPE, text=True)
+        procs.append(p)
+        wait_for_socket(sock, p, timeout=20)
+        return sock
+
+    yield start
+    for p in procs:
+        p.kill()
+        p.wait()
+
+
+# --------------------------------------------------------------------------------------
+# a correct installation
+# --------------------------------------------------------------------------------------
+def test_correct_installation_passes_every_check(tmp_path, home, faces_dir):
+    need_strace()
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    set_frame(frames, faces_dir / "obama3.jpg")
+    d = RunningDaemon(home, tmp_path / "d.sock", frames, home / "daemon.log")
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps(EVAL_REPORT))
+    try:
+        p = subprocess.run([sys.executable, "-m", "fr_pbd.audit", "--home", str(home), "--socket", str(d.sock),
+                            "--eval", str(report), "--out", str(tmp_path / "out")],
+                           capture_output=True, text=True, timeout=300)
+    finally:
+        d.stop()
+    assert p.returncode == 0, p.stdout + p.stderr
+    doc = json.loads((tmp_path / "out" / "audit.json").read_text())
+    statuses = {c["id"]: c["status"] for c in doc["checks"]}
+    assert set(statuses.values()) == {PASS}, statuses
+    assert doc["result"] == PASS and len(doc["checks"]) == 15
+    for c in doc["checks"]:
+        assert {"id", "condition", "status", "evidence"} <= set(c) and c["condition"] in (
+            "C1", "C2", "C3", "C4", "C5", "DPIA")
+    by_id = {c["id"]: c for c in doc["checks"]}
+    assert by_id["C4.cipher"]["evidence"]["values"]["aead"] == "AES-256-GCM"
+    assert by_id["C4.ciphertext"]["evidence"]["values"]["entropy_bits_per_byte"] > 7.9
+    assert by_id["C3.network"]["evidence"]["values"]["method"] == "strace"
+    assert set(by_id["C3.network"]["evidence"]["values"]["families"]) == {"AF_UNIX"}
+    c5 = by_id["C5.one-byte"]["evidence"]["values"]
+    assert c5["answers"] == {"Y": 3, "N": c5["requests"] - 3} and c5["not_one_byte"] == 0
+    html = (tmp_path / "out" / "audit.html").read_text()
+    for cond in ("C1", "C2", "C3", "C4", "C5", "DPIA"):
+        assert f'id="{cond}"' in html
+    assert "<script" not in html and "src=" not in html and "http" not in html.split("<body>")[1].split("Generated")[0]
+    assert "0.97" not in json.dumps(doc)
+
+
+def test_without_a_daemon_the_daemon_checks_are_not_applicable(home):
+    checks = run_audit(home)
+    status = {c.id: c.status for c in checks}
+    assert failing(checks) == {}
+    assert [k for k, v in status.items() if v == NA] == ["C3.socket", "C3.network", "C3.logs", "C5.one-byte",
+                                                         "DPIA.accuracy", "DPIA.bias"]
+
+
+# --------------------------------------------------------------------------------------
+# broken installations: exactly the targeted check fails, and its evidence says why
+# --------------------------------------------------------------------------------------
+def test_world_readable_store_fails_file_modes(home):
+    os.chmod(home / "store.frpbd", 0o644)
+    bad = failing(run_audit(home))
+    assert list(bad) == ["C3.file-modes"] and "store.frpbd mode 0644" in bad["C3.file-modes"]
+
+
+def test_group_readable_key_dir_fails_file_modes(home):
+    os.chmod(home / "keys", 0o750)
+    bad = failing(run_audit(home))
+    assert list(bad) == ["C3.file-modes"] and "keys/ mode 0750" in bad["C3.file-modes"]
+
+
+def _howdy_json(rng) -> bytes:
+    vec = (rng.normal(size=128) * 0.09).round(8).tolist()
+    return json.dumps([{"time": 1700000000, "label": "Initial model", "id": 0, "data": [vec]}]).encode()
+
+
+def _raw_float32(rng) -> bytes:
+    v = rng.normal(size=128)
+    return (v / np.linalg.norm(v)).astype("<f4").tobytes()
+
+
+@pytest.mark.parametrize("name, make", [("models/obama.dat", _howdy_json), ("cache/probe.bin", _raw_float32)])
+def test_plaintext_template_file_fails_the_scan(home, name, make):
+    path = home / name
+    path.parent.mkdir(mode=0o700)
+    path.write_bytes(make(np.random.default_rng(1)))
+    os.chmod(path, 0o600)
+    bad = failing(run_audit(home))
+    assert list(bad) == ["C3.plaintext-templates"] and name in bad["C3.plaintext-templates"]
+
+
+def test_daemon_answering_with_a_score_fails_one_byte(home, fake_daemon):
+    need_strace()
+    sock = fake_daemon("score")
+    checks = run_audit(home, socket_path=sock)
+    bad = failing(checks)
+    assert list(bad) == ["C5.one-byte"], bad
+    assert "6 byte(s)" in bad["C5.one-byte"] and "a score?" in bad["C5.one-byte"]
+    assert "0.97" not in json.dumps([c.to_dict() for c in checks])  # the leaked score is not repeated
+
+
+def test_daemon_opening_a_tcp_socket_fails_network(home, fake_daemon):
+    need_strace()
+    sock = fake_daemon("tcp")
+    bad = failing(run_audit(home, socket_path=sock))
+    assert list(bad) == ["C3.network"], bad
+    assert "socket(AF_INET) x3" in bad["C3.network"] and "connect(AF_INET) x3" in bad["C3.network"]
+
+
+def test_enrolled_without_consent_fails_consent(home):
+    from fr_pbd.errors import StoreIntegrityError
+    from fr_pbd.store import Store
+
+    rewrite_store_meta(home, lambda m: m["users"][0].pop("consent"))
+    bad = failing(run_audit(home))
+    assert list(bad) == ["C2.consent"] and "'obama': 2 template(s) and NO consent record" in bad["C2.consent"]
+    with pytest.raises(StoreIntegrityError):  # fr-pbd's own reader refuses such a store as well
+        Store.open(home)
+
+
+def test_no_fallback_fails_fallback(home):
+    rewrite_store_meta(home, lambda m: m.update(fallback=None))
+    checks = run_audit(home)
+    bad = failing(checks)
+    assert list(bad) == ["C2.fallback"] and "no fallback credential is set" in bad["C2.fallback"]
+
+
+def test_a_score_in_a_log_fails_logs(home, tmp_path):
+    (home / "daemon.log").write_text("2026-11-23T10:00:00+0000 verify obama -> Y (similarity 0.9731)\n")
+    os.chmod(home / "daemon.log", 0o600)
+    bad = failing(run_audit(home))
+    assert list(bad) == ["C3.logs"] and "daemon.log line 1" in bad["C3.logs"]
+    outside = tmp_path / "vendor.log"
+    outside.write_text("ok\nmatch distance=0.41\n")
+    bad = failing(run_audit(home, logs=[outside]))
+    assert "vendor.log line 2" in bad["C3.logs"]
+
+
+def test_another_profile_fails_c1(home):
+    (home / "config.toml").write_text('profile = "scene-monitoring"\n')
+    os.chmod(home / "config.toml", 0o600)
+    bad = failing(run_audit(home))
+    assert list(bad) == ["C1.profile"] and "scene-monitoring" in bad["C1.profile"]
+
+
+def test_an_eval_report_for_another_model_fails_accuracy(home, tmp_path):
+    report = tmp_path / "r.json"
+    report.write_text(json.dumps(dict(EVAL_REPORT, model_id="sface-2021dec")))
+    bad = failing(run_audit(home, eval_report=report))
+    assert list(bad) == ["DPIA.accuracy"] and "sface-2021dec" in bad["DPIA.accuracy"]
+
+
+def test_cli_errors_are_one_line_exit_2(tmp_path, home):
+    p = subprocess.run([sys.executable, "-m", "fr_pbd.audit", "--home", str(tmp_path / "nope"), "--out",
+                        str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
+    p = subprocess.run([sys.executable, "-m", "fr_pbd.audit", "--home", str(home), "--eval",
+                        str(tmp_path / "missing.json"), "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "does not exist" in p.stderr
+    os.chmod(home / "store.frpbd", 0o640)
+    p = subprocess.run([sys.executable, "-m", "fr_pbd.audit", "--home", str(home), "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1 and "FAIL" in p.stdout
+    assert json.loads((tmp_path / "o" / "audit.json").read_text())["result"] == FAIL
+
+
+# --------------------------------------------------------------------------------------
+# the scanners
+# --------------------------------------------------------------------------------------
+def test_scanners_find_templates_and_not_noise():
+    rng = np.random.default_rng(0)
+    noise = os.urandom(1 << 18)
+    assert scan.float_runs(noise) == [] and scan.decimal_runs(noise) == []
+    assert scan.entropy_bits_per_byte(noise) > 7.99
+    t = _raw_float32(rng)
+    hidden = os.urandom(1001) + t + os.urandom(999)
+    runs = scan.float_runs(hidden)
+    assert runs and runs[0].kind == "float32-run" and runs[0].offset == 1001
+    t64 = rng.normal(size=128).astype("<f8").tobytes() * 1
+    assert any(r.kind == "float64-run" for r in scan.float_runs(os.urandom(3) + t64))
+    assert scan.float_runs(bytes(4096)) == []  # zero padding is not a template
+    assert scan.decimal_runs(_howdy_json(rng))[0].length == 128
+    assert scan.decimal_runs(b"1.5, 2.5, 3.5") == []
+    assert scan.score_lines("fr-pbd 0.1.0 started\nuid 0 -> N\n") == []
+    assert [f.offset for f in scan.score_lines("a\nscore 0.9\nx=0.5\n")] == [2, 3]
