@@ -1,9 +1,25 @@
 """YuNet 2023mar face detector on onnxruntime (pre- and post-processing only).
 
-The ONNX graph is fixed at 640x640, so a frame is scaled to fit (aspect kept)
-and padded at the right and bottom; detections are mapped back by the same
-scale. Decoding and NMS follow OpenCV's ``FaceDetectorYN`` (face_detect.cpp)
-step by step, so ``cv2.FaceDetectorYN`` on the same input is an exact oracle.
+The released ONNX graph is fixed at 640x640; fr-pbd also builds input-size
+variants of it (``fr_pbd.models.build_yunet``: 640x480, 320x256, 160x128). A
+frame is scaled (aspect kept) and padded at the right and bottom to the input
+size of one graph; detections are mapped back by the same scale. Decoding and
+NMS follow OpenCV's ``FaceDetectorYN`` (face_detect.cpp) step by step, so
+``cv2.FaceDetectorYN`` at the same input size on the same input is an exact oracle.
+
+Which graph runs a frame (:class:`AdaptiveYuNet`, the policy):
+
+1. The *detection scale* is the one that fits the frame into ``max_input``
+   (default 640x640): ``s = min(max_w / w, max_h / h)``, as the 640x640 letterbox
+   always did. So the default never changes what the detector sees, only how much
+   padding it runs on; a board profile lowers ``max_input`` (e.g. 320x240) to trade
+   small-face recall for speed.
+2. The scaled frame, ``round(w*s) x round(h*s)``, runs on the *smallest-area graph
+   that holds it* among those present and verified. A 640x480 frame at the default
+   runs on 640x480 (no padding, 25 % less work); at 320x240 on 320x256.
+3. A variant whose file is missing (not built) is skipped with no error: the frame
+   then runs on the next larger one, at worst on the 640x640 file, at the same
+   scale, so results agree and only speed is lost (``missing_variants`` says so).
 """
 
 from __future__ import annotations
@@ -15,7 +31,7 @@ import numpy as np
 import onnxruntime as ort
 
 MODEL_NAME = "yunet-2023mar"
-INPUT_SIZE = (640, 640)  # (width, height), fixed by the graph
+INPUT_SIZE = (640, 640)  # (width, height) of the released graph: the fallback every frame fits
 STRIDES = (8, 16, 32)
 NUM_LANDMARKS = 5
 LANDMARK_NAMES = ("right_eye", "left_eye", "nose_tip", "right_mouth_corner", "left_mouth_corner")
@@ -44,17 +60,35 @@ class Face:
         }
 
 
-def letterbox(image: np.ndarray, size: tuple[int, int] = INPUT_SIZE) -> tuple[np.ndarray, float]:
-    """Scale ``image`` to fit ``size`` (w, h), pad right/bottom with zeros; return it and the scale."""
+def fit_scale(image_wh: tuple[int, int], size: tuple[int, int]) -> float:
+    """The scale that fits a (w, h) image into ``size`` (w, h), aspect kept."""
+    return min(size[0] / image_wh[0], size[1] / image_wh[1])
+
+
+def scaled_size(image_wh: tuple[int, int], scale: float, size: tuple[int, int]) -> tuple[int, int]:
+    """Pixel size of the image at ``scale``, clipped to ``size``: the letterbox's content area."""
+    w, h = image_wh
+    return max(1, min(size[0], round(w * scale))), max(1, min(size[1], round(h * scale)))
+
+
+def letterbox(image: np.ndarray, size: tuple[int, int] = INPUT_SIZE,
+              scale: float | None = None) -> tuple[np.ndarray, float]:
+    """Scale ``image`` (to fit ``size`` (w, h) unless ``scale`` is given), pad right/bottom with zeros."""
     h, w = image.shape[:2]
     tw, th = size
-    scale = min(tw / w, th / h)
-    nw, nh = max(1, min(tw, round(w * scale))), max(1, min(th, round(h * scale)))
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    resized = cv2.resize(image, (nw, nh), interpolation=interp) if (nw, nh) != (w, h) else image
+    if scale is None:
+        scale = fit_scale((w, h), size)
+    nw, nh = scaled_size((w, h), scale, size)
     out = np.zeros((th, tw, 3), dtype=np.uint8)
-    out[:nh, :nw] = resized
+    out[:nh, :nw] = _resize(image, nw, nh, scale)
     return out, scale
+
+
+def _resize(image: np.ndarray, nw: int, nh: int, scale: float) -> np.ndarray:
+    h, w = image.shape[:2]
+    if (nw, nh) == (w, h):
+        return image
+    return cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
 
 
 def _overlap(box: np.ndarray, others: np.ndarray) -> np.ndarray:
@@ -96,6 +130,8 @@ class YuNet:
         self.top_k = top_k
         w, h = self.input_size
         self._blob = np.zeros((1, 3, h, w), dtype=np.float32)
+        self._canvas = np.zeros((h, w, 3), dtype=np.uint8)  # reused letterbox, padding stays zero
+        self._content = (w, h)  # area of the canvas the last frame wrote
         self._grids = {s: self._grid(w // s, h // s) for s in STRIDES}
 
     @staticmethod
@@ -134,11 +170,78 @@ class YuNet:
             faces = faces[nms(faces[:, :4], faces[:, 14], self.score_threshold, self.nms_threshold, self.top_k)]
         return faces
 
-    def detect(self, image: np.ndarray) -> list[Face]:
-        """Faces in a BGR uint8 image, in its own pixel coordinates, best first."""
-        padded, scale = letterbox(image, self.input_size)
-        faces = self.decode(self.infer(padded))
+    def prepare(self, image: np.ndarray, scale: float) -> np.ndarray:
+        """The letterboxed input in the reused canvas (same pixels as :func:`letterbox`)."""
+        h, w = image.shape[:2]
+        nw, nh = scaled_size((w, h), scale, self.input_size)
+        if (nw, nh) == self.input_size:
+            return _resize(image, nw, nh, scale)  # fills the input exactly: no canvas copy
+        if (nw, nh) != self._content:
+            self._canvas.fill(0)  # a smaller frame than last time: clear the old content
+            self._content = (nw, nh)
+        self._canvas[:nh, :nw] = _resize(image, nw, nh, scale)
+        return self._canvas
+
+    def detect_at(self, image: np.ndarray, scale: float) -> list[Face]:
+        """Faces found with the image scaled by ``scale`` (it must fit the input size)."""
+        faces = self.decode(self.infer(self.prepare(image, scale)))
         return [
             Face(box=row[:4] / scale, landmarks=row[4:14].reshape(5, 2) / scale, score=float(row[14]))
             for row in faces
         ]
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        """Faces in a BGR uint8 image, in its own pixel coordinates, best first."""
+        h, w = image.shape[:2]
+        return self.detect_at(image, fit_scale((w, h), self.input_size))
+
+
+def choose_input(image_wh: tuple[int, int], max_input: tuple[int, int],
+                 sizes: list[tuple[int, int]]) -> tuple[tuple[int, int], float]:
+    """The policy (module docstring): the detection scale, and the smallest graph that holds the frame at it."""
+    scale = fit_scale(image_wh, max_input)
+    nw, nh = scaled_size(image_wh, scale, max_input)
+    fits = [s for s in sizes if s[0] >= nw and s[1] >= nh]
+    if not fits:
+        raise ValueError(f"no detector input holds {nw}x{nh}")
+    return min(fits, key=lambda s: (s[0] * s[1], s)), scale
+
+
+class AdaptiveYuNet:
+    """YuNet on the graph that fits each frame (policy in the module docstring).
+
+    Holds one :class:`YuNet` (session, buffers) per input size, all created once.
+    ``detectors`` must include the 640x640 base, so every frame has a graph.
+    """
+
+    def __init__(self, detectors: dict[tuple[int, int], YuNet], max_input: tuple[int, int] = INPUT_SIZE,
+                 missing_variants: tuple[str, ...] = ()) -> None:
+        if INPUT_SIZE not in detectors:
+            raise ValueError("the 640x640 YuNet is required as the fallback")
+        mw, mh = max_input
+        if not (16 <= mw <= INPUT_SIZE[0] and 16 <= mh <= INPUT_SIZE[1]):
+            raise ValueError(f"max_input {mw}x{mh} must lie within 16x16 .. 640x640")
+        self.detectors = dict(sorted(detectors.items(), key=lambda kv: kv[0][0] * kv[0][1]))
+        self.max_input = (int(mw), int(mh))
+        self.missing_variants = missing_variants
+        self.last_input_size: tuple[int, int] | None = None  # for the benchmark's record
+
+    @property
+    def score_threshold(self) -> float:
+        return self.detectors[INPUT_SIZE].score_threshold
+
+    @property
+    def input_sizes(self) -> list[tuple[int, int]]:
+        return list(self.detectors)
+
+    def plan(self, image_wh: tuple[int, int]) -> tuple[YuNet, float]:
+        """The detector and the scale a frame of this size runs at."""
+        size, scale = choose_input(image_wh, self.max_input, list(self.detectors))
+        self.last_input_size = size
+        return self.detectors[size], scale
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        """Faces in a BGR uint8 image, in its own pixel coordinates, best first."""
+        h, w = image.shape[:2]
+        det, scale = self.plan((w, h))
+        return det.detect_at(image, scale)
