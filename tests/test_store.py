@@ -120,6 +120,20 @@ def test_create_layout_and_modes(tmp_path):
     assert sorted(os.listdir(h)) == sorted([STORE_FILE, LOCK_FILE, "keys"])
 
 
+def test_missing_home_store_or_key_are_typed_errors(home, tmp_path):
+    with pytest.raises(StoreError):
+        Store.open(tmp_path / "nowhere")
+    with pytest.raises(StoreError):
+        erase(tmp_path / "nowhere")
+    os.rename(home / "keys" / "kek", tmp_path / "kek-aside")
+    with pytest.raises(KeyProviderError):
+        Store.open(home)
+    os.rename(tmp_path / "kek-aside", home / "keys" / "kek")
+    os.rename(home / STORE_FILE, tmp_path / "store-aside")
+    with pytest.raises(StoreError):
+        Store.open(home)
+
+
 def test_create_never_replaces(home):
     before = sha(home / STORE_FILE)
     with pytest.raises(StoreError):
@@ -604,3 +618,24 @@ def test_two_processes_enrolling_concurrently_both_persist(home, tmp_path):
 def test_phase_separation_no_capture_import():
     code = "import sys, fr_pbd.store, fr_pbd.match; assert not [m for m in sys.modules if m.startswith('fr_pbd.capture')]"
     subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(SRC)}, check=True)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=30, deadline=None)
+@given(d=st.sampled_from([2, 3, 16, 128]), seed=st.integers(0, 2**32 - 1))
+def test_rotation_is_orthonormal_and_preserves_cosine(d, seed):
+    r = store_mod._random_rotation(d)
+    assert np.abs(r @ r.T - np.eye(d)).max() < 1e-12
+    rng = np.random.default_rng(seed)
+    a, b = unit_rows(rng, 8, d), unit_rows(rng, 8, d)
+    pa, pb = store_mod._protect_rows(a, r), store_mod._protect_rows(b, r)
+    np.testing.assert_allclose(pa @ pb.T, a.astype(np.float64) @ b.T.astype(np.float64), atol=1e-6)
+    assert np.abs(pa - a).max() > 0.05 or d <= 3  # it does move the vectors
+
+
+def test_rotations_differ_between_stores():
+    r1, r2 = store_mod._random_rotation(128), store_mod._random_rotation(128)
+    assert np.abs(r1 - r2).max() > 0.1

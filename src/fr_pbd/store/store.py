@@ -541,7 +541,7 @@ class Store:
     # -- reading and writing ----------------------------------------------------
     def _load(self) -> tuple[bytes, fmt.Header, bytes, _State]:
         """Read, parse, unwrap, decrypt. Caller holds the lock. Writes nothing."""
-        _fs.check_private(self._home, directory=True)
+        _check_home(self._home)
         try:
             data = _fs.read_private_file(self.path, max_size=_MAX_FILE)
         except FileNotFoundError:
@@ -555,7 +555,7 @@ class Store:
         return StoreView(state)
 
     def _lock_path(self) -> Path:
-        _fs.check_private(self._home, directory=True)
+        _check_home(self._home)
         return self._home / LOCK_FILE
 
     @contextlib.contextmanager
@@ -655,6 +655,13 @@ class Store:
 _CONSTRUCT = object()
 
 
+def _check_home(home: Path) -> None:
+    try:
+        _fs.check_private(home, directory=True)
+    except FileNotFoundError:
+        raise StoreError(f"no fr-pbd home at {home}") from None
+
+
 def _check_provider(p: object) -> None:
     if not isinstance(p, KeyProvider):
         raise TypeError("key_provider must be a fr_pbd.store.KeyProvider")
@@ -709,7 +716,7 @@ def erase(home: str | os.PathLike[str], *, key_provider: KeyProvider | None = No
     home = Path(home)
     provider = key_provider if key_provider is not None else DeviceFileKeyProvider.default(home)
     _check_provider(provider)
-    _fs.check_private(home, directory=True)
+    _check_home(home)
     path = home / STORE_FILE
     with _fs.file_lock(home / LOCK_FILE, exclusive=True):
         if os.path.lexists(path):
