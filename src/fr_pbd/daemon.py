@@ -50,12 +50,14 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from fr_pbd import config as _config
 from fr_pbd import egress
-from fr_pbd.capture.image import ImageSource
 from fr_pbd.errors import CameraError, DaemonError, FrPbdError
+
+if TYPE_CHECKING:  # keep `fr-pbd --help` from importing OpenCV
+    from fr_pbd.capture.image import ImageSource
 
 __all__ = [
     "MAX_REQUEST",
@@ -112,7 +114,7 @@ def parse_request(data: bytes) -> str | None:
 class FrameSource:
     """Gives one image per verification."""
 
-    def read(self) -> ImageSource:  # pragma: no cover - interface
+    def read(self) -> "ImageSource":  # pragma: no cover - interface
         raise NotImplementedError
 
     def describe(self) -> str:  # pragma: no cover - interface
@@ -128,7 +130,7 @@ class FileFrames(FrameSource):
         if not self.path.parent.is_dir():
             raise DaemonError(f"frames directory {self.path.parent} does not exist")
 
-    def read(self) -> ImageSource:
+    def read(self) -> "ImageSource":
         try:
             return self.path.read_bytes()  # read once: a swap mid-decode cannot mix two frames
         except OSError as exc:
@@ -144,7 +146,7 @@ class CameraFrames(FrameSource):
     def __init__(self, source: str) -> None:
         self.source = source
 
-    def read(self) -> ImageSource:
+    def read(self) -> "ImageSource":
         from fr_pbd.capture.camera import CameraSource
 
         with CameraSource(self.source) as cam:
