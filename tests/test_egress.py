@@ -151,14 +151,18 @@ def test_models_fetch_is_the_only_command_marked_for_the_network():
 
 
 def test_cli_main_installs_the_guard_for_every_other_command(tmp_path):
-    from fr_pbd import cli
-    import inspect
-
-    if "egress" not in inspect.getsource(cli.main):
-        pytest.skip("cli.main() does not call egress.install() yet (wiring pending in cli.py)")
-    p = run_child(f"""
+    # As a real process runs it: arguments from sys.argv (main() with argv=None).
+    p = run_child("""
+        import socket, sys
         from fr_pbd import cli, egress
-        rc = cli.main(["models", "list"])
+        sys.argv = ["fr-pbd", "models", "list"]
+        rc = cli.main()
         print("INSTALLED", egress.installed())
+        try:
+            socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            print("TCP OPENED")
+        except Exception as exc:
+            print("TCP REFUSED", type(exc).__name__)
     """)
     assert "INSTALLED True" in p.stdout, p.stderr
+    assert "TCP REFUSED EgressError" in p.stdout, p.stdout

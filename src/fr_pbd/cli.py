@@ -353,9 +353,13 @@ def build_parser() -> argparse.ArgumentParser:
         fp.add_argument("--secret-stdin", action="store_true", help="read the PIN from standard input")
         fp.set_defaults(func=func)
 
+    from fr_pbd.audit import add_audit_parser
+    from fr_pbd.daemon import add_daemon_parsers
     from fr_pbd.eval.cli import add_eval_parser
 
     add_eval_parser(sub)
+    add_daemon_parsers(sub)
+    add_audit_parser(sub)
 
     c = sub.add_parser("compare", help="same person in two images? prints same/different (exit 0/1)")
     c.add_argument("image_a")
@@ -386,6 +390,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if argv is None and not getattr(args, "network", False):
+        # A real fr-pbd process (console script or python -m): no network, ever,
+        # except `fr-pbd models fetch`. Tests that call main([...]) in-process
+        # leave their interpreter alone; they run the CLI as a subprocess to test this.
+        from fr_pbd import egress
+
+        egress.install()
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
