@@ -10,20 +10,32 @@ failed attempts face verification is refused for 30 s, doubling with each
 further failure; the state lives in the encrypted store, so it survives a
 restart; only a success or the fallback credential clears it. While locked, no
 image is even looked at.
+
+Presentation-attack detection (:mod:`fr_pbd.capture.liveness`) is on by
+default: it looks at the raw decoded frame and the chosen face before the
+embedding is computed. An attack is a ``no`` and counts as a failed attempt
+(it is a presentation to the lock, so repeated photos lead to the lockout).
+It can be switched off only with ``Verifier(..., liveness=False)``, which the
+CLI does not expose and which warns (research and tests only; docs/pad.md).
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import warnings
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
+
 from fr_pbd import models
 from fr_pbd.capture.image import ImageSource
+from fr_pbd.capture.liveness import LivenessDetector, load_liveness
 from fr_pbd.capture.pipeline import TemplateExtractor, load_extractor
+from fr_pbd.capture.yunet import Face
 from fr_pbd.errors import ConsentError, ModelError, QualityError, StoreError
 from fr_pbd.store import STORE_FILE, LockoutState, Store
 
@@ -82,12 +94,39 @@ def open_or_create_store(home: Path, model_id: str, dim: int) -> Store:
     return Store.open(home)
 
 
+class _PresentationAttack(Exception):
+    """Internal: the liveness check refused the face (never leaves :meth:`Verifier.verify`)."""
+
+
 class Verifier:
     """Enrolment and verification against the store in one home directory."""
 
-    def __init__(self, home: Path | None = None, extractor: TemplateExtractor | None = None) -> None:
+    def __init__(self, home: Path | None = None, extractor: TemplateExtractor | None = None,
+                 liveness: bool | LivenessDetector = True) -> None:
+        """``liveness``: True (default) loads the PAD models; a detector uses that one; False disables PAD."""
         self.home = Path(home) if home is not None else default_home()
         self._extractor = extractor
+        if liveness is False:
+            warnings.warn("presentation-attack detection is OFF: a photo or a screen may be accepted "
+                          "(research and tests only)", stacklevel=2)
+        self._liveness: LivenessDetector | bool = liveness
+        # Why the last verify() said what it said, for a daemon's own log only: "accepted",
+        # "no_match", "presentation_attack", "locked_out" or a quality reason code. Never a score.
+        self.last_reason: str | None = None
+
+    @property
+    def liveness(self) -> LivenessDetector | None:
+        """The PAD detector, or None if it was switched off explicitly."""
+        if self._liveness is False:
+            return None
+        if self._liveness is True:
+            self._liveness = load_liveness()
+        return self._liveness
+
+    def _check_presentation(self, frame: np.ndarray, face: Face) -> None:
+        pad = self.liveness
+        if pad is not None and not pad.is_live(frame, face):
+            raise _PresentationAttack()
 
     @property
     def extractor(self) -> TemplateExtractor:
@@ -131,16 +170,26 @@ class Verifier:
             return tx.add_templates(user, templates)
 
     def verify(self, image: ImageSource, user: str | None = None) -> Decision:
-        """Yes or no. Locked out: no, without looking at the image. No usable face: no, not counted."""
+        """Yes or no. Locked out: no, without looking at the image. No usable face: no, not counted.
+
+        A presentation attack: no, counted as a failed attempt.
+        """
         store = self.store()
         view = store.read()
         if view.lockout.is_locked(_now()):
+            self.last_reason = "locked_out"
             return Decision(False)
         try:
-            probe = self.extractor.template(image, "verify")
-        except QualityError:
+            probe = self.extractor.template(image, "verify", check=self._check_presentation)
+        except QualityError as exc:
+            self.last_reason = exc.reason
             return Decision(False)
-        accepted = view.matcher().matches(probe, self.threshold(view.model_id), user)
+        except _PresentationAttack:
+            accepted = False
+            self.last_reason = "presentation_attack"
+        else:
+            accepted = view.matcher().matches(probe, self.threshold(view.model_id), user)
+            self.last_reason = "accepted" if accepted else "no_match"
         with store.transaction() as tx:
             if accepted:
                 tx.reset_lockout()
@@ -170,3 +219,13 @@ class Verifier:
         from fr_pbd.capture import dlib_resnet
 
         return dlib_resnet.MODEL_ID
+
+
+def enroll(user: str, images: Iterable[ImageSource], consent: Consent, home: Path | None = None) -> int:
+    """Enrol ``user`` in the store at ``home`` (default: :func:`default_home`)."""
+    return Verifier(home).enroll(user, images, consent)
+
+
+def verify(image: ImageSource, user: str | None = None, home: Path | None = None) -> Decision:
+    """Yes or no for one image against the store at ``home``."""
+    return Verifier(home).verify(image, user)
