@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Literal, Protocol
+from typing import Any, Callable, Literal, Protocol
 
 import cv2
 import numpy as np
@@ -129,8 +129,14 @@ class TemplateExtractor:
         n = len(captures)
         return [Template(out[i] + out[n + i], self.model_id) for i in range(n)]
 
-    def template(self, image: ImageSource, purpose: Purpose = "verify", select: Selection = "largest") -> Template:
-        return self.embed([self.capture(load_image(image), purpose, select)])[0]
+    def template(self, image: ImageSource, purpose: Purpose = "verify", select: Selection = "largest",
+                 check: Callable[[np.ndarray, Face], None] | None = None) -> Template:
+        """``check`` (e.g. liveness) sees the raw decoded frame and the chosen face before embedding; it may raise."""
+        frame = load_image(image)
+        capture = self.capture(frame, purpose, select)
+        if check is not None:
+            check(frame, capture.face)
+        return self.embed([capture])[0]
 
 
 @lru_cache(maxsize=4)
