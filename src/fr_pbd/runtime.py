@@ -1,12 +1,21 @@
 """onnxruntime sessions, created once from verified model bytes.
 
 Shared by both phases' model wrappers; imports neither phase.
+
+The defaults are the ones measured best for one-frame latency on a 2-core x86
+machine (``fr-pbd bench``; figures in hardware/results/): all graph optimisations,
+sequential execution, the CPU memory arena and memory-pattern planning on (inputs
+have a fixed shape per session, so the plan is reused every frame), intra-op threads
+= the cores, and spinning worker threads (they cost idle CPU while a frame is in
+flight, not between frames). Board profiles (``fr_pbd.profiles``) override threads and
+execution providers.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Literal, Sequence
 
 import onnxruntime as ort
 
@@ -14,22 +23,80 @@ from fr_pbd.models import VerifiedModel
 
 DEFAULT_PROVIDERS: tuple[str, ...] = ("CPUExecutionProvider",)
 
+# Execution providers a profile may name, in onnxruntime's spelling. Anything else
+# is a typo or a provider fr-pbd has never been checked with.
+KNOWN_PROVIDERS: tuple[str, ...] = (
+    "CPUExecutionProvider",
+    "XnnpackExecutionProvider",
+    "CUDAExecutionProvider",
+    "TensorrtExecutionProvider",
+    "ACLExecutionProvider",
+    "ArmNNExecutionProvider",
+)
 
-def session_options(threads: int | None = None) -> ort.SessionOptions:
-    """Options tuned for latency on small boards: all graph optimisations, a fixed thread count."""
+GraphOpt = Literal["disable", "basic", "extended", "all"]
+_GRAPH_OPT = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+@dataclass(frozen=True)
+class SessionTuning:
+    """The session knobs ``fr-pbd bench`` measured (hashable, so extractors can be cached per tuning)."""
+
+    threads: int | None = None  # None: every core
+    graph_optimization: GraphOpt = "all"
+    cpu_mem_arena: bool = True
+    mem_pattern: bool = True
+    parallel: bool = False  # ORT_PARALLEL runs independent branches at once; no gain on these graphs
+    spinning: bool = True
+
+
+DEFAULT_TUNING = SessionTuning()
+
+
+def session_options(threads: int | None = None, tuning: SessionTuning | None = None) -> ort.SessionOptions:
+    """Options tuned for latency on small boards; ``threads`` overrides ``tuning.threads``."""
+    t = tuning or DEFAULT_TUNING
+    n = threads if threads else (t.threads or os.cpu_count() or 1)
     so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.intra_op_num_threads = threads if threads else (os.cpu_count() or 1)
+    so.graph_optimization_level = _GRAPH_OPT[t.graph_optimization]
+    so.execution_mode = ort.ExecutionMode.ORT_PARALLEL if t.parallel else ort.ExecutionMode.ORT_SEQUENTIAL
+    so.intra_op_num_threads = n
     so.inter_op_num_threads = 1
+    so.enable_cpu_mem_arena = t.cpu_mem_arena
+    so.enable_mem_pattern = t.mem_pattern
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if t.spinning else "0")
     so.log_severity_level = 3  # warnings and up only; onnxruntime never sees tensors in logs
     return so
 
 
+def available_providers(wanted: Sequence[str] | None) -> tuple[list[str], list[str]]:
+    """(providers to use, in order; those asked for but not in this onnxruntime build).
+
+    CPU is always last, so an operator a provider cannot run still has a home.
+    """
+    asked = list(wanted or DEFAULT_PROVIDERS)
+    have = set(ort.get_available_providers())
+    chosen = [p for p in asked if p in have]
+    if "CPUExecutionProvider" not in chosen:
+        chosen.append("CPUExecutionProvider")
+    return chosen, [p for p in asked if p not in have]
+
+
+def _provider_options(providers: list[str], threads: int) -> list[dict[str, str]]:
+    # XNNPACK keeps its own thread pool; give it the threads (onnxruntime's guidance).
+    return [{"intra_op_num_threads": str(threads)} if p == "XnnpackExecutionProvider" else {} for p in providers]
+
+
 def create_session(model: VerifiedModel, threads: int | None = None,
-                   providers: Sequence[str] | None = None) -> ort.InferenceSession:
+                   providers: Sequence[str] | None = None,
+                   tuning: SessionTuning | None = None) -> ort.InferenceSession:
     """A session from the bytes that were hashed, never from the path (no re-read race)."""
-    wanted = list(providers or DEFAULT_PROVIDERS)
-    available = set(ort.get_available_providers())
-    chosen = [p for p in wanted if p in available] or ["CPUExecutionProvider"]
-    return ort.InferenceSession(model.data, sess_options=session_options(threads), providers=chosen)
+    chosen, _ = available_providers(providers)
+    so = session_options(threads, tuning)
+    return ort.InferenceSession(model.data, sess_options=so, providers=chosen,
+                                provider_options=_provider_options(chosen, so.intra_op_num_threads))

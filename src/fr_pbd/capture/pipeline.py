@@ -17,7 +17,8 @@ from fr_pbd import models
 from fr_pbd.capture import dlib_resnet, quality, sface, yunet
 from fr_pbd.capture.align import align_face, similarity_transform, warp_chip
 from fr_pbd.capture.image import ImageSource, load_image
-from fr_pbd.capture.yunet import Face, YuNet
+from fr_pbd.capture.detect import create_detector
+from fr_pbd.capture.yunet import AdaptiveYuNet, Face, YuNet
 from fr_pbd.errors import ModelError
 from fr_pbd.runtime import create_session
 from fr_pbd.template import Template
@@ -75,7 +76,7 @@ def choose_face(faces: list[Face], image_shape: tuple[int, ...], select: Selecti
 class TemplateExtractor:
     """Detector + aligner + embedder, created once and reused."""
 
-    def __init__(self, detector: YuNet, embedder: Embedder) -> None:
+    def __init__(self, detector: YuNet | AdaptiveYuNet, embedder: Embedder) -> None:
         if embedder.channel_order not in ("RGB", "BGR"):
             raise ModelError(f"unsupported channel order {embedder.channel_order!r} for {embedder.model_id}")
         self.detector = detector
@@ -140,18 +141,27 @@ class TemplateExtractor:
 
 
 @lru_cache(maxsize=4)
-def load_extractor_for(model_id: str, threads: int | None = None) -> TemplateExtractor:
+def load_extractor_for(model_id: str, threads: int | None = None,
+                       detector_input: tuple[int, int] = yunet.INPUT_SIZE,
+                       providers: tuple[str, ...] | None = None,
+                       embedder_variant: Literal["fp32", "int8"] = "fp32") -> TemplateExtractor:
     """YuNet + the named embedder from verified model files.
 
+    ``detector_input`` caps the detection size (``fr_pbd.capture.yunet``'s policy:
+    640x640 keeps the scale the released graph always used; a board profile may
+    lower it); the YuNet variant that fits each frame is picked per frame.
+    ``embedder_variant="int8"`` loads the quantised file of the same model
+    (``<model_id>-int8`` in the manifest); its templates keep ``model_id``.
     An optional model whose file is absent raises ModelNotFoundError (one line,
     naming the command that fetches it) before any session is created.
     """
     if model_id not in EMBEDDERS:
         raise ModelError(f"{model_id!r} is not an embedder fr-pbd can use; known: {', '.join(sorted(EMBEDDERS))}")
-    detector_model = models.resolve(yunet.MODEL_NAME)
-    embedder_model = models.resolve(model_id)
-    detector = YuNet(create_session(detector_model, threads=threads), score_threshold=DETECTION_THRESHOLD)
-    return TemplateExtractor(detector, EMBEDDERS[model_id](create_session(embedder_model, threads=threads)))
+    embedder_model = models.resolve(model_id if embedder_variant == "fp32" else f"{model_id}-{embedder_variant}")
+    detector = create_detector(threads=threads, score_threshold=DETECTION_THRESHOLD,
+                               max_input=detector_input, providers=providers)
+    session = create_session(embedder_model, threads=threads, providers=providers)
+    return TemplateExtractor(detector, EMBEDDERS[model_id](session))
 
 
 def load_extractor(threads: int | None = None) -> TemplateExtractor:

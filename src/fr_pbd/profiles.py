@@ -1,0 +1,225 @@
+"""Board profiles: how fr-pbd should run on one kind of board (hardware/profiles/NAME.toml).
+
+A profile says which onnxruntime execution providers to try and in what order, how
+many threads, the detector's maximum input size (the YuNet variant policy in
+``fr_pbd.capture.yunet``), which embedder variant (fp32 or int8), the camera source
+and the recommended key provider. It changes speed and plumbing only: no profile can
+change what fr-pbd is used for (that is ``fr_pbd.config``) or its decision threshold.
+
+Validation is strict, as for the config: an unknown key, a provider name that is not
+on :data:`fr_pbd.runtime.KNOWN_PROVIDERS`, a size that is not a size, is a
+:class:`~fr_pbd.errors.ConfigError` with one line naming the file and the field. A
+provider that is known but missing from this onnxruntime build is *not* an error:
+``fr-pbd bench`` falls back to CPU and records it (a Jetson profile must load on x86).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fr_pbd.errors import ConfigError
+from fr_pbd.runtime import KNOWN_PROVIDERS
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ENV_PROFILES = "FR_PBD_PROFILES"
+SCHEMA = 1
+BOARDS = ("rpi4", "rpi5", "jetson-nano", "jetson-orin-nano", "x86-generic")
+EMBEDDER_VARIANTS = ("fp32", "int8")
+CAMERA_KINDS = ("v4l2", "picamera2", "gstreamer")
+KEY_PROVIDERS = ("device-file", "passphrase")  # fr_pbd.store.keys
+
+_TOP = {"schema", "board", "description", "runtime", "detector", "embedder", "camera", "keys"}
+_SECTIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "runtime": {"providers": list, "threads": int},
+    "detector": {"input_size": list},
+    "embedder": {"model": str, "variant": str},
+    "camera": {"kind": str, "device": str, "pipeline": str, "width": int, "height": int, "fps": int},
+    "keys": {"provider": str, "note": str},
+}
+_REQUIRED = {
+    "runtime": ("providers", "threads"),
+    "detector": ("input_size",),
+    "embedder": ("model", "variant"),
+    "camera": ("kind", "width", "height", "fps"),
+    "keys": ("provider",),
+}
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One validated board profile."""
+
+    board: str
+    description: str
+    providers: tuple[str, ...]
+    threads: int  # 0: one per core
+    detector_input: tuple[int, int]
+    embedder_model: str
+    embedder_variant: str
+    camera_kind: str
+    camera_device: str | None
+    camera_pipeline: str | None
+    camera_size: tuple[int, int]
+    camera_fps: int
+    key_provider: str
+    path: Path | None = None
+
+    @property
+    def embedder_file_model(self) -> str:
+        """The manifest entry whose file the embedder session loads."""
+        return self.embedder_model + ("-int8" if self.embedder_variant == "int8" else "")
+
+    @property
+    def camera_source(self) -> str | int:
+        """What ``fr_pbd.capture.camera.CameraSource`` opens: a device, a GStreamer pipeline, or a picamera2 tag."""
+        if self.camera_kind == "gstreamer":
+            return self.camera_pipeline or ""
+        if self.camera_kind == "picamera2":
+            return "picamera2"
+        dev = self.camera_device or "/dev/video0"
+        return int(dev) if dev.isdigit() else dev
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "board": self.board, "providers": list(self.providers), "threads": self.threads,
+            "detector_input": list(self.detector_input), "embedder_model": self.embedder_model,
+            "embedder_variant": self.embedder_variant, "camera_kind": self.camera_kind,
+            "camera_size": list(self.camera_size), "camera_fps": self.camera_fps,
+            "key_provider": self.key_provider,
+        }
+
+
+def profiles_dir() -> Path:
+    """``$FR_PBD_PROFILES``, else the repository's hardware/profiles."""
+    env = os.environ.get(ENV_PROFILES)
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "hardware" / "profiles"
+
+
+def available() -> list[str]:
+    d = profiles_dir()
+    return sorted(p.stem for p in d.glob("*.toml")) if d.is_dir() else []
+
+
+def _fail(where: str, msg: str) -> ConfigError:
+    return ConfigError(f"board profile {where}: {msg}")
+
+
+def _size(where: str, field: str, value: Any, lo: int, hi: int) -> tuple[int, int]:
+    if (not isinstance(value, list) or len(value) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+        raise _fail(where, f"{field} must be [width, height] in pixels")
+    w, h = value
+    if not (lo <= w <= hi and lo <= h <= hi):
+        raise _fail(where, f"{field} {w}x{h} must lie within {lo}..{hi} pixels")
+    return int(w), int(h)
+
+
+def parse_profile(text: str, where: str = "<text>", expect_board: str | None = None) -> Profile:
+    """Validate a profile's TOML text; ConfigError (one line) on the first problem."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise _fail(where, f"not valid TOML ({exc})") from None
+    unknown = sorted(set(doc) - _TOP)
+    if unknown:
+        raise _fail(where, f"unknown key(s) {', '.join(unknown)}")
+    if doc.get("schema") != SCHEMA:
+        raise _fail(where, f"schema must be {SCHEMA}")
+    board = doc.get("board")
+    if not isinstance(board, str) or not board:
+        raise _fail(where, "board must be a name")
+    if expect_board is not None and board != expect_board:
+        raise _fail(where, f"board {board!r} does not match the file name {expect_board!r}")
+    sections: dict[str, dict[str, Any]] = {}
+    for name, fields in _SECTIONS.items():
+        sec = doc.get(name)
+        if not isinstance(sec, dict):
+            raise _fail(where, f"[{name}] section is missing")
+        bad = sorted(set(sec) - set(fields))
+        if bad:
+            raise _fail(where, f"unknown key(s) in [{name}]: {', '.join(bad)}")
+        for key in _REQUIRED[name]:
+            if key not in sec:
+                raise _fail(where, f"[{name}] lacks {key}")
+        for key, value in sec.items():
+            if not isinstance(value, fields[key]) or isinstance(value, bool):
+                raise _fail(where, f"[{name}] {key} has the wrong type")
+        sections[name] = sec
+
+    rt = sections["runtime"]
+    providers = rt["providers"]
+    if not providers or not all(isinstance(p, str) for p in providers):
+        raise _fail(where, "[runtime] providers must be a non-empty list of names")
+    for p in providers:
+        if p not in KNOWN_PROVIDERS:
+            raise _fail(where, f"unknown execution provider {p!r}; known: {', '.join(KNOWN_PROVIDERS)}")
+    if len(set(providers)) != len(providers):
+        raise _fail(where, "[runtime] providers lists a provider twice")
+    if providers[-1] != "CPUExecutionProvider":
+        raise _fail(where, "[runtime] providers must end with CPUExecutionProvider (the fallback)")
+    if not 0 <= rt["threads"] <= 64:
+        raise _fail(where, "[runtime] threads must be 0..64 (0: one per core)")
+
+    det = _size(where, "[detector] input_size", sections["detector"]["input_size"], 16, 640)
+    emb = sections["embedder"]
+    if emb["variant"] not in EMBEDDER_VARIANTS:
+        raise _fail(where, f"[embedder] variant must be one of {', '.join(EMBEDDER_VARIANTS)}")
+    if emb["model"] != "dlib-resnet-v1" and emb["variant"] != "fp32":
+        raise _fail(where, "[embedder] only dlib-resnet-v1 has an int8 variant")
+
+    cam = sections["camera"]
+    if cam["kind"] not in CAMERA_KINDS:
+        raise _fail(where, f"[camera] kind must be one of {', '.join(CAMERA_KINDS)}")
+    if cam["kind"] == "gstreamer":
+        pipe = cam.get("pipeline", "")
+        if "appsink" not in pipe:
+            raise _fail(where, "[camera] a gstreamer pipeline must end in an appsink (OpenCV reads from it)")
+    elif "pipeline" in cam:
+        raise _fail(where, "[camera] pipeline is only for kind = \"gstreamer\"")
+    if cam["kind"] == "v4l2" and not str(cam.get("device", "/dev/video0")).startswith("/dev/video"):
+        raise _fail(where, "[camera] a v4l2 device is /dev/videoN")
+    csize = _size(where, "[camera] width/height", [cam["width"], cam["height"]], 32, 4096)
+    if not 1 <= cam["fps"] <= 240:
+        raise _fail(where, "[camera] fps must be 1..240")
+
+    keys = sections["keys"]
+    if keys["provider"] not in KEY_PROVIDERS:
+        raise _fail(where, f"[keys] provider must be one of {', '.join(KEY_PROVIDERS)}")
+    desc = doc.get("description", "")
+    if not isinstance(desc, str):
+        raise _fail(where, "description must be text")
+    return Profile(
+        board=board, description=desc, providers=tuple(providers), threads=rt["threads"],
+        detector_input=det, embedder_model=emb["model"], embedder_variant=emb["variant"],
+        camera_kind=cam["kind"], camera_device=cam.get("device"), camera_pipeline=cam.get("pipeline"),
+        camera_size=csize, camera_fps=cam["fps"], key_provider=keys["provider"],
+    )
+
+
+def load_profile(name_or_path: str | os.PathLike[str]) -> Profile:
+    """A profile by board name (hardware/profiles/NAME.toml) or by path."""
+    raw = str(name_or_path)
+    path = Path(raw)
+    if not (raw.endswith(".toml") or os.sep in raw):
+        path = profiles_dir() / f"{raw}.toml"
+        if not path.is_file():
+            names = ", ".join(available()) or "none found"
+            raise ConfigError(f"no board profile {raw!r} in {profiles_dir()}; known: {names}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read board profile {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"board profile {path}: not UTF-8 text") from None
+    prof = parse_profile(text, str(path), expect_board=path.stem)
+    return Profile(**{**prof.__dict__, "path": path})

@@ -1,0 +1,102 @@
+"""Board profiles: every shipped file validates; broken ones fail with one-line ConfigErrors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fr_pbd import profiles
+from fr_pbd.errors import ConfigError
+from fr_pbd.runtime import KNOWN_PROVIDERS, available_providers
+
+PROFILE_DIR = Path(__file__).resolve().parent.parent / "hardware" / "profiles"
+GOOD = (PROFILE_DIR / "x86-generic.toml").read_text(encoding="utf-8")
+
+
+def test_every_board_has_a_profile_file():
+    assert sorted(p.stem for p in PROFILE_DIR.glob("*.toml")) == sorted(profiles.BOARDS)
+
+
+@pytest.mark.parametrize("board", profiles.BOARDS)
+def test_shipped_profile_is_valid_and_documented(board):
+    prof = profiles.load_profile(board)
+    assert prof.board == board and prof.path == PROFILE_DIR / f"{board}.toml"
+    assert prof.providers[-1] == "CPUExecutionProvider"
+    assert all(p in KNOWN_PROVIDERS for p in prof.providers)
+    assert prof.embedder_variant in ("fp32", "int8")
+    assert prof.key_provider in profiles.KEY_PROVIDERS
+    text = prof.path.read_text(encoding="utf-8")
+    assert text.count("\n#") >= 5, "each profile explains its choices in comments"
+    chosen, missing = available_providers(prof.providers)
+    assert chosen[-1] == "CPUExecutionProvider"  # unavailable providers fall back, never fail
+    assert set(missing) <= set(prof.providers)
+
+
+def test_board_specific_facts():
+    assert profiles.load_profile("jetson-orin-nano").camera_source.startswith("nvarguscamerasrc")
+    assert profiles.load_profile("jetson-nano").providers[0] == "TensorrtExecutionProvider"
+    assert profiles.load_profile("rpi4").camera_source == "picamera2"
+    assert profiles.load_profile("x86-generic").camera_source == "/dev/video0"
+    assert profiles.load_profile("rpi4").embedder_variant == "fp32"
+
+
+def test_load_by_path(tmp_path):
+    p = tmp_path / "x86-generic.toml"
+    p.write_text(GOOD)
+    assert profiles.load_profile(p).board == "x86-generic"
+
+
+def _broken(old: str, new: str) -> str:
+    assert old in GOOD, old
+    return GOOD.replace(old, new, 1)
+
+
+@pytest.mark.parametrize("text,fragment", [
+    ("schema = 1\nboard = [", "not valid TOML"),
+    (_broken("schema = 1", "schema = 2"), "schema must be 1"),
+    (_broken('providers = ["CPUExecutionProvider"]', 'providers = ["CudaExecutionProvider", "CPUExecutionProvider"]'),
+     "unknown execution provider 'CudaExecutionProvider'"),
+    (_broken('providers = ["CPUExecutionProvider"]', 'providers = ["CPUExecutionProvider", "CUDAExecutionProvider"]'),
+     "must end with CPUExecutionProvider"),
+    (_broken('providers = ["CPUExecutionProvider"]', "providers = []"), "non-empty list"),
+    (_broken("threads = 0", "threads = -1"), "threads must be 0..64"),
+    (_broken("threads = 0", 'threads = "4"'), "threads has the wrong type"),
+    (_broken("input_size = [640, 480]", "input_size = [1280, 720]"), "within 16..640"),
+    (_broken("input_size = [640, 480]", "input_size = 640"), "wrong type"),
+    (_broken('variant = "int8"', 'variant = "fp16"'), "variant must be one of"),
+    (_broken('kind = "v4l2"', 'kind = "gstreamer"'), "appsink"),
+    (_broken('device = "/dev/video0"', 'device = "/tmp/cam"'), "/dev/videoN"),
+    (_broken('provider = "device-file"', 'provider = "tpm2"'), "[keys] provider must be one of"),
+    (_broken("fps = 30", "fps = 30\nexposure = 3"), "unknown key(s) in [camera]: exposure"),
+    ("turbo = true\n" + GOOD, "unknown key(s) turbo"),
+    (GOOD.replace("[keys]", "[keyz]"), "unknown key(s) keyz"),
+    (_broken("height = 480\n", ""), "[camera] lacks height"),
+])
+def test_broken_profile_is_one_line_config_error(text, fragment):
+    with pytest.raises(ConfigError) as info:
+        profiles.parse_profile(text, "bad.toml")
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith("board profile bad.toml:")
+    assert fragment in msg
+
+
+def test_file_name_must_match_board(tmp_path):
+    p = tmp_path / "rpi4.toml"
+    p.write_text(GOOD)
+    with pytest.raises(ConfigError, match="does not match the file name"):
+        profiles.load_profile(p)
+
+
+def test_unknown_profile_name_lists_the_known_ones():
+    with pytest.raises(ConfigError, match="known: jetson-nano, jetson-orin-nano, rpi4, rpi5, x86-generic"):
+        profiles.load_profile("rpi3")
+
+
+def test_unreadable_profile_is_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        profiles.load_profile(tmp_path / "missing.toml")
+    bad = tmp_path / "x86-generic.toml"
+    bad.write_bytes(b"\xff\xfe")
+    with pytest.raises(ConfigError):
+        profiles.load_profile(bad)
