@@ -212,3 +212,20 @@ def describe(data: bytes) -> dict[str, Any]:
     model = onnx.ModelProto()
     model.ParseFromString(data)
     return {p.key: p.value for p in model.metadata_props}
+
+
+def main() -> int:
+    """``python -m fr_pbd.models.build_yunet``: the recipe before ``fr-pbd models build yunet-variants`` is wired."""
+    from fr_pbd.errors import FrPbdError
+
+    try:
+        for name, path in build_yunet_variants().items():
+            print(f"{name}: built and verified {path}")
+    except FrPbdError as exc:
+        print(f"fr-pbd: error: {exc}")
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

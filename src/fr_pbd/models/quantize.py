@@ -174,3 +174,19 @@ def build_dlib_int8(out_dir: Path | None = None, ranges_file: Path = RANGES_FILE
     path = (Path(out_dir) if out_dir is not None else models.cache_dir()) / spec.file
     _write_atomic(path, data)
     return path
+
+
+def main() -> int:
+    """``python -m fr_pbd.models.quantize``: the recipe before ``fr-pbd models build dlib-resnet-int8`` is wired."""
+    from fr_pbd.errors import FrPbdError
+
+    try:
+        print(f"{INT8_MODEL}: built and verified {build_dlib_int8()}")
+    except FrPbdError as exc:
+        print(f"fr-pbd: error: {exc}")
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
