@@ -5,7 +5,8 @@ another board measured the same way. The frames, the store, the stages and the J
 schema are fixed here and documented in hardware/results/README.md.
 
 Frames: the faces/ test photos (except obama.jpg, which is enrolled) and the first 20
-distinct images of LFW pairsDevTest, each centre-cropped to 4:3, scaled to 640x480 and
+distinct images of LFW pairsDevTest, each cropped to 4:3 around its largest face (the
+middle if none), scaled to 640x480 and
 JPEG-encoded (quality 90) in memory, as a camera's MJPEG stream delivers them.
 
 Store: a real encrypted store in a temporary directory (device key file, fallback PIN
@@ -141,18 +142,22 @@ class Frame:
     jpeg: bytes = field(repr=False)
 
 
-def to_camera_frame(img: np.ndarray, size: tuple[int, int] = FRAME_SIZE) -> np.ndarray:
-    """Centre-crop to the frame's aspect and scale: what a 640x480 camera would deliver."""
+def to_camera_frame(img: np.ndarray, size: tuple[int, int] = FRAME_SIZE,
+                    centre: tuple[float, float] | None = None) -> np.ndarray:
+    """Crop to the frame's aspect (around ``centre``, default the middle) and scale: a 640x480 camera frame."""
     import cv2
 
     h, w = img.shape[:2]
     tw, th = size
+    cx, cy = centre if centre is not None else (w / 2, h / 2)
     if w * th > h * tw:  # too wide
         cw = h * tw // th
-        img = img[:, (w - cw) // 2:(w - cw) // 2 + cw]
+        x0 = int(min(max(cx - cw / 2, 0), w - cw))
+        img = img[:, x0:x0 + cw]
     else:
         ch = w * th // tw
-        img = img[(h - ch) // 2:(h - ch) // 2 + ch]
+        y0 = int(min(max(cy - ch / 2, 0), h - ch))
+        img = img[y0:y0 + ch]
     interp = cv2.INTER_AREA if img.shape[1] > tw else cv2.INTER_LINEAR
     return cv2.resize(img, size, interpolation=interp)
 
@@ -177,10 +182,18 @@ def build_frames(data_dir: Path, n_lfw: int = LFW_FRAMES) -> list[Frame]:
             seen.setdefault(lfw / name / f"{name}_{int(num):04d}.jpg", None)
         if len(seen) >= n_lfw:
             break
+    from fr_pbd.capture.detect import load_detector
+
+    det = load_detector()
     frames = []
     for p in paths + list(seen)[:n_lfw]:
         img = load_image(p)
-        ok, buf = cv2.imencode(".jpg", to_camera_frame(img), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        faces = det.detect(img)  # keep the largest face in the crop, as a user faces the camera
+        centre = None
+        if faces:
+            f = max(faces, key=lambda f: float(f.box[2] * f.box[3]))
+            centre = (float(f.box[0] + f.box[2] / 2), float(f.box[1] + f.box[3] / 2))
+        ok, buf = cv2.imencode(".jpg", to_camera_frame(img, centre=centre), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         if ok:
             frames.append(Frame(p.name, buf.tobytes()))
     return frames
