@@ -4,8 +4,9 @@ Each parser may answer malformed input only with its typed error (store:
 StoreError subclasses; images: ImageError; daemon request line: ProtocolError),
 never with another exception, and never slowly (hypothesis ``deadline``). Example
 counts are fixed so the whole file stays within CI's time budget; the counts are
-in the ``settings`` of each test. Inputs that once found a bug are kept as
-``@example`` regression cases.
+in the ``settings`` of each test; ``FR_PBD_FUZZ_SCALE=10`` multiplies them for a
+deeper local run. Inputs that once found a bug are kept as ``@example``
+regression cases.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from fr_pbd.template import Template
 
 FAST = dict(deadline=timedelta(milliseconds=500), suppress_health_check=[HealthCheck.too_slow,
             HealthCheck.function_scoped_fixture, HealthCheck.data_too_large])
+SCALE = max(1, int(os.environ.get("FR_PBD_FUZZ_SCALE", "1")))
 DIM = 16
 MODEL_ID = "fuzz-model"
 
@@ -121,7 +123,7 @@ def test_valid_store_parts_round_trip(store_parts, provider):
     assert _State.decode(payload, header).lockout.failures == 3
 
 
-@settings(max_examples=400, **FAST)
+@settings(max_examples=400 * SCALE, **FAST)
 @given(st.binary(max_size=4096))
 @example(b"")
 @example(fmt.MAGIC)
@@ -130,7 +132,7 @@ def test_store_random_bytes(provider, blob):
     _typed_store_errors_only(_open_bytes, blob, provider)
 
 
-@settings(max_examples=300, **FAST)
+@settings(max_examples=300 * SCALE, **FAST)
 @given(st.data())
 def test_store_mutated_file(store_parts, provider, data):
     """Mutations of a real store file, mostly in the header (the body is authenticated)."""
@@ -186,7 +188,7 @@ def _payload_with_meta(payload: bytes, meta: object) -> bytes:
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
-@settings(max_examples=300, **FAST)
+@settings(max_examples=300 * SCALE, **FAST)
 @given(st.data())
 def test_store_payload_structure_behind_authentication(store_home, store_parts, provider, data):
     """The decoder after AES-GCM: a structurally mutated payload, re-encrypted with the real key.
@@ -211,7 +213,7 @@ def test_store_payload_structure_behind_authentication(store_home, store_parts, 
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # huge rotation entries: still refused
-@settings(max_examples=200, **FAST)
+@settings(max_examples=200 * SCALE, **FAST)
 @given(st.data())
 def test_store_payload_bytes_behind_authentication(store_parts, data):
     """Byte-level mutations of the plaintext payload straight into the decoder."""
@@ -272,21 +274,21 @@ def test_image_edge_cases(image_seeds):
         _decode_typed_only(blob)
 
 
-@settings(max_examples=150, **IMG)
+@settings(max_examples=150 * SCALE, **IMG)
 @given(st.data())
 def test_jpeg_mutations(image_seeds, data):
     seed = image_seeds["jpeg"]
     _decode_typed_only(apply(seed, data.draw(mutations(len(seed), focus=700))))
 
 
-@settings(max_examples=100, **IMG)
+@settings(max_examples=100 * SCALE, **IMG)
 @given(st.data())
 def test_png_mutations(image_seeds, data):
     png = image_seeds["png"]
     _decode_typed_only(apply(png, data.draw(mutations(len(png), focus=128))))
 
 
-@settings(max_examples=150, **IMG)
+@settings(max_examples=150 * SCALE, **IMG)
 @given(st.data())
 def test_exif_mutations(image_seeds, data):
     """The hand-written EXIF orientation parser: mutations in the APP1 segment only."""
@@ -294,7 +296,7 @@ def test_exif_mutations(image_seeds, data):
     _decode_typed_only(apply(seed, data.draw(mutations(len(seed), focus=400))))
 
 
-@settings(max_examples=200, **FAST)
+@settings(max_examples=200 * SCALE, **FAST)
 @given(st.binary(max_size=2048))
 def test_random_bytes_as_image(blob):
     _decode_typed_only(blob)
@@ -318,7 +320,7 @@ request_lines = st.one_of(
 )
 
 
-@settings(max_examples=3000, deadline=timedelta(milliseconds=100))
+@settings(max_examples=3000 * SCALE, deadline=timedelta(milliseconds=100))
 @given(request_lines)
 @example(b"VERIFY\n")
 @example(b"VERIFY \n")
