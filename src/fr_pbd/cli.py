@@ -403,6 +403,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FrPbdError as exc:
         print(f"fr-pbd: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except ValueError as exc:  # argument checks in the library (e.g. a PIN that is too short)
+        print(f"fr-pbd: error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print("fr-pbd: interrupted", file=sys.stderr)
         return 130
