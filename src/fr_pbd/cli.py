@@ -356,8 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     from fr_pbd.audit import add_audit_parser
     from fr_pbd.daemon import add_daemon_parsers
     from fr_pbd.eval.cli import add_eval_parser
+    from fr_pbd.eval.pad import attach_pad_parser
 
-    add_eval_parser(sub)
+    attach_pad_parser(add_eval_parser(sub))
     add_daemon_parsers(sub)
     add_audit_parser(sub)
 
