@@ -3,12 +3,19 @@
 Shared by both phases' model wrappers; imports neither phase.
 
 The defaults are the ones measured best for one-frame latency on a 2-core x86
-machine (``fr-pbd bench``; figures in hardware/results/): all graph optimisations,
-sequential execution, the CPU memory arena and memory-pattern planning on (inputs
-have a fixed shape per session, so the plan is reused every frame), intra-op threads
-= the cores, and spinning worker threads (they cost idle CPU while a frame is in
-flight, not between frames). Board profiles (``fr_pbd.profiles``) override threads and
-execution providers.
+machine (``fr-pbd bench --sweep-sessions``; figures in hardware/results/):
+
+* all graph optimisations: without them YuNet is 2.5x and the int8 embedder 6x slower
+  (its QDQ pairs are fused into integer kernels only at this level);
+* intra-op threads = the cores (2 threads: embedder 3.6 vs 6.0 ms);
+* worker threads do **not** spin. Alone, a spinning pool is 15-20 % faster per run; but
+  a verification runs six sessions in turn (detector, embedder, two liveness models) and
+  each session's pool keeps spinning after its run, taking the cores from the next one:
+  end to end p50 40.4 ms with spinning, 17.9 ms without (same machine, same frames);
+* arena, memory pattern, sequential vs parallel execution: no measurable difference; the
+  arena and the pattern stay on (inputs have a fixed shape per session).
+
+Board profiles (``fr_pbd.profiles``) override threads and execution providers.
 """
 
 from __future__ import annotations
@@ -52,7 +59,7 @@ class SessionTuning:
     cpu_mem_arena: bool = True
     mem_pattern: bool = True
     parallel: bool = False  # ORT_PARALLEL runs independent branches at once; no gain on these graphs
-    spinning: bool = True
+    spinning: bool = False  # see the module docstring: spinning pools of one session starve the next
 
 
 DEFAULT_TUNING = SessionTuning()
