@@ -45,9 +45,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Callable
 
 from fr_pbd.errors import ConfigError, FrPbdError, QualityError
 
@@ -59,6 +57,9 @@ HOUSEHOLD_USERS = 5
 TEMPLATES_PER_USER = 5
 ENROLLED = "obama.jpg"
 SCHEMA = 1
+
+if TYPE_CHECKING:  # numpy is imported where it is used: `fr-pbd --help` stays cheap
+    import numpy as np
 
 
 # ----------------------------------------------------------------------------------- the machine
@@ -107,6 +108,7 @@ def _blas() -> dict[str, Any]:
 def machine_info() -> dict[str, Any]:
     """What results from different boards are compared by."""
     import cv2
+    import numpy as np
     import onnxruntime as ort
 
     return {
@@ -202,6 +204,8 @@ def build_frames(data_dir: Path, n_lfw: int = LFW_FRAMES) -> list[Frame]:
 # ----------------------------------------------------------------------------------- statistics
 def summary(samples_s: list[float]) -> dict[str, float]:
     """p50/p95/p99/mean in ms (linear interpolation between order statistics)."""
+    import numpy as np
+
     if not samples_s:
         return {"p50": float("nan"), "p95": float("nan"), "p99": float("nan"), "mean": float("nan"), "n": 0}
     a = np.asarray(samples_s) * 1e3
@@ -272,6 +276,9 @@ def _load(setup: Setup, liveness: bool) -> tuple[Any, Any]:
 
 
 def _make_store(home: Path, ext: Any, pad: Any, data_dir: Path) -> Any:
+    """The temporary household store (module docstring): real enrolment plus stand-in members."""
+    import numpy as np
+
     from fr_pbd.template import Template
     from fr_pbd.verify import Consent, Verifier
 
@@ -497,6 +504,8 @@ def sweep_session_options(runs: int = 40, models_: tuple[str, ...] | None = None
 
     Inputs are allocated once per model and reused, as the wrappers do.
     """
+    import numpy as np
+
     import dataclasses
 
     from fr_pbd import models
