@@ -495,7 +495,7 @@ SWEEP = {
     "cpu_mem_arena=off": {"cpu_mem_arena": False},
     "mem_pattern=off": {"mem_pattern": False},
     "execution_mode=parallel": {"parallel": True},
-    "spinning=off": {"spinning": False},
+    "spinning=on": {"spinning": True},  # faster alone, slower in the pipeline: see fr_pbd.runtime
 }
 
 
