@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # README command 1: create the virtual environment, install fr-pbd with its test
-# extra, build the dlib model (local conversion, no network), check the machine,
+# extra, build the derived models (local conversion, no network), check the machine,
 # and run the main job on a test photo. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,5 +10,7 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install --quiet -e '.[test]'
 export FR_PBD_MODELS=${FR_PBD_MODELS:-../shared/models}
 .venv/bin/fr-pbd models build dlib-resnet
+.venv/bin/fr-pbd models build yunet-variants     # smaller detector inputs (deterministic rewrite)
+.venv/bin/fr-pbd models build dlib-resnet-int8   # int8 embedder (deterministic quantisation)
 .venv/bin/fr-pbd doctor
 .venv/bin/fr-pbd detect "${FR_PBD_DATA:-../shared/data}/faces/two_people.jpg"

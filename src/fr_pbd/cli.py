@@ -248,8 +248,19 @@ def cmd_models_build(args: argparse.Namespace) -> int:
     from fr_pbd import models
     from fr_pbd.errors import ModelError
 
+    if args.name == "yunet-variants":
+        from fr_pbd.models.build_yunet import build_yunet_variants
+
+        for name, path in build_yunet_variants().items():
+            print(f"{name}: built and verified {path}")
+        return EXIT_OK
+    if args.name in ("dlib-resnet-int8", "dlib-resnet-v1-int8"):
+        from fr_pbd.models.quantize import build_dlib_int8
+
+        print(f"dlib-resnet-v1-int8: built and verified {build_dlib_int8()}")
+        return EXIT_OK
     if args.name not in ("dlib-resnet", "dlib-resnet-v1"):
-        raise ModelError(f"no build recipe for {args.name!r}; buildable: dlib-resnet")
+        raise ModelError(f"no build recipe for {args.name!r}; buildable: dlib-resnet, dlib-resnet-int8, yunet-variants")
     from fr_pbd.models.build_dlib import build_dlib_resnet
 
     spec = models.spec("dlib-resnet-v1")
@@ -286,7 +297,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     print(f"model search path: {' , '.join(str(d) for d in models.search_dirs())}")
     for name, spec in models.manifest().items():
         st = models.status(name)
-        needed = spec.role == "detector" or name == "dlib-resnet-v1"
+        needed = name in ("yunet-2023mar", "dlib-resnet-v1")  # variants are optional: the pipeline falls back
         state = "verified" if st.verified else ("HASH MISMATCH" if st.path else "missing")
         flag = "required" if needed else "optional"
         print(f"  {name:18s} {state:14s} ({flag})" + ("" if st.verified else f"  fix: {spec.fix_command}"))
@@ -378,13 +389,17 @@ def build_parser() -> argparse.ArgumentParser:
     mf = msub.add_parser("fetch", help="download a model (pinned URL, sha256 checked); the only network use")
     mf.add_argument("name", help="model name from `fr-pbd models list`, or 'all'")
     mf.set_defaults(func=cmd_models_fetch, network=True)
-    mb = msub.add_parser("build", help="build a model from a local source (dlib-resnet)")
+    mb = msub.add_parser("build", help="build a model locally: dlib-resnet, dlib-resnet-int8, yunet-variants")
     mb.add_argument("name")
     mb.add_argument("--dat", default=None, help="path to dlib_face_recognition_resnet_model_v1.dat")
     mb.set_defaults(func=cmd_models_build)
 
     doc = sub.add_parser("doctor", help="check that this machine can run the pipeline")
     doc.set_defaults(func=cmd_doctor)
+
+    from fr_pbd.bench import add_bench_parser
+
+    add_bench_parser(sub)
     return p
 
 
