@@ -67,3 +67,14 @@ def models_env() -> Path:
     if not path.is_dir():
         missing(f"FR_PBD_MODELS={value} is not a directory")
     return path
+
+
+@pytest.fixture(scope="session")
+def extractor(models_env):
+    """The default capture pipeline (YuNet + the converted dlib model), loaded once."""
+    from fr_pbd.capture.pipeline import load_extractor
+
+    try:
+        return load_extractor()
+    except Exception as exc:  # noqa: BLE001 - missing or unverified model: fail in CI, skip elsewhere
+        missing(f"{exc} (build it: fr-pbd models build dlib-resnet)")

@@ -31,16 +31,6 @@ EVAL_REPORT = {
 
 
 @pytest.fixture(scope="module")
-def extractor(models_env):
-    from fr_pbd.capture.pipeline import load_extractor
-
-    try:
-        return load_extractor()
-    except Exception as exc:  # noqa: BLE001
-        missing(f"{exc} (build it: fr-pbd models build dlib-resnet)")
-
-
-@pytest.fixture(scope="module")
 def template_home(tmp_path_factory, extractor, faces_dir) -> Path:
     return make_enrolled_home(tmp_path_factory.mktemp("audit-template") / "home", faces_dir, extractor)
 

@@ -21,7 +21,6 @@ from pathlib import Path
 import pytest
 
 from fr_pbd.daemon import MAX_REQUEST, ProtocolError, parse_request
-from tests.conftest import missing
 
 PIN = "correct horse battery"
 GENUINE = ("obama3.jpg", "obama4.jpg")
@@ -104,16 +103,6 @@ class RunningDaemon:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode
-
-
-@pytest.fixture(scope="module")
-def extractor(models_env):
-    from fr_pbd.capture.pipeline import load_extractor
-
-    try:
-        return load_extractor()
-    except Exception as exc:  # noqa: BLE001
-        missing(f"{exc} (build it: fr-pbd models build dlib-resnet)")
 
 
 @pytest.fixture(scope="module")

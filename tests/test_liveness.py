@@ -132,16 +132,6 @@ class StubPad:
         return self.live
 
 
-@pytest.fixture(scope="module")
-def extractor(models_env):
-    from fr_pbd.capture.pipeline import load_extractor
-
-    try:
-        return load_extractor()
-    except Exception as exc:  # noqa: BLE001
-        missing(f"{exc} (build it: fr-pbd models build dlib-resnet)")
-
-
 def _enrolled(home, extractor, faces_dir, pad_detector):
     v = Verifier(home, extractor, liveness=pad_detector)
     v.set_fallback(PIN)

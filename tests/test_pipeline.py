@@ -14,20 +14,9 @@ from fr_pbd.capture.align import similarity_transform
 from fr_pbd.capture.image import load_image
 from fr_pbd.errors import QualityError
 from fr_pbd.template import Template
-from tests.conftest import missing
 
 OBAMA = ["obama.jpg", "obama2.jpg", "obama3.jpg", "obama4.jpg"]
 BIDEN = ["biden.jpg", "biden2.jpg"]
-
-
-@pytest.fixture(scope="module")
-def extractor(models_env):
-    from fr_pbd.capture.pipeline import load_extractor
-
-    try:
-        return load_extractor()
-    except Exception as exc:  # noqa: BLE001
-        missing(f"{exc} (build it: fr-pbd models build dlib-resnet)")
 
 
 @pytest.fixture(scope="module")

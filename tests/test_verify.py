@@ -12,19 +12,8 @@ import pytest
 from fr_pbd.errors import ConsentError, QualityError
 from fr_pbd.store import LockoutState, Store
 from fr_pbd.verify import LOCKOUT_AFTER_FAILURES, Consent, Decision, Verifier, lock_seconds
-from tests.conftest import missing
 
 PIN = "correct horse battery"
-
-
-@pytest.fixture(scope="module")
-def extractor(models_env):
-    from fr_pbd.capture.pipeline import load_extractor
-
-    try:
-        return load_extractor()
-    except Exception as exc:  # noqa: BLE001
-        missing(f"{exc} (build it: fr-pbd models build dlib-resnet)")
 
 
 @pytest.fixture()
