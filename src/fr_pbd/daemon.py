@@ -82,7 +82,7 @@ FRAME_FILE = "current.jpg"
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
-class ProtocolError(Exception):
+class ProtocolError(DaemonError):
     """A request that is not one well-formed ``VERIFY`` line; the reason is for the log only."""
 
 
