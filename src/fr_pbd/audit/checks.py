@@ -392,11 +392,12 @@ def c5_one_byte(probe: ProbeResult | None) -> Check:
 # --------------------------------------------------------------------------------------
 def dpia_provenance(facts: StoreFacts) -> Check:
     from fr_pbd import models
-    from fr_pbd.capture import yunet
+    from fr_pbd.capture import liveness, yunet
     from fr_pbd.errors import FrPbdError
 
     title = "Model provenance and training data stated for every model in use"
-    names = [yunet.MODEL_NAME] + ([facts.model_id] if facts.model_id else [])
+    # Detector, the store's embedder, and the PAD ensemble (on by default in every verification).
+    names = [yunet.MODEL_NAME] + ([facts.model_id] if facts.model_id else []) + list(liveness.MODEL_NAMES)
     details, bad, values = [], [], {}
     for name in names:
         try:
