@@ -86,3 +86,16 @@ def test_doctor_fails_without_models(tmp_path):
     proc = run("doctor", env_extra={"FR_PBD_MODELS": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "c")})
     assert proc.returncode == 2
     assert "pipeline: NOT ready" in proc.stdout
+
+
+def test_compare_same_different_and_errors(faces_dir, extractor):
+    same = run("compare", str(faces_dir / "obama.jpg"), str(faces_dir / "obama4.jpg"))
+    assert (same.stdout, same.returncode) == ("same\n", 0), same.stderr
+    diff = run("compare", str(faces_dir / "obama.jpg"), str(faces_dir / "biden2.jpg"))
+    assert (diff.stdout, diff.returncode) == ("different\n", 1), diff.stderr
+    assert "score" not in same.stdout + diff.stdout  # no score without --show-score
+    scored = run("compare", str(faces_dir / "biden.jpg"), str(faces_dir / "biden2.jpg"), "--show-score")
+    assert scored.stdout.startswith("same\nscore ") and "biometric data" in scored.stderr
+    noface = run("compare", str(faces_dir / "obama.jpg"), str(faces_dir / "no_face_coffee.png"))
+    assert_clean_error(noface, "[no_face]")
+    assert "no_face_coffee.png" in noface.stderr
