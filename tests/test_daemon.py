@@ -105,6 +105,16 @@ class RunningDaemon:
         return self.proc.returncode
 
 
+def read_log_until(path: Path, done, timeout: float = 5.0) -> str:
+    """The daemon's log once ``done(text)`` holds (or after ``timeout``): it writes after answering."""
+    deadline = time.monotonic() + timeout
+    text = path.read_text()
+    while not done(text) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        text = path.read_text()
+    return text
+
+
 @pytest.fixture(scope="module")
 def template_home(tmp_path_factory, extractor, faces_dir) -> Path:
     return make_enrolled_home(tmp_path_factory.mktemp("daemon-template") / "home", faces_dir, extractor)
@@ -214,7 +224,8 @@ def test_200_verifications_one_byte_each_and_right(daemon_env, faces_dir):
     n_yes = sum(1 for *_, got in results if got == b"Y")
     assert 80 <= n_yes <= 140  # genuinely mixed
     assert d.proc.poll() is None
-    log = (d.log).read_text()
+    # The daemon logs after it has answered: wait for the last line rather than race it.
+    log = read_log_until(d.log, lambda text: text.count("-> Y") >= n_yes)
     assert "locked out" in log and log.count("-> Y") == n_yes
     assert not SCOREISH.search(log.replace(str(home), "").replace(str(d.sock), "").replace(str(frames), ""))
 
@@ -227,7 +238,7 @@ def test_peer_not_on_the_allowlist_gets_n(daemon_env):
     assert raw_request(d.sock, b"VERIFY\n") == b"N"  # the right face, but not an allowed peer
     p = ask(d.sock)
     assert (p.stdout, p.returncode) == ("no\n", 1)
-    assert "not on the allowlist" in d.log.read_text()
+    assert "not on the allowlist" in read_log_until(d.log, lambda text: "not on the allowlist" in text)
 
 
 def test_allowlist_by_group(daemon_env):
@@ -251,7 +262,7 @@ def test_bad_requests_get_one_byte_n_and_do_not_count(daemon_env, faces_dir):
         assert raw_request(d.sock, payload) == b"N", payload
     assert Store.open(home).read().lockout.failures == 0  # never looked at the camera
     assert raw_request(d.sock, b"VERIFY obama\n") == b"Y"
-    assert "malformed request" in d.log.read_text()
+    assert "malformed request" in read_log_until(d.log, lambda text: "malformed request" in text)
 
 
 def test_clients_that_vanish_or_stall_do_not_hurt_the_daemon(daemon_env):
