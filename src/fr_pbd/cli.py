@@ -413,6 +413,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from fr_pbd import egress
 
         egress.install()
+    return run_command(args)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run a parsed command: every error becomes one line on stderr and an exit status.
+
+    Shared by ``fr-pbd`` and the ``python -m fr_pbd.daemon|audit`` entry points.
+    """
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
@@ -431,7 +439,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fr-pbd: internal error: {type(exc).__name__}: {exc} (set FR_PBD_DEBUG=1 for details)",
               file=sys.stderr)
         return EXIT_INTERNAL
-
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

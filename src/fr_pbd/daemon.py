@@ -50,7 +50,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from fr_pbd import config as _config
 from fr_pbd import egress
@@ -510,7 +510,7 @@ def add_daemon_parsers(subparsers: argparse._SubParsersAction) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m fr_pbd.daemon serve|ask ...``: the same commands as ``fr-pbd serve|ask``."""
-    from fr_pbd.cli import _Parser
+    from fr_pbd.cli import _Parser, run_command
 
     parser = _Parser(prog="fr-pbd", description="fr-pbd verification daemon and client")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -518,19 +518,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_daemon_parsers(sub)
     args = parser.parse_args(argv)
     egress.install()
-    func: Callable[[argparse.Namespace], int] = args.func
-    try:
-        return func(args)
-    except FrPbdError as exc:
-        print(f"fr-pbd: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:  # noqa: BLE001 - one line, never a traceback
-        if os.environ.get("FR_PBD_DEBUG"):
-            raise
-        print(f"fr-pbd: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 3
+    return run_command(args)
 
 
 if __name__ == "__main__":  # pragma: no cover

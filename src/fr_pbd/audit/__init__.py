@@ -25,11 +25,11 @@ import os
 import socket
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from fr_pbd.audit import checks as _c
 from fr_pbd.audit.checks import FAIL, NA, PASS, Check
-from fr_pbd.errors import AuditError, FrPbdError
+from fr_pbd.errors import AuditError
 
 __all__ = ["Check", "run_audit", "write_reports", "add_audit_parser", "main", "PASS", "FAIL", "NA"]
 
@@ -150,23 +150,11 @@ def add_audit_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m fr_pbd.audit ...``: the same as ``fr-pbd audit ...``."""
-    from fr_pbd.cli import _Parser
+    from fr_pbd.cli import _Parser, run_command
 
     parser = _Parser(prog="fr-pbd", description="fr-pbd conformance audit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     add_audit_parser(sub)
     args = parser.parse_args(["audit", *(argv if argv is not None else sys.argv[1:])])
-    func: Callable[[argparse.Namespace], int] = args.func
-    try:
-        return func(args)
-    except FrPbdError as exc:
-        print(f"fr-pbd: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:  # noqa: BLE001 - one line, never a traceback
-        if os.environ.get("FR_PBD_DEBUG"):
-            raise
-        print(f"fr-pbd: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 3
+    return run_command(args)

@@ -13,7 +13,6 @@ import json
 import math
 import os
 import platform
-import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Sequence
