@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cv2
@@ -12,7 +11,7 @@ import pytest
 from fr_pbd import models
 from fr_pbd.capture.detect import detect_faces, load_detector
 from fr_pbd.capture.image import load_image
-from fr_pbd.capture.yunet import NMS_THRESHOLD, SCORE_THRESHOLD, TOP_K, letterbox, nms
+from fr_pbd.capture.yunet import INPUT_SIZE, NMS_THRESHOLD, SCORE_THRESHOLD, TOP_K, letterbox, nms
 from tests.conftest import missing
 from tests.helpers import lfw_images_from_pairs
 
@@ -38,14 +37,14 @@ def iou(a, b) -> float:
     return inter / (a[2] * a[3] + b[2] * b[3] - inter)
 
 
-def compare_with_oracle(paths: list[Path], oracle) -> dict:
-    """Agreement figures of our detector vs cv2.FaceDetectorYN on the same 640x640 input."""
-    det = load_detector()
+def compare_with_oracle(paths: list[Path], oracle, det=None, size: tuple[int, int] = INPUT_SIZE) -> dict:
+    """Agreement figures of our detector vs cv2.FaceDetectorYN on the same letterboxed input."""
+    det = det if det is not None else load_detector()
     stats = {"images": 0, "faces": 0, "count_mismatch": [], "min_iou": 1.0, "max_landmark_px": 0.0}
     for path in paths:
         img = load_image(path)
         ours = det.detect(img)
-        padded, scale = letterbox(img)
+        padded, scale = letterbox(img, size)
         _, ref = oracle.detect(padded)
         ref = np.zeros((0, 15), np.float32) if ref is None else ref
         stats["images"] += 1

@@ -22,13 +22,13 @@ from fr_pbd import models
 from fr_pbd.capture import detect as detect_mod
 from fr_pbd.capture.image import load_image
 from fr_pbd.capture.yunet import (INPUT_SIZE, NMS_THRESHOLD, SCORE_THRESHOLD, TOP_K, AdaptiveYuNet, YuNet,
-                                  choose_input, letterbox)
+                                  choose_input)
 from fr_pbd.errors import ModelBuildError, ModelHashMismatchError
 from fr_pbd.models import build_yunet
 from fr_pbd.runtime import create_session
 from tests.conftest import missing
 from tests.helpers import lfw_images_from_pairs
-from tests.test_detect import assert_agreement, iou
+from tests.test_detect import assert_agreement, compare_with_oracle, iou
 
 SIZES = [(v.width, v.height) for v in build_yunet.VARIANTS.values()]
 
@@ -51,26 +51,6 @@ def built(source, tmp_path_factory) -> dict[tuple[int, int], Path]:
 def _ours(path: Path) -> YuNet:
     vm = models.VerifiedModel(spec=models.spec("yunet-2023mar"), path=path, data=path.read_bytes())
     return YuNet(create_session(vm, threads=1))
-
-
-def _agreement(paths: list[Path], det: YuNet, oracle, size: tuple[int, int]) -> dict:
-    stats = {"images": 0, "faces": 0, "count_mismatch": [], "min_iou": 1.0, "max_landmark_px": 0.0}
-    for p in paths:
-        img = load_image(p)
-        ours = det.detect(img)
-        padded, scale = letterbox(img, size)
-        _, ref = oracle.detect(padded)
-        ref = np.zeros((0, 15), np.float32) if ref is None else ref
-        stats["images"] += 1
-        if len(ours) != len(ref):
-            stats["count_mismatch"].append(p.name)
-            continue
-        for face, row in zip(ours, ref):
-            stats["faces"] += 1
-            stats["min_iou"] = min(stats["min_iou"], iou(face.box, row[:4] / scale))
-            d = np.abs(face.landmarks - row[4:14].reshape(5, 2) / scale).max()
-            stats["max_landmark_px"] = max(stats["max_landmark_px"], float(d))
-    return stats
 
 
 def test_build_is_deterministic_and_pinned(source, built):
@@ -104,11 +84,11 @@ def test_variant_agrees_with_opencv_oracle(size, built, source, faces_dir, lfw_d
     oracle = cv2.FaceDetectorYN.create(str(source.path), "", (640, 640), SCORE_THRESHOLD, NMS_THRESHOLD, TOP_K)
     oracle.setInputSize(size)
     photos = sorted(p for p in faces_dir.iterdir() if p.suffix in {".jpg", ".png"})
-    s1 = _agreement(photos, det, oracle, size)
+    s1 = compare_with_oracle(photos, oracle, det, size)
     assert_agreement(s1, f"{size[0]}x{size[1]} faces/")
     lfw = lfw_images_from_pairs(lfw_dir, "pairsDevTest.txt", 300)
     assert len(lfw) == 300
-    s2 = _agreement(lfw, det, oracle, size)
+    s2 = compare_with_oracle(lfw, oracle, det, size)
     assert_agreement(s2, f"{size[0]}x{size[1]} LFW")
     assert s1["faces"] >= MIN_FACES[size][0] and s2["faces"] >= MIN_FACES[size][1]
 

@@ -107,3 +107,23 @@ def create_session(model: VerifiedModel, threads: int | None = None,
     so = session_options(threads, tuning)
     return ort.InferenceSession(model.data, sess_options=so, providers=chosen,
                                 provider_options=_provider_options(chosen, so.intra_op_num_threads))
+
+
+def session_from_file(path: "str | os.PathLike[str]", session_options: ort.SessionOptions | None = None,
+                      providers: Sequence[str] | None = None, fix: str | None = None) -> ort.InferenceSession:
+    """A session from an unverified file, for tools and tests that load a freshly built model.
+
+    Missing file or a file onnxruntime rejects: one-line ModelNotFoundError / ModelError.
+    """
+    from pathlib import Path
+
+    from fr_pbd.errors import ModelError, ModelNotFoundError
+
+    p = Path(path)
+    if not p.is_file():
+        raise ModelNotFoundError(f"model file not found: {p}" + (f"; run: {fix}" if fix else ""))
+    try:
+        return ort.InferenceSession(str(p), sess_options=session_options,
+                                    providers=list(providers) if providers else ["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+        raise ModelError(f"cannot load {p.name} with onnxruntime: {str(e).splitlines()[0]}") from None

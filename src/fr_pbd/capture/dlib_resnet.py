@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from fr_pbd.errors import ImageError, ModelError, ModelNotFoundError
+from fr_pbd.errors import ImageError, ModelError
 
 MODEL_ID = "dlib-resnet-v1"
 INPUT_SIZE = 150  # face chip side, pixels (dlib.get_face_chip(size=150, padding=0.25))
@@ -92,20 +92,9 @@ class DlibResNetEmbedder:
         providers: Sequence[str] | None = None,
     ) -> "DlibResNetEmbedder":
         """For tools and tests that load a freshly built, not yet installed file."""
-        import onnxruntime as ort  # imported here so importing fr_pbd.capture stays cheap
+        from fr_pbd.runtime import session_from_file  # imported here so importing fr_pbd.capture stays cheap
 
-        path = Path(model_path)
-        if not path.is_file():
-            raise ModelNotFoundError(f"model file not found: {path}")
-        try:
-            session = ort.InferenceSession(
-                str(path),
-                sess_options=session_options,
-                providers=list(providers) if providers else ["CPUExecutionProvider"],
-            )
-        except Exception as e:  # onnxruntime raises its own exception types
-            raise ModelError(f"cannot load {path.name} with onnxruntime: {str(e).splitlines()[0]}") from None
-        return cls(session)
+        return cls(session_from_file(model_path, session_options, providers))
 
     def embed(self, chips: np.ndarray) -> np.ndarray:
         """Raw descriptors, float32 (N, 128), for one RGB uint8 chip or a batch (N, 150, 150, 3)."""

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from fr_pbd.errors import ImageError, ModelError, ModelNotFoundError
+from fr_pbd.errors import ImageError, ModelError
 
 MODEL_ID = "sface-2021dec"
 INPUT_SIZE = 112  # face chip side, pixels (FaceRecognizerSF::alignCrop: Size(112, 112))
@@ -108,20 +108,9 @@ class SFaceEmbedder:
         providers: Sequence[str] | None = None,
     ) -> "SFaceEmbedder":
         """For tools and tests that load a file outside the verified model store."""
-        import onnxruntime as ort  # imported here so importing fr_pbd.capture stays cheap
+        from fr_pbd.runtime import session_from_file  # imported here so importing fr_pbd.capture stays cheap
 
-        path = Path(model_path)
-        if not path.is_file():
-            raise ModelNotFoundError(f"model file not found: {path}; run: fr-pbd models fetch {MODEL_ID}")
-        try:
-            session = ort.InferenceSession(
-                str(path),
-                sess_options=session_options,
-                providers=list(providers) if providers else ["CPUExecutionProvider"],
-            )
-        except Exception as e:  # onnxruntime raises its own exception types
-            raise ModelError(f"cannot load {path.name} with onnxruntime: {str(e).splitlines()[0]}") from None
-        return cls(session)
+        return cls(session_from_file(model_path, session_options, providers, fix=f"fr-pbd models fetch {MODEL_ID}"))
 
     @staticmethod
     def to_input(chips: np.ndarray) -> np.ndarray:
