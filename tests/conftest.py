@@ -11,8 +11,19 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+# Hypothesis profiles. "ci": no example database (a fresh clone has none, and a run must
+# not depend on what an earlier run saved) and derandomized, so a CI failure is a property
+# of the commit, reproducible with HYPOTHESIS_PROFILE=ci, never a roll of the dice; random
+# exploration is the "dev" default (and FR_PBD_FUZZ_SCALE=10 for a deeper run). "dev" keeps
+# the local .hypothesis/ database, which replays a failure until it is fixed. Deadlines are
+# set per test (tests/test_fuzz.py); the profiles do not loosen them.
+settings.register_profile("ci", database=None, derandomize=True, print_blob=True)
+settings.register_profile("dev")
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if IN_CI else "dev"))
 
 
 def missing(reason: str) -> None:

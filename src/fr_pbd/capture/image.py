@@ -3,7 +3,12 @@
 It returns an 8-bit, 3-channel BGR array (OpenCV's order) or raises
 :class:`~fr_pbd.errors.ImageError` with a one-line reason. Pixel dimensions
 are read from the file header *before* decoding, so a decompression bomb is
-refused without allocating it.
+refused without allocating it. A PNG's chunk list is walked first too: libpng (as
+OpenCV 5 drives it) allocates a chunk's *declared* length before reading it, so a
+single corrupted length field in a 44 kB file cost gigabytes and seconds.
+
+Limits: :data:`MAX_FILE_BYTES` encoded bytes, :data:`MAX_PIXELS` pixels,
+:data:`MAX_PNG_CHUNKS` PNG chunks.
 """
 
 from __future__ import annotations
@@ -21,6 +26,12 @@ MAX_PIXELS = 50_000_000
 """Larger images are refused: no camera frame for face verification needs more."""
 
 MAX_FILE_BYTES = 200 * 1024 * 1024
+"""Larger files are refused before they are read."""
+
+MAX_PNG_CHUNKS = 100_000
+"""More PNG chunks are refused: at libpng's 8 kB IDAT chunks that is 800 MB, over MAX_FILE_BYTES."""
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 ImageSource = Union[str, Path, bytes, np.ndarray]
 
@@ -50,7 +61,7 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
 
 
 def _header_size(data: bytes) -> tuple[int, int] | None:
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+    if data[:8] == PNG_SIGNATURE and len(data) >= 24:
         w, h = struct.unpack(">II", data[16:24])
         return w, h
     if data[:2] == b"\xff\xd8":
@@ -61,9 +72,28 @@ def _header_size(data: bytes) -> tuple[int, int] | None:
 def _looks_truncated(data: bytes) -> bool:
     if data[:2] == b"\xff\xd8":
         return b"\xff\xd9" not in data[-4096:]
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
+    if data[:8] == PNG_SIGNATURE:
         return b"IEND" not in data[-64:]
     return False
+
+
+def _check_png_chunks(data: bytes, what: str) -> None:
+    """Every chunk from IHDR to IEND must lie inside the file (a length that does not is never allocated)."""
+    pos, n = len(PNG_SIGNATURE), len(data)
+    for k in range(MAX_PNG_CHUNKS):
+        if pos + 12 > n:
+            raise ImageError(f"{what} is truncated (the file ends before the PNG's IEND chunk)")
+        (length,) = struct.unpack(">I", data[pos:pos + 4])
+        kind = data[pos + 4:pos + 8]
+        if length > n - pos - 12:
+            raise ImageError(f"{what} is truncated or corrupt (PNG chunk {k} declares {length} bytes, "
+                             f"the file holds {n - pos - 12} more)")
+        if k == 0 and (kind != b"IHDR" or length != 13):
+            raise ImageError(f"{what} is not a valid PNG (the first chunk is not a 13-byte IHDR)")
+        if kind == b"IEND":
+            return
+        pos += 12 + length
+    raise ImageError(f"{what} has more than {MAX_PNG_CHUNKS} PNG chunks")
 
 
 def _check_pixels(w: int, h: int, what: str) -> None:
@@ -84,6 +114,8 @@ def decode_image(data: bytes, what: str = "image") -> np.ndarray:
         _check_pixels(*size, what)
     if _looks_truncated(data):
         raise ImageError(f"{what} is truncated (the file ends before the image does)")
+    if data[:8] == PNG_SIGNATURE:
+        _check_png_chunks(data, what)
     buf = np.frombuffer(data, dtype=np.uint8)
     try:
         # IMREAD_UNCHANGED keeps 16-bit and alpha; EXIF orientation is applied
