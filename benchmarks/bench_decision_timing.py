@@ -6,15 +6,16 @@ The decision step is ``StoreView.matcher().matches(probe, threshold, user)``: th
 store's secret rotation applied to the probe, then the whole gallery scored
 (fused per-user max, no early exit) and one comparison with the threshold. It
 runs on a real encrypted store (created in a temporary directory) holding N users
-of 3 random unit templates each (D = 128), at the manifest's dlib threshold.
+of 3 random unit templates each (D = 128), at the manifest's threshold for
+``dlib-resnet-v1`` (``fr_pbd.models.spec(...).default_threshold``, read at start).
 
 Three kinds of probe, each a fresh vector per call from a pool of 64:
 
-* ``genuine``: an enrolled template plus noise, cosine ~0.97 to it (accepted);
+* ``genuine``: an enrolled template plus noise, cosine threshold + 0.03 to it (accepted);
 * ``impostor``: a random unit vector, cosine ~0 to everything (refused);
-* ``near-miss``: cosine ~0.93 to an enrolled template, just below the threshold
-  (refused): if the matcher exited early or did more work near the threshold,
-  this is where it would show.
+* ``near-miss``: cosine threshold - 0.01 to an enrolled template, just below the
+  threshold (refused): if the matcher exited early or did more work near the
+  threshold, this is where it would show.
 
 Two modes: ``any`` (identification: is it any enrolled user? ``user=None``) and
 ``claimed`` (the probe claims user 0: genuine probes are user 0's).
@@ -51,13 +52,16 @@ try:
 except ImportError:  # run from a checkout without installing
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
     from fr_pbd.store import Store
+from fr_pbd import models
 from fr_pbd.template import Template
 
 D = 128
 PER_USER = 3
 POOL = 64
 MODEL_ID = "dlib-resnet-v1"
-THRESHOLD = 0.94115  # models/manifest.toml, dlib-resnet-v1 default_threshold
+THRESHOLD = models.spec(MODEL_ID).default_threshold
+GENUINE_COS = min(THRESHOLD + 0.03, 0.999)
+NEAR_MISS_COS = THRESHOLD - 0.01
 KINDS = ("genuine", "impostor", "near-miss")
 
 
@@ -92,8 +96,8 @@ def probes(raw: np.ndarray, rng: np.random.Generator, claimed_only: bool) -> dic
     for _ in range(POOL):
         u = 0 if claimed_only else int(rng.integers(n))
         base = raw[u, int(rng.integers(PER_USER))]
-        out["genuine"].append(Template(_at_cosine(base, 0.97, rng), MODEL_ID))
-        out["near-miss"].append(Template(_at_cosine(base, 0.93, rng), MODEL_ID))
+        out["genuine"].append(Template(_at_cosine(base, GENUINE_COS, rng), MODEL_ID))
+        out["near-miss"].append(Template(_at_cosine(base, NEAR_MISS_COS, rng), MODEL_ID))
         out["impostor"].append(Template(_unit(rng.standard_normal(D)), MODEL_ID))
     return out
 

@@ -16,9 +16,15 @@ YuNet's points, averaged over LFW faces:
    averages out over ~20k pixels).
 3. YuNet on the same image; its landmarks mapped through that transform.
 
-Identities come from LFW's View 1 *training* people (peopleDevTrain.txt), so the
-calibration never sees the pairsDevTest / pairs.txt evaluation images' people
-of View 1 test. Usage:
+Data: the first image (``NAME_0001.jpg``) of LFW's View 1 *training* people
+(peopleDevTrain.txt, in file order) until N faces are used. View 1's training and test
+people are disjoint, so none of these people is in pairsDevTest.txt. View 2 (pairs.txt)
+is drawn from all of LFW, so most of them are in pairs.txt, often with the very image
+used here, and ``fr-pbd eval lfw`` compares every LFW image: the calibration *does* see
+images of the pairs.txt and all-comparisons evaluations. What it takes from them is 10
+numbers (the mean chip position of 5 landmarks), not a threshold or anything about who
+is who. The script prints how many of the images it used are in pairs.txt and in
+pairsDevTest.txt. Usage:
 
     FR_PBD_MODELS=../shared/models python tools/calibrate_dlib_alignment.py ../shared/data/lfw [N]
 """
@@ -63,13 +69,25 @@ def image_to_chip_transform(shape, h: int, w: int) -> np.ndarray | None:
     return np.linalg.inv(m)[:2]
 
 
+def pair_images(pairs_file: Path) -> set[tuple[str, int]]:
+    """(name, number) of every image a pairs file names."""
+    out = set()
+    for line in pairs_file.read_text().split("\n")[1:]:
+        p = line.split()
+        if len(p) == 3:
+            out |= {(p[0], int(p[1])), (p[0], int(p[2]))}
+        elif len(p) == 4:
+            out |= {(p[0], int(p[1])), (p[2], int(p[3]))}
+    return out
+
+
 def main(lfw: Path, limit: int) -> None:
     models = Path(face_recognition_models.__file__).parent / "models"
     hog = dlib.get_frontal_face_detector()
     sp5 = dlib.shape_predictor(str(models / "shape_predictor_5_face_landmarks.dat"))
     yunet = load_detector()
     people = [line.split()[0] for line in (lfw / "peopleDevTrain.txt").read_text().split("\n")[1:] if line.strip()]
-    points = []
+    points, used = [], []
     for name in people:
         if len(points) >= limit:
             break
@@ -86,9 +104,14 @@ def main(lfw: Path, limit: int) -> None:
             continue
         lm = faces[0].landmarks
         points.append(lm @ t[:, :2].T + t[:, 2])
+        used.append((name, 1))
     pts = np.array(points)
     mean, std = pts.mean(axis=0), pts.std(axis=0)
     print(f"faces used: {len(pts)} (one HOG face and one YuNet face, first image of each peopleDevTrain identity)")
+    for pairs_name in ("pairs.txt", "pairsDevTest.txt"):
+        named = pair_images(lfw / pairs_name)
+        print(f"  of them in {pairs_name}: {sum(u in named for u in used)} images, "
+              f"{len({n for n, _ in used} & {n for n, _ in named})} people")
     names = ("right_eye", "left_eye", "nose_tip", "right_mouth", "left_mouth")
     for n, m, s in zip(names, mean, std):
         print(f"  {n:12s} x={m[0]:8.3f} y={m[1]:8.3f}   (sd {s[0]:.2f}, {s[1]:.2f})")
