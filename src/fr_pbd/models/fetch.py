@@ -1,22 +1,22 @@
 """``fr-pbd models fetch``: the only code in fr-pbd that uses the network.
 
-It downloads a pinned URL from the manifest into the cache, hashing while it
-streams, and moves the file into place only when size and sha256 match
-(temporary file, fsync, atomic rename). A failed download leaves nothing behind.
+It downloads a pinned URL from the manifest, hashing while it streams (into
+memory: the manifest caps the size), and writes the file into the cache only
+when size and sha256 match, with :func:`fr_pbd.fileio.atomic_write`. A failed
+download leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Callable, TextIO
 
 from fr_pbd.errors import ModelError, ModelHashMismatchError
+from fr_pbd.fileio import atomic_write
 from fr_pbd.models import ModelSpec, cache_dir, sha256_bytes, spec
 
 _CHUNK = 1 << 16
@@ -49,43 +49,36 @@ def fetch(name: str, dest_dir: Path | None = None, progress: TextIO | None = sys
     if target.is_file() and sha256_bytes(target.read_bytes()) == model.sha256:
         return target
     show = _progress_bar(progress) if progress is not None else (lambda done, total: None)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{model.file}.", suffix=".part", dir=dest_dir)
-    tmp = Path(tmp_name)
+    digest = hashlib.sha256()
+    chunks: list[bytes] = []
+    done = 0
     try:
-        digest = hashlib.sha256()
-        done = 0
-        try:
-            with os.fdopen(fd, "wb") as out, opener(model.url, timeout=_TIMEOUT_S) as response:
-                while True:
-                    chunk = response.read(_CHUNK)
-                    if not chunk:
-                        break
-                    done += len(chunk)
-                    if done > model.size:
-                        raise ModelHashMismatchError(
-                            f"download of {name} is larger than the {model.size} bytes the manifest pins; refused"
-                        )
-                    digest.update(chunk)
-                    out.write(chunk)
-                    show(done, model.size)
-                out.flush()
-                os.fsync(out.fileno())
-        except (urllib.error.URLError, OSError, TimeoutError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise ModelError(f"could not download {name} from {model.url}: {reason}") from None
-        actual = digest.hexdigest()
-        if done != model.size or actual != model.sha256:
-            raise ModelHashMismatchError(
-                f"downloaded {name} does not match the manifest: expected sha256 {model.sha256} "
-                f"({model.size} bytes), got {actual} ({done} bytes); nothing was installed"
-            )
-        os.replace(tmp, target)
-        dir_fd = os.open(dest_dir, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-        return target
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        with opener(model.url, timeout=_TIMEOUT_S) as response:
+            while True:
+                chunk = response.read(_CHUNK)
+                if not chunk:
+                    break
+                done += len(chunk)
+                if done > model.size:
+                    raise ModelHashMismatchError(
+                        f"download of {name} is larger than the {model.size} bytes the manifest pins; refused"
+                    )
+                digest.update(chunk)
+                chunks.append(chunk)
+                show(done, model.size)
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ModelError(f"could not download {name} from {model.url}: {reason}") from None
+    actual = digest.hexdigest()
+    if done != model.size or actual != model.sha256:
+        raise ModelHashMismatchError(
+            f"downloaded {name} does not match the manifest: expected sha256 {model.sha256} "
+            f"({model.size} bytes), got {actual} ({done} bytes); nothing was installed"
+        )
+    data = b"".join(chunks)
+    del chunks
+    try:
+        atomic_write(target, data)
+    except OSError as exc:
+        raise ModelError(f"could not install {name} into {dest_dir}: {exc.strerror or exc}") from None
+    return target
