@@ -10,7 +10,7 @@ the one in flight: never fewer, never a half-written one.
 
 What this proves: process-level atomicity (write to a temp file, rename). It cannot
 simulate a power cut (the page cache survives a SIGKILL); that is what the fsyncs in
-``fr_pbd.store._fs.atomic_write`` are for.
+``fr_pbd.fileio.atomic_write`` are for.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fr_pbd import fileio
 from fr_pbd.errors import (
     ConsentError,
     KeyProviderError,
@@ -36,6 +37,8 @@ from fr_pbd.store import (
 from fr_pbd.store import _format as fmt
 from fr_pbd.store import keys as keys_mod
 from fr_pbd.store import store as store_mod
+from fr_pbd.store.envelope import open_bytes
+from fr_pbd.store.protection import protect_rows, random_rotation
 from fr_pbd.template import Template
 
 MODEL = "test-model-v1"
@@ -283,10 +286,10 @@ def test_a_bit_flip_in_every_byte_detected(home):
     """One flipped bit in *every* byte of the file (in memory, same code path as open)."""
     orig = (home / STORE_FILE).read_bytes()
     prov = DeviceFileKeyProvider.default(home)
-    store_mod._open_bytes(orig, prov)  # sanity: the original opens
+    open_bytes(orig, prov)  # sanity: the original opens
     for i in range(len(orig)):
         with pytest.raises(StoreIntegrityError):
-            store_mod._open_bytes(_flip(orig, 8 * i + (i * 5) % 8), prov)
+            open_bytes(_flip(orig, 8 * i + (i * 5) % 8), prov)
 
 
 def test_every_truncation_detected(home):
@@ -295,7 +298,7 @@ def test_every_truncation_detected(home):
     prov = DeviceFileKeyProvider.default(home)
     for n in range(len(orig)):  # every prefix, in memory
         with pytest.raises(StoreIntegrityError):
-            store_mod._open_bytes(orig[:n], prov)
+            open_bytes(orig[:n], prov)
     for n in (0, 1, 12, 100, len(orig) // 2, len(orig) - 17, len(orig) - 1):  # and on disk
         path.write_bytes(orig[:n])
         with pytest.raises(StoreIntegrityError):
@@ -403,7 +406,7 @@ def test_store_file_holds_no_plaintext_template(tmp_path):
     for u, t in raw.items():
         enrol(st, u, t)
     data = (h / STORE_FILE).read_bytes()
-    state = store_mod._open_bytes(data, DeviceFileKeyProvider.default(h))[3]
+    state = open_bytes(data, DeviceFileKeyProvider.default(h))[3]
     vecs = [t.vector for ts in raw.values() for t in ts]
     vecs += [state.users[u].templates[i] for u in raw for i in range(4)]  # the protected ones too
     for v in vecs:
@@ -485,7 +488,7 @@ def test_rotate_and_renew_preserve_every_decision(tmp_path):
     users = list(raw)
     assert (_decisions(st, probes, thr, users) == ref).all()
     assert ref.any() and not ref.all()
-    old_state = store_mod._open_bytes((h / STORE_FILE).read_bytes(), DeviceFileKeyProvider.default(h))[3]
+    old_state = open_bytes((h / STORE_FILE).read_bytes(), DeviceFileKeyProvider.default(h))[3]
     old_key = (h / "keys" / "kek").read_bytes()
     st.rotate_key()
     assert (h / "keys" / "kek").read_bytes() != old_key
@@ -493,7 +496,7 @@ def test_rotate_and_renew_preserve_every_decision(tmp_path):
     assert (_decisions(st, probes, thr, users) == ref).all()
     st.renew()
     assert (_decisions(st, probes, thr, users) == ref).all()
-    new_state = store_mod._open_bytes((h / STORE_FILE).read_bytes(), DeviceFileKeyProvider.default(h))[3]
+    new_state = open_bytes((h / STORE_FILE).read_bytes(), DeviceFileKeyProvider.default(h))[3]
     assert new_state.store_id != old_state.store_id
     # unlinkability: a protected template leaked before renewal no longer resembles its renewed version
     for u in users:
@@ -534,7 +537,7 @@ def test_rotation_interrupted_before_store_write_keeps_old_key(home, monkeypatch
     def crash(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(store_mod._fs, "atomic_write", crash)
+    monkeypatch.setattr(fileio, "atomic_write", crash)
     with pytest.raises(OSError):
         st.rotate_key()
     monkeypatch.undo()
@@ -627,15 +630,15 @@ from hypothesis import strategies as st  # noqa: E402
 @settings(max_examples=30, deadline=None)
 @given(d=st.sampled_from([2, 3, 16, 128]), seed=st.integers(0, 2**32 - 1))
 def test_rotation_is_orthonormal_and_preserves_cosine(d, seed):
-    r = store_mod._random_rotation(d)
+    r = random_rotation(d)
     assert np.abs(r @ r.T - np.eye(d)).max() < 1e-12
     rng = np.random.default_rng(seed)
     a, b = unit_rows(rng, 8, d), unit_rows(rng, 8, d)
-    pa, pb = store_mod._protect_rows(a, r), store_mod._protect_rows(b, r)
+    pa, pb = protect_rows(a, r), protect_rows(b, r)
     np.testing.assert_allclose(pa @ pb.T, a.astype(np.float64) @ b.T.astype(np.float64), atol=1e-6)
     assert np.abs(pa - a).max() > 0.05 or d <= 3  # it does move the vectors
 
 
 def test_rotations_differ_between_stores():
-    r1, r2 = store_mod._random_rotation(128), store_mod._random_rotation(128)
+    r1, r2 = random_rotation(128), random_rotation(128)
     assert np.abs(r1 - r2).max() > 0.1

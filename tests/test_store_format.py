@@ -15,6 +15,7 @@ from fr_pbd.errors import StoreIntegrityError
 from fr_pbd.store import DeviceFileKeyProvider, Store
 from fr_pbd.store import _format as fmt
 from fr_pbd.store import store as store_mod
+from fr_pbd.store.envelope import open_bytes
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -193,4 +194,4 @@ def test_random_store_file_opens_only_with_typed_errors(tmp_path_factory, data):
     prov = DeviceFileKeyProvider.default(home)
     for d in (data, fmt.MAGIC + data):
         with pytest.raises(StoreIntegrityError):
-            store_mod._open_bytes(d, prov)
+            open_bytes(d, prov)

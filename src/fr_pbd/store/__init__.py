@@ -8,6 +8,23 @@ weaken it. Format and threat model: ``docs/store-format.md``.
 
 Never imports :mod:`fr_pbd.capture` (phase a).
 
+Where things happen:
+
+* a template is **protected** (secret rotation) in :func:`fr_pbd.store.protection.protect_rows`,
+  called by ``Transaction.add_templates``;
+* it is **encrypted** (with the whole payload, AES-256-GCM) in
+  :func:`fr_pbd.store.envelope.seal`, and decrypted in :func:`fr_pbd.store.envelope.open_bytes`;
+* the data key is wrapped by a KEK in :mod:`fr_pbd.store.keys`;
+* the file is written (temp file, fsync, rename) by :func:`fr_pbd.fileio.atomic_write`,
+  under the lock taken in :mod:`fr_pbd.store.store`.
+
+Modules: ``store`` (the :class:`Store` handle: locking, file I/O),
+``transaction`` (views and transactions), ``records`` (plaintext records and
+the payload state), ``protection`` (template protection, matcher),
+``envelope`` (encryption), ``fallback`` (the PIN hash), ``keys`` (key
+providers), ``erasure`` (crypto-shredding), ``_format`` (bytes on disk),
+``_fs`` (private modes, locks, shredding).
+
 Typical use (the verifier)::
 
     from fr_pbd.store import Store, LockoutState, erase
@@ -26,18 +43,12 @@ Typical use (the verifier)::
     erase(home)                                                       # crypto-shred
 """
 
+from fr_pbd.store.erasure import erase
 from fr_pbd.store.keys import DeviceFileKeyProvider, KeyProvider, PassphraseKeyProvider, WrappedKey
-from fr_pbd.store.store import (
-    LOCK_FILE,
-    STORE_FILE,
-    ConsentRecord,
-    LockoutState,
-    ProtectedMatcher,
-    Store,
-    StoreView,
-    Transaction,
-    erase,
-)
+from fr_pbd.store.protection import ProtectedMatcher
+from fr_pbd.store.records import ConsentRecord, LockoutState
+from fr_pbd.store.store import LOCK_FILE, STORE_FILE, Store
+from fr_pbd.store.transaction import StoreView, Transaction
 
 __all__ = [
     "Store",

@@ -1,4 +1,7 @@
-"""File-system helpers: private modes, no symlinks, durable atomic writes, locks, shredding."""
+"""The store's file-system policy: private modes, no symlinks, locks, shredding.
+
+Durable writes themselves are :mod:`fr_pbd.fileio` (one implementation for all of fr-pbd).
+"""
 
 from __future__ import annotations
 
@@ -10,12 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from fr_pbd.errors import StoreError, StorePermissionError
+from fr_pbd.fileio import TMP_PREFIX, fsync_dir
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-TMP_PREFIX = ".fr-pbd-tmp-"
 
 
 def check_private(path: Path, *, directory: bool) -> None:
@@ -43,6 +46,14 @@ def check_private(path: Path, *, directory: bool) -> None:
         )
 
 
+def check_home(home: Path) -> None:
+    """The store's home must exist and be private (StoreError if missing)."""
+    try:
+        check_private(home, directory=True)
+    except FileNotFoundError:
+        raise StoreError(f"no fr-pbd home at {home}") from None
+
+
 def ensure_private_dir(path: Path) -> None:
     """Create ``path`` (one level) with mode 0700 if missing; then check it."""
     try:
@@ -55,14 +66,6 @@ def ensure_private_dir(path: Path) -> None:
         os.chmod(path, DIR_MODE)  # undo any umask surprise
         fsync_dir(path.parent)
     check_private(path, directory=True)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def read_private_file(path: Path, max_size: int) -> bytes:
@@ -88,49 +91,14 @@ def read_private_file(path: Path, max_size: int) -> bytes:
         os.close(fd)
 
 
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view[: 1 << 24])
-        view = view[n:]
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Durably replace ``path`` with ``data`` (mode 0600): temp file, fsync, rename, fsync dir."""
-    directory = path.parent
-    tmp = directory / f"{TMP_PREFIX}{os.urandom(8).hex()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC, FILE_MODE)
+def overwrite(path: Path, data: bytes, offset: int = 0) -> None:
+    """Overwrite bytes of an existing file in place and fsync (destroys key material; best effort on flash)."""
+    fd = os.open(path, os.O_WRONLY | _O_NOFOLLOW | _O_CLOEXEC)
     try:
-        try:
-            os.fchmod(fd, FILE_MODE)
-            _write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(directory)
-
-
-def create_exclusive(path: Path, data: bytes) -> None:
-    """Create ``path`` (0600) durably; fail if it exists. Used for key files: never overwritten."""
-    tmp = path.parent / f"{TMP_PREFIX}{os.urandom(8).hex()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC, FILE_MODE)
-    try:
-        try:
-            os.fchmod(fd, FILE_MODE)
-            _write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.link(tmp, path)  # atomic, and fails if path exists
+        os.pwrite(fd, data, offset)
+        os.fsync(fd)
     finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-    fsync_dir(path.parent)
+        os.close(fd)
 
 
 def remove_stale_temps(directory: Path) -> None:

@@ -35,6 +35,7 @@ from typing import ClassVar
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from fr_pbd import fileio
 from fr_pbd.errors import KeyProviderError, StoreError, WrongKeyError
 from fr_pbd.store import _format as fmt
 from fr_pbd.store import _fs
@@ -141,6 +142,13 @@ class KeyProvider(abc.ABC):
         raise TypeError("key providers hold key material and cannot be pickled")
 
 
+def check_provider(p: object) -> KeyProvider:
+    """``p`` itself, if it is a :class:`KeyProvider` (TypeError otherwise)."""
+    if not isinstance(p, KeyProvider):
+        raise TypeError("key_provider must be a fr_pbd.store.KeyProvider")
+    return p
+
+
 def _aes_wrap(kek: bytes, dek: bytes) -> bytes:
     if len(dek) != KEY_LEN:
         raise ValueError("a data key is 32 bytes")
@@ -216,7 +224,7 @@ class DeviceFileKeyProvider(KeyProvider):
             pass
         _fs.ensure_private_dir(self._path.parent)
         try:
-            _fs.create_exclusive(self._path, _encode_keyfile(os.urandom(KEY_LEN)))
+            fileio.atomic_create(self._path, _encode_keyfile(os.urandom(KEY_LEN)))
         except FileExistsError:
             pass  # another process won the race: use its key
         return self._load(self._path)
@@ -270,7 +278,7 @@ class DeviceFileKeyProvider(KeyProvider):
         if self._next.exists():
             _fs.shred_file(self._next)
         kek = os.urandom(KEY_LEN)
-        _fs.create_exclusive(self._next, _encode_keyfile(kek))
+        fileio.atomic_create(self._next, _encode_keyfile(kek))
         return _StagedDeviceKey(self, kek)
 
     def destroy(self) -> None:
@@ -306,16 +314,11 @@ class _StagedDeviceKey(KeyProvider):
 
     def commit_rotation(self) -> None:
         path, nxt = self._owner.path, self._owner._next
-        # overwrite the old key in place first (best effort on flash), then swap
+        # Overwrite the old key in place first (best effort on flash), then rename the
+        # staged key (already durable) over it: no further copy of a KEK is written.
         with contextlib.suppress(FileNotFoundError):
-            fd = os.open(path, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
-            try:
-                os.pwrite(fd, os.urandom(_KEYFILE_LEN), 0)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        os.replace(nxt, path)
-        _fs.fsync_dir(path.parent)
+            _fs.overwrite(path, os.urandom(_KEYFILE_LEN))
+        fileio.durable_rename(nxt, path)
 
     def abort_rotation(self) -> None:
         _fs.shred_file(self._owner._next)
