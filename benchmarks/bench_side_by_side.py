@@ -16,10 +16,21 @@ LFW pairsDevTest images, each a 640x480 JPEG as a camera sends it). Per image:
     DNN, ``setInputSize`` 640x480) on the same decoded frames.
 
 Accuracy is not measured on 26 frames: benchmarks/lfw_devtest_side_by_side.py scores both
-pipelines on the 1,000 LFW pairsDevTest pairs (accuracy at the best threshold).
+pipelines on the LFW pairs.
+
+The ratios are of p50s over every (frame, round) sample of each runner, per frame:
+``dlib_over_fr_pbd_verify`` = dlib's pipeline / fr-pbd's full verification (liveness and
+encrypted store included); ``dlib_over_fr_pbd_core`` = dlib's pipeline / fr-pbd's same job.
+Without ``--board`` fr-pbd runs its defaults (fp32 embedder, every core), as ``fr-pbd bench``
+does; a board profile may choose the int8 embedder (``config.precision`` says which).
+dlib (dlib-bin) runs as built: no BLAS, AVX on, its own single thread for HOG.
 
     FR_PBD_MODELS=../shared/models FR_PBD_DATA=../shared/data \\
-        python benchmarks/bench_side_by_side.py [--profile x86-generic] [--rounds 5] [--out FILE.json]
+        python benchmarks/bench_side_by_side.py [--board x86-generic] [--rounds 5] [--out FILE.json]
+
+``--out`` writes the p50/p95 per runner, the ratios, the yes/no agreement counts and the
+configuration (precision, liveness per runner, threads, board, machine, load averages):
+timings and counts only.
 """
 
 from __future__ import annotations
@@ -37,6 +48,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.record_result import machine_info  # noqa: E402
 from fr_pbd import bench  # noqa: E402
 from fr_pbd.capture.image import decode_image  # noqa: E402
 from fr_pbd.capture.yunet import NMS_THRESHOLD, SCORE_THRESHOLD, TOP_K  # noqa: E402
@@ -90,20 +102,29 @@ def fr_pbd_core(ext, enrolled_bgr: np.ndarray, threshold: float):
     return run
 
 
+def summary_ms(samples: list[float]) -> dict[str, float]:
+    a = np.array(samples) * 1e3
+    return {"p50": round(float(np.percentile(a, 50)), 3), "p95": round(float(np.percentile(a, 95)), 3),
+            "n": int(a.size)}
+
+
 def main() -> None:
     import cv2
+    import dlib
 
     from fr_pbd import models
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--profile", default="x86-generic")
+    ap.add_argument("--board", "--profile", dest="board", default=None,
+                    help="board profile (default: none, fr-pbd's defaults: fp32 embedder, every core)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--data", default=os.environ.get("FR_PBD_DATA", "../shared/data"))
-    ap.add_argument("--out", type=Path)
+    ap.add_argument("--out", type=Path, help="write the figures and the configuration here (JSON)")
     args = ap.parse_args()
+    load_before = [round(x, 2) for x in os.getloadavg()]
     data = Path(args.data)
     frames = bench.build_frames(data)
-    setup = bench.setup_for(args.profile)
+    setup = bench.setup_for(args.board)
     ext, pad = bench._load(setup, liveness=True)
     enrolled = decode_image((data / "faces" / bench.ENROLLED).read_bytes())
     threshold = models.spec("dlib-resnet-v1").default_threshold
@@ -137,10 +158,12 @@ def main() -> None:
                 t0 = time.perf_counter()
                 fn(img)
                 per_image[name][f.label].append(time.perf_counter() - t0)
+    load_after = [round(x, 2) for x in os.getloadavg()]
 
     med = {name: {label: _median_ms(s) for label, s in v.items()} for name, v in per_image.items()}
-    print(f"profile {setup.name}; {len(frames)} frames 640x480 x {args.rounds} rounds; "
-          f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    precision = "int8" if setup.embedder_variant == "int8" else "fp32"
+    print(f"board {setup.name} ({precision} embedder); {len(frames)} frames 640x480 x {args.rounds} rounds; "
+          f"load average {load_before[0]:.2f} -> {load_after[0]:.2f} on {os.cpu_count()} cores")
     print(f"{'frame':34s} {'dlib':>8s} {'core':>8s} {'verify':>8s} {'x core':>7s} {'x verify':>8s} "
           f"{'det':>7s} {'cv2 det':>8s} {'det/cv2':>7s}")
     for f in frames:
@@ -149,24 +172,56 @@ def main() -> None:
               f"{m['dlib'] / m['fr-pbd core']:6.1f}x {m['dlib'] / m['fr-pbd verify']:7.1f}x "
               f"{m['fr-pbd detect']:7.2f} {m['cv2.FaceDetectorYN']:8.2f} "
               f"{m['fr-pbd detect'] / m['cv2.FaceDetectorYN']:6.2f}x")
-    overall = {k: statistics.median(v.values()) for k, v in med.items()}
+    pooled = {name: summary_ms([t for s in v.values() for t in s]) for name, v in per_image.items()}
+    p50 = {k: v["p50"] for k, v in pooled.items()}
     ratios = {
-        "dlib_over_fr_pbd_core": overall["dlib"] / overall["fr-pbd core"],
-        "dlib_over_fr_pbd_verify": overall["dlib"] / overall["fr-pbd verify"],
-        "fr_pbd_detect_over_cv2": overall["fr-pbd detect"] / overall["cv2.FaceDetectorYN"],
+        "dlib_over_fr_pbd_core": p50["dlib"] / p50["fr-pbd core"],
+        "dlib_over_fr_pbd_verify": p50["dlib"] / p50["fr-pbd verify"],
+        "fr_pbd_detect_over_cv2": p50["fr-pbd detect"] / p50["cv2.FaceDetectorYN"],
     }
-    print("median over frames (ms): " + ", ".join(f"{k} {v:.2f}" for k, v in overall.items()))
+    print("p50 over all samples (ms): " + ", ".join(f"{k} {v:.2f}" for k, v in p50.items()))
     print(f"fr-pbd core is {ratios['dlib_over_fr_pbd_core']:.1f}x faster than dlib's pipeline; "
           f"full verify (liveness + encrypted store) {ratios['dlib_over_fr_pbd_verify']:.1f}x; "
           f"detection fr-pbd / cv2.FaceDetectorYN = {ratios['fr_pbd_detect_over_cv2']:.2f}x")
     agree = sum(answers["dlib"][f.label] == answers["fr-pbd core"][f.label] for f in frames)
+    yes = {k: sum(v.values()) for k, v in answers.items()}
     print(f"same yes/no as dlib on {agree}/{len(frames)} frames "
-          f"(yes: dlib {sum(answers['dlib'].values())}, fr-pbd core {sum(answers['fr-pbd core'].values())}, "
-          f"verify {sum(answers['fr-pbd verify'].values())})")
+          f"(yes: dlib {yes['dlib']}, fr-pbd core {yes['fr-pbd core']}, verify {yes['fr-pbd verify']})")
     if args.out:
-        args.out.write_text(json.dumps({"profile": setup.name, "rounds": args.rounds, "frames": len(frames),
-                                        "median_ms": overall, "ratios": ratios,
-                                        "loadavg": os.getloadavg()}, indent=2) + "\n")
+        doc = {
+            "benchmark": "bench_side_by_side",
+            "config": {
+                "board": setup.name, "precision": precision, "threads": setup.threads or os.cpu_count(),
+                "providers": list(setup.providers), "detector_input": list(setup.detector_input),
+                "liveness": True,
+                "runners": {
+                    "dlib": "HOG (1 upsample) + 5-point shape predictor + dlib ResNet, Euclidean <= 0.6, "
+                            "one enrolled face in memory; no liveness, no store",
+                    "fr-pbd core": "YuNet, alignment, quality gate, ResNet (chip + mirror), cosine >= "
+                                   f"{threshold}; no liveness, no store",
+                    "fr-pbd verify": "Verifier.verify: core + liveness (both MiniFASNets) + encrypted store read, "
+                                     "match against 6 users / 26 templates, lockout transaction",
+                    "fr-pbd detect": "fr-pbd's YuNet detector on the decoded frame",
+                    "cv2.FaceDetectorYN": "the same YuNet file through OpenCV DNN, input 640x480",
+                },
+                "dlib": {"version": dlib.__version__, "blas": bool(dlib.DLIB_USE_BLAS),
+                         "avx": bool(dlib.USE_AVX_INSTRUCTIONS)},
+            },
+            "frames": len(frames), "rounds": args.rounds, "frame_size": list(bench.FRAME_SIZE),
+            "timings_ms": pooled,
+            "ratios": ratios,
+            "ratio_definitions": {
+                "dlib_over_fr_pbd_verify": "p50 per frame of dlib's pipeline / p50 per frame of fr-pbd's full "
+                                           "verification (liveness and encrypted store included)",
+                "dlib_over_fr_pbd_core": "p50 per frame of dlib's pipeline / p50 per frame of fr-pbd's same job "
+                                         "(no liveness, no store)",
+                "fr_pbd_detect_over_cv2": "p50 of fr-pbd's detector / p50 of cv2.FaceDetectorYN, same frames",
+            },
+            "yes_no": {"same_as_dlib_core": agree, "yes": yes},
+            "machine": machine_info(),
+            "load": {"loadavg_before": load_before, "loadavg_after": load_after},
+        }
+        args.out.write_text(json.dumps(doc, indent=2) + "\n")
     import shutil
 
     shutil.rmtree(home, ignore_errors=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -30,9 +31,19 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.helpers import lfw_image_path, read_pairs  # noqa: E402
 
+from benchmarks.record_result import machine_info  # noqa: E402
 from fr_pbd.capture.image import load_image  # noqa: E402
-from fr_pbd.capture.pipeline import load_extractor  # noqa: E402
 from fr_pbd.errors import QualityError  # noqa: E402
+
+
+def load_extractor():
+    """fr-pbd's default pipeline (no board: fp32 embedder, every core), wherever this checkout builds it."""
+    try:
+        from fr_pbd.pipeline import build_pipeline
+    except ImportError:
+        from fr_pbd.capture.pipeline import load_extractor as load
+        return load()
+    return build_pipeline(board=None).extractor
 
 
 def best_threshold_accuracy(scores: np.ndarray, same: np.ndarray, higher_is_same: bool) -> tuple[float, float]:
@@ -107,7 +118,9 @@ def main() -> None:
     same = np.array([a == b for a, _, b, _ in pairs])
     paths = list(dict.fromkeys(lfw_image_path(args.lfw, n, k) for a, na, b, nb in pairs for n, k in ((a, na), (b, nb))))
     print(f"{args.pairs}: {len(pairs)} pairs, {len(paths)} images", flush=True)
-    result = {"pairs_file": args.pairs, "pairs": len(pairs), "images": len(paths)}
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    result = {"benchmark": "lfw_devtest_side_by_side", "pairs_file": args.pairs, "pairs": len(pairs),
+              "images": len(paths)}
     for name, runner, metric, higher in (("fr-pbd", run_ours, "cosine", True), ("dlib", run_dlib, "euclidean", False)):
         t0 = time.time()
         desc, times = runner(paths)
@@ -134,6 +147,22 @@ def main() -> None:
               + (f"; 10-fold {100 * tenfold.mean:.2f} % +- {100 * tenfold.std:.2f}" if tenfold else ""), flush=True)
     result["latency_ratio_dlib_over_fr_pbd"] = result["dlib"]["median_ms_per_image"] / result["fr-pbd"]["median_ms_per_image"]
     print(f"fr-pbd is {result['latency_ratio_dlib_over_fr_pbd']:.1f}x faster per image (median)")
+    import dlib
+
+    ext_model = "dlib-resnet-v1"
+    result["config"] = {
+        "precision": "fp32", "liveness": False, "threads": os.cpu_count(), "board": None,
+        "fr-pbd": f"fr-pbd's default pipeline: YuNet, alignment, quality gate, {ext_model} (fp32, chip + mirror) "
+                  "on onnxruntime; the face nearest the centre; cosine",
+        "dlib": "HOG (1 upsample) + 5-point shape predictor + dlib ResNet (compute_face_descriptor, no jitter); "
+                "the face nearest the centre; Euclidean",
+        "dlib_build": {"version": dlib.__version__, "blas": bool(dlib.DLIB_USE_BLAS),
+                       "avx": bool(dlib.USE_AVX_INSTRUCTIONS)},
+        "timing": "per image, decode to descriptor, one image after another; median",
+        "latency_ratio": "median ms per image of dlib / median ms per image of fr-pbd",
+    }
+    result["machine"] = machine_info()
+    result["load"] = {"loadavg_before": load_before, "loadavg_after": [round(x, 2) for x in os.getloadavg()]}
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n")
 

@@ -9,7 +9,8 @@ It holds the command's JSON result and what is needed to read it and to run it a
 * ``command``: the argv, run from the repository root, and the ``FR_PBD_*`` and thread
   variables of its environment;
 * ``date_utc`` (at the start), ``wall_s``, ``git``: the commit and the tracked files that
-  differed from it when the command started (``dirty``: empty for a clean tree);
+  differed from it when the command started (``dirty``: path and git blob id of each,
+  empty for a clean tree);
 * ``config``: embedder precision (``fp32`` / ``int8``), liveness on/off, threads
   (onnxruntime intra-op threads; numpy's BLAS threads), the BLAS library, CPU model and flags;
 * ``machine``: fr-pbd's machine record; ``load``: the 1/5/15-minute load averages before and
@@ -57,7 +58,11 @@ def git_state(root: Path) -> dict[str, Any]:
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout
 
-    dirty = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]
+    dirty = []
+    for line in git("status", "--porcelain", "--untracked-files=no").splitlines():
+        path = line[3:].split(" -> ")[-1]
+        blob = git("hash-object", path).strip() if (root / path).is_file() else None
+        dirty.append({"path": path, "blob": blob})  # a blob id finds the commit that holds this content
     return {"commit": git("rev-parse", "HEAD").strip(), "dirty": dirty}
 
 
