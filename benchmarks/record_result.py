@@ -19,7 +19,8 @@ It holds the command's JSON result and what is needed to read it and to run it a
 
 Precision and liveness are read from the result: ``fr-pbd bench`` (``profile.embedder``,
 ``profile.liveness``), ``fr-pbd eval lfw`` (``model_id``; it computes templates only: no
-liveness), or a ``config`` object the result carries itself (the side-by-side benchmarks).
+liveness), ``fr-pbd eval pad`` (the fp32 PAD models, no embedder), or a ``config`` object the
+result carries itself (the side-by-side benchmarks).
 
 Nothing biometric goes in: a result holding a key that names per-item data (scores,
 templates, embeddings, descriptors) is refused, and so is one above 256 kB.
@@ -92,6 +93,8 @@ def derive_config(result: dict[str, Any], machine: dict[str, Any]) -> dict[str, 
     elif str(result.get("schema", "")).startswith("fr-pbd/eval-lfw/"):  # fr-pbd eval lfw
         precision = "int8" if str(result.get("model_id", "")).endswith("-int8") else "fp32"
         liveness, threads = False, cores  # templates only; fr_pbd.runtime's default: every core
+    elif str(result.get("standard", "")).startswith("ISO/IEC 30107-3"):  # fr-pbd eval pad
+        precision, liveness, threads = "fp32", True, cores  # the MiniFASNet models alone; no embedder
     else:
         raise SystemExit("record_result: the result states no precision/liveness (add a 'config' object)")
     blas = machine.get("numpy_blas", {}).get("blas", {})
