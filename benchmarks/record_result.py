@@ -71,7 +71,7 @@ def biometric_keys(doc: Any, where: str = "") -> list[str]:
     found = []
     if isinstance(doc, dict):
         for k, v in doc.items():
-            if str(k).lower() in BIOMETRIC_KEYS:
+            if str(k).lower() in BIOMETRIC_KEYS and not isinstance(v, str):  # a text about scores is fine
                 found.append(f"{where}.{k}".lstrip("."))
             found += biometric_keys(v, f"{where}.{k}")
     elif isinstance(doc, list):
