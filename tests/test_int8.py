@@ -1,34 +1,40 @@
-"""int8 dlib embedder: deterministic build, accuracy on LFW pairsDevTest within 0.2 points of fp32.
+"""int8 dlib embedder: deterministic build, and the same yes/no as fp32 on LFW pairsDevTest.
 
 The build needs only the verified fp32 file and the committed range table, so it runs
-here into a temporary directory. Accuracy is scored as benchmarks/lfw_devtest_side_by_side.py
-does (accuracy at the best single threshold, a failed image makes its pairs wrong), on the
-same chips for both models, so the difference is the quantisation alone.
+here into a temporary directory. What matters of a quantised model is the decision it
+takes, so it is judged by yes/no agreement with fp32 at the manifest's default threshold
+on the 1,000 pairsDevTest pairs, and by accuracy at the best single threshold (a failed
+image makes its pairs wrong). Both models embed the same chips (tests/test_accuracy.py
+captures them once per session), so every difference is the quantisation alone.
 """
 
 from __future__ import annotations
 
 import hashlib
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from fr_pbd import models
+from fr_pbd.build import dlib_resnet_int8 as quantize
 from fr_pbd.capture.dlib_resnet import DlibResNetEmbedder
-from fr_pbd.capture.image import load_image
-from fr_pbd.capture.pipeline import TemplateExtractor, load_extractor
-from fr_pbd.errors import ModelBuildError, ModelError, QualityError
-from fr_pbd.models import quantize
+from fr_pbd.capture.extractor import TemplateExtractor
+from fr_pbd.errors import ModelBuildError, ModelError
 from fr_pbd.runtime import create_session
 from tests.conftest import missing
-from tests.helpers import lfw_image_path, read_pairs
+from tests.test_accuracy import best_threshold_accuracy, devtest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-from lfw_devtest_side_by_side import best_threshold_accuracy  # noqa: E402
+MAX_LOSS = 0.002  # 0.2 percentage points of best-threshold accuracy
+MIN_AGREEMENT = 0.985
+"""int8 and fp32 give the same yes/no at the default threshold on >= 98.5 % of the 1,000 pairs.
 
-MAX_LOSS = 0.002  # 0.2 percentage points
+Measured 2026-11-29 (commit 2a00db0, x86-64 CPU, onnxruntime): 991 of 1,000 (99.10 %); the 9
+differences are all matched pairs whose fp32 score lies within 0.016 of the threshold (the
+largest int8-fp32 score difference), and int8 FNMR there is 17.80 % vs 17.60 %. 98.5 % leaves
+room for 6 more such near-threshold flips on another CPU's int8 kernels, no more.
+"""
+MAX_IMPOSTOR_FLIPS = 0  # measured 0: int8 never accepts a mismatched pair that fp32 rejects
 
 
 @pytest.fixture(scope="module")
@@ -62,35 +68,26 @@ def test_broken_range_table_is_a_build_error(fp32, tmp_path):
 
 
 @pytest.mark.slow
-def test_int8_accuracy_on_pairs_dev_test_within_0_2_points(fp32, int8_path, lfw_dir):
-    pairs = read_pairs(lfw_dir / "pairsDevTest.txt")
-    same = np.array([a == b for a, _, b, _ in pairs])
-    paths = list(dict.fromkeys(lfw_image_path(lfw_dir, n, k) for a, na, b, nb in pairs for n, k in ((a, na), (b, nb))))
-    ext = load_extractor()
-    captures = {}
-    for p in paths:
-        try:
-            captures[p] = ext.capture(load_image(p), "verify", "center")
-        except QualityError:
-            captures[p] = None
-    ok = [p for p in paths if captures[p] is not None]
-    int8 = TemplateExtractor(ext.detector, DlibResNetEmbedder(create_session(
+def test_int8_takes_the_fp32_decision_on_pairs_dev_test(extractor, fp32, int8_path, lfw_dir):
+    dt = devtest(extractor, lfw_dir)
+    int8 = TemplateExtractor(extractor.detector, DlibResNetEmbedder(create_session(
         models.VerifiedModel(models.spec("dlib-resnet-v1-int8"), int8_path, int8_path.read_bytes()))))
-    assert int8.model_id == ext.model_id  # same model, another precision: matches fp32 enrolments
-    acc, vecs = {}, {}
-    for name, ex in (("fp32", ext), ("int8", int8)):
-        v = {}
-        for i in range(0, len(ok), 32):
-            batch = ok[i:i + 32]
-            for p, t in zip(batch, ex.embed([captures[p] for p in batch])):
-                v[p] = t.vector
-        scores = np.array([float(v[x] @ v[y]) if x in v and y in v else np.nan
-                           for x, y in ((lfw_image_path(lfw_dir, a, na), lfw_image_path(lfw_dir, b, nb))
-                                        for a, na, b, nb in pairs)])
-        acc[name] = best_threshold_accuracy(scores, same, True)[0]
-        vecs[name] = np.stack([v[p] for p in ok])
-    agreement = (vecs["fp32"] * vecs["int8"]).sum(axis=1)
-    print(f"\n[int8] pairsDevTest accuracy fp32 {100 * acc['fp32']:.2f} % int8 {100 * acc['int8']:.2f} % "
-          f"({len(ok)} images); template cosine int8 vs fp32 mean {agreement.mean():.5f} min {agreement.min():.5f}")
-    assert acc["int8"] >= acc["fp32"] - MAX_LOSS
-    assert agreement.min() > 0.98
+    assert int8.model_id == extractor.model_id  # same model, another precision: matches fp32 enrolments
+    ok = list(dt.fp32)
+    v8 = {}
+    for i in range(0, len(ok), 32):
+        batch = ok[i:i + 32]
+        for p, t in zip(batch, int8.embed([dt.captures[p] for p in batch])):
+            v8[p] = t.vector
+    threshold = models.spec("dlib-resnet-v1").default_threshold
+    s32, s8, same = dt.scores(lfw_dir, dt.fp32), dt.scores(lfw_dir, v8), dt.same
+    yes32, yes8 = s32 >= threshold, s8 >= threshold  # NaN (failed image): no, for both
+    agree = yes32 == yes8
+    acc32, acc8 = best_threshold_accuracy(s32, same), best_threshold_accuracy(s8, same)
+    print(f"\n[int8] pairsDevTest yes/no agreement with fp32 at {threshold}: {int(agree.sum())}/{agree.size} "
+          f"({int((~agree & same).sum())} matched, {int((~agree & ~same).sum())} mismatched pairs differ); "
+          f"FNMR fp32 {100 * np.mean(~yes32[same]):.2f} % int8 {100 * np.mean(~yes8[same]):.2f} %; "
+          f"best-threshold accuracy fp32 {100 * acc32:.2f} % int8 {100 * acc8:.2f} %")
+    assert agree.mean() >= MIN_AGREEMENT
+    assert int((yes8 & ~yes32 & ~same).sum()) <= MAX_IMPOSTOR_FLIPS
+    assert acc8 >= acc32 - MAX_LOSS
