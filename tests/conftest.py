@@ -83,9 +83,9 @@ def models_env() -> Path:
 @pytest.fixture(scope="session")
 def extractor(models_env):
     """The default capture pipeline (YuNet + the converted dlib model), loaded once."""
-    from fr_pbd.capture.pipeline import load_extractor
+    from fr_pbd.pipeline import build_pipeline
 
     try:
-        return load_extractor()
+        return build_pipeline(liveness=False).extractor
     except Exception as exc:  # noqa: BLE001 - missing or unverified model: fail in CI, skip elsewhere
         missing(f"{exc} (build it: fr-pbd models build dlib-resnet)")

@@ -18,16 +18,9 @@ from fr_pbd.audit import FAIL, NA, PASS, run_audit, scan
 from tests.conftest import missing
 from tests.test_daemon import RunningDaemon, make_enrolled_home, set_frame, wait_for_socket
 
-EVAL_REPORT = {
-    "schema": "fr-pbd/eval-lfw/1", "created_utc": "2026-11-23T00:00:00+00:00", "model_id": "dlib-resnet-v1",
-    "dataset": {"name": "LFW (deep-funneled 250x250)"}, "images": 13233, "identities": 5749,
-    "fnmr_at_fmr": {"1e-4": {"fnmr": 0.23, "threshold": 0.9411, "impostor_comparisons": 87241152,
-                             "resolvable": True}},
-    "eer": 0.011, "accuracy_10fold_mean": 0.9895, "fta_rate": 0.001,
-    "groups": {"threshold": 0.9411, "threshold_source": "FMR=1e-4",
-               "attributes": {"group": {"fnmr_worst_best": {"worst": "A", "best": "B", "ratio": 1.4},
-                                        "fmr_worst_best": {"worst": "B", "best": "A", "ratio": 2.0}}}},
-}
+# The committed `fr-pbd eval lfw --groups` report behind README's figures (aggregates only).
+EVAL_REPORT = json.loads((Path(__file__).resolve().parent.parent / "docs" / "results" / "lfw-eval-fp32.json")
+                         .read_text(encoding="utf-8"))["result"]
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +148,7 @@ def test_correct_installation_passes_every_check(tmp_path, home, faces_dir):
     report = tmp_path / "report.json"
     report.write_text(json.dumps(EVAL_REPORT))
     try:
-        p = subprocess.run([sys.executable, "-m", "fr_pbd.audit", "--home", str(home), "--socket", str(d.sock),
+        p = subprocess.run([sys.executable, "-m", "fr_pbd.cli", "audit", "--home", str(home), "--socket", str(d.sock),
                             "--eval", str(report), "--out", str(tmp_path / "out")],
                            capture_output=True, text=True, timeout=300)
     finally:
@@ -287,15 +280,15 @@ def test_an_eval_report_for_another_model_fails_accuracy(home, tmp_path):
 
 
 def test_cli_errors_are_one_line_exit_2(tmp_path, home):
-    p = subprocess.run([sys.executable, "-m", "fr_pbd.audit", "--home", str(tmp_path / "nope"), "--out",
+    p = subprocess.run([sys.executable, "-m", "fr_pbd.cli", "audit", "--home", str(tmp_path / "nope"), "--out",
                         str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
-    p = subprocess.run([sys.executable, "-m", "fr_pbd.audit", "--home", str(home), "--eval",
+    p = subprocess.run([sys.executable, "-m", "fr_pbd.cli", "audit", "--home", str(home), "--eval",
                         str(tmp_path / "missing.json"), "--out", str(tmp_path / "o")],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "does not exist" in p.stderr
     os.chmod(home / "store.frpbd", 0o640)
-    p = subprocess.run([sys.executable, "-m", "fr_pbd.audit", "--home", str(home), "--out", str(tmp_path / "o")],
+    p = subprocess.run([sys.executable, "-m", "fr_pbd.cli", "audit", "--home", str(home), "--out", str(tmp_path / "o")],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 1 and "FAIL" in p.stdout
     assert json.loads((tmp_path / "o" / "audit.json").read_text())["result"] == FAIL

@@ -1,8 +1,7 @@
-"""fr-pbd bench: statistics, profile application with provider fallback, and one short real run."""
+"""fr-pbd bench: statistics, board settings with provider fallback, and one short real run."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 
@@ -27,30 +26,34 @@ def test_camera_frame_is_640x480_whatever_the_aspect():
 
 
 def test_machine_info_names_the_machine():
-    info = bench.machine_info()
-    for key in bench.MACHINE_KEYS:
+    from fr_pbd.machine import MACHINE_KEYS, machine_info, machine_slug
+
+    info = machine_info()
+    for key in MACHINE_KEYS:
         assert key in info
     assert "CPUExecutionProvider" in info["onnxruntime_providers_available"]
-    assert re.fullmatch(r"[A-Za-z0-9_.-]+", bench.machine_slug(info))
+    assert re.fullmatch(r"[A-Za-z0-9_.-]+", machine_slug(info))
 
 
-def test_profile_providers_not_here_fall_back_to_cpu_with_a_note():
-    s = bench.setup_for("jetson-orin-nano")
+def test_board_providers_not_here_fall_back_to_cpu_with_a_note():
+    from fr_pbd.pipeline import run_settings
+
+    s = run_settings("jetson-orin-nano")
     assert s.providers[-1] == "CPUExecutionProvider"
     if "CUDAExecutionProvider" not in s.providers:
         assert any("not in this onnxruntime build" in n for n in s.notes)
     assert s.detector_input == (640, 480) and s.threads == 6
-    assert bench.setup_for(None).name == "default"
+    assert run_settings(None).board == "default"
     with pytest.raises(ConfigError):
-        bench.setup_for("no-such-board")
+        run_settings("no-such-board")
 
 
 def test_parser_wiring():
-    p = argparse.ArgumentParser()
-    sub = p.add_subparsers()
-    bench.add_bench_parser(sub)
-    args = p.parse_args(["bench", "--profile", "rpi4", "--out", "x.json", "--rounds", "3"])
-    assert args.func is bench.cmd_bench and args.profile == "rpi4" and args.rounds == 3
+    from fr_pbd.cli import build_parser
+    from fr_pbd.cli.bench import cmd_bench
+
+    args = build_parser().parse_args(["bench", "--board", "rpi4", "--out", "x.json", "--rounds", "3"])
+    assert args.func is cmd_bench and args.board == "rpi4" and args.rounds == 3
 
 
 def test_validate_result_rejects_incomplete_files():
@@ -70,6 +73,6 @@ def test_one_round_on_real_frames_gives_a_valid_result(data_dir, models_env, tmp
     assert doc["workload"]["decisions"]["yes"] >= 3  # obama2/3/4 against the enrolled obama.jpg
     assert doc["stages"]["detect"]["n"] == 33
     assert doc["workload"]["detector_inputs_used"].get("640x480", 0) > 0
-    assert doc["profile"]["embedder"] == "dlib-resnet-v1-int8"
+    assert doc["board"]["embedder"] == "dlib-resnet-v1-int8" and doc["board"]["precision"] == "int8"
     text = json.dumps(doc).lower()
     assert "score" not in text and "template\"" not in text  # timings and counts only

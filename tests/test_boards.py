@@ -1,4 +1,4 @@
-"""Board profiles: every shipped file validates; broken ones fail with one-line ConfigErrors."""
+"""Boards: every shipped board file validates; broken ones fail with one-line ConfigErrors."""
 
 from __future__ import annotations
 
@@ -6,45 +6,45 @@ from pathlib import Path
 
 import pytest
 
-from fr_pbd import profiles
+from fr_pbd import boards
 from fr_pbd.errors import ConfigError
 from fr_pbd.runtime import KNOWN_PROVIDERS, available_providers
 
-PROFILE_DIR = Path(__file__).resolve().parent.parent / "hardware" / "profiles"
-GOOD = (PROFILE_DIR / "x86-generic.toml").read_text(encoding="utf-8")
+BOARD_DIR = Path(__file__).resolve().parent.parent / "hardware" / "boards"  # links to fr_pbd/_data/boards
+GOOD = (BOARD_DIR / "x86-generic.toml").read_text(encoding="utf-8")
 
 
-def test_every_board_has_a_profile_file():
-    assert sorted(p.stem for p in PROFILE_DIR.glob("*.toml")) == sorted(profiles.BOARDS)
+def test_every_board_has_a_board_file():
+    assert sorted(p.stem for p in BOARD_DIR.glob("*.toml")) == sorted(boards.BOARDS)
 
 
-@pytest.mark.parametrize("board", profiles.BOARDS)
-def test_shipped_profile_is_valid_and_documented(board):
-    prof = profiles.load_profile(board)
-    assert prof.board == board and prof.path == PROFILE_DIR / f"{board}.toml"
+@pytest.mark.parametrize("board", boards.BOARDS)
+def test_shipped_board_is_valid_and_documented(board):
+    prof = boards.load_board(board)
+    assert prof.board == board and prof.path.resolve() == (BOARD_DIR / f"{board}.toml").resolve()
     assert prof.providers[-1] == "CPUExecutionProvider"
     assert all(p in KNOWN_PROVIDERS for p in prof.providers)
     assert prof.embedder_variant in ("fp32", "int8")
-    assert prof.key_provider in profiles.KEY_PROVIDERS
+    assert prof.key_provider in boards.KEY_PROVIDERS
     text = prof.path.read_text(encoding="utf-8")
-    assert text.count("\n#") >= 5, "each profile explains its choices in comments"
+    assert text.count("\n#") >= 5, "each board file explains its choices in comments"
     chosen, missing = available_providers(prof.providers)
     assert chosen[-1] == "CPUExecutionProvider"  # unavailable providers fall back, never fail
     assert set(missing) <= set(prof.providers)
 
 
 def test_board_specific_facts():
-    assert profiles.load_profile("jetson-orin-nano").camera_source.startswith("nvarguscamerasrc")
-    assert profiles.load_profile("jetson-nano").providers[0] == "TensorrtExecutionProvider"
-    assert profiles.load_profile("rpi4").camera_source.startswith("libcamerasrc")
-    assert profiles.load_profile("x86-generic").camera_source == "/dev/video0"
-    assert profiles.load_profile("rpi4").embedder_variant == "fp32"
+    assert boards.load_board("jetson-orin-nano").camera_source.startswith("nvarguscamerasrc")
+    assert boards.load_board("jetson-nano").providers[0] == "TensorrtExecutionProvider"
+    assert boards.load_board("rpi4").camera_source.startswith("libcamerasrc")
+    assert boards.load_board("x86-generic").camera_source == "/dev/video0"
+    assert boards.load_board("rpi4").embedder_variant == "fp32"
 
 
 def test_load_by_path(tmp_path):
     p = tmp_path / "x86-generic.toml"
     p.write_text(GOOD)
-    assert profiles.load_profile(p).board == "x86-generic"
+    assert boards.load_board(p).board == "x86-generic"
 
 
 def _broken(old: str, new: str) -> str:
@@ -73,11 +73,11 @@ def _broken(old: str, new: str) -> str:
     (GOOD.replace("[keys]", "[keyz]"), "unknown key(s) keyz"),
     (_broken("height = 480\n", ""), "[camera] lacks height"),
 ])
-def test_broken_profile_is_one_line_config_error(text, fragment):
+def test_broken_board_file_is_one_line_config_error(text, fragment):
     with pytest.raises(ConfigError) as info:
-        profiles.parse_profile(text, "bad.toml")
+        boards.parse_board(text, "bad.toml")
     msg = str(info.value)
-    assert "\n" not in msg and msg.startswith("board profile bad.toml:")
+    assert "\n" not in msg and msg.startswith("board file bad.toml:")
     assert fragment in msg
 
 
@@ -85,18 +85,18 @@ def test_file_name_must_match_board(tmp_path):
     p = tmp_path / "rpi4.toml"
     p.write_text(GOOD)
     with pytest.raises(ConfigError, match="does not match the file name"):
-        profiles.load_profile(p)
+        boards.load_board(p)
 
 
-def test_unknown_profile_name_lists_the_known_ones():
+def test_unknown_board_name_lists_the_known_ones():
     with pytest.raises(ConfigError, match="known: jetson-nano, jetson-orin-nano, rpi4, rpi5, x86-generic"):
-        profiles.load_profile("rpi3")
+        boards.load_board("rpi3")
 
 
-def test_unreadable_profile_is_config_error(tmp_path):
+def test_unreadable_board_file_is_config_error(tmp_path):
     with pytest.raises(ConfigError, match="cannot read"):
-        profiles.load_profile(tmp_path / "missing.toml")
+        boards.load_board(tmp_path / "missing.toml")
     bad = tmp_path / "x86-generic.toml"
     bad.write_bytes(b"\xff\xfe")
     with pytest.raises(ConfigError):
-        profiles.load_profile(bad)
+        boards.load_board(bad)

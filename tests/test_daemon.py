@@ -83,7 +83,7 @@ class RunningDaemon:
 
     def __init__(self, home: Path, sock: Path, frames: Path, log: Path | None = None) -> None:
         self.sock, self.log = sock, log
-        cmd = [sys.executable, "-m", "fr_pbd.daemon", "serve", "--home", str(home), "--socket", str(sock),
+        cmd = [sys.executable, "-m", "fr_pbd.cli", "serve", "--home", str(home), "--socket", str(sock),
                "--frames", str(frames)]
         if log is not None:
             cmd += ["--log", str(log)]
@@ -141,7 +141,7 @@ def daemon_env(tmp_path, template_home, faces_dir):
 
 
 def ask(sock: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fr_pbd.daemon", "ask", "--socket", str(sock), *args],
+    return subprocess.run([sys.executable, "-m", "fr_pbd.cli", "ask", "--socket", str(sock), *args],
                           capture_output=True, text=True, timeout=60)
 
 
@@ -332,7 +332,7 @@ def test_serve_refuses_a_bad_config_and_a_missing_store(tmp_path, template_home)
     os.chmod(home / "config.toml", 0o600)
     frames = tmp_path / "f"
     frames.mkdir()
-    cmd = [sys.executable, "-m", "fr_pbd.daemon", "serve", "--home", str(home), "--socket",
+    cmd = [sys.executable, "-m", "fr_pbd.cli", "serve", "--home", str(home), "--socket",
            str(tmp_path / "s.sock"), "--frames", str(frames)]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and "scene-monitoring" in p.stderr and p.stderr.count("\n") == 1

@@ -32,10 +32,10 @@ def fr_pbd_executable() -> str:
 
 @pytest.mark.slow
 def test_demo_runs_and_summarises(data_dir, models_env, extractor):
-    from fr_pbd.capture import liveness
+    from fr_pbd.pipeline import build_pipeline
 
     try:
-        liveness.load_liveness()
+        build_pipeline()
     except Exception as exc:  # noqa: BLE001 - missing PAD models: fail in CI, skip elsewhere
         missing(f"MiniFASNet models: {exc}")
     for name in IMAGES:

@@ -71,7 +71,7 @@ def embedder(built):
 
 # --------------------------------------------------------------------------- parsing
 def test_parse_is_fast_and_reports_its_time(build_dlib, dat_path, caplog):
-    with caplog.at_level(logging.INFO, logger="fr_pbd.models.build_dlib"):
+    with caplog.at_level(logging.INFO, logger="fr_pbd.build.dlib_resnet"):
         net = build_dlib.parse_dlib_dat(dat_path)
     print(f"\n[dlib conversion] parse time {net.parse_seconds:.3f} s for {net.n_weights} weights")
     assert any("parsed" in r.getMessage() and " s" in r.getMessage() for r in caplog.records), \

@@ -92,11 +92,11 @@ def test_without_install_nothing_is_recorded():
 
 @pytest.fixture(scope="module")
 def enrolled_home(tmp_path_factory, models_env, faces_dir):
-    from fr_pbd.capture.pipeline import load_extractor
+    from fr_pbd.pipeline import build_pipeline
     from fr_pbd.verify import Consent, Verifier
 
     try:
-        ext = load_extractor()
+        ext = build_pipeline(liveness=False).extractor
     except Exception as exc:  # noqa: BLE001
         missing(f"{exc} (build it: fr-pbd models build dlib-resnet)")
     home = tmp_path_factory.mktemp("egress") / "home"

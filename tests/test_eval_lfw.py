@@ -15,12 +15,14 @@ import numpy as np
 import pytest
 
 from fr_pbd.errors import EvaluationError, QualityError
-from fr_pbd.eval import cli as eval_cli
+from fr_pbd.cli import eval as eval_cmd
+from fr_pbd.eval import lfw as lfw_mod
 from fr_pbd.eval.allpairs import comparison_counts, impostor_pairs_at_or_above, score_all_pairs
 from fr_pbd.eval.groups import read_groups
 from fr_pbd.eval.lfw import evaluate_lfw, list_images, parse_pairs
 from fr_pbd.eval.metrics import ExactScores, fnmr_at_fmr
-from fr_pbd.eval.report import machine_info, write_report
+from fr_pbd.eval.report import write_report
+from fr_pbd.machine import machine_info
 
 
 # --- pairs files ---------------------------------------------------------------------------
@@ -322,15 +324,14 @@ def test_machine_info() -> None:
 
 # --- CLI ----------------------------------------------------------------------------------------
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fr-pbd")
-    sub = p.add_subparsers(dest="command")
-    eval_cli.add_eval_parser(sub)
-    return p
+    from fr_pbd.cli import build_parser
+
+    return build_parser()
 
 
 def test_cli_eval_lfw_with_injected_embedder(tmp_path: Path, monkeypatch, capsys) -> None:
     lfw = make_lfw(tmp_path)
-    monkeypatch.setattr(eval_cli, "pipeline_embedder", lambda: (fake_embedder(), "synthetic"))
+    monkeypatch.setattr(lfw_mod, "pipeline_embedder", lambda: (fake_embedder(), "synthetic"))
     groups = write_groups(tmp_path / "groups.csv")
     args = parser().parse_args(["eval", "lfw", "--data", str(lfw), "--out", str(tmp_path / "o"),
                                 "--groups", str(groups), "--limit", "40"])
@@ -345,7 +346,7 @@ def test_cli_eval_lfw_with_injected_embedder(tmp_path: Path, monkeypatch, capsys
 
 def test_cli_errors(tmp_path: Path, monkeypatch) -> None:
     lfw = make_lfw(tmp_path)
-    monkeypatch.setattr(eval_cli, "pipeline_embedder", lambda: (fake_embedder(), "synthetic"))
+    monkeypatch.setattr(lfw_mod, "pipeline_embedder", lambda: (fake_embedder(), "synthetic"))
     p = parser()
     for argv in (["--pairs", "nope.txt"], ["--limit", "1"], ["--fmr", "2"]):
         args = p.parse_args(["eval", "lfw", "--data", str(lfw), "--out", str(tmp_path / "o"), *argv])
@@ -359,7 +360,7 @@ def test_progress_bar_non_tty() -> None:
     import io
 
     buf = io.StringIO()
-    bar = eval_cli.ProgressBar("templates", stream=buf)
+    bar = eval_cmd.ProgressBar("templates", stream=buf)
     for k in range(1, 101):
         bar(k, 100)
     lines = buf.getvalue().splitlines()
@@ -370,21 +371,22 @@ def test_progress_bar_non_tty() -> None:
 @pytest.mark.slow
 def test_real_pipeline_smoke(lfw_dir: Path, models_env: Path, tmp_path: Path) -> None:
     try:
-        embed, model_id = eval_cli.pipeline_embedder()
+        embed, model_id = lfw_mod.pipeline_embedder()
     except Exception as exc:  # noqa: BLE001 - a missing model is a skip (the fixtures decide about CI)
         pytest.skip(f"capture pipeline unavailable: {exc}")
     res = evaluate_lfw(lfw_dir, "pairsDevTest.txt", embed, limit=24, model_id=model_id)
     assert res.images <= 24 and res.fta_images <= 2
     assert res.accuracy_same_set is not None and res.accuracy_same_set >= 0.8
-    write_report(res, tmp_path, models=eval_cli.DEFAULT_MODELS)
+    write_report(res, tmp_path, models=lfw_mod.DEFAULT_MODELS)
     assert (tmp_path / "report.json").is_file()
 
 
 def test_cli_module_is_light() -> None:
-    """fr-pbd imports fr_pbd.eval.cli at start-up: numpy and matplotlib only when evaluating."""
+    """`fr-pbd --help` imports the whole CLI: numpy, OpenCV and matplotlib only when a command needs them."""
     import subprocess
     import sys
 
-    code = "import sys, fr_pbd.eval.cli; print('numpy' in sys.modules, 'matplotlib' in sys.modules)"
+    code = ("import sys, fr_pbd.cli; fr_pbd.cli.build_parser(); "
+            "print('numpy' in sys.modules, 'matplotlib' in sys.modules, 'cv2' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["False", "False"]
+    assert out.split() == ["False", "False", "False"]

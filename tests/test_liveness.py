@@ -9,6 +9,8 @@ import warnings
 import numpy as np
 import pytest
 
+from fr_pbd.cli import main as cli_main
+from fr_pbd.pipeline import build_pipeline
 from fr_pbd.capture import liveness
 from fr_pbd.capture.image import load_image
 from fr_pbd.capture.liveness import DEFAULT_THRESHOLD, REAL_CLASS, crop_box
@@ -71,7 +73,7 @@ def test_upstream_bbox_matches_upstreams_detector_convention():
 @pytest.fixture(scope="module")
 def pad_models(models_env):
     try:
-        return liveness.load_liveness()
+        return build_pipeline().liveness
     except Exception as exc:  # noqa: BLE001
         missing(f"MiniFASNet models: {exc}")
 
@@ -84,7 +86,7 @@ def detector(models_env):
 
 
 def _face(detector, frame):
-    from fr_pbd.capture.pipeline import choose_face
+    from fr_pbd.capture.extractor import choose_face
 
     faces = detector.detect(frame)
     assert faces
@@ -200,7 +202,7 @@ def test_eval_pad_command_on_the_samples(tmp_path, spoof_dir, faces_dir, capsys,
         (attacks / kind).mkdir(parents=True)
         shutil.copy(spoof_dir / name, attacks / kind / name)
     out = tmp_path / "pad.json"
-    rc = pad.main(["pad", "--attacks", str(attacks), "--bona-fide", str(spoof_dir / "live_T1.jpg"),
+    rc = cli_main(["eval", "pad", "--attacks", str(attacks), "--bona-fide", str(spoof_dir / "live_T1.jpg"),
                    str(faces_dir / "obama.jpg"), str(faces_dir / "no_face_coffee.png"), "--quiet",
                    "--json", str(out)])
     assert rc == 0
@@ -215,14 +217,10 @@ def test_eval_pad_command_on_the_samples(tmp_path, spoof_dir, faces_dir, capsys,
     assert "obama" not in text and "spoof_print" not in text  # aggregates only
 
 
-def test_pad_parser_attaches_to_an_eval_parser():
-    import argparse
+def test_eval_pad_is_a_command_of_fr_pbd():
+    from fr_pbd.cli import build_parser
+    from fr_pbd.cli.eval import cmd_eval_pad
 
-    from fr_pbd.eval.cli import add_eval_parser
-
-    top = argparse.ArgumentParser()
-    sub = top.add_subparsers(dest="command")
-    pad.attach_pad_parser(add_eval_parser(sub))
-    args = top.parse_args(["eval", "pad", "--attacks", "a", "b", "--bona-fide", "c", "--threshold", "0.7"])
+    args = build_parser().parse_args(["eval", "pad", "--attacks", "a", "b", "--bona-fide", "c", "--threshold", "0.7"])
     assert args.attacks == [["a", "b"]] and args.bona_fide == [["c"]] and args.threshold == 0.7
-    assert args.func is pad.cmd_eval_pad
+    assert args.func is cmd_eval_pad

@@ -38,9 +38,9 @@ def _walk(value):
 
 def test_calls_return_no_template_or_vector(tmp_path, faces_dir, models_env):
     try:
-        from fr_pbd.capture.pipeline import load_extractor
+        from fr_pbd.pipeline import build_pipeline
 
-        load_extractor()
+        build_pipeline()
     except Exception as exc:  # noqa: BLE001
         missing(str(exc))
     home = tmp_path / "h"

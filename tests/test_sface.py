@@ -21,7 +21,8 @@ from fr_pbd import models
 from fr_pbd.capture import dlib_resnet, quality, sface, yunet
 from fr_pbd.capture.align import align_face, similarity_transform
 from fr_pbd.capture.image import load_image
-from fr_pbd.capture.pipeline import DETECTION_THRESHOLD, TemplateExtractor, load_extractor_for
+from fr_pbd.capture.extractor import DETECTION_THRESHOLD, TemplateExtractor
+from fr_pbd.pipeline import build_pipeline
 from fr_pbd.capture.sface import SFaceEmbedder
 from fr_pbd.capture.yunet import Face, YuNet
 from fr_pbd.errors import ImageError, ModelError, ModelNotFoundError
@@ -210,20 +211,20 @@ def test_missing_sface_file_names_the_fetch_command(models_env, tmp_path, monkey
     monkeypatch.setenv(models.ENV_MODELS, str(only_yunet))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     with pytest.raises(ModelNotFoundError) as info:
-        load_extractor_for(sface.MODEL_ID)
+        build_pipeline(liveness=False, embedder=sface.MODEL_ID)
     msg = str(info.value)
     assert "\n" not in msg and msg.endswith("run: fr-pbd models fetch sface-2021dec"), msg
     with pytest.raises(ModelNotFoundError, match="fr-pbd models fetch sface-2021dec"):
         SFaceEmbedder.from_path(tmp_path / "face_recognition_sface_2021dec.onnx")
     with pytest.raises(ModelError, match="not an embedder"):
-        load_extractor_for(yunet.MODEL_NAME)
+        build_pipeline(liveness=False, embedder=yunet.MODEL_NAME)
 
 
 def test_real_sface_when_present(faces_dir):
     """End to end, only where the real file has been fetched (never on the build machine)."""
     if not models.status(sface.MODEL_ID).verified:
         pytest.skip("optional model sface-2021dec not fetched (fr-pbd models fetch sface-2021dec)")
-    ext = load_extractor_for(sface.MODEL_ID)
+    ext = build_pipeline(liveness=False, embedder=sface.MODEL_ID).extractor
     t = {n: ext.template(faces_dir / n) for n in ("obama.jpg", "obama2.jpg", "biden.jpg", "biden2.jpg")}
     score = lambda a, b: float(t[a].vector @ t[b].vector)  # noqa: E731
     assert score("obama.jpg", "obama2.jpg") >= sface.DEFAULT_THRESHOLD

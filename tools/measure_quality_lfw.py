@@ -19,7 +19,7 @@ from fr_pbd.capture import dlib_resnet, quality
 from fr_pbd.capture.align import align_face
 from fr_pbd.capture.detect import load_detector
 from fr_pbd.capture.image import load_image
-from fr_pbd.capture.pipeline import choose_face
+from fr_pbd.capture.extractor import choose_face
 
 FIELDS = ("eye_distance_px", "roll_deg", "yaw", "pitch", "sharpness", "brightness")
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
-__version__ = "0.1.0"
+from fr_pbd._version import __version__
 
 if TYPE_CHECKING:  # imports stay lazy: `import fr_pbd` loads no model and no numpy
     from fr_pbd.capture.image import ImageSource
@@ -82,9 +82,8 @@ def check_fallback(secret: str, home: str | Path | None = None) -> bool:
 def same_person(image_a: "ImageSource", image_b: "ImageSource") -> bool:
     """Do two photos show the same person, at the default operating threshold (FMR 1e-4)?"""
     from fr_pbd import models
-    from fr_pbd.capture.pipeline import load_extractor
+    from fr_pbd.pipeline import build_pipeline
 
-    ext = load_extractor()
+    ext = build_pipeline(liveness=False).extractor  # two photos, not a presentation to a lock
     a, b = ext.template(image_a), ext.template(image_b)
-    threshold = models.spec(ext.model_id).default_threshold
-    return bool(float(a.vector @ b.vector) >= threshold)
+    return bool(float(a.vector @ b.vector) >= models.threshold(ext.model_id))

@@ -14,7 +14,8 @@ set): obama.jpg enrolled through the real enrolment path, plus 5 household membe
 5 stand-in templates each (random unit vectors: a household-sized gallery of 26
 templates, no other person's face needed). The directory is deleted afterwards.
 
-Stages of one verification (the same calls, in the same order, as ``Verifier.verify``):
+Stages of one verification, timed inside the real ``Verifier.verify`` through its
+stage hook (:mod:`fr_pbd.timing`; nothing is copied here):
 ``decode`` (JPEG bytes -> BGR), ``detect`` (YuNet: letterbox, inference, decoding, NMS),
 ``align`` (face choice, similarity transform, chip warp), ``quality`` (measures and
 gate), ``liveness`` (both MiniFASNet models), ``embed`` (chip + mirror through the
@@ -23,22 +24,20 @@ parse), ``match`` (protected gallery, best score per user, threshold), ``decide`
 (the lockout transaction: nothing written after a success with no failures pending,
 an fsync'd write after a failure). A frame that stops early (no usable face, attack)
 has no sample for the later stages. ``end_to_end`` is the real ``Verifier.verify`` on
-the JPEG bytes: frame -> yes/no. The lockout is reset between frames, outside the
-timings, so that impostor frames keep being looked at.
+the JPEG bytes: frame -> yes/no, the same call that gave the stage times. The lockout
+is reset between frames, outside the timings, so that impostor frames keep being looked at.
+
+The models come from :func:`fr_pbd.pipeline.build_pipeline` for the board asked for,
+as for ``fr-pbd verify`` and the daemon on that board.
 
 Nothing biometric is written: no scores, no templates; only timings and counts.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
-import re
 import resource
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -47,7 +46,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from fr_pbd.errors import ConfigError, FrPbdError, QualityError
+from fr_pbd.errors import ConfigError, FrPbdError
+from fr_pbd.machine import MACHINE_KEYS, machine_info
 
 STAGES = ("decode", "detect", "align", "quality", "liveness", "embed", "store_read", "match", "decide")
 FRAME_SIZE = (640, 480)
@@ -56,85 +56,10 @@ LFW_FRAMES = 20
 HOUSEHOLD_USERS = 5
 TEMPLATES_PER_USER = 5
 ENROLLED = "obama.jpg"
-SCHEMA = 1
+SCHEMA = 2  # 2: "board" (was "profile" in 1); both are read
 
 if TYPE_CHECKING:  # numpy is imported where it is used: `fr-pbd --help` stays cheap
     import numpy as np
-
-
-# ----------------------------------------------------------------------------------- the machine
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "hardware", "cpu model")):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _cpu_flags() -> list[str]:
-    """The instruction-set features that decide int8 and fp32 speed."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    m = re.search(r"^(flags|Features)\s*:\s*(.*)$", text, re.M)
-    have = set(m.group(2).split()) if m else set()
-    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimd", "asimddp", "i8mm", "fphp")
-    return [f for f in wanted if f in have]
-
-
-def _memory_bytes() -> int | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def _blas() -> dict[str, Any]:
-    try:
-        cfg = np.show_config(mode="dicts")  # numpy >= 1.25
-        deps = cfg.get("Build Dependencies", {})
-        return {k: {"name": v.get("name"), "version": v.get("version"),
-                    "config": v.get("openblas configuration")} for k, v in deps.items() if k in ("blas", "lapack")}
-    except Exception:  # noqa: BLE001 - older numpy: no dict mode
-        return {"blas": {"name": "unknown"}}
-
-
-def machine_info() -> dict[str, Any]:
-    """What results from different boards are compared by."""
-    import cv2
-    import numpy as np
-    import onnxruntime as ort
-
-    return {
-        "hostname_hash": __import__("hashlib").sha256(socket.gethostname().encode()).hexdigest()[:12],
-        "cpu_model": _cpu_model(),
-        "cpu_flags": _cpu_flags(),
-        "cores": os.cpu_count(),
-        "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "memory_bytes": _memory_bytes(),
-        "os": platform.platform(),
-        "arch": platform.machine(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "numpy_blas": _blas(),
-        "opencv": cv2.__version__,
-        "onnxruntime": ort.__version__,
-        "onnxruntime_providers_available": ort.get_available_providers(),
-        "thread_env": {k: os.environ[k] for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-                       if k in os.environ},
-    }
-
-
-def machine_slug(info: dict[str, Any]) -> str:
-    """A file-name-safe machine label: arch, cores and CPU model (e.g. x86_64-2core-amd-epyc)."""
-    cpu = re.sub(r"[^a-z0-9]+", "-", info["cpu_model"].lower()).strip("-")[:40] or "cpu"
-    return f"{info['arch']}-{info['cores']}core-{cpu}"
 
 
 # ----------------------------------------------------------------------------------- frames
@@ -215,74 +140,25 @@ def summary(samples_s: list[float]) -> dict[str, float]:
 
 
 class _Clock:
+    """The stage hook: collects each stage's durations (names and seconds only)."""
+
     def __init__(self) -> None:
         self.samples: dict[str, list[float]] = {s: [] for s in STAGES}
 
-    def run(self, stage: str, fn: Callable[..., Any], *args: Any) -> Any:
-        t0 = time.perf_counter()
-        try:
-            return fn(*args)
-        finally:
-            self.samples[stage].append(time.perf_counter() - t0)
+    def __call__(self, stage: str, seconds: float) -> None:
+        self.samples.setdefault(stage, []).append(seconds)
 
 
 # ----------------------------------------------------------------------------------- the run
-@dataclass
-class Setup:
-    """What a profile (or the defaults) turns into."""
-
-    name: str
-    threads: int | None
-    providers: tuple[str, ...]
-    detector_input: tuple[int, int]
-    embedder_variant: str
-    notes: list[str]
-
-
-def setup_for(profile_name: str | None) -> Setup:
-    from fr_pbd import profiles
-    from fr_pbd.capture.yunet import INPUT_SIZE
-    from fr_pbd.runtime import available_providers
-
-    if profile_name is None:
-        return Setup("default", None, ("CPUExecutionProvider",), INPUT_SIZE, "fp32", [])
-    prof = profiles.load_profile(profile_name)
-    chosen, missing = available_providers(prof.providers)
-    notes = [f"{p} is not in this onnxruntime build: not used" for p in missing]
-    if missing:
-        notes.append(f"running on {', '.join(chosen)} (profile asked for {', '.join(prof.providers)})")
-    return Setup(prof.board, prof.threads or None, tuple(chosen), prof.detector_input, prof.embedder_variant, notes)
-
-
-def _load(setup: Setup, liveness: bool) -> tuple[Any, Any]:
-    from fr_pbd.capture.dlib_resnet import DlibResNetEmbedder
-    from fr_pbd.capture.detect import create_detector
-    from fr_pbd.capture.pipeline import DETECTION_THRESHOLD, TemplateExtractor
-    from fr_pbd import models
-    from fr_pbd.runtime import create_session
-
-    name = "dlib-resnet-v1" + ("-int8" if setup.embedder_variant == "int8" else "")
-    det = create_detector(threads=setup.threads, score_threshold=DETECTION_THRESHOLD,
-                          max_input=setup.detector_input, providers=setup.providers)
-    emb = DlibResNetEmbedder(create_session(models.resolve(name), threads=setup.threads, providers=setup.providers))
-    ext = TemplateExtractor(det, emb)
-    pad = None
-    if liveness:
-        from fr_pbd.capture.liveness import MODEL_NAMES, LivenessDetector
-
-        pad = LivenessDetector({n: create_session(models.resolve(n), threads=setup.threads,
-                                                  providers=setup.providers) for n in MODEL_NAMES})
-    return ext, pad
-
-
-def _make_store(home: Path, ext: Any, pad: Any, data_dir: Path) -> Any:
+def _make_store(home: Path, pipeline: Any, data_dir: Path, hook: Callable[[str, float], None]) -> Any:
     """The temporary household store (module docstring): real enrolment plus stand-in members."""
     import numpy as np
 
     from fr_pbd.template import Template
     from fr_pbd.verify import Consent, Verifier
 
-    v = Verifier(home=home, extractor=ext, liveness=pad if pad is not None else False)
+    v = Verifier(home=home, extractor=pipeline.extractor,
+                 liveness=pipeline.liveness if pipeline.liveness is not None else False, stage_hook=hook)
     v.set_fallback("bench-0000-" + os.urandom(4).hex())
     consent = Consent(text_version="bench", device_id="bench")
     v.enroll("obama", [data_dir / "faces" / ENROLLED], consent)
@@ -291,7 +167,7 @@ def _make_store(home: Path, ext: Any, pad: Any, data_dir: Path) -> Any:
         for u in range(HOUSEHOLD_USERS):
             tx.record_consent(f"member{u}", text_version="bench", device_id="bench")
             vecs = rng.standard_normal((TEMPLATES_PER_USER, 128)).astype(np.float32)
-            tx.add_templates(f"member{u}", [Template(x / np.linalg.norm(x), ext.model_id) for x in vecs])
+            tx.add_templates(f"member{u}", [Template(x / np.linalg.norm(x), v.extractor.model_id) for x in vecs])
     return v
 
 
@@ -301,98 +177,48 @@ def _reset_lockout(v: Any) -> None:
             tx.reset_lockout()
 
 
-def _stages_once(v: Any, frame: Frame, clock: _Clock) -> None:
-    """One verification, stage by stage: the calls Verifier.verify makes, timed one by one."""
-    from datetime import timedelta
-
-    from fr_pbd.capture import quality
-    from fr_pbd.capture.align import align_face
-    from fr_pbd.capture import dlib_resnet
-    from fr_pbd.capture.image import decode_image
-    from fr_pbd.capture.pipeline import Capture, choose_face
-    from fr_pbd.store import LockoutState
-    from fr_pbd.verify import _now, lock_seconds
-
-    ext = v.extractor
-    img = clock.run("decode", decode_image, frame.jpeg)
-    faces = clock.run("detect", ext.detector.detect, img)
-    policy = quality.POLICIES["verify"]
-
-    def align() -> tuple[Any, Any] | None:
-        ok = [f for f in faces if f.score >= policy.min_face_score]
-        if not ok or (policy.exactly_one_face and len(ok) > 1):
-            return None
-        face = choose_face(ok, img.shape, "largest")
-        return face, ext.align(img, face.landmarks)
-
-    got = clock.run("align", align)
-    if got is None:
-        return
-    face, chip = got
-
-    def gate() -> Any:
-        gchip = chip if ext._gate_on_chip else align_face(img, face.landmarks, dlib_resnet.ALIGNMENT_REFERENCE,
-                                                           dlib_resnet.INPUT_SIZE)
-        m = quality.measure(face.landmarks, gchip)
-        quality.check(m, policy)
-        return m
-
-    try:
-        measures = clock.run("quality", gate)
-    except QualityError:
-        return
-    live = True
-    if v.liveness is not None:
-        live = clock.run("liveness", v.liveness.is_live, img, face)
-    if live:
-        probe = clock.run("embed", lambda: ext.embed([Capture(face, chip, measures)])[0])
-    view = clock.run("store_read", lambda: v.store().read())
-    accepted = False
-    if live:
-        accepted = clock.run("match", lambda: view.matcher().matches(probe, v.threshold(view.model_id)))
-
-    def decide() -> None:
-        with v.store().transaction() as tx:
-            if accepted:
-                tx.reset_lockout()
-            else:
-                failures = tx.lockout.failures + 1
-                seconds = lock_seconds(failures)
-                tx.set_lockout(LockoutState(failures=failures,
-                                            locked_until=_now() + timedelta(seconds=seconds) if seconds else None))
-
-    clock.run("decide", decide)
-
-
-def run_bench(profile: str | None = None, data_dir: Path | None = None, rounds: int = 10,
+def run_bench(board: str | None = None, data_dir: Path | None = None, rounds: int = 10,
               liveness: bool = True, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Measure; return the result document (schema in hardware/results/README.md)."""
     import onnxruntime as ort
 
-    from fr_pbd import __version__
+    from fr_pbd._version import __version__
 
     say = progress or (lambda s: None)
-    data = Path(data_dir or os.environ.get("FR_PBD_DATA") or "../shared/data")
+    where = data_dir or os.environ.get("FR_PBD_DATA")
+    if not where:
+        raise ConfigError("bench needs the test data (faces/ and lfw/): give --data DIR or set FR_PBD_DATA")
+    data = Path(where)
     load_before = os.getloadavg()
-    setup = setup_for(profile)
+    from fr_pbd.pipeline import build_pipeline, run_settings
+
+    settings = run_settings(board)
     t0 = time.perf_counter()
-    ext, pad = _load(setup, liveness)
+    pipeline = build_pipeline(settings, liveness=liveness)
     load_ms = (time.perf_counter() - t0) * 1e3
+    ext, pad = pipeline.extractor, pipeline.liveness
+    clock = _Clock()
+    recording = False
+
+    def hook(stage: str, seconds: float) -> None:
+        if recording:
+            clock(stage, seconds)
+
     frames = build_frames(data)
     home = Path(tempfile.mkdtemp(prefix="fr-pbd-bench."))
     try:
         os.chmod(home, 0o700)
-        v = _make_store(home, ext, pad, data)
+        v = _make_store(home, pipeline, data, hook)
         t0 = time.perf_counter()
         v.verify(frames[0].jpeg)
         first_ms = (time.perf_counter() - t0) * 1e3
         _reset_lockout(v)
-        say(f"{len(frames)} frames x {rounds} rounds, profile {setup.name}")
+        say(f"{len(frames)} frames x {rounds} rounds, board {settings.board}")
         for f in frames:  # warm-up round: every input size and code path once
             v.verify(f.jpeg)
             _reset_lockout(v)
         e2e: list[float] = []
-        clock = _Clock()
+        recording = True
         decisions = {"yes": 0, "no": 0}
         reasons: dict[str, int] = {}
         inputs: dict[str, int] = {}
@@ -410,8 +236,6 @@ def run_bench(profile: str | None = None, data_dir: Path | None = None, rounds: 
                 if size:
                     inputs[f"{size[0]}x{size[1]}"] = inputs.get(f"{size[0]}x{size[1]}", 0) + 1
                 _reset_lockout(v)
-                _stages_once(v, f, clock)
-                _reset_lockout(v)
             say(f"round {r + 1}/{rounds}: e2e p50 {summary(e2e)['p50']:.1f} ms")
     finally:
         shutil.rmtree(home, ignore_errors=True)
@@ -428,14 +252,15 @@ def run_bench(profile: str | None = None, data_dir: Path | None = None, rounds: 
         "load": {"loadavg_before": [round(x, 2) for x in load_before],
                  "loadavg_after": [round(x, 2) for x in load_after],
                  "note": "1/5/15-minute load averages; above the core count, other processes shared the CPU"},
-        "profile": {"name": setup.name, "threads": setup.threads or os.cpu_count(),
-                    "providers": list(setup.providers), "providers_used": sessions,
-                    "detector_input": list(setup.detector_input), "detector_graphs": [
-                        f"{w}x{h}" for w, h in ext.detector.input_sizes],
-                    "missing_detector_variants": list(ext.detector.missing_variants),
-                    "embedder": "dlib-resnet-v1" + ("-int8" if setup.embedder_variant == "int8" else ""),
-                    "liveness": pad is not None, "notes": setup.notes,
-                    "onnxruntime": ort.__version__},
+        "board": {"name": settings.board, "threads": settings.threads or os.cpu_count(),
+                  "providers": list(settings.providers), "providers_used": sessions,
+                  "detector_input": list(settings.detector_input), "detector_graphs": [
+                      f"{w}x{h}" for w, h in ext.detector.input_sizes],
+                  "missing_detector_variants": list(ext.detector.missing_variants),
+                  "embedder": settings.embedder + ("-int8" if settings.embedder_variant == "int8" else ""),
+                  "precision": settings.embedder_variant,
+                  "liveness": pad is not None, "notes": list(settings.notes),
+                  "onnxruntime": ort.__version__},
         "workload": {"frames": len(frames), "rounds": rounds, "frame_size": list(FRAME_SIZE),
                      "frame_format": f"JPEG q{JPEG_QUALITY}", "enrolled": 1,
                      "gallery_users": 1 + HOUSEHOLD_USERS,
@@ -452,12 +277,12 @@ def run_bench(profile: str | None = None, data_dir: Path | None = None, rounds: 
 # ----------------------------------------------------------------------------------- schema
 _PCT = ("p50", "p95", "p99")
 REQUIRED = {
-    "schema": int, "tool": str, "created": str, "machine": dict, "load": dict, "profile": dict,
+    "schema": int, "tool": str, "created": str, "machine": dict, "load": dict,
     "workload": dict, "cold_start_ms": dict, "end_to_end_ms": dict, "stages": dict,
     "throughput_fps": (int, float), "peak_rss_bytes": int,
 }
-MACHINE_KEYS = ("cpu_model", "cores", "memory_bytes", "os", "arch", "python", "numpy_blas", "onnxruntime",
-                "onnxruntime_providers_available")
+# Keys that schema 1 files (before the machine description gained cpu_flags) already had.
+_MACHINE_KEYS_V1 = tuple(k for k in MACHINE_KEYS if k != "cpu_flags")
 
 
 def validate_result(doc: Any) -> None:
@@ -467,9 +292,12 @@ def validate_result(doc: Any) -> None:
     for key, typ in REQUIRED.items():
         if not isinstance(doc.get(key), typ):
             raise ConfigError(f"bench result: {key} is missing or has the wrong type")
-    if doc["schema"] != SCHEMA:
-        raise ConfigError(f"bench result: schema {doc['schema']} is not {SCHEMA}")
-    for key in MACHINE_KEYS:
+    if doc["schema"] not in (1, SCHEMA):
+        raise ConfigError(f"bench result: schema {doc['schema']} is not 1 or {SCHEMA}")
+    where = "board" if doc["schema"] >= 2 else "profile"
+    if not isinstance(doc.get(where), dict):
+        raise ConfigError(f"bench result: {where} is missing or has the wrong type")
+    for key in (MACHINE_KEYS if doc["schema"] >= 2 else _MACHINE_KEYS_V1):
         if key not in doc["machine"]:
             raise ConfigError(f"bench result: machine.{key} is missing")
     if not isinstance(doc["load"].get("loadavg_before"), list):
@@ -540,62 +368,3 @@ def sweep_session_options(runs: int = 40, models_: tuple[str, ...] | None = None
                 t.append(time.perf_counter() - t0)
             out[name][label] = round(float(np.median(t)) * 1e3, 3)
     return out
-
-
-# ----------------------------------------------------------------------------------- CLI
-def cmd_bench(args: argparse.Namespace) -> int:
-    def say(s: str) -> None:
-        print(s, file=sys.stderr, flush=True)
-
-    result = run_bench(args.profile, Path(args.data) if args.data else None, args.rounds,
-                       liveness=not args.no_liveness, progress=say)
-    if args.sweep_sessions:
-        say("session option sweep")
-        result["session_sweep_ms"] = sweep_session_options()
-    text = json.dumps(result, indent=2) + "\n"
-    if args.out:
-        out = Path(args.out)
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(text, encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"cannot write {out}: {exc.strerror or exc}") from None
-        say(f"wrote {out}")
-    e, st = result["end_to_end_ms"], result["stages"]
-    print(f"end-to-end frame -> decision: p50 {e['p50']:.1f} ms, p95 {e['p95']:.1f} ms, p99 {e['p99']:.1f} ms; "
-          f"{result['throughput_fps']} frames/s; peak RSS {result['peak_rss_bytes'] / 2**20:.0f} MiB")
-    print("stage p50 (ms): " + ", ".join(f"{s} {st[s]['p50']:.2f}" for s in STAGES if st[s]["n"]))
-    if not args.out:
-        print(text, end="")
-    return 0
-
-
-def add_bench_parser(subparsers: Any) -> None:
-    """``fr-pbd bench [--profile NAME] [--out FILE.json]``."""
-    b = subparsers.add_parser("bench", help="measure per-stage and end-to-end latency on real frames (JSON)")
-    b.add_argument("--profile", default=None, help="board profile name (hardware/profiles) or path")
-    b.add_argument("--out", default=None, help="write the result JSON here (hardware/results/<machine>-<date>.json)")
-    b.add_argument("--data", default=None, help="test data directory (default $FR_PBD_DATA or ../shared/data)")
-    b.add_argument("--rounds", type=int, default=10, help="passes over the frame set (default 10)")
-    b.add_argument("--no-liveness", action="store_true",
-                   help="leave presentation-attack detection out (to compare with pipelines that have none)")
-    b.add_argument("--sweep-sessions", action="store_true",
-                   help="also time each model under each onnxruntime session option (session_sweep_ms)")
-    b.set_defaults(func=cmd_bench)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m fr_pbd.bench`` until the subcommand is wired into the CLI."""
-    p = argparse.ArgumentParser(prog="fr-pbd")
-    sub = p.add_subparsers(dest="command", required=True)
-    add_bench_parser(sub)
-    args = p.parse_args(["bench", *(argv if argv is not None else sys.argv[1:])])
-    try:
-        return args.func(args)
-    except FrPbdError as exc:
-        print(f"fr-pbd: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

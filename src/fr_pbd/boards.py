@@ -1,16 +1,17 @@
-"""Board profiles: how fr-pbd should run on one kind of board (hardware/profiles/NAME.toml).
+"""Boards: how fr-pbd should run on one kind of hardware (``fr_pbd/_data/boards/NAME.toml``,
+linked from the repository's ``hardware/boards``).
 
-A profile says which onnxruntime execution providers to try and in what order, how
+A board file says which onnxruntime execution providers to try and in what order, how
 many threads, the detector's maximum input size (the YuNet variant policy in
 ``fr_pbd.capture.yunet``), which embedder variant (fp32 or int8), the camera source
-and the recommended key provider. It changes speed and plumbing only: no profile can
-change what fr-pbd is used for (that is ``fr_pbd.config``) or its decision threshold.
+and the recommended key provider. It changes speed and plumbing only: no board can
+change what fr-pbd is used for (that is the deployment profile in ``fr_pbd.config``) or its decision threshold.
 
 Validation is strict, as for the config: an unknown key, a provider name that is not
 on :data:`fr_pbd.runtime.KNOWN_PROVIDERS`, a size that is not a size, is a
 :class:`~fr_pbd.errors.ConfigError` with one line naming the file and the field. A
 provider that is known but missing from this onnxruntime build is *not* an error:
-``fr-pbd bench`` falls back to CPU and records it (a Jetson profile must load on x86).
+the pipeline falls back to CPU and records it (a Jetson board must load on x86).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-ENV_PROFILES = "FR_PBD_PROFILES"
+ENV_BOARDS = "FR_PBD_BOARDS"
 SCHEMA = 1
 BOARDS = ("rpi4", "rpi5", "jetson-nano", "jetson-orin-nano", "x86-generic")
 EMBEDDER_VARIANTS = ("fp32", "int8")
@@ -54,8 +55,8 @@ _REQUIRED = {
 
 
 @dataclass(frozen=True)
-class Profile:
-    """One validated board profile."""
+class Board:
+    """One validated board: runtime, detector, embedder, camera and key settings for one kind of hardware."""
 
     board: str
     description: str
@@ -97,21 +98,21 @@ class Profile:
         }
 
 
-def profiles_dir() -> Path:
-    """``$FR_PBD_PROFILES``, else the repository's hardware/profiles."""
-    env = os.environ.get(ENV_PROFILES)
+def boards_dir() -> Path:
+    """``$FR_PBD_BOARDS`` (a vendor's own boards), else the boards shipped in the package."""
+    env = os.environ.get(ENV_BOARDS)
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "hardware" / "profiles"
+    return Path(__file__).resolve().parent / "_data" / "boards"
 
 
 def available() -> list[str]:
-    d = profiles_dir()
+    d = boards_dir()
     return sorted(p.stem for p in d.glob("*.toml")) if d.is_dir() else []
 
 
 def _fail(where: str, msg: str) -> ConfigError:
-    return ConfigError(f"board profile {where}: {msg}")
+    return ConfigError(f"board file {where}: {msg}")
 
 
 def _size(where: str, field: str, value: Any, lo: int, hi: int) -> tuple[int, int]:
@@ -124,8 +125,8 @@ def _size(where: str, field: str, value: Any, lo: int, hi: int) -> tuple[int, in
     return int(w), int(h)
 
 
-def parse_profile(text: str, where: str = "<text>", expect_board: str | None = None) -> Profile:
-    """Validate a profile's TOML text; ConfigError (one line) on the first problem."""
+def parse_board(text: str, where: str = "<text>", expect_board: str | None = None) -> Board:
+    """Validate a board file's TOML text; ConfigError (one line) on the first problem."""
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -198,7 +199,7 @@ def parse_profile(text: str, where: str = "<text>", expect_board: str | None = N
     desc = doc.get("description", "")
     if not isinstance(desc, str):
         raise _fail(where, "description must be text")
-    return Profile(
+    return Board(
         board=board, description=desc, providers=tuple(providers), threads=rt["threads"],
         detector_input=det, embedder_model=emb["model"], embedder_variant=emb["variant"],
         camera_kind=cam["kind"], camera_device=cam.get("device"), camera_pipeline=cam.get("pipeline"),
@@ -206,20 +207,20 @@ def parse_profile(text: str, where: str = "<text>", expect_board: str | None = N
     )
 
 
-def load_profile(name_or_path: str | os.PathLike[str]) -> Profile:
-    """A profile by board name (hardware/profiles/NAME.toml) or by path."""
+def load_board(name_or_path: str | os.PathLike[str]) -> Board:
+    """A board by name (a file in :func:`boards_dir`) or by the path of a board file."""
     raw = str(name_or_path)
     path = Path(raw)
     if not (raw.endswith(".toml") or os.sep in raw):
-        path = profiles_dir() / f"{raw}.toml"
+        path = boards_dir() / f"{raw}.toml"
         if not path.is_file():
             names = ", ".join(available()) or "none found"
-            raise ConfigError(f"no board profile {raw!r} in {profiles_dir()}; known: {names}")
+            raise ConfigError(f"no board {raw!r} in {boards_dir()}; known: {names}")
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"cannot read board profile {path}: {exc.strerror or exc}") from None
+        raise ConfigError(f"cannot read board file {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
-        raise ConfigError(f"board profile {path}: not UTF-8 text") from None
-    prof = parse_profile(text, str(path), expect_board=path.stem)
-    return Profile(**{**prof.__dict__, "path": path})
+        raise ConfigError(f"board file {path}: not UTF-8 text") from None
+    board = parse_board(text, str(path), expect_board=path.stem)
+    return Board(**{**board.__dict__, "path": path})

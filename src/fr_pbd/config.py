@@ -14,6 +14,7 @@ exist, so there is no profile that turns them on. See ``docs/config.md``.
 File: ``$FR_PBD_HOME/config.toml`` (optional)::
 
     profile = "household-device-access"
+    board = "rpi4"               # optional: how the models run here (fr_pbd.boards); default: the defaults
 
     [daemon]
     allowed_uids = [1000, 0]     # peers (SO_PEERCRED) that may ask the daemon; default: the daemon's own uid
@@ -44,6 +45,7 @@ __all__ = [
     "Config",
     "DaemonConfig",
     "config_path",
+    "default_home",
     "load",
     "parse",
     "require_verification",
@@ -55,7 +57,8 @@ PROFILE_HOUSEHOLD = "household-device-access"
 PROFILES = (PROFILE_HOUSEHOLD,)
 MAX_CONFIG_BYTES = 64 * 1024
 _MAX_ID = 2**32 - 2  # (uid_t)-1 is "no id"
-_TOP_KEYS = {"profile", "daemon"}
+_TOP_KEYS = {"profile", "board", "daemon"}
+ENV_HOME = "FR_PBD_HOME"
 _DAEMON_KEYS = {"allowed_uids", "allowed_gids", "socket"}
 
 
@@ -81,12 +84,22 @@ class Config:
     """The parsed configuration; :func:`load` gives the defaults when there is no file."""
 
     profile: str = PROFILE_HOUSEHOLD
+    board: str | None = None  # a board name (fr_pbd.boards); None = the built-in defaults
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     path: Path | None = None  # the file it came from; None = built-in defaults
 
     @property
     def verification_enabled(self) -> bool:
         return self.profile == PROFILE_HOUSEHOLD
+
+
+def default_home() -> Path:
+    """``$FR_PBD_HOME``, else the user's XDG data directory."""
+    env = os.environ.get(ENV_HOME)
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "fr-pbd"
 
 
 def config_path(home: str | os.PathLike[str]) -> Path:
@@ -112,13 +125,16 @@ def parse(text: str, source: str = CONFIG_FILE) -> Config:
         raise ConfigError(f"{source} is not valid TOML: {exc}") from None
     unknown = sorted(set(doc) - _TOP_KEYS)
     if unknown:
-        raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)}; known: profile, [daemon]")
+        raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)}; known: profile, board, [daemon]")
     profile = doc.get("profile", PROFILE_HOUSEHOLD)
     if profile != PROFILE_HOUSEHOLD:
         raise ConfigError(
             f"{source}: profile {profile!r} does not exist; the only profile is {PROFILE_HOUSEHOLD!r} "
             "(fr-pbd has no mode outside the household exemption, see docs/config.md)"
         )
+    board = doc.get("board")
+    if board is not None and (not isinstance(board, str) or not board.replace("-", "").isalnum()):
+        raise ConfigError(f"{source}: board must be a board name such as \"rpi4\" (see fr_pbd/_data/boards)")
     raw = doc.get("daemon", {})
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: daemon must be a table ([daemon])")
@@ -136,7 +152,7 @@ def parse(text: str, source: str = CONFIG_FILE) -> Config:
         if not isinstance(sock, str) or not sock or "\x00" in sock or len(os.fsencode(sock)) > 107:
             raise ConfigError(f"{source}: [daemon] socket must be a path of 1..107 bytes")
         kwargs["socket"] = Path(sock)
-    return Config(profile=profile, daemon=DaemonConfig(**kwargs), path=None)
+    return Config(profile=profile, board=board, daemon=DaemonConfig(**kwargs), path=None)
 
 
 def _check_file(path: Path) -> None:
@@ -156,8 +172,6 @@ def _check_file(path: Path) -> None:
 def load(home: str | os.PathLike[str] | None = None) -> Config:
     """The config of ``home`` (default: the verifier's default home); defaults when there is no file."""
     if home is None:
-        from fr_pbd.verify import default_home
-
         home = default_home()
     path = config_path(home)
     try:
@@ -169,7 +183,7 @@ def load(home: str | os.PathLike[str] | None = None) -> Config:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from None
     cfg = parse(text, str(path))
-    return Config(profile=cfg.profile, daemon=cfg.daemon, path=path)
+    return Config(profile=cfg.profile, board=cfg.board, daemon=cfg.daemon, path=path)
 
 
 def require_verification(cfg: Config) -> Config:

@@ -37,7 +37,6 @@ verification and closed after it: it is never on while nobody asks.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -50,11 +49,12 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from fr_pbd import config as _config
 from fr_pbd import egress
 from fr_pbd.errors import CameraError, DaemonError, FrPbdError
+from fr_pbd.fileio import atomic_write
 
 if TYPE_CHECKING:  # keep `fr-pbd --help` from importing OpenCV
     from fr_pbd.capture.image import ImageSource
@@ -66,8 +66,7 @@ __all__ = [
     "parse_request",
     "ask",
     "serve",
-    "add_daemon_parsers",
-    "main",
+    "socket_from_config",
 ]
 
 MAX_REQUEST = 256  # bytes, including the LF
@@ -226,7 +225,7 @@ class Daemon:
     """Accept loop + bounded worker pool; one verification at a time."""
 
     def __init__(self, *, home: Path, socket_path: Path, frames: FrameSource, cfg: _config.Config,
-                 log: logging.Logger, verifier=None) -> None:
+                 log: logging.Logger, verifier=None, board: str | None = None) -> None:
         from fr_pbd.verify import Verifier
 
         self.home = home
@@ -234,7 +233,7 @@ class Daemon:
         self.frames = frames
         self.cfg = cfg
         self.log = log
-        self.verifier = verifier if verifier is not None else Verifier(home)
+        self.verifier = verifier if verifier is not None else Verifier(home, board=board or cfg.board)
         self._verify_lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(MAX_IN_FLIGHT)
         self._stop = threading.Event()
@@ -360,13 +359,9 @@ class Daemon:
     def _write_egress_record(self) -> None:
         rec = dict(egress.record(), pid=os.getpid(), requests=self.requests)
         path = egress_record_path(self.socket_path)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         with self._record_lock:
             try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o640)
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    json.dump(rec, f, sort_keys=True)
-                os.replace(tmp, path)
+                atomic_write(path, json.dumps(rec, sort_keys=True).encode(), mode=0o640)
             except OSError as exc:
                 self.log.info("cannot write the egress record %s: %s", path, exc.strerror or exc)
 
@@ -410,18 +405,19 @@ def _read_line(conn: socket.socket, deadline: float) -> bytes:
 
 
 def serve(*, home: str | os.PathLike[str] | None, socket_path: str | os.PathLike[str] | None,
-          frames: FrameSource, log_path: str | None = None) -> int:
-    """Run the daemon until SIGTERM/SIGINT. Installs the egress guard first."""
-    from fr_pbd.verify import default_home
+          frames: FrameSource, log_path: str | None = None, board: str | None = None) -> int:
+    """Run the daemon until SIGTERM/SIGINT. Installs the egress guard first.
 
+    ``board`` (else ``board`` in config.toml) decides how the models run (fr_pbd.boards).
+    """
     egress.install()
-    home_p = Path(home) if home is not None else default_home()
+    home_p = Path(home) if home is not None else _config.default_home()
     cfg = _config.require_verification(_config.load(home_p))
     sock = socket_path if socket_path is not None else cfg.daemon.socket
     if sock is None:
         raise DaemonError("no socket path: give --socket or set [daemon] socket in config.toml")
     log = _make_logger(log_path)
-    daemon = Daemon(home=home_p, socket_path=Path(sock), frames=frames, cfg=cfg, log=log)
+    daemon = Daemon(home=home_p, socket_path=Path(sock), frames=frames, cfg=cfg, log=log, board=board)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: daemon.stop())
     daemon.start()
@@ -464,62 +460,9 @@ def ask(socket_path: str | os.PathLike[str], user: str | None = None, timeout: f
                       f"({len(answer)}{'+' if len(answer) >= 2 else ''} bytes); not trusting it")
 
 
-# --------------------------------------------------------------------------------------
-# command line
-# --------------------------------------------------------------------------------------
-def cmd_serve(args: argparse.Namespace) -> int:
-    frames: FrameSource = CameraFrames(args.camera) if args.camera is not None else FileFrames(args.frames)
-    return serve(home=args.home, socket_path=args.socket, frames=frames, log_path=args.log)
-
-
-def cmd_ask(args: argparse.Namespace) -> int:
-    egress.install()
-    path = args.socket
+def socket_from_config(home: str | os.PathLike[str] | None) -> Path:
+    """``[daemon] socket`` of the home's config.toml; DaemonError if none is set."""
+    path = _config.load(home).daemon.socket
     if path is None:
-        path = _config.load(args.home).daemon.socket
-        if path is None:
-            raise DaemonError("no socket path: give --socket or set [daemon] socket in config.toml")
-    ok = ask(path, args.user, timeout=args.timeout)
-    print("yes" if ok else "no")
-    return 0 if ok else 1
-
-
-def add_daemon_parsers(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``serve`` and ``ask`` to the ``fr-pbd`` command's subparsers."""
-    s = subparsers.add_parser("serve", help="run the yes/no verification daemon on a Unix socket")
-    s.add_argument("--socket", default=None, metavar="PATH",
-                   help="Unix socket to listen on, created 0660 (default: [daemon] socket of config.toml)")
-    s.add_argument("--home", default=None,
-                   help="state directory (default: $FR_PBD_HOME, else ~/.local/share/fr-pbd)")
-    src = s.add_mutually_exclusive_group(required=True)
-    src.add_argument("--camera", metavar="SRC", help="camera opened for each verification "
-                     "(device index, /dev/videoN, GStreamer pipeline or video file)")
-    src.add_argument("--frames", metavar="DIR", help="test camera: each request reads DIR/current.jpg "
-                     "(or the file given)")
-    s.add_argument("--log", default=None, metavar="FILE",
-                   help="append the daemon's log here (created 0600; default: stderr); never holds scores")
-    s.set_defaults(func=cmd_serve)
-
-    a = subparsers.add_parser("ask", help="ask the daemon: prints yes or no (exit 0/1; 2 if it cannot be reached)")
-    a.add_argument("--socket", default=None, metavar="PATH", help="the daemon's socket (default: from config.toml)")
-    a.add_argument("--user", default=None, help="the claimed user (default: any enrolled user)")
-    a.add_argument("--home", default=None, help="where to find config.toml when --socket is not given")
-    a.add_argument("--timeout", type=float, default=ASK_TIMEOUT_S, help=argparse.SUPPRESS)
-    a.set_defaults(func=cmd_ask)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m fr_pbd.daemon serve|ask ...``: the same commands as ``fr-pbd serve|ask``."""
-    from fr_pbd.cli import _Parser, run_command
-
-    parser = _Parser(prog="fr-pbd", description="fr-pbd verification daemon and client")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    sub.required = True
-    add_daemon_parsers(sub)
-    args = parser.parse_args(argv)
-    egress.install()
-    return run_command(args)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+        raise DaemonError("no socket path: give --socket or set [daemon] socket in config.toml")
+    return path

@@ -17,6 +17,10 @@ embedding is computed. An attack is a ``no`` and counts as a failed attempt
 (it is a presentation to the lock, so repeated photos lead to the lockout).
 It can be switched off only with ``Verifier(..., liveness=False)``, which the
 CLI does not expose and which warns (research and tests only; docs/pad.md).
+
+The models come from :func:`fr_pbd.pipeline.build_pipeline`: the board in force
+(``board=`` here, else ``board`` in the home's ``config.toml``, else the defaults)
+decides how they run, never what is decided.
 """
 
 from __future__ import annotations
@@ -32,17 +36,19 @@ from typing import Iterable
 import numpy as np
 
 from fr_pbd import models
+from fr_pbd.config import default_home
+from fr_pbd.capture.extractor import TemplateExtractor
 from fr_pbd.capture.image import ImageSource
-from fr_pbd.capture.liveness import LivenessDetector, load_liveness
-from fr_pbd.capture.pipeline import TemplateExtractor, load_extractor
+from fr_pbd.capture.liveness import LivenessDetector
 from fr_pbd.capture.yunet import Face
-from fr_pbd.errors import ConsentError, ModelError, QualityError, StoreError
+from fr_pbd.errors import ConsentError, QualityError, StoreError
+from fr_pbd.pipeline import Pipeline, build_pipeline
 from fr_pbd.store import STORE_FILE, LockoutState, Store
+from fr_pbd.timing import StageHook, stage
 
 LOCKOUT_AFTER_FAILURES = 5
 LOCKOUT_BASE_SECONDS = 30
 LOCKOUT_MAX_SECONDS = 24 * 3600
-ENV_HOME = "FR_PBD_HOME"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,15 +67,6 @@ class Consent:
 
     text_version: str
     device_id: str = socket.gethostname() or "device"
-
-
-def default_home() -> Path:
-    """``$FR_PBD_HOME``, else the user's XDG data directory."""
-    env = os.environ.get(ENV_HOME)
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "fr-pbd"
 
 
 def lock_seconds(failures: int) -> int:
@@ -102,17 +99,43 @@ class Verifier:
     """Enrolment and verification against the store in one home directory."""
 
     def __init__(self, home: Path | None = None, extractor: TemplateExtractor | None = None,
-                 liveness: bool | LivenessDetector = True) -> None:
-        """``liveness``: True (default) loads the PAD models; a detector uses that one; False disables PAD."""
+                 liveness: bool | LivenessDetector = True, *, board: str | None = None,
+                 stage_hook: StageHook | None = None) -> None:
+        """``liveness``: True (default) loads the PAD models; a detector uses that one; False disables PAD.
+
+        ``extractor`` injects a ready extractor (tests); otherwise the models come from
+        :func:`~fr_pbd.pipeline.build_pipeline` for ``board`` (else the config's board).
+        ``stage_hook`` receives each stage's duration (``fr-pbd bench``), never data.
+        """
         self.home = Path(home) if home is not None else default_home()
         self._extractor = extractor
         if liveness is False:
             warnings.warn("presentation-attack detection is OFF: a photo or a screen may be accepted "
                           "(research and tests only)", stacklevel=2)
         self._liveness: LivenessDetector | bool = liveness
+        self._board = board
+        self._pipeline: Pipeline | None = None
+        self.stage_hook = stage_hook
         # Why the last verify() said what it said, for a daemon's own log only: "accepted",
         # "no_match", "presentation_attack", "locked_out" or a quality reason code. Never a score.
         self.last_reason: str | None = None
+
+    @property
+    def board(self) -> str:
+        """The board in force: the explicit one, else ``board`` in the home's config.toml, else the defaults."""
+        if self._board is None:
+            from fr_pbd import config
+            from fr_pbd.pipeline import DEFAULT_BOARD
+
+            self._board = config.load(self.home).board or DEFAULT_BOARD
+        return self._board
+
+    @property
+    def pipeline(self) -> Pipeline:
+        """The assembled models for this verifier's board (built once per process and board)."""
+        if self._pipeline is None:
+            self._pipeline = build_pipeline(self.board, liveness=self._liveness is True)
+        return self._pipeline
 
     @property
     def liveness(self) -> LivenessDetector | None:
@@ -120,8 +143,8 @@ class Verifier:
         if self._liveness is False:
             return None
         if self._liveness is True:
-            self._liveness = load_liveness()
-        return self._liveness
+            self._liveness = self.pipeline.liveness or False
+        return self._liveness or None
 
     def _check_presentation(self, frame: np.ndarray, face: Face) -> None:
         pad = self.liveness
@@ -131,14 +154,12 @@ class Verifier:
     @property
     def extractor(self) -> TemplateExtractor:
         if self._extractor is None:
-            self._extractor = load_extractor()
+            self._extractor = self.pipeline.extractor
         return self._extractor
 
-    def threshold(self, model_id: str) -> float:
-        t = models.spec(model_id).default_threshold
-        if t is None:
-            raise ModelError(f"the manifest gives no operating threshold for {model_id}")
-        return t
+    @staticmethod
+    def threshold(model_id: str) -> float:
+        return models.threshold(model_id)
 
     def store(self) -> Store:
         return Store.open(self.home)
@@ -174,13 +195,15 @@ class Verifier:
 
         A presentation attack: no, counted as a failed attempt.
         """
-        store = self.store()
-        view = store.read()
+        hook = self.stage_hook
+        with stage(hook, "store_read"):
+            store = self.store()
+            view = store.read()
         if view.lockout.is_locked(_now()):
             self.last_reason = "locked_out"
             return Decision(False)
         try:
-            probe = self.extractor.template(image, "verify", check=self._check_presentation)
+            probe = self.extractor.template(image, "verify", check=self._check_presentation, hook=hook)
         except QualityError as exc:
             self.last_reason = exc.reason
             return Decision(False)
@@ -188,9 +211,10 @@ class Verifier:
             accepted = False
             self.last_reason = "presentation_attack"
         else:
-            accepted = view.matcher().matches(probe, self.threshold(view.model_id), user)
+            with stage(hook, "match"):
+                accepted = view.matcher().matches(probe, self.threshold(view.model_id), user)
             self.last_reason = "accepted" if accepted else "no_match"
-        with store.transaction() as tx:
+        with stage(hook, "decide"), store.transaction() as tx:
             if accepted:
                 tx.reset_lockout()
             else:
@@ -219,13 +243,3 @@ class Verifier:
         from fr_pbd.capture import dlib_resnet
 
         return dlib_resnet.MODEL_ID
-
-
-def enroll(user: str, images: Iterable[ImageSource], consent: Consent, home: Path | None = None) -> int:
-    """Enrol ``user`` in the store at ``home`` (default: :func:`default_home`)."""
-    return Verifier(home).enroll(user, images, consent)
-
-
-def verify(image: ImageSource, user: str | None = None, home: Path | None = None) -> Decision:
-    """Yes or no for one image against the store at ``home``."""
-    return Verifier(home).verify(image, user)

@@ -19,11 +19,9 @@ checked read-only (nothing is written, no lockout counted).
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import os
 import socket
-import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -31,7 +29,7 @@ from fr_pbd.audit import checks as _c
 from fr_pbd.audit.checks import FAIL, NA, PASS, Check
 from fr_pbd.errors import AuditError
 
-__all__ = ["Check", "run_audit", "write_reports", "add_audit_parser", "main", "PASS", "FAIL", "NA"]
+__all__ = ["Check", "run_audit", "build_report", "write_reports", "DEFAULT_VERIFICATIONS", "PASS", "FAIL", "NA"]
 
 DEFAULT_VERIFICATIONS = 3
 
@@ -76,7 +74,7 @@ def run_audit(home: str | os.PathLike[str], *, socket_path: str | os.PathLike[st
 
 def build_report(checks: list[Check], *, home: Path, socket_path: Path | None, eval_report: Path | None,
                  verifications: int) -> dict[str, Any]:
-    from fr_pbd import __version__
+    from fr_pbd._version import __version__
 
     counts = {s: sum(1 for c in checks if c.status == s) for s in (PASS, FAIL, NA)}
     return {
@@ -104,57 +102,3 @@ def write_reports(report: dict[str, Any], checks: list[Check], out: str | os.Pat
         return _r.write_json(report, out_p), _r.write_html(report, checks, out_p)
     except OSError as exc:
         raise AuditError(f"cannot write the report to {out_p}: {exc.strerror or exc}") from None
-
-
-def cmd_audit(args: argparse.Namespace) -> int:
-    from fr_pbd import egress
-    from fr_pbd.verify import default_home
-
-    egress.install()
-    home = Path(args.home) if args.home else default_home()
-    passphrase = sys.stdin.readline().rstrip("\n") if args.passphrase_stdin else None
-    checks = run_audit(home, socket_path=args.socket, eval_report=args.eval, logs=args.log or (),
-                       verifications=args.verifications, passphrase=passphrase)
-    report = build_report(checks, home=home, socket_path=Path(args.socket) if args.socket else None,
-                          eval_report=Path(args.eval) if args.eval else None, verifications=args.verifications)
-    jpath, hpath = write_reports(report, checks, args.out)
-    width = max(len(c.id) for c in checks)
-    for c in checks:
-        print(f"{c.status:14s} {c.id:{width}s}  {c.summary}")
-    c = report["counts"]
-    print(f"audit: {report['result']} ({c[PASS]} pass, {c[FAIL]} fail, {c[NA]} not applicable); "
-          f"report: {jpath}, {hpath}")
-    return 1 if c[FAIL] else 0
-
-
-def add_audit_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``audit`` to the ``fr-pbd`` command's subparsers."""
-    a = subparsers.add_parser("audit", help="conformance audit of an installation: audit.json + audit.html "
-                              "(exit 0 all pass, 1 any fail)")
-    a.add_argument("--home", default=None, help="the fr-pbd home to audit (default: $FR_PBD_HOME, else "
-                   "~/.local/share/fr-pbd)")
-    a.add_argument("--socket", default=None, metavar="PATH", help="a running daemon's socket: drive live "
-                   "verifications and malformed requests through it, watched with strace")
-    a.add_argument("--eval", default=None, metavar="REPORT.json", help="an `fr-pbd eval` report.json: "
-                   "accuracy and bias evidence for the DPIA")
-    a.add_argument("--log", action="append", metavar="FILE", help="a log file to scan for scores "
-                   "(repeatable; *.log files in the home are always scanned)")
-    a.add_argument("--verifications", type=int, default=DEFAULT_VERIFICATIONS, metavar="N",
-                   help="live verifications through the daemon (default 3; each failed one counts "
-                   "towards the lockout)")
-    a.add_argument("--passphrase-stdin", action="store_true", help="read the store passphrase from stdin "
-                   "(stores protected by a passphrase)")
-    a.add_argument("--out", required=True, metavar="DIR", help="where to write audit.json and audit.html")
-    a.set_defaults(func=cmd_audit)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m fr_pbd.audit ...``: the same as ``fr-pbd audit ...``."""
-    from fr_pbd.cli import _Parser, run_command
-
-    parser = _Parser(prog="fr-pbd", description="fr-pbd conformance audit")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    sub.required = True
-    add_audit_parser(sub)
-    args = parser.parse_args(["audit", *(argv if argv is not None else sys.argv[1:])])
-    return run_command(args)

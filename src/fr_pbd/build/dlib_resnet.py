@@ -698,18 +698,9 @@ def build_dlib_resnet_report(out_path: Path, dat_path: Path | None = None) -> Bu
     model = _build_model(net)
     data = model.SerializeToString(deterministic=True)
     out_path = Path(out_path)
-    try:
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=out_path.name + ".", suffix=".tmp", dir=out_path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, out_path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError as e:
-        raise ModelBuildError(f"cannot write {out_path}: {e.strerror or e}") from None
+    from fr_pbd.build.yunet_variants import write_model
+
+    write_model(out_path, data)
     report = BuildReport(
         path=out_path,
         sha256=hashlib.sha256(data).hexdigest(),
@@ -727,3 +718,18 @@ def build_dlib_resnet_report(out_path: Path, dat_path: Path | None = None) -> Bu
 def build_dlib_resnet(out_path: Path, dat_path: Path | None = None) -> str:
     """Convert dlib's face descriptor network to ONNX; returns the sha256 hex of the file."""
     return build_dlib_resnet_report(out_path, dat_path).sha256
+
+
+def build_verified(dat_path: Path | str | None = None) -> Path:
+    """Build ``dlib-resnet-v1`` into fr-pbd's model cache and check it against the manifest's pin."""
+    from fr_pbd import models
+
+    spec = models.spec("dlib-resnet-v1")
+    out = models.cache_dir() / spec.file
+    digest = build_dlib_resnet(out, Path(dat_path) if dat_path is not None else None)
+    if digest != spec.sha256:
+        out.unlink(missing_ok=True)
+        raise ModelBuildError(
+            f"the built {spec.file} has sha256 {digest}, the manifest pins {spec.sha256}; "
+            "removed (is face_recognition_models the pinned 0.3.0?)")
+    return out

@@ -50,7 +50,7 @@ COMPARED = ("static_u8s8_per_channel", "static_s8s8_per_channel", "static_u8s8_p
 def calibration_chips(lfw_dir: Path, n_images: int = CALIBRATION_IMAGES) -> np.ndarray:
     """RGB chips (and their mirrors) of the first ``n_images`` distinct pairsDevTrain images."""
     from fr_pbd.capture.image import load_image
-    from fr_pbd.capture.pipeline import load_extractor
+    from fr_pbd.pipeline import build_pipeline
     from fr_pbd.errors import QualityError
 
     names: dict[Path, None] = {}
@@ -63,7 +63,7 @@ def calibration_chips(lfw_dir: Path, n_images: int = CALIBRATION_IMAGES) -> np.n
             names.setdefault(Path(lfw_dir) / name / f"{name}_{int(num):04d}.jpg", None)
         if len(names) >= n_images:
             break
-    ext = load_extractor()
+    ext = build_pipeline(liveness=False).extractor
     chips = []
     for path in list(names)[:n_images]:
         try:
@@ -109,7 +109,7 @@ def calibrate(lfw_dir: Path, out: Path = RANGES_FILE, n_images: int = CALIBRATIO
               for name, td in sorted(data.data.items())}
     table = {
         "about": "activation ranges (min, max) of dlib-resnet-v1 for static int8 quantisation; "
-                 "fr_pbd.models.quantize.calibrate",
+                 "fr_pbd.build.dlib_resnet_int8.calibrate",
         "source_sha256": fp32.spec.sha256,
         "calibration_set": f"LFW View-1 training ({CALIBRATION_PAIRS}), first {n_images} distinct images, "
                            f"{len(chips) // 2} chips + mirrors",
@@ -158,7 +158,7 @@ def build_int8_bytes(fp32: bytes, ranges: dict[str, tuple[float, float]]) -> byt
 def build_dlib_int8(out_dir: Path | None = None, ranges_file: Path = RANGES_FILE) -> Path:
     """Build ``dlib-resnet-v1-int8`` from the verified fp32 file and the committed ranges; check its hash."""
     from fr_pbd import models
-    from fr_pbd.models.build_yunet import _write_atomic
+    from fr_pbd.build.yunet_variants import write_model
 
     fp32 = models.resolve(SOURCE_MODEL)  # hash-checked; its error names `fr-pbd models build dlib-resnet`
     spec = models.spec(INT8_MODEL)
@@ -172,21 +172,5 @@ def build_dlib_int8(out_dir: Path | None = None, ranges_file: Path = RANGES_FILE
             f"(pinned with onnxruntime {spec.extra.get('built_with_onnxruntime', '?')}, this is {ort.__version__}); "
             "not written")
     path = (Path(out_dir) if out_dir is not None else models.cache_dir()) / spec.file
-    _write_atomic(path, data)
+    write_model(path, data)
     return path
-
-
-def main() -> int:
-    """``python -m fr_pbd.models.quantize``: the recipe before ``fr-pbd models build dlib-resnet-int8`` is wired."""
-    from fr_pbd.errors import FrPbdError
-
-    try:
-        print(f"{INT8_MODEL}: built and verified {build_dlib_int8()}")
-    except FrPbdError as exc:
-        print(f"fr-pbd: error: {exc}")
-        return exc.exit_code
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

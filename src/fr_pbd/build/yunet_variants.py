@@ -145,17 +145,13 @@ def build_variant_bytes(source: bytes, width: int, height: int) -> bytes:
     return model.SerializeToString(deterministic=True)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_model(path: Path, data: bytes) -> None:
+    """Write a built model file atomically (0644: model files are public, not secrets)."""
+    from fr_pbd.fileio import atomic_write
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(path, data, mode=0o644)
     except OSError as e:
         raise ModelBuildError(f"cannot write {path}: {e.strerror or e}") from None
 
@@ -200,7 +196,7 @@ def build_yunet_variants(out_dir: Path | None = None, names: list[str] | None = 
                                   "not written (is the onnx package's protobuf very old?)")
         _smoke_test(data, v.width, v.height)
         path = target / spec.file
-        _write_atomic(path, data)
+        write_model(path, data)
         built[name] = path
     return built
 
@@ -212,20 +208,3 @@ def describe(data: bytes) -> dict[str, Any]:
     model = onnx.ModelProto()
     model.ParseFromString(data)
     return {p.key: p.value for p in model.metadata_props}
-
-
-def main() -> int:
-    """``python -m fr_pbd.models.build_yunet``: the recipe before ``fr-pbd models build yunet-variants`` is wired."""
-    from fr_pbd.errors import FrPbdError
-
-    try:
-        for name, path in build_yunet_variants().items():
-            print(f"{name}: built and verified {path}")
-    except FrPbdError as exc:
-        print(f"fr-pbd: error: {exc}")
-        return exc.exit_code
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -15,7 +15,7 @@ from fr_pbd.runtime import create_session
 __all__ = ["AdaptiveYuNet", "Face", "YuNet", "create_detector", "load_detector", "detect_faces",
            "VARIANT_MODELS"]
 
-# Input-size variants, by (w, h): manifest names (built by fr_pbd.models.build_yunet).
+# Input-size variants, by (w, h): manifest names (built by fr_pbd.build.yunet_variants).
 VARIANT_MODELS: dict[tuple[int, int], str] = {
     (640, 480): "yunet-2023mar-640x480",
     (320, 256): "yunet-2023mar-320x256",

@@ -1,6 +1,6 @@
 """dlib's face descriptor network (ResNet, 128-d) on onnxruntime: pre- and post-processing only.
 
-The ONNX file is the one ``fr_pbd.models.build_dlib`` converts from dlib's
+The ONNX file is the one ``fr_pbd.build.dlib_resnet`` converts from dlib's
 ``dlib_face_recognition_resnet_model_v1.dat`` (Davis King, CC0). The graph is
 self-contained: it subtracts dlib's channel means and divides by 256 itself, so
 this module only turns RGB uint8 chips into a float32 NCHW batch. The caller

@@ -1,27 +1,25 @@
 """Phase (a), end to end: image -> detect -> choose face -> quality gate -> align -> embed -> Template.
 
-This is the only place where the steps are put together; each model module
-does its own pre- and post-processing only.
+:class:`TemplateExtractor` runs the steps in order; each model module does its own
+pre- and post-processing only. Which models, on which execution provider and with how
+many threads is decided in one place, :func:`fr_pbd.pipeline.build_pipeline`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Callable, Literal, Protocol
 
 import cv2
 import numpy as np
 
-from fr_pbd import models
-from fr_pbd.capture import dlib_resnet, quality, sface, yunet
+from fr_pbd.capture import dlib_resnet, quality, sface
 from fr_pbd.capture.align import align_face, similarity_transform, warp_chip
 from fr_pbd.capture.image import ImageSource, load_image
-from fr_pbd.capture.detect import create_detector
 from fr_pbd.capture.yunet import AdaptiveYuNet, Face, YuNet
 from fr_pbd.errors import ModelError
-from fr_pbd.runtime import create_session
 from fr_pbd.template import Template
+from fr_pbd.timing import StageHook, stage
 
 # The detector keeps faces down to the lowest score any policy accepts; each policy
 # then applies its own minimum (quality.QualityPolicy.min_face_score).
@@ -100,20 +98,25 @@ class TemplateExtractor:
         return cv2.warpAffine(image, m, (emb.input_size, emb.input_size), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
-    def capture(self, image: np.ndarray, purpose: Purpose = "verify", select: Selection = "largest") -> Capture:
+    def capture(self, image: np.ndarray, purpose: Purpose = "verify", select: Selection = "largest",
+                hook: StageHook | None = None) -> Capture:
         """Find, check and align the face; raise QualityError with a reason code if unusable."""
         policy = quality.POLICIES[purpose]
-        faces = [f for f in self.detector.detect(image) if f.score >= policy.min_face_score]
-        if not faces:
-            raise quality.fail(quality.NO_FACE)
-        if policy.exactly_one_face and len(faces) > 1:
-            raise quality.fail(quality.MULTIPLE_FACES)
-        face = choose_face(faces, image.shape, select)
-        chip = self.align(image, face.landmarks)
-        gate_chip = chip if self._gate_on_chip else align_face(
-            image, face.landmarks, dlib_resnet.ALIGNMENT_REFERENCE, dlib_resnet.INPUT_SIZE)
-        measures = quality.measure(face.landmarks, gate_chip)
-        quality.check(measures, policy)
+        with stage(hook, "detect"):
+            found = self.detector.detect(image)
+        with stage(hook, "align"):
+            faces = [f for f in found if f.score >= policy.min_face_score]
+            if not faces:
+                raise quality.fail(quality.NO_FACE)
+            if policy.exactly_one_face and len(faces) > 1:
+                raise quality.fail(quality.MULTIPLE_FACES)
+            face = choose_face(faces, image.shape, select)
+            chip = self.align(image, face.landmarks)
+        with stage(hook, "quality"):
+            gate_chip = chip if self._gate_on_chip else align_face(
+                image, face.landmarks, dlib_resnet.ALIGNMENT_REFERENCE, dlib_resnet.INPUT_SIZE)
+            measures = quality.measure(face.landmarks, gate_chip)
+            quality.check(measures, policy)
         return Capture(face, chip, measures)
 
     def embed(self, captures: list[Capture]) -> list[Template]:
@@ -131,44 +134,17 @@ class TemplateExtractor:
         return [Template(out[i] + out[n + i], self.model_id) for i in range(n)]
 
     def template(self, image: ImageSource, purpose: Purpose = "verify", select: Selection = "largest",
-                 check: Callable[[np.ndarray, Face], None] | None = None) -> Template:
-        """``check`` (e.g. liveness) sees the raw decoded frame and the chosen face before embedding; it may raise."""
-        frame = load_image(image)
-        capture = self.capture(frame, purpose, select)
+                 check: Callable[[np.ndarray, Face], None] | None = None,
+                 hook: StageHook | None = None) -> Template:
+        """``check`` (e.g. liveness) sees the raw decoded frame and the chosen face before embedding; it may raise.
+
+        ``hook`` receives each stage's duration (``fr-pbd bench``); it never sees pixels or vectors.
+        """
+        with stage(hook, "decode"):
+            frame = load_image(image)
+        capture = self.capture(frame, purpose, select, hook)
         if check is not None:
-            check(frame, capture.face)
-        return self.embed([capture])[0]
-
-
-@lru_cache(maxsize=4)
-def load_extractor_for(model_id: str, threads: int | None = None,
-                       detector_input: tuple[int, int] = yunet.INPUT_SIZE,
-                       providers: tuple[str, ...] | None = None,
-                       embedder_variant: Literal["fp32", "int8"] = "fp32") -> TemplateExtractor:
-    """YuNet + the named embedder from verified model files.
-
-    ``detector_input`` caps the detection size (``fr_pbd.capture.yunet``'s policy:
-    640x640 keeps the scale the released graph always used; a board profile may
-    lower it); the YuNet variant that fits each frame is picked per frame.
-    ``embedder_variant="int8"`` loads the quantised file of the same model
-    (``<model_id>-int8`` in the manifest); its templates keep ``model_id``.
-    An optional model whose file is absent raises ModelNotFoundError (one line,
-    naming the command that fetches it) before any session is created.
-    """
-    if model_id not in EMBEDDERS:
-        raise ModelError(f"{model_id!r} is not an embedder fr-pbd can use; known: {', '.join(sorted(EMBEDDERS))}")
-    embedder_model = models.resolve(model_id if embedder_variant == "fp32" else f"{model_id}-{embedder_variant}")
-    detector = create_detector(threads=threads, score_threshold=DETECTION_THRESHOLD,
-                               max_input=detector_input, providers=providers)
-    session = create_session(embedder_model, threads=threads, providers=providers)
-    return TemplateExtractor(detector, EMBEDDERS[model_id](session))
-
-
-def load_extractor(threads: int | None = None) -> TemplateExtractor:
-    """The default extractor (YuNet + dlib ResNet) from verified model files."""
-    return load_extractor_for(dlib_resnet.MODEL_ID, threads)
-
-
-def template_from_image(image: ImageSource, purpose: Purpose = "verify", select: Selection = "largest") -> Template:
-    """A Template from an image, or QualityError (with ``.reason``) if no usable face."""
-    return load_extractor().template(image, purpose, select)
+            with stage(hook, "liveness"):
+                check(frame, capture.face)
+        with stage(hook, "embed"):
+            return self.embed([capture])[0]

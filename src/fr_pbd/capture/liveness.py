@@ -28,7 +28,6 @@ turns it into a yes/no; ``fr-pbd eval pad`` aggregates it) and never logged.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache
 from typing import Any
 
 import cv2
@@ -154,12 +153,3 @@ class LivenessDetector:
         """True if the face is taken as real: ``score >= threshold``."""
         t = self.threshold if threshold is None else threshold
         return self.score(frame_bgr, face) >= t
-
-
-@lru_cache(maxsize=2)
-def load_liveness(threads: int | None = None) -> LivenessDetector:
-    """Both MiniFASNet models from verified files, created once per process."""
-    from fr_pbd import models
-    from fr_pbd.runtime import create_session
-
-    return LivenessDetector({name: create_session(models.resolve(name), threads=threads) for name in MODEL_NAMES})

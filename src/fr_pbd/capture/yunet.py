@@ -1,7 +1,7 @@
 """YuNet 2023mar face detector on onnxruntime (pre- and post-processing only).
 
 The released ONNX graph is fixed at 640x640; fr-pbd also builds input-size
-variants of it (``fr_pbd.models.build_yunet``: 640x480, 320x256, 160x128). A
+variants of it (``fr_pbd.build.yunet_variants``: 640x480, 320x256, 160x128). A
 frame is scaled (aspect kept) and padded at the right and bottom to the input
 size of one graph; detections are mapped back by the same scale. Decoding and
 NMS follow OpenCV's ``FaceDetectorYN`` (face_detect.cpp) step by step, so

@@ -32,7 +32,7 @@ _WHERE["write_report"] = "fr_pbd.eval.report"
 
 
 def __getattr__(name: str) -> Any:
-    """Lazy: ``fr-pbd`` imports :mod:`fr_pbd.eval.cli` at start-up, numpy only when evaluating."""
+    """Lazy: ``import fr_pbd.eval`` loads no numpy until a function is used."""
     if name in _WHERE:
         return getattr(import_module(_WHERE[name]), name)
     raise AttributeError(f"module 'fr_pbd.eval' has no attribute {name!r}")

@@ -334,3 +334,20 @@ def evaluate_lfw(
                  "per_image_ms": 1000.0 * t_embed / max(1, len(listing))},
         model_id=model_id,
     )
+
+
+# The pipeline fr-pbd evaluates by default: detector + embedder from the manifest.
+DEFAULT_MODELS = ("yunet-2023mar", "dlib-resnet-v1")
+
+
+def pipeline_embedder(board: str | None = None) -> tuple[Embedder, str]:
+    """The capture pipeline as an embedder: LFW images hold one subject near the centre,
+    other faces at the edges, so the face nearest the centre is taken."""
+    from fr_pbd.pipeline import build_pipeline
+
+    ex = build_pipeline(board, liveness=False).extractor  # photos, not presentations: no PAD here
+
+    def embed(path: Path) -> np.ndarray:
+        return ex.template(path, purpose="verify", select="center").vector
+
+    return embed, ex.model_id

@@ -1,14 +1,4 @@
-"""``fr-pbd eval pad``: presentation-attack detection error rates, ISO/IEC 30107-3 style.
-
-Wiring (the command lives here so that ``fr_pbd/eval/cli.py`` stays its owner's)::
-
-    # in fr_pbd/eval/cli.py, add_eval_parser(), after the "lfw" parser:
-    from fr_pbd.eval.pad import add_pad_parser
-    add_pad_parser(esub)
-
-    # or, in fr_pbd/cli.py, without touching eval/cli.py:
-    from fr_pbd.eval.pad import attach_pad_parser
-    attach_pad_parser(add_eval_parser(sub))
+"""Presentation-attack detection error rates, ISO/IEC 30107-3 style (``fr-pbd eval pad``).
 
 Metrics (ISO/IEC 30107-3:2017, clause 13):
 
@@ -34,9 +24,6 @@ rates) are printed or written; no per-image score, name or path is.
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -45,10 +32,8 @@ import numpy as np
 
 from fr_pbd.errors import EvaluationError, FrPbdError
 
-__all__ = ["PadResult", "attack_type", "collect", "evaluate_pad", "add_pad_parser", "attach_pad_parser",
-           "cmd_eval_pad"]
+__all__ = ["PadResult", "attack_type", "collect", "evaluate_pad", "format_report", "pipeline_scorer"]
 
-EXIT_OK = 0
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 SPOOF_WORDS = ("spoof", "attack")
 SWEEP_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
@@ -198,23 +183,23 @@ def evaluate_pad(attacks: Sequence[tuple[Path, Path | None]], bona_fide: Sequenc
     return PadResult(float(threshold), groups, bf)
 
 
-def pipeline_scorer(select: str = "largest") -> Scorer:
-    """YuNet at the verifier's minimum face score, the verifier's face choice, then the PAD ensemble."""
+def pipeline_scorer(select: str = "largest", board: str | None = None) -> Scorer:
+    """The verifier's detector and minimum face score, its face choice, then the PAD ensemble."""
     from fr_pbd.capture import quality
-    from fr_pbd.capture.detect import create_detector
+    from fr_pbd.capture.extractor import choose_face
     from fr_pbd.capture.image import load_image
-    from fr_pbd.capture.liveness import load_liveness
-    from fr_pbd.capture.pipeline import choose_face
+    from fr_pbd.pipeline import build_pipeline
 
-    detector = create_detector(score_threshold=quality.POLICIES["verify"].min_face_score)
-    pad = load_liveness()
+    pipeline = build_pipeline(board)
+    detector, pad = pipeline.extractor.detector, pipeline.liveness
+    min_score = quality.POLICIES["verify"].min_face_score
 
     def score(path: Path) -> float | None:
         frame = load_image(path)  # the raw decoded frame: nothing enhances it before PAD
-        faces = detector.detect(frame)
+        faces = [f for f in detector.detect(frame) if f.score >= min_score]
         if not faces:
             return None
-        return pad.score(frame, choose_face(faces, frame.shape, select))  # type: ignore[arg-type]
+        return pad.score(frame, choose_face(faces, frame.shape, select))  # type: ignore[arg-type,union-attr]
 
     return score
 
@@ -240,74 +225,3 @@ def format_report(res: PadResult) -> str:
     for s in SWEEP_THRESHOLDS:
         lines.append(f"{s:>9g} {_pct(res.worst_apcer(s)[1]):>12} {_pct(res.bpcer(s)):>10}")
     return "\n".join(lines)
-
-
-def cmd_eval_pad(args: argparse.Namespace) -> int:
-    """Score attack and bona fide images, print the ISO/IEC 30107-3 table, optionally write JSON."""
-    from fr_pbd.capture.liveness import DEFAULT_THRESHOLD
-
-    threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
-    if not 0.0 <= threshold <= 1.0:
-        raise EvaluationError("--threshold must be in [0, 1]")
-    attacks = _spread(collect(p for group in args.attacks for p in group), args.limit)
-    bona = _spread(collect(p for group in args.bona_fide for p in group), args.limit)
-    if not attacks or not bona:
-        raise EvaluationError("need at least one attack image and one bona fide image")
-    progress = None
-    if not args.quiet:
-        from fr_pbd.eval.cli import ProgressBar
-
-        progress = ProgressBar("pad")
-    res = evaluate_pad(attacks, bona, pipeline_scorer(args.select), threshold, progress)
-    print(format_report(res))
-    if args.json:
-        Path(args.json).write_text(json.dumps(res.to_dict(), indent=2) + "\n")
-        print(f"report: {args.json}")
-    return EXIT_OK
-
-
-def add_pad_parser(eval_subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``pad`` under ``fr-pbd eval``."""
-    p = eval_subparsers.add_parser(
-        "pad", help="presentation-attack detection: APCER per attack type, worst case, BPCER (ISO/IEC 30107-3)",
-        description="Run the PAD ensemble on attack and bona fide images. Attack type = sub-directory name under "
-                    "--attacks, else the filename prefix (spoof_print_1.jpg -> print). Only aggregates are shown.")
-    p.add_argument("--attacks", required=True, action="append", nargs="+", metavar="PATH",
-                   help="attack images: directories (searched recursively) or files; repeatable")
-    p.add_argument("--bona-fide", required=True, action="append", nargs="+", metavar="PATH", dest="bona_fide",
-                   help="bona fide images: directories (searched recursively) or files; repeatable")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="bona fide if p_real >= T (default: fr_pbd.capture.liveness.DEFAULT_THRESHOLD)")
-    p.add_argument("--select", choices=("largest", "center"), default="largest",
-                   help="which face to judge when there are several (largest: a device camera; center: LFW)")
-    p.add_argument("--limit", type=int, default=None,
-                   help="use N evenly spaced images of each side (a quick run)")
-    p.add_argument("--json", default=None, metavar="FILE", help="also write the aggregates as JSON")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_eval_pad)
-    return p
-
-
-def attach_pad_parser(eval_parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add ``pad`` to an existing ``eval`` parser (as returned by ``add_eval_parser``)."""
-    for action in eval_parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return add_pad_parser(action)
-    raise EvaluationError("the eval parser has no sub-commands to add 'pad' to")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m fr_pbd.eval.pad ...`` until the command is wired into ``fr-pbd eval``."""
-    parser = argparse.ArgumentParser(prog="fr-pbd eval")
-    sub = parser.add_subparsers(dest="eval_command", required=True)
-    add_pad_parser(sub)
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except FrPbdError as exc:
-        print(f"fr-pbd: {exc}", file=sys.stderr)
-        return exc.exit_code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,57 +11,21 @@ import datetime as _dt
 import hashlib
 import json
 import math
-import os
-import platform
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from fr_pbd.machine import machine_info
 from fr_pbd.errors import EvaluationError, FrPbdError
 from fr_pbd.eval import metrics
 from fr_pbd.eval.lfw import LfwResult
 
-__all__ = ["machine_info", "package_versions", "model_info", "report_dict", "write_report"]
+__all__ = ["package_versions", "model_info", "report_dict", "write_report"]
 
 SCHEMA = "fr-pbd/eval-lfw/1"
 _PACKAGES = ("fr-pbd", "numpy", "onnxruntime", "opencv-python-headless", "opencv-python", "matplotlib", "dlib-bin")
-
-
-def machine_info() -> dict[str, Any]:
-    """CPU model, cores, memory, OS, Python: what a reader needs to compare run times."""
-    cpu = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
-            if line.lower().startswith(("model name", "hardware", "processor\t: arm")):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem = int(line.split()[1]) * 1024
-                break
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count()
-    return {
-        "cpu_model": cpu or platform.processor() or None,
-        "cores": os.cpu_count(),
-        "cores_usable": usable,
-        "memory_bytes": mem,
-        "memory_gib": round(mem / 2**30, 1) if mem else None,
-        "os": platform.platform(),
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-        "python_implementation": platform.python_implementation(),
-    }
 
 
 def package_versions(names: Sequence[str] = _PACKAGES) -> dict[str, str | None]:
@@ -179,7 +143,7 @@ def report_dict(
         "model_id": res.model_id,
         "models": model_info(models),
         "versions": package_versions(),
-        "machine": machine_info(),
+        "machine": machine_info(),  # fr_pbd.machine: the same description as every result file
         "timings_s": {k: round(v, 3) for k, v in res.timings.items()},
         "caveats": [
             "LFW is a research benchmark of news photos of public figures; a result on LFW does not show "

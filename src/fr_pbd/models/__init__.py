@@ -76,14 +76,11 @@ class ModelStatus:
 
 
 def manifest_path() -> Path:
-    """The manifest shipped in the wheel, else the repository's ``models/manifest.toml``."""
+    """The manifest inside the package (``fr_pbd/_data``; the repository's ``models/manifest.toml`` links to it)."""
     packaged = Path(__file__).resolve().parent.parent / "_data" / "manifest.toml"
     if packaged.is_file():
         return packaged
-    repo = Path(__file__).resolve().parents[3] / "models" / "manifest.toml"
-    if repo.is_file():
-        return repo
-    raise ManifestError("the model manifest (models/manifest.toml) is missing from this installation")
+    raise ManifestError("the model manifest (fr_pbd/_data/manifest.toml) is missing from this installation")
 
 
 def _parse_entry(name: str, raw: dict[str, Any]) -> ModelSpec:
@@ -147,6 +144,14 @@ def spec(name: str) -> ModelSpec:
     if name not in models:
         raise ModelNotFoundError(f"unknown model {name!r}; known: {', '.join(sorted(models))}")
     return models[name]
+
+
+def threshold(name: str) -> float:
+    """The manifest's operating threshold for an embedder: the one lookup every decision uses."""
+    t = spec(name).default_threshold
+    if t is None:
+        raise ManifestError(f"the manifest gives no operating threshold for {name}")
+    return t
 
 
 def cache_dir() -> Path:

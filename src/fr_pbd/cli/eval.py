@@ -1,9 +1,4 @@
-"""``fr-pbd eval lfw``: the command functions, for :mod:`fr_pbd.cli` to wire.
-
-In ``fr_pbd/cli.py``::
-
-    from fr_pbd.eval.cli import add_eval_parser   # top of file
-    add_eval_parser(sub)                          # in build_parser(), after the other commands
+"""``fr-pbd eval lfw | pad``: accuracy and presentation-attack error rates by the book (library: :mod:`fr_pbd.eval`).
 
 Progress goes to stderr and holds counts and times only (never a score).
 """
@@ -11,22 +6,14 @@ Progress goes to stderr and holds counts and times only (never a score).
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, TextIO
+from typing import TextIO
 
-from fr_pbd.errors import EvaluationError
-
-if TYPE_CHECKING:
-    import numpy as np
-
-__all__ = ["add_eval_parser", "cmd_eval_lfw", "ProgressBar", "pipeline_embedder"]
-
-EXIT_OK = 0
-# The pipeline fr-pbd evaluates by default: detector + embedder from the manifest.
-DEFAULT_MODELS = ("yunet-2023mar", "dlib-resnet-v1")
+from fr_pbd.cli._common import EXIT_OK, subcommands
 
 
 class ProgressBar:
@@ -66,25 +53,11 @@ class ProgressBar:
         self.stream.flush()
 
 
-def pipeline_embedder() -> tuple[Callable[[Path], "np.ndarray"], str]:
-    """The capture pipeline as an embedder: LFW images hold one subject near the centre,
-    other faces at the edges, so the face nearest the centre is taken."""
-    try:
-        from fr_pbd.capture.pipeline import load_extractor
-    except ImportError as exc:  # pragma: no cover - depends on the build
-        raise EvaluationError(f"the capture pipeline is not available ({exc})") from None
-    ex = load_extractor()
-
-    def embed(path: Path) -> "np.ndarray":
-        return ex.template(path, purpose="verify", select="center").vector
-
-    return embed, ex.model_id
-
-
 def cmd_eval_lfw(args: argparse.Namespace) -> int:
     """Run the LFW evaluation and write the report folder."""
+    from fr_pbd.errors import EvaluationError
     from fr_pbd.eval.groups import read_groups
-    from fr_pbd.eval.lfw import evaluate_lfw
+    from fr_pbd.eval.lfw import DEFAULT_MODELS, evaluate_lfw, pipeline_embedder
     from fr_pbd.eval.report import write_report
 
     data = Path(args.data)
@@ -135,11 +108,31 @@ def cmd_eval_lfw(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``eval lfw`` to the top-level ``fr-pbd`` subcommands."""
-    ev = subparsers.add_parser("eval", help="measure accuracy by the book (ISO/IEC 19795-1, LFW protocol)")
-    esub = ev.add_subparsers(dest="eval_command", metavar="BENCHMARK")
-    esub.required = True
+def cmd_eval_pad(args: argparse.Namespace) -> int:
+    """Score attack and bona fide images, print the ISO/IEC 30107-3 table, optionally write JSON."""
+    from fr_pbd.capture.liveness import DEFAULT_THRESHOLD
+    from fr_pbd.errors import EvaluationError
+    from fr_pbd.eval.pad import _spread, collect, evaluate_pad, format_report, pipeline_scorer
+
+    threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+    if not 0.0 <= threshold <= 1.0:
+        raise EvaluationError("--threshold must be in [0, 1]")
+    attacks = _spread(collect(p for group in args.attacks for p in group), args.limit)
+    bona = _spread(collect(p for group in args.bona_fide for p in group), args.limit)
+    if not attacks or not bona:
+        raise EvaluationError("need at least one attack image and one bona fide image")
+    progress = None if args.quiet else ProgressBar("pad")
+    res = evaluate_pad(attacks, bona, pipeline_scorer(args.select), threshold, progress)
+    print(format_report(res))
+    if args.json:
+        Path(args.json).write_text(json.dumps(res.to_dict(), indent=2) + "\n")
+        print(f"report: {args.json}")
+    return EXIT_OK
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    ev = sub.add_parser("eval", help="measure accuracy by the book (ISO/IEC 19795-1, LFW protocol)")
+    esub = subcommands(ev, "eval_command", "BENCHMARK")
     lf = esub.add_parser(
         "lfw",
         help="LFW: 10-fold accuracy, FNMR@FMR over all comparisons, DET, demographic differentials",
@@ -158,4 +151,20 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
                     help="use this operating threshold for per-group figures instead of the FMR one")
     lf.add_argument("--quiet", action="store_true", help="no progress bar")
     lf.set_defaults(func=cmd_eval_lfw)
-    return ev
+    p = esub.add_parser(
+        "pad", help="presentation-attack detection: APCER per attack type, worst case, BPCER (ISO/IEC 30107-3)",
+        description="Run the PAD ensemble on attack and bona fide images. Attack type = sub-directory name under "
+                    "--attacks, else the filename prefix (spoof_print_1.jpg -> print). Only aggregates are shown.")
+    p.add_argument("--attacks", required=True, action="append", nargs="+", metavar="PATH",
+                   help="attack images: directories (searched recursively) or files; repeatable")
+    p.add_argument("--bona-fide", required=True, action="append", nargs="+", metavar="PATH", dest="bona_fide",
+                   help="bona fide images: directories (searched recursively) or files; repeatable")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="bona fide if p_real >= T (default: fr_pbd.capture.liveness.DEFAULT_THRESHOLD)")
+    p.add_argument("--select", choices=("largest", "center"), default="largest",
+                   help="which face to judge when there are several (largest: a device camera; center: LFW)")
+    p.add_argument("--limit", type=int, default=None,
+                   help="use N evenly spaced images of each side (a quick run)")
+    p.add_argument("--json", default=None, metavar="FILE", help="also write the aggregates as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_eval_pad)

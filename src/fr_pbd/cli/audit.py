@@ -1,0 +1,52 @@
+"""``fr-pbd audit``: the conformance audit of an installation (library: :mod:`fr_pbd.audit`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from fr_pbd.cli._common import EXIT_NO, EXIT_OK
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from fr_pbd import config, egress
+    from fr_pbd.audit import DEFAULT_VERIFICATIONS, FAIL, NA, PASS, build_report, run_audit, write_reports
+
+    egress.install()
+    if args.verifications is None:
+        args.verifications = DEFAULT_VERIFICATIONS
+    home = Path(args.home) if args.home else config.default_home()
+    passphrase = sys.stdin.readline().rstrip("\n") if args.passphrase_stdin else None
+    checks = run_audit(home, socket_path=args.socket, eval_report=args.eval, logs=args.log or (),
+                       verifications=args.verifications, passphrase=passphrase)
+    report = build_report(checks, home=home, socket_path=Path(args.socket) if args.socket else None,
+                          eval_report=Path(args.eval) if args.eval else None, verifications=args.verifications)
+    jpath, hpath = write_reports(report, checks, args.out)
+    width = max(len(c.id) for c in checks)
+    for c in checks:
+        print(f"{c.status:14s} {c.id:{width}s}  {c.summary}")
+    c = report["counts"]
+    print(f"audit: {report['result']} ({c[PASS]} pass, {c[FAIL]} fail, {c[NA]} not applicable); "
+          f"report: {jpath}, {hpath}")
+    return EXIT_NO if c[FAIL] else EXIT_OK
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    a = sub.add_parser("audit", help="conformance audit of an installation: audit.json + audit.html "
+                       "(exit 0 all pass, 1 any fail)")
+    a.add_argument("--home", default=None, help="the fr-pbd home to audit (default: $FR_PBD_HOME, else "
+                   "~/.local/share/fr-pbd)")
+    a.add_argument("--socket", default=None, metavar="PATH", help="a running daemon's socket: drive live "
+                   "verifications and malformed requests through it, watched with strace")
+    a.add_argument("--eval", default=None, metavar="REPORT.json", help="an `fr-pbd eval` report.json: "
+                   "accuracy and bias evidence for the DPIA")
+    a.add_argument("--log", action="append", metavar="FILE", help="a log file to scan for scores "
+                   "(repeatable; *.log files in the home are always scanned)")
+    a.add_argument("--verifications", type=int, default=None, metavar="N",
+                   help="live verifications through the daemon (default 3; each failed one counts "
+                   "towards the lockout)")
+    a.add_argument("--passphrase-stdin", action="store_true", help="read the store passphrase from stdin "
+                   "(stores protected by a passphrase)")
+    a.add_argument("--out", required=True, metavar="DIR", help="where to write audit.json and audit.html")
+    a.set_defaults(func=cmd_audit)

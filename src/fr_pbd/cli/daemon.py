@@ -1,0 +1,49 @@
+"""``fr-pbd serve | ask``: the yes/no daemon and its client (``docs/pam.md``: login with ``pam_exec``)."""
+
+from __future__ import annotations
+
+import argparse
+
+from fr_pbd.cli._common import EXIT_NO, EXIT_OK, HOME_HELP, add_board
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from fr_pbd.daemon import CameraFrames, FileFrames, FrameSource, serve
+
+    frames: FrameSource = CameraFrames(args.camera) if args.camera is not None else FileFrames(args.frames)
+    return serve(home=args.home, socket_path=args.socket, frames=frames, log_path=args.log, board=args.board)
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    from fr_pbd import egress
+    from fr_pbd.daemon import ask, socket_from_config
+
+    egress.install()
+    path = args.socket if args.socket is not None else socket_from_config(args.home)
+    ok = ask(path, args.user, timeout=args.timeout)
+    print("yes" if ok else "no")
+    return EXIT_OK if ok else EXIT_NO
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from fr_pbd.daemon import ASK_TIMEOUT_S
+
+    s = add_board(sub.add_parser("serve", help="run the yes/no verification daemon on a Unix socket"))
+    s.add_argument("--socket", default=None, metavar="PATH",
+                   help="Unix socket to listen on, created 0660 (default: [daemon] socket of config.toml)")
+    s.add_argument("--home", default=None, help=HOME_HELP)
+    src = s.add_mutually_exclusive_group(required=True)
+    src.add_argument("--camera", metavar="SRC", help="camera opened for each verification "
+                     "(device index, /dev/videoN, GStreamer pipeline or video file)")
+    src.add_argument("--frames", metavar="DIR", help="test camera: each request reads DIR/current.jpg "
+                     "(or the file given)")
+    s.add_argument("--log", default=None, metavar="FILE",
+                   help="append the daemon's log here (created 0600; default: stderr); never holds scores")
+    s.set_defaults(func=cmd_serve)
+
+    a = sub.add_parser("ask", help="ask the daemon: prints yes or no (exit 0/1; 2 if it cannot be reached)")
+    a.add_argument("--socket", default=None, metavar="PATH", help="the daemon's socket (default: from config.toml)")
+    a.add_argument("--user", default=None, help="the claimed user (default: any enrolled user)")
+    a.add_argument("--home", default=None, help="where to find config.toml when --socket is not given")
+    a.add_argument("--timeout", type=float, default=ASK_TIMEOUT_S, help=argparse.SUPPRESS)
+    a.set_defaults(func=cmd_ask)

@@ -1,0 +1,130 @@
+"""``fr-pbd models list | fetch | build`` and ``fr-pbd doctor``: the models and the machine.
+
+``models fetch`` is the only command that may use the network; ``models build``
+runs the local build recipes of :mod:`fr_pbd.build` (the ``[build]`` extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+
+from fr_pbd.cli._common import EXIT_ERROR, EXIT_OK, add_board, add_home, subcommands
+
+BUILDABLE = ("dlib-resnet", "dlib-resnet-int8", "yunet-variants")
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from fr_pbd import models
+
+    rows = []
+    for name, spec in models.manifest().items():
+        st = models.status(name)
+        state = "verified" if st.verified else ("HASH MISMATCH" if st.path else "missing")
+        rows.append((name, spec.role, spec.licence, state, str(st.path) if st.path else f"-> {spec.fix_command}"))
+    if args.json:
+        print(json.dumps([dict(zip(("name", "role", "licence", "state", "where"), r)) for r in rows]))
+        return EXIT_OK
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        print("  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4])
+    return EXIT_OK
+
+
+def cmd_models_fetch(args: argparse.Namespace) -> int:
+    from fr_pbd import models
+    from fr_pbd.models.fetch import fetch
+
+    names = [n for n, s in models.manifest().items() if s.obtain == "fetch"] if args.name == "all" else [args.name]
+    for name in names:
+        print(f"fetching {name}", file=sys.stderr)
+        path = fetch(name)
+        print(f"{name}: verified {path}")
+    return EXIT_OK
+
+
+def cmd_models_build(args: argparse.Namespace) -> int:
+    from fr_pbd.errors import ModelError
+
+    name = args.name.replace("-v1", "")  # dlib-resnet-v1[-int8] is accepted as well
+    try:
+        if name == "yunet-variants":
+            from fr_pbd.build.yunet_variants import build_yunet_variants
+
+            for variant, path in build_yunet_variants().items():
+                print(f"{variant}: built and verified {path}")
+        elif name == "dlib-resnet-int8":
+            from fr_pbd.build.dlib_resnet_int8 import build_dlib_int8
+
+            print(f"dlib-resnet-v1-int8: built and verified {build_dlib_int8()}")
+        elif name == "dlib-resnet":
+            from fr_pbd.build.dlib_resnet import build_verified
+
+            print(f"dlib-resnet-v1: built and verified {build_verified(args.dat)}")
+        else:
+            raise ModelError(f"no build recipe for {args.name!r}; buildable: {', '.join(BUILDABLE)}")
+    except ModuleNotFoundError as exc:  # the [build] extra is not installed
+        raise ModelError(f"building needs the build extra ({exc.name} is missing): "
+                         "pip install 'fr-pbd[build]'") from None
+    return EXIT_OK
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    import cv2
+    import cryptography
+    import numpy as np
+    import onnxruntime as ort
+
+    from fr_pbd import config, models
+    from fr_pbd._version import __version__
+    from fr_pbd.pipeline import run_settings
+
+    ok = True
+    print(f"fr-pbd {__version__}")
+    print(f"python {platform.python_version()} ({platform.machine()}, {platform.system()} {platform.release()})")
+    print(f"cpus {os.cpu_count()}")
+    print(f"numpy {np.__version__}, opencv {cv2.__version__}, onnxruntime {ort.__version__}, "
+          f"cryptography {cryptography.__version__}")
+    print(f"onnxruntime providers: {', '.join(ort.get_available_providers())}")
+    board = args.board or config.load(args.home).board
+    settings = run_settings(board)
+    print(f"board: {settings.board} (threads {settings.threads or 'one per core'}, "
+          f"providers {', '.join(settings.providers)}, detector input "
+          f"{settings.detector_input[0]}x{settings.detector_input[1]}, embedder {settings.embedder_variant})")
+    for note in settings.notes:
+        print(f"  note: {note}")
+    print(f"model search path: {' , '.join(str(d) for d in models.search_dirs())}")
+    for name, spec in models.manifest().items():
+        st = models.status(name)
+        needed = name in ("yunet-2023mar", "dlib-resnet-v1")  # variants are optional: the pipeline falls back
+        state = "verified" if st.verified else ("HASH MISMATCH" if st.path else "missing")
+        flag = "required" if needed else "optional"
+        print(f"  {name:18s} {state:14s} ({flag})" + ("" if st.verified else f"  fix: {spec.fix_command}"))
+        if needed and not st.verified:
+            ok = False
+    if not ok and not os.environ.get(models.ENV_MODELS):
+        print(f"models were looked for only in {models.cache_dir()}: if you have the model files already, "
+              f"point {models.ENV_MODELS} at their folder (e.g. {models.ENV_MODELS}=/path/to/models) "
+              "before downloading anything")
+    print("pipeline: ready" if ok else "pipeline: NOT ready (see above)")
+    return EXIT_OK if ok else EXIT_ERROR
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    msub = subcommands(sub.add_parser("models", help="list, fetch or build models"), "models_command")
+    ml = msub.add_parser("list", help="which models are present and verified")
+    ml.add_argument("--json", action="store_true")
+    ml.set_defaults(func=cmd_models_list)
+    mf = msub.add_parser("fetch", help="download a model (pinned URL, sha256 checked); the only network use")
+    mf.add_argument("name", help="model name from `fr-pbd models list`, or 'all'")
+    mf.set_defaults(func=cmd_models_fetch, network=True)
+    mb = msub.add_parser("build", help=f"build a model locally: {', '.join(BUILDABLE)}")
+    mb.add_argument("name")
+    mb.add_argument("--dat", default=None, help="path to dlib_face_recognition_resnet_model_v1.dat")
+    mb.set_defaults(func=cmd_models_build)
+
+    doc = add_board(add_home(sub.add_parser("doctor", help="check that this machine can run the pipeline")))
+    doc.set_defaults(func=cmd_doctor)

@@ -1,0 +1,127 @@
+"""The one place fr-pbd's capture pipeline is assembled: :func:`build_pipeline`.
+
+Every caller gets its detector, embedder and liveness models from here: the
+:class:`~fr_pbd.verify.Verifier` (and through it ``fr-pbd verify``, ``enroll``, the
+daemon and the public API), ``fr-pbd bench``, ``fr-pbd eval`` and ``fr-pbd compare``.
+So a board (:mod:`fr_pbd.boards`: execution providers, threads, detector input size,
+fp32 or int8 embedder) reaches all of them the same way, and what is measured is what
+runs.
+
+A board changes how the models run, never what is decided: the threshold stays the
+manifest's (:func:`fr_pbd.models.threshold`), and liveness stays on unless a caller
+switches it off explicitly (research and tests only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from fr_pbd import boards as _boards
+from fr_pbd.errors import ModelError
+
+if TYPE_CHECKING:
+    from fr_pbd.capture.extractor import TemplateExtractor
+    from fr_pbd.capture.liveness import LivenessDetector
+
+DEFAULT_BOARD = "default"
+DEFAULT_EMBEDDER = "dlib-resnet-v1"
+CPU = "CPUExecutionProvider"
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What a board (or the defaults) turns into: hashable, so equal settings share sessions."""
+
+    board: str
+    threads: int | None  # None: one per core
+    providers: tuple[str, ...]
+    detector_input: tuple[int, int]
+    embedder: str
+    embedder_variant: str
+    notes: tuple[str, ...] = field(default=(), compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"board": self.board, "threads": self.threads, "providers": list(self.providers),
+                "detector_input": list(self.detector_input), "embedder": self.embedder,
+                "embedder_variant": self.embedder_variant, "notes": list(self.notes)}
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """Phase (a) ready to run: the template extractor and the liveness check, built once."""
+
+    extractor: "TemplateExtractor"
+    liveness: "LivenessDetector | None"
+    settings: RunSettings
+
+    @property
+    def model_id(self) -> str:
+        return self.extractor.model_id
+
+
+def run_settings(board: "str | _boards.Board | None" = None, embedder: str | None = None) -> RunSettings:
+    """The settings for ``board`` (a name, a path to a board file, a :class:`~fr_pbd.boards.Board`, or None).
+
+    A provider the board asks for but this onnxruntime build lacks is left out and
+    noted (a Jetson board loads on x86 and runs on the CPU); it is not an error.
+    """
+    from fr_pbd.capture import yunet
+    from fr_pbd.runtime import available_providers
+
+    if board is None or board == DEFAULT_BOARD:
+        return RunSettings(DEFAULT_BOARD, None, (CPU,), yunet.INPUT_SIZE, embedder or DEFAULT_EMBEDDER, "fp32")
+    b = board if isinstance(board, _boards.Board) else _boards.load_board(board)
+    chosen, missing = available_providers(b.providers)
+    notes = [f"{p} is not in this onnxruntime build: not used" for p in missing]
+    if missing:
+        notes.append(f"running on {', '.join(chosen)} (board asked for {', '.join(b.providers)})")
+    model = embedder or b.embedder_model
+    variant = b.embedder_variant if model == b.embedder_model else "fp32"
+    return RunSettings(b.board, b.threads or None, tuple(chosen), b.detector_input, model, variant, tuple(notes))
+
+
+def build_pipeline(board: "str | _boards.Board | RunSettings | None" = None, *, liveness: bool = True,
+                   embedder: str | None = None) -> Pipeline:
+    """Detector, embedder and (by default) the liveness models, from verified model files.
+
+    Sessions are created once per process for equal settings and shared by every
+    caller. ``embedder`` names another manifest embedder (e.g. ``sface-2021dec``);
+    an optional model whose file is absent raises ModelNotFoundError (one line,
+    naming the command that fetches it) before any session is created.
+    """
+    settings = board if isinstance(board, RunSettings) else run_settings(board, embedder)
+    return _build(settings, liveness)
+
+
+def _build(settings: RunSettings, liveness: bool) -> Pipeline:
+    return Pipeline(_extractor(settings), _liveness(settings) if liveness else None, settings)
+
+
+@lru_cache(maxsize=8)
+def _extractor(settings: RunSettings) -> "TemplateExtractor":
+    from fr_pbd import models
+    from fr_pbd.capture import extractor as _ex
+    from fr_pbd.capture.detect import create_detector
+    from fr_pbd.runtime import create_session
+
+    if settings.embedder not in _ex.EMBEDDERS:
+        raise ModelError(f"{settings.embedder!r} is not an embedder fr-pbd can use; "
+                         f"known: {', '.join(sorted(_ex.EMBEDDERS))}")
+    file_model = settings.embedder + ("-int8" if settings.embedder_variant == "int8" else "")
+    embedder_model = models.resolve(file_model)  # hash-checked before any session exists
+    detector = create_detector(threads=settings.threads, score_threshold=_ex.DETECTION_THRESHOLD,
+                               max_input=settings.detector_input, providers=settings.providers)
+    session = create_session(embedder_model, threads=settings.threads, providers=settings.providers)
+    return _ex.TemplateExtractor(detector, _ex.EMBEDDERS[settings.embedder](session))
+
+
+@lru_cache(maxsize=8)
+def _liveness(settings: RunSettings) -> "LivenessDetector":
+    from fr_pbd import models
+    from fr_pbd.capture.liveness import MODEL_NAMES, LivenessDetector
+    from fr_pbd.runtime import create_session
+
+    return LivenessDetector({name: create_session(models.resolve(name), threads=settings.threads,
+                                                  providers=settings.providers) for name in MODEL_NAMES})
