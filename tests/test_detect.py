@@ -59,13 +59,22 @@ def compare_with_oracle(paths: list[Path], oracle, det=None, size: tuple[int, in
     return stats
 
 
+# Same model, same input size, same letterboxed pixels: the two runtimes differ only in
+# float rounding. Measured 2026-11-29 at 640x640 and every variant size, faces/ and 300 LFW
+# images: 1 - IoU <= 1.1e-6 and landmarks within 6.1e-5 px (original pixels). These bounds leave
+# room for other CPUs' kernels but catch any real pre- or post-processing difference (half
+# a pixel of letterbox offset, a wrong scale, another anchor or NMS rule).
+MIN_IOU = 0.999
+MAX_LANDMARK_PX = 0.05
+
+
 def assert_agreement(stats: dict, label: str) -> None:
     print(f"\n[oracle {label}] images={stats['images']} faces={stats['faces']} "
-          f"count_mismatch={len(stats['count_mismatch'])} min_iou={stats['min_iou']:.5f} "
-          f"max_landmark_err_px={stats['max_landmark_px']:.4f}")
+          f"count_mismatch={len(stats['count_mismatch'])} 1-min_iou={1 - stats['min_iou']:.2e} "
+          f"max_landmark_err_px={stats['max_landmark_px']:.2e}")
     assert not stats["count_mismatch"], f"face count differs on {stats['count_mismatch'][:5]}"
-    assert stats["min_iou"] >= 0.9
-    assert stats["max_landmark_px"] <= 2.0
+    assert stats["min_iou"] >= MIN_IOU
+    assert stats["max_landmark_px"] <= MAX_LANDMARK_PX
 
 
 def test_oracle_agreement_on_test_photos(faces_dir, oracle):
