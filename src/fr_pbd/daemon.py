@@ -248,6 +248,7 @@ class Daemon:
         _ = self.verifier.extractor  # model files hashed and loaded now, not at the first request
         self._sock = _bind(self.socket_path)
         self._write_egress_record()
+        self.log.info("%s", self.verifier.describe())
         d = self.cfg.daemon
         self.log.info("listening on %s (mode 0660; allowed uids %s, gids %s; %s; config %s)",
                       self.socket_path, list(d.allowed_uids), list(d.allowed_gids), self.frames.describe(),

@@ -60,6 +60,22 @@ class Pipeline:
     def model_id(self) -> str:
         return self.extractor.model_id
 
+    @property
+    def embedder_graph(self) -> str:
+        """``int8`` or ``fp32``, read from the loaded embedder session's own metadata (not from the settings)."""
+        session = getattr(self.extractor.embedder, "_session", None)
+        meta = session.get_modelmeta().custom_metadata_map if session is not None else {}
+        return "int8" if "fr_pbd.quantisation" in meta else "fp32"
+
+    def describe(self) -> str:
+        """One line for a log or ``doctor``: what runs, never what it saw."""
+        s = self.settings
+        det = self.extractor.detector
+        sizes = ", ".join(f"{w}x{h}" for w, h in getattr(det, "input_sizes", ()))
+        return (f"board {s.board}: embedder {self.model_id} {self.embedder_graph}, detector graphs {sizes or '?'}, "
+                f"liveness {'on' if self.liveness is not None else 'OFF'}, threads {s.threads or 'one per core'}, "
+                f"providers {', '.join(s.providers)}")
+
 
 def run_settings(board: "str | _boards.Board | None" = None, embedder: str | None = None) -> RunSettings:
     """The settings for ``board`` (a name, a path to a board file, a :class:`~fr_pbd.boards.Board`, or None).

@@ -109,6 +109,7 @@ class Verifier:
         """
         self.home = Path(home) if home is not None else default_home()
         self._extractor = extractor
+        self._injected = extractor is not None
         if liveness is False:
             warnings.warn("presentation-attack detection is OFF: a photo or a screen may be accepted "
                           "(research and tests only)", stacklevel=2)
@@ -156,6 +157,12 @@ class Verifier:
         if self._extractor is None:
             self._extractor = self.pipeline.extractor
         return self._extractor
+
+    def describe(self) -> str:
+        """What runs here (board, embedder graph, liveness), for a log line: never what it saw."""
+        if self._injected:
+            return f"injected extractor ({self.extractor.model_id}); liveness {'on' if self.liveness else 'OFF'}"
+        return self.pipeline.describe()
 
     @staticmethod
     def threshold(model_id: str) -> float:
