@@ -16,7 +16,6 @@ import os
 import struct
 import time
 from datetime import timedelta
-from pathlib import Path
 
 import cv2
 import numpy as np
