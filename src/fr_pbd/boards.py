@@ -74,11 +74,6 @@ class Board:
     path: Path | None = None
 
     @property
-    def embedder_file_model(self) -> str:
-        """The manifest entry whose file the embedder session loads."""
-        return self.embedder_model + ("-int8" if self.embedder_variant == "int8" else "")
-
-    @property
     def camera_source(self) -> str | int:
         """What ``fr_pbd.capture.camera.CameraSource`` opens: a device, a GStreamer pipeline, or a picamera2 tag."""
         if self.camera_kind == "gstreamer":

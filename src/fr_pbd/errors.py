@@ -88,10 +88,6 @@ class WrongKeyError(KeyProviderError, StoreIntegrityError):
     """
 
 
-class LockedOutError(FrPbdError):
-    """Too many failed attempts: face verification is locked for a while."""
-
-
 class ConsentError(FrPbdError):
     """Enrolment without a recorded opt-in, or without a fallback credential."""
 
