@@ -55,6 +55,17 @@ def machine_info() -> dict[str, Any]:
     return info()
 
 
+def numpy_blas() -> str:
+    """The BLAS numpy is built with (the all-comparisons GEMM of eval lfw runs on it)."""
+    import numpy as np
+
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+    except Exception:  # noqa: BLE001 - numpy < 1.25 has no dict mode
+        return "unknown"
+    return " ".join(str(blas[k]) for k in ("name", "version") if blas.get(k)) or "unknown"
+
+
 def git_state(root: Path) -> dict[str, Any]:
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout
@@ -97,12 +108,11 @@ def derive_config(result: dict[str, Any], machine: dict[str, Any]) -> dict[str, 
         precision, liveness, threads = "fp32", True, cores  # the MiniFASNet models alone; no embedder
     else:
         raise SystemExit("record_result: the result states no precision/liveness (add a 'config' object)")
-    blas = machine.get("numpy_blas", {}).get("blas", {})
     return {
         "precision": precision,
         "liveness": liveness,
         "threads": threads,
-        "blas": " ".join(str(blas.get(k)) for k in ("name", "version") if blas.get(k)) or "unknown",
+        "blas": numpy_blas(),
         "blas_threads": machine.get("thread_env", {}).get("OPENBLAS_NUM_THREADS", f"default ({cores}: every core)"),
         "cpu_model": machine.get("cpu_model"),
         "cpu_flags": machine.get("cpu_flags", []),
