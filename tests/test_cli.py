@@ -88,6 +88,34 @@ def test_doctor_fails_without_models(tmp_path):
     assert "pipeline: NOT ready" in proc.stdout
 
 
+def test_doctor_without_the_variable_says_where_it_looked_and_suggests_it(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "FR_PBD_MODELS"}
+    env.update(XDG_CACHE_HOME=str(tmp_path / "c"), FR_PBD_HOME=str(tmp_path / "h"))
+    proc = subprocess.run([sys.executable, "-m", "fr_pbd.cli", "doctor"], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert str(tmp_path / "c" / "fr-pbd" / "models") in proc.stdout  # where it looked
+    hint = next(line for line in proc.stdout.splitlines() if "FR_PBD_MODELS" in line)
+    assert "before downloading" in hint
+    assert proc.stdout.index(hint) < proc.stdout.index("pipeline: NOT ready")
+    assert "board: default " in proc.stdout
+
+
+def test_every_command_group_is_a_module_of_the_cli_package():
+    """One entry point; each command lives in fr_pbd/cli/<group>.py, and none in a library."""
+    from fr_pbd.cli import build_parser
+
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    for name, sub in commands.items():
+        funcs = {sub.get_default("func")}
+        for action in sub._actions:  # sub-commands (keys rotate, models list, eval lfw, ...)
+            for leaf in getattr(action, "choices", None) or {}:
+                funcs.add(action.choices[leaf].get_default("func"))
+        for f in funcs - {None}:
+            assert f.__module__.startswith("fr_pbd.cli."), f"{name}: {f.__module__}.{f.__name__}"
+
+
 def test_compare_same_different_and_errors(faces_dir, extractor):
     same = run("compare", str(faces_dir / "obama.jpg"), str(faces_dir / "obama4.jpg"))
     assert (same.stdout, same.returncode) == ("same\n", 0), same.stderr

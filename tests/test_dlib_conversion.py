@@ -36,7 +36,7 @@ def _require(module: str):
 @pytest.fixture(scope="session")
 def build_dlib():
     _require("onnx")
-    from fr_pbd.models import build_dlib
+    from fr_pbd.build import dlib_resnet as build_dlib
 
     return build_dlib
 
