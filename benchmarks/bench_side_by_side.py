@@ -22,7 +22,7 @@ The ratios are of p50s over every (frame, round) sample of each runner, per fram
 ``dlib_over_fr_pbd_verify`` = dlib's pipeline / fr-pbd's full verification (liveness and
 encrypted store included); ``dlib_over_fr_pbd_core`` = dlib's pipeline / fr-pbd's same job.
 Without ``--board`` fr-pbd runs its defaults (fp32 embedder, every core), as ``fr-pbd bench``
-does; a board profile may choose the int8 embedder (``config.precision`` says which).
+does; a board may choose the int8 embedder (``config.precision`` says which).
 dlib (dlib-bin) runs as built: no BLAS, AVX on, its own single thread for HOG.
 
     FR_PBD_MODELS=../shared/models FR_PBD_DATA=../shared/data \\
@@ -48,8 +48,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.record_result import machine_info  # noqa: E402
 from fr_pbd import bench  # noqa: E402
+from fr_pbd.machine import machine_info  # noqa: E402
+from fr_pbd.pipeline import build_pipeline, run_settings  # noqa: E402
 from fr_pbd.capture.image import decode_image  # noqa: E402
 from fr_pbd.capture.yunet import NMS_THRESHOLD, SCORE_THRESHOLD, TOP_K  # noqa: E402
 from fr_pbd.errors import QualityError  # noqa: E402
@@ -115,8 +116,8 @@ def main() -> None:
     from fr_pbd import models
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--board", "--profile", dest="board", default=None,
-                    help="board profile (default: none, fr-pbd's defaults: fp32 embedder, every core)")
+    ap.add_argument("--board", default=None,
+                    help="board name or file (default: none, fr-pbd's defaults: fp32 embedder, every core)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--data", default=os.environ.get("FR_PBD_DATA", "../shared/data"))
     ap.add_argument("--out", type=Path, help="write the figures and the configuration here (JSON)")
@@ -124,16 +125,17 @@ def main() -> None:
     load_before = [round(x, 2) for x in os.getloadavg()]
     data = Path(args.data)
     frames = bench.build_frames(data)
-    setup = bench.setup_for(args.board)
-    ext, pad = bench._load(setup, liveness=True)
+    settings = run_settings(args.board)
+    pipeline = build_pipeline(settings, liveness=True)
+    ext = pipeline.extractor
     enrolled = decode_image((data / "faces" / bench.ENROLLED).read_bytes())
-    threshold = models.spec("dlib-resnet-v1").default_threshold
+    threshold = models.threshold(settings.embedder)
     runners = {
         "dlib": dlib_pipeline(np.ascontiguousarray(enrolled[:, :, ::-1])),
         "fr-pbd core": fr_pbd_core(ext, enrolled, threshold),
     }
     home = Path(tempfile.mkdtemp(prefix="fr-pbd-sbs."))
-    verifier = bench._make_store(home, ext, pad, data)
+    verifier = bench._make_store(home, pipeline, data, hook=lambda stage, seconds: None)
 
     runners["fr-pbd verify"] = lambda jpeg: verifier.verify(jpeg).accepted
     yn = cv2.FaceDetectorYN.create(str(models.resolve("yunet-2023mar").path), "", bench.FRAME_SIZE,
@@ -161,8 +163,8 @@ def main() -> None:
     load_after = [round(x, 2) for x in os.getloadavg()]
 
     med = {name: {label: _median_ms(s) for label, s in v.items()} for name, v in per_image.items()}
-    precision = "int8" if setup.embedder_variant == "int8" else "fp32"
-    print(f"board {setup.name} ({precision} embedder); {len(frames)} frames 640x480 x {args.rounds} rounds; "
+    precision = settings.embedder_variant
+    print(f"board {settings.board} ({precision} embedder); {len(frames)} frames 640x480 x {args.rounds} rounds; "
           f"load average {load_before[0]:.2f} -> {load_after[0]:.2f} on {os.cpu_count()} cores")
     print(f"{'frame':34s} {'dlib':>8s} {'core':>8s} {'verify':>8s} {'x core':>7s} {'x verify':>8s} "
           f"{'det':>7s} {'cv2 det':>8s} {'det/cv2':>7s}")
@@ -191,8 +193,9 @@ def main() -> None:
         doc = {
             "benchmark": "bench_side_by_side",
             "config": {
-                "board": setup.name, "precision": precision, "threads": setup.threads or os.cpu_count(),
-                "providers": list(setup.providers), "detector_input": list(setup.detector_input),
+                "board": settings.board, "precision": precision, "threads": settings.threads or os.cpu_count(),
+                "providers": list(settings.providers), "detector_input": list(settings.detector_input),
+                "embedder": settings.embedder,
                 "liveness": True,
                 "runners": {
                     "dlib": "HOG (1 upsample) + 5-point shape predictor + dlib ResNet, Euclidean <= 0.6, "

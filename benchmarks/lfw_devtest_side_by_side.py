@@ -31,19 +31,15 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.helpers import lfw_image_path, read_pairs  # noqa: E402
 
-from benchmarks.record_result import machine_info  # noqa: E402
 from fr_pbd.capture.image import load_image  # noqa: E402
 from fr_pbd.errors import QualityError  # noqa: E402
+from fr_pbd.machine import machine_info  # noqa: E402
+from fr_pbd.pipeline import build_pipeline  # noqa: E402
 
 
 def load_extractor():
-    """fr-pbd's default pipeline (no board: fp32 embedder, every core), wherever this checkout builds it."""
-    try:
-        from fr_pbd.pipeline import build_pipeline
-    except ImportError:
-        from fr_pbd.capture.pipeline import load_extractor as load
-        return load()
-    return build_pipeline(board=None).extractor
+    """fr-pbd's default pipeline: no board, so the fp32 embedder on every core."""
+    return build_pipeline(board=None, liveness=False).extractor
 
 
 def best_threshold_accuracy(scores: np.ndarray, same: np.ndarray, higher_is_same: bool) -> tuple[float, float]:

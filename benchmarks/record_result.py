@@ -17,8 +17,8 @@ It holds the command's JSON result and what is needed to read it and to run it a
   after (a 1-minute figure near or above the core count means other processes shared the CPU);
 * ``result``: the command's JSON, without the keys named by ``--drop``.
 
-Precision and liveness are read from the result: ``fr-pbd bench`` (``profile.embedder``,
-``profile.liveness``), ``fr-pbd eval lfw`` (``model_id``; it computes templates only: no
+Precision and liveness are read from the result: ``fr-pbd bench`` (``board.embedder``,
+``board.liveness``), ``fr-pbd eval lfw`` (``model_id``; it computes templates only: no
 liveness), ``fr-pbd eval pad`` (the fp32 PAD models, no embedder), or a ``config`` object the
 result carries itself (the side-by-side benchmarks).
 
@@ -47,7 +47,7 @@ ENV_KEYS = ("FR_PBD_MODELS", "FR_PBD_DATA", "OMP_NUM_THREADS", "OPENBLAS_NUM_THR
 
 
 def machine_info() -> dict[str, Any]:
-    """fr-pbd's machine record, wherever this checkout keeps it."""
+    """fr-pbd's machine record (fr_pbd.bench kept it before fr_pbd.machine existed)."""
     try:
         from fr_pbd.machine import machine_info as info
     except ImportError:
@@ -97,8 +97,8 @@ def derive_config(result: dict[str, Any], machine: dict[str, Any]) -> dict[str, 
     if isinstance(result.get("config"), dict):  # the side-by-side benchmarks say it themselves
         own = result["config"]
         precision, liveness, threads = own["precision"], own["liveness"], own.get("threads") or cores
-    elif isinstance(result.get("profile"), dict) and "embedder" in result["profile"]:  # fr-pbd bench
-        p = result["profile"]
+    elif isinstance(result.get("board") or result.get("profile"), dict):  # fr-pbd bench (profile: before --board)
+        p = result.get("board") or result["profile"]
         precision = "int8" if str(p["embedder"]).endswith("-int8") else "fp32"
         liveness, threads = bool(p["liveness"]), p.get("threads") or cores
     elif str(result.get("schema", "")).startswith("fr-pbd/eval-lfw/"):  # fr-pbd eval lfw
