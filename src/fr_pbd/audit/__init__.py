@@ -2,8 +2,12 @@
 
 Runs a conformance suite against an installation (``--home``, optionally a
 running daemon ``--socket``) and writes ``audit.json`` (a ``checks`` list:
-``id``, ``condition``, ``title``, ``status`` PASS/FAIL/NOT-APPLICABLE,
-``evidence``) and a self-contained ``audit.html``. Exit 0 iff no check fails.
+``id``, ``condition``, ``title``, ``status`` PASS/FAIL/INCONCLUSIVE,
+``evidence``) and a self-contained ``audit.html``. The result is PASS only when
+every check ran and passed; FAIL when any check fails; otherwise INCOMPLETE,
+with the evidence that is missing and the option or tool that supplies it
+(``missing_evidence``). What the product says about itself (its egress record,
+its own log lines about itself) is shown as a self-report and decides nothing.
 
 The checks do not take fr-pbd's word for anything: the store is parsed and
 decrypted by an independent reader (:mod:`fr_pbd.audit.storefacts`), files are
@@ -26,10 +30,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from fr_pbd.audit import checks as _c
-from fr_pbd.audit.checks import FAIL, NA, PASS, Check
+from fr_pbd.audit.checks import FAIL, INCONCLUSIVE, PASS, RESULT_FAIL, RESULT_INCOMPLETE, RESULT_PASS, Check, overall
 from fr_pbd.errors import AuditError
 
-__all__ = ["Check", "run_audit", "build_report", "write_reports", "DEFAULT_VERIFICATIONS", "PASS", "FAIL", "NA"]
+__all__ = ["Check", "run_audit", "build_report", "write_reports", "overall", "DEFAULT_VERIFICATIONS", "PASS", "FAIL",
+           "INCONCLUSIVE", "RESULT_PASS", "RESULT_FAIL", "RESULT_INCOMPLETE"]
 
 DEFAULT_VERIFICATIONS = 3
 
@@ -76,13 +81,14 @@ def build_report(checks: list[Check], *, home: Path, socket_path: Path | None, e
                  verifications: int) -> dict[str, Any]:
     from fr_pbd._version import __version__
 
-    counts = {s: sum(1 for c in checks if c.status == s) for s in (PASS, FAIL, NA)}
+    counts = {s: sum(1 for c in checks if c.status == s) for s in (PASS, FAIL, INCONCLUSIVE)}
     return {
         "schema": "fr-pbd/audit/1",
         "tool": f"fr-pbd {__version__} audit",
         "created_utc": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
-        "result": FAIL if counts[FAIL] else PASS,
+        "result": overall(checks),
         "counts": counts,
+        "missing_evidence": [{"check": c.id, "needs": c.needs} for c in checks if c.status == INCONCLUSIVE],
         "installation": {
             "home": str(home), "socket": str(socket_path) if socket_path else None,
             "eval_report": str(eval_report) if eval_report else None,

@@ -15,11 +15,15 @@ from fr_pbd.audit import scan
 from fr_pbd.audit.probe import ProbeResult
 from fr_pbd.audit.storefacts import StoreFacts
 
-PASS, FAIL, NA = "PASS", "FAIL", "NOT-APPLICABLE"
+PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
+STATUSES = (PASS, FAIL, INCONCLUSIVE)
+#: The overall results: every check PASS; any check FAIL; else some evidence missing.
+RESULT_PASS, RESULT_FAIL, RESULT_INCOMPLETE = "PASS", "FAIL", "INCOMPLETE"
 SCRYPT_MIN = {"log2_n": 17, "r": 8, "p": 1}
 MIN_ENTROPY = 7.9
 MAX_SCAN_BYTES = 256 * 1024 * 1024
 KNOWN_CONSENT_VERSIONS = ("1",)
+EVAL_NEEDS = "--eval REPORT.json (an `fr-pbd eval lfw --groups FILE.csv` report for the store's model)"
 
 
 @dataclass
@@ -31,10 +35,34 @@ class Check:
     summary: str
     details: list[str] = field(default_factory=list)
     values: dict[str, Any] = field(default_factory=dict)
+    #: INCONCLUSIVE only: the evidence that is missing and the option or tool that supplies it.
+    needs: str | None = None
+    #: What the audited product says about itself: shown, never used for the verdict.
+    self_report: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "condition": self.condition, "title": self.title, "status": self.status,
-                "evidence": {"summary": self.summary, "details": self.details, "values": self.values}}
+        d = {"id": self.id, "condition": self.condition, "title": self.title, "status": self.status,
+             "evidence": {"summary": self.summary, "details": self.details, "values": self.values}}
+        if self.needs:
+            d["needs"] = self.needs
+        if self.self_report:
+            d["self_report"] = self.self_report
+        return d
+
+
+def inconclusive(cid: str, cond: str, title: str, summary: str, needs: str, details: list[str] | None = None,
+                 values: dict[str, Any] | None = None) -> Check:
+    """A check that could not gather its evidence: never a PASS."""
+    return Check(cid, cond, title, INCONCLUSIVE, summary, details or [], values or {}, needs=needs)
+
+
+def overall(checks: list[Check]) -> str:
+    """FAIL if any check fails; INCOMPLETE if none fails but one could not gather its evidence; else PASS."""
+    if any(c.status == FAIL for c in checks):
+        return RESULT_FAIL
+    if any(c.status != PASS for c in checks):
+        return RESULT_INCOMPLETE
+    return RESULT_PASS
 
 
 def _mode(path: Path) -> os.stat_result | None:
@@ -75,7 +103,8 @@ def _no_store(cid: str, cond: str, title: str, facts: StoreFacts) -> Check | Non
         return None
     why = "; ".join(facts.problems) or facts.decrypt_error or "unreadable"
     if facts.decrypt_error and "passphrase" in facts.decrypt_error:
-        return Check(cid, cond, title, NA, f"cannot read the store's contents: {why}")
+        return inconclusive(cid, cond, title, f"cannot read the store's contents: {why}",
+                            "the store passphrase on standard input (--passphrase-stdin)")
     return Check(cid, cond, title, FAIL, f"cannot read the store's contents: {why}")
 
 
@@ -228,7 +257,8 @@ def c3_plaintext_templates(home: Path) -> Check:
 def c3_socket(sock: Path | None) -> Check:
     title = "Daemon socket: Unix-domain, 0660 or stricter"
     if sock is None:
-        return Check("C3.socket", "C3", title, NA, "no --socket given: no daemon to check")
+        return inconclusive("C3.socket", "C3", title, "no daemon was given: the socket was not checked",
+                            "--socket PATH of the running daemon")
     st = _mode(sock)
     if st is None:
         return Check("C3.socket", "C3", title, FAIL, f"{sock} does not exist")
@@ -244,10 +274,15 @@ def c3_socket(sock: Path | None) -> Check:
 def c3_network(probe: ProbeResult | None) -> Check:
     title = "No network system calls while verifying"
     if probe is None:
-        return Check("C3.network", "C3", title, NA, "no --socket given: no daemon to watch")
+        return inconclusive("C3.network", "C3", title, "no daemon was given: its network use was not observed",
+                            "--socket PATH of the running daemon (and strace installed)")
     if probe.error or probe.network is None:
         return Check("C3.network", "C3", title, FAIL, probe.error or "no observation")
     n = probe.network
+    if n.method != "strace":  # the product's own egress record is a self-report: shown, never a verdict
+        return Check("C3.network", "C3", title, INCONCLUSIVE, n.summary, n.details, {"method": n.method},
+                     needs="strace (apt-get install strace) and permission to attach to the daemon "
+                           "(run the audit as root or as the daemon's user)", self_report=n.self_report)
     return Check("C3.network", "C3", title, PASS if n.ok else FAIL, n.summary, n.details,
                  {"method": n.method, **n.values})
 
@@ -257,7 +292,8 @@ def c3_logs(home: Path, logs: list[Path]) -> Check:
     found = [p for p in _walk(home) if p.suffix == ".log" or p.parent.name in ("log", "logs")]
     files = list(dict.fromkeys([*logs, *found]))
     if not files:
-        return Check("C3.logs", "C3", title, NA, "no log file in the home and none given with --log")
+        return inconclusive("C3.logs", "C3", title, "no log file in the home and none given with --log",
+                            "--log FILE for each log the product writes")
     bad, details = [], []
     for p in files:
         try:
@@ -333,7 +369,7 @@ def c4_kdf(facts: StoreFacts) -> Check:
     if bad:
         return Check("C4.kdf", "C4", title, FAIL, "; ".join(bad), details)
     if not kdfs:
-        return Check("C4.kdf", "C4", title, NA, "no key derivation in use (random key file, no fallback hash)",
+        return Check("C4.kdf", "C4", title, PASS, "no key derivation in use (random key file, no fallback hash)",
                      details)
     return Check("C4.kdf", "C4", title, PASS, "every KDF in use meets scrypt N=2^17, r=8, p=1", details)
 
@@ -365,7 +401,8 @@ def c4_ciphertext(facts: StoreFacts) -> Check:
 def c5_one_byte(probe: ProbeResult | None) -> Check:
     title = "Every daemon answer is exactly one byte, Y or N"
     if probe is None:
-        return Check("C5.one-byte", "C5", title, NA, "no --socket given: no daemon to ask")
+        return inconclusive("C5.one-byte", "C5", title, "no daemon was given: no answer was seen",
+                            "--socket PATH of the running daemon")
     if probe.error:
         return Check("C5.one-byte", "C5", title, FAIL, probe.error, [a.describe() for a in probe.answers])
     bad = [a for a in probe.answers if not a.one_byte]
@@ -440,7 +477,7 @@ def dpia_accuracy(eval_path: Path | None, facts: StoreFacts) -> Check:
     title = "Accuracy measured by the book (ISO/IEC 19795-1, FNMR at FMR)"
     d, err = _load_eval(eval_path)
     if eval_path is None:
-        return Check("DPIA.accuracy", "DPIA", title, NA, "no evaluation report given (--eval REPORT.json)")
+        return inconclusive("DPIA.accuracy", "DPIA", title, "no evaluation report was given", EVAL_NEEDS)
     if err:
         return Check("DPIA.accuracy", "DPIA", title, FAIL, err)
     details = [f"report {eval_path}: {d.get('schema')}, created {d.get('created_utc')}, model {d.get('model_id')}",
@@ -464,12 +501,13 @@ def dpia_bias(eval_path: Path | None) -> Check:
     title = "Demographic differentials measured (ISO/IEC 19795-10)"
     d, err = _load_eval(eval_path)
     if eval_path is None:
-        return Check("DPIA.bias", "DPIA", title, NA, "no evaluation report given (--eval REPORT.json)")
+        return inconclusive("DPIA.bias", "DPIA", title, "no evaluation report was given", EVAL_NEEDS)
     if err:
-        return Check("DPIA.bias", "DPIA", title, NA, f"no usable evaluation report (see DPIA.accuracy): {err}")
+        return inconclusive("DPIA.bias", "DPIA", title, f"no usable evaluation report: {err}", EVAL_NEEDS)
     groups = d.get("groups")
     if not isinstance(groups, dict) or not groups.get("attributes"):
-        return Check("DPIA.bias", "DPIA", title, NA, "the evaluation report has no per-group analysis")
+        return inconclusive("DPIA.bias", "DPIA", title, "the evaluation report has no per-group analysis",
+                            "--eval REPORT.json from `fr-pbd eval lfw --groups FILE.csv`")
     details = [f"one global threshold {groups.get('threshold')} ({groups.get('threshold_source')})"]
     for attr, a in groups["attributes"].items():
         for what in ("fnmr", "fmr"):

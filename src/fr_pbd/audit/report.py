@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fr_pbd.audit.checks import FAIL, NA, PASS, Check
+from fr_pbd.audit.checks import FAIL, INCONCLUSIVE, PASS, RESULT_FAIL, RESULT_PASS, Check
 
 CONDITIONS = [
     ("C1", "Private use", "Access to the user's own device only: the household-device-access profile, "
@@ -31,7 +31,7 @@ main{max-width:1000px;margin:0 auto;padding:28px 24px 60px}
 h1{font-size:26px;margin:0 0 4px}h2{font-size:19px;margin:0}
 .sub{color:#5b6577;margin:0 0 18px}
 .verdict{border-radius:10px;padding:16px 20px;margin:0 0 22px;color:#fff;font-size:18px;font-weight:600}
-.verdict.pass{background:#1f7a4d}.verdict.fail{background:#b3261e}
+.verdict.pass{background:#1f7a4d}.verdict.fail{background:#b3261e}.verdict.incomplete{background:#8a5a00}
 .verdict small{display:block;font-weight:400;font-size:14px;opacity:.92}
 table{border-collapse:collapse;width:100%}
 .summary{background:#fff;border-radius:10px;box-shadow:0 1px 3px #0001;margin-bottom:26px}
@@ -50,7 +50,8 @@ section>p.what{color:#5b6577;margin:6px 0 10px}
 text-align:center;letter-spacing:.03em}
 .PASS{background:#dff3e8;color:#14653e;border:1px solid #9fd8b9}
 .FAIL{background:#fde4e1;color:#9c1c13;border:1px solid #f2a79f}
-.NA{background:#eceff4;color:#4a5468;border:1px solid #cfd5df}
+.INCONCLUSIVE{background:#fff1d6;color:#7a4b00;border:1px solid #efc877}
+.needs{margin:4px 0 0;color:#7a4b00}.self{margin:6px 0 0;font-size:13px;color:#5b6577}
 .title{font-weight:600}.id{color:#7a8499;font:12px ui-monospace,Menlo,Consolas,monospace;margin-left:6px}
 .ev{margin:4px 0 0;color:#2c3445}
 details{margin:6px 0 0 0}summary{cursor:pointer;color:#35405a;font-size:13px}
@@ -67,27 +68,46 @@ def write_json(report: dict[str, Any], out: Path) -> Path:
 
 
 def _badge(status: str) -> str:
-    cls = "NA" if status == NA else status
-    label = "N/A" if status == NA else status
-    return f'<span class="badge {cls}">{label}</span>'
+    return f'<span class="badge {status}">{status}</span>'
+
+
+#: Exit codes of `fr-pbd audit` by result (fr_pbd.cli._common: 0 ok, 1 no, 3 incomplete).
+EXIT_CODES = {RESULT_PASS: 0, RESULT_FAIL: 1}
+INCOMPLETE_EXIT = 3
+
+
+def verdict_words(result: str, checks: list[Check]) -> str:
+    """The verdict in words, for the HTML banner and the terminal."""
+    failed = [c for c in checks if c.status == FAIL]
+    missing = [c for c in checks if c.status == INCONCLUSIVE]
+    if result == RESULT_PASS:
+        return "Every check ran and passed: the installation meets the five conditions as far as this audit can show."
+    if result == RESULT_FAIL:
+        s = (f"{len(failed)} check(s) fail: the installation does not meet "
+             f"{', '.join(sorted({c.condition for c in failed}))}.")
+        if missing:
+            s += f" {len(missing)} more could not gather their evidence."
+        return s
+    return (f"No check failed, but {len(missing)} check(s) could not gather their evidence, so this audit "
+            "cannot say that the installation meets the conditions. This is not a pass. Missing: "
+            + "; ".join(f"{c.id}: {c.needs}" for c in missing) + ".")
 
 
 def render_html(report: dict[str, Any], checks: list[Check]) -> str:
     e = html.escape
-    failed = [c for c in checks if c.status == FAIL]
-    ok = not failed
-    verdict = ("All checks pass: the installation meets the five conditions as far as this audit can show."
-               if ok else f"{len(failed)} check(s) fail: the installation does not meet "
-               f"{', '.join(sorted({c.condition for c in failed}))}.")
-    counts = {s: sum(1 for c in checks if c.status == s) for s in (PASS, FAIL, NA)}
+    result = report["result"]
+    words = verdict_words(result, checks)
+    counts = {s: sum(1 for c in checks if c.status == s) for s in (PASS, FAIL, INCONCLUSIVE)}
+    exit_code = EXIT_CODES.get(result, INCOMPLETE_EXIT)
     meta = report["installation"]
     rows = []
     for cond, name, _ in CONDITIONS:
         cs = [c for c in checks if c.condition == cond]
-        st = FAIL if any(c.status == FAIL for c in cs) else (PASS if any(c.status == PASS for c in cs) else NA)
+        st = (FAIL if any(c.status == FAIL for c in cs) else
+              INCONCLUSIVE if any(c.status == INCONCLUSIVE for c in cs) or not cs else PASS)
         rows.append(f'<tr><td>{_badge(st)}</td><td><a href="#{cond}">{e(cond)} · {e(name)}</a></td>'
                     f'<td>{sum(1 for c in cs if c.status == PASS)} pass, {sum(1 for c in cs if c.status == FAIL)} '
-                    f'fail, {sum(1 for c in cs if c.status == NA)} n/a</td></tr>')
+                    f'fail, {sum(1 for c in cs if c.status == INCONCLUSIVE)} inconclusive</td></tr>')
     sections = []
     for cond, name, what in CONDITIONS:
         items = []
@@ -95,22 +115,27 @@ def render_html(report: dict[str, Any], checks: list[Check]) -> str:
             det = ""
             if c.details:
                 lis = "".join(f"<li>{e(d)}</li>" for d in c.details)
-                open_attr = " open"  # a filed report shows its evidence (also when printed)
-                det = f"<details{open_attr}><summary>evidence ({len(c.details)})</summary><ul class=d>{lis}</ul></details>"
+                det = f"<details open><summary>evidence ({len(c.details)})</summary><ul class=d>{lis}</ul></details>"
+            needs = f'<p class="needs">Missing evidence; supply it with: {e(c.needs)}</p>' if c.needs else ""
+            own = ""
+            if c.self_report:
+                lis = "".join(f"<li>{e(d)}</li>" for d in c.self_report)
+                own = (f'<div class="self">Self-report of the audited product (shown, not used for the verdict):'
+                       f'<ul class=d>{lis}</ul></div>')
             items.append(f'<div class="check"><div class="row">{_badge(c.status)}<div>'
                          f'<span class="title">{e(c.title)}</span><span class="id">{e(c.id)}</span>'
-                         f'<p class="ev">{e(c.summary)}</p>{det}</div></div></div>')
+                         f'<p class="ev">{e(c.summary)}</p>{needs}{det}{own}</div></div></div>')
         sections.append(f'<section id="{cond}"><header><span class="tag">{e(cond)}</span><h2>{e(name)}</h2></header>'
                         f'<p class="what">{e(what)}</p>{"".join(items)}</section>')
     meta_rows = "".join(f"<tr><td>{e(k)}</td><td>{e(str(v))}</td></tr>" for k, v in meta.items())
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>fr-pbd audit: {'PASS' if ok else 'FAIL'}</title><style>{CSS}</style></head>
+<title>fr-pbd audit: {e(result)}</title><style>{CSS}</style></head>
 <body><main>
 <h1>fr-pbd conformance audit</h1>
 <p class="sub">Household exemption (GDPR art. 2(2)(c); Dutch DPA's five conditions) · {e(report['created_utc'])}</p>
-<div class="verdict {'pass' if ok else 'fail'}">{'PASS' if ok else 'FAIL'}: {e(verdict)}
-<small>{counts[PASS]} passed · {counts[FAIL]} failed · {counts[NA]} not applicable · exit code {0 if ok else 1}</small></div>
+<div class="verdict {e(result.lower())}">{e(result)}: {e(words)}
+<small>{counts[PASS]} passed · {counts[FAIL]} failed · {counts[INCONCLUSIVE]} inconclusive · exit code {exit_code}</small></div>
 <table class="summary"><tr><th>status</th><th>condition</th><th>checks</th></tr>{''.join(rows)}</table>
 {''.join(sections)}
 <section><header><span class="tag">i</span><h2>Installation and method</h2></header>

@@ -2,7 +2,8 @@
 
 Exit codes, for every command: 0 yes / success, 1 a negative answer (``no``,
 ``different``, an audit that failed), 2 an error (one line on stderr, never a
-traceback), 3 an internal error.
+traceback), 3 an incomplete audit (no check failed, but some evidence is
+missing), 4 an internal error.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-EXIT_OK, EXIT_NO, EXIT_ERROR, EXIT_INTERNAL = 0, 1, 2, 3
+EXIT_OK, EXIT_NO, EXIT_ERROR, EXIT_INCOMPLETE, EXIT_INTERNAL = 0, 1, 2, 3, 4
 HOME_HELP = "state directory (default: $FR_PBD_HOME, else ~/.local/share/fr-pbd)"
 BOARD_HELP = ("board: how the models run here (rpi4, rpi5, jetson-nano, jetson-orin-nano, x86-generic, "
               "or a path to a board file; default: board in config.toml, else the defaults)")

@@ -6,12 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from fr_pbd.cli._common import EXIT_NO, EXIT_OK
+from fr_pbd.cli._common import EXIT_INCOMPLETE, EXIT_NO, EXIT_OK
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
     from fr_pbd import config, egress
-    from fr_pbd.audit import DEFAULT_VERIFICATIONS, FAIL, NA, PASS, build_report, run_audit, write_reports
+    from fr_pbd.audit import (DEFAULT_VERIFICATIONS, FAIL, INCONCLUSIVE, PASS, RESULT_FAIL, RESULT_PASS, build_report,
+                              run_audit, write_reports)
 
     egress.install()
     if args.verifications is None:
@@ -25,16 +26,18 @@ def cmd_audit(args: argparse.Namespace) -> int:
     jpath, hpath = write_reports(report, checks, args.out)
     width = max(len(c.id) for c in checks)
     for c in checks:
-        print(f"{c.status:14s} {c.id:{width}s}  {c.summary}")
+        print(f"{c.status:12s} {c.id:{width}s}  {c.summary}")
+        if c.needs:
+            print(f"{'':12s} {'':{width}s}  needs: {c.needs}")
     c = report["counts"]
-    print(f"audit: {report['result']} ({c[PASS]} pass, {c[FAIL]} fail, {c[NA]} not applicable); "
+    print(f"audit: {report['result']} ({c[PASS]} pass, {c[FAIL]} fail, {c[INCONCLUSIVE]} inconclusive); "
           f"report: {jpath}, {hpath}")
-    return EXIT_NO if c[FAIL] else EXIT_OK
+    return {RESULT_PASS: EXIT_OK, RESULT_FAIL: EXIT_NO}.get(report["result"], EXIT_INCOMPLETE)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     a = sub.add_parser("audit", help="conformance audit of an installation: audit.json + audit.html "
-                       "(exit 0 all pass, 1 any fail)")
+                       "(exit 0 PASS: every check ran and passed, 1 FAIL, 3 INCOMPLETE: evidence missing)")
     a.add_argument("--home", default=None, help="the fr-pbd home to audit (default: $FR_PBD_HOME, else "
                    "~/.local/share/fr-pbd)")
     a.add_argument("--socket", default=None, metavar="PATH", help="a running daemon's socket: drive live "
