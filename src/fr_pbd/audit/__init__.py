@@ -30,21 +30,31 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from fr_pbd.audit import checks as _c
+from fr_pbd.audit import observed as _o
 from fr_pbd.audit.checks import FAIL, INCONCLUSIVE, PASS, RESULT_FAIL, RESULT_INCOMPLETE, RESULT_PASS, Check, overall
+from fr_pbd.audit.probe import FramePlan
 from fr_pbd.errors import AuditError
 
-__all__ = ["Check", "run_audit", "build_report", "write_reports", "overall", "DEFAULT_VERIFICATIONS", "PASS", "FAIL",
-           "INCONCLUSIVE", "RESULT_PASS", "RESULT_FAIL", "RESULT_INCOMPLETE"]
+__all__ = ["Check", "run_audit", "build_report", "write_reports", "overall", "DEFAULT_ROUNDS",
+           "DEFAULT_VERIFICATIONS", "FramePlan", "PASS", "FAIL", "INCONCLUSIVE", "RESULT_PASS", "RESULT_FAIL", "RESULT_INCOMPLETE"]
 
 DEFAULT_VERIFICATIONS = 3
+#: Untraced timing rounds of every probe frame class (C5.timing).
+DEFAULT_ROUNDS = 8
 
 
 def run_audit(home: str | os.PathLike[str], *, socket_path: str | os.PathLike[str] | None = None,
               eval_report: str | os.PathLike[str] | None = None, logs: Sequence[str | os.PathLike[str]] = (),
               verifications: int = DEFAULT_VERIFICATIONS, passphrase: str | None = None,
-              use_strace: bool = True) -> list[Check]:
-    """Run every check; never raises for a finding (a finding is a FAIL with evidence)."""
-    from fr_pbd.audit.probe import probe
+              use_strace: bool = True, frames: FramePlan | None = None, rounds: int = DEFAULT_ROUNDS) -> list[Check]:
+    """Run every check; never raises for a finding (a finding is a FAIL with evidence).
+
+    ``frames``: how to show the daemon probe frames (its frames directory and the
+    genuine/impostor/attack images), for C5.timing; without it that check is
+    INCONCLUSIVE.
+    """
+    from fr_pbd.audit.network import analyse
+    from fr_pbd.audit.probe import FRPBD_PROTOCOL, probe
     from fr_pbd.audit.storefacts import read_store
 
     home_p = Path(home)
@@ -52,11 +62,15 @@ def run_audit(home: str | os.PathLike[str], *, socket_path: str | os.PathLike[st
         raise AuditError(f"{home_p} is not a directory (give the fr-pbd home with --home)")
     if verifications < 0 or verifications > 50:
         raise AuditError("--verifications must be between 0 and 50")
+    if rounds < 0 or rounds > 100:
+        raise AuditError("--timing-rounds must be between 0 and 100")
     sock = Path(socket_path) if socket_path else None
     if eval_report is not None and not Path(eval_report).is_file():
         raise AuditError(f"the evaluation report {eval_report} does not exist")
     facts = read_store(home_p, passphrase)
-    result = probe(sock, verifications, use_strace) if sock is not None else None
+    result = probe(sock, FRPBD_PROTOCOL, verifications=verifications, use_strace=use_strace, frames=frames,
+                   rounds=rounds) if sock is not None else None
+    nf = analyse(result) if result is not None and not result.error else None
     ev = Path(eval_report) if eval_report else None
     return [
         _c.c1_profile(home_p),
@@ -64,13 +78,14 @@ def run_audit(home: str | os.PathLike[str], *, socket_path: str | os.PathLike[st
         _c.c2_fallback(home_p, facts),
         _c.c3_file_modes(home_p),
         _c.c3_plaintext_templates(home_p),
-        _c.c3_socket(sock),
-        _c.c3_network(result),
+        _o.c3_socket(sock, result),
+        _o.c3_network(result, nf),
         _c.c3_logs(home_p, [Path(p) for p in logs]),
         _c.c4_cipher(facts),
         _c.c4_kdf(facts),
         _c.c4_ciphertext(facts),
-        _c.c5_one_byte(result),
+        _o.c5_answer(result),
+        _o.c5_timing(result),
         _c.dpia_provenance(facts),
         _c.dpia_accuracy(ev, facts),
         _c.dpia_bias(ev),

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from fr_pbd.audit import scan
-from fr_pbd.audit.probe import ProbeResult
 from fr_pbd.audit.storefacts import StoreFacts
 
 PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
@@ -254,39 +253,6 @@ def c3_plaintext_templates(home: Path) -> Check:
                  f"no text list of >= {scan.MIN_TEXT_RUN} decimal numbers (Howdy-style JSON)", [], values)
 
 
-def c3_socket(sock: Path | None) -> Check:
-    title = "Daemon socket: Unix-domain, 0660 or stricter"
-    if sock is None:
-        return inconclusive("C3.socket", "C3", title, "no daemon was given: the socket was not checked",
-                            "--socket PATH of the running daemon")
-    st = _mode(sock)
-    if st is None:
-        return Check("C3.socket", "C3", title, FAIL, f"{sock} does not exist")
-    m = stat.S_IMODE(st.st_mode)
-    if not stat.S_ISSOCK(st.st_mode):
-        return Check("C3.socket", "C3", title, FAIL, f"{sock} is not a socket")
-    if m & ~0o660:
-        return Check("C3.socket", "C3", title, FAIL, f"{sock} mode {m:04o} is wider than 0660")
-    return Check("C3.socket", "C3", title, PASS, f"{sock}: Unix socket, mode {m:04o}, owner uid {st.st_uid}",
-                 values={"mode": f"{m:04o}", "owner_uid": st.st_uid})
-
-
-def c3_network(probe: ProbeResult | None) -> Check:
-    title = "No network system calls while verifying"
-    if probe is None:
-        return inconclusive("C3.network", "C3", title, "no daemon was given: its network use was not observed",
-                            "--socket PATH of the running daemon (and strace installed)")
-    if probe.error or probe.network is None:
-        return Check("C3.network", "C3", title, FAIL, probe.error or "no observation")
-    n = probe.network
-    if n.method != "strace":  # the product's own egress record is a self-report: shown, never a verdict
-        return Check("C3.network", "C3", title, INCONCLUSIVE, n.summary, n.details, {"method": n.method},
-                     needs="strace (apt-get install strace) and permission to attach to the daemon "
-                           "(run the audit as root or as the daemon's user)", self_report=n.self_report)
-    return Check("C3.network", "C3", title, PASS if n.ok else FAIL, n.summary, n.details,
-                 {"method": n.method, **n.values})
-
-
 def c3_logs(home: Path, logs: list[Path]) -> Check:
     title = "Logs hold no scores or templates"
     found = [p for p in _walk(home) if p.suffix == ".log" or p.parent.name in ("log", "logs")]
@@ -393,35 +359,6 @@ def c4_ciphertext(facts: StoreFacts) -> Check:
         return Check("C4.ciphertext", "C4", title, FAIL, "; ".join(bad), details, values)
     return Check("C4.ciphertext", "C4", title, PASS,
                  f"entropy {scan.fmt_bits(h)} bits/byte; no plaintext template runs", details, values)
-
-
-# --------------------------------------------------------------------------------------
-# C5
-# --------------------------------------------------------------------------------------
-def c5_one_byte(probe: ProbeResult | None) -> Check:
-    title = "Every daemon answer is exactly one byte, Y or N"
-    if probe is None:
-        return inconclusive("C5.one-byte", "C5", title, "no daemon was given: no answer was seen",
-                            "--socket PATH of the running daemon")
-    if probe.error:
-        return Check("C5.one-byte", "C5", title, FAIL, probe.error, [a.describe() for a in probe.answers])
-    bad = [a for a in probe.answers if not a.one_byte]
-    bad_y = [a for a in probe.answers if a.kind == "malformed" and a.one_byte and a.first == "Y"]
-    lines = [a.describe() for a in probe.answers]
-    live = [a for a in probe.answers if a.kind == "live"]
-    values = {"requests": len(probe.answers), "live": len(live),
-              "malformed": len(probe.answers) - len(live),
-              "answers": {k: sum(1 for a in probe.answers if a.one_byte and a.first == k) for k in ("Y", "N")},
-              "not_one_byte": len(bad), "alive_after_disconnect": probe.alive_after_disconnect}
-    problems = [f"{a.describe()}" for a in bad] + [f"{a.label}: answered Y to a malformed request" for a in bad_y]
-    if probe.alive_after_disconnect is False:
-        problems.append("the daemon stopped answering after a client vanished mid-request")
-    if problems:
-        return Check("C5.one-byte", "C5", title, FAIL, problems[0], problems + lines, values)
-    return Check("C5.one-byte", "C5", title, PASS,
-                 f"{len(probe.answers)} requests ({len(live)} live verifications, "
-                 f"{len(probe.answers) - len(live)} malformed): every answer exactly 1 byte, malformed ones N; "
-                 "alive after a client vanished mid-request", lines, values)
 
 
 # --------------------------------------------------------------------------------------

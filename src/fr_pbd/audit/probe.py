@@ -1,36 +1,86 @@
-"""Drive a running daemon through its socket and watch what it does on the network.
+"""Drive a running daemon through its socket while the kernel watches it.
 
-Every answer is read to the end (until the daemon closes, or a timeout), so an
-answer longer than one byte is seen. While the requests run, ``strace -f -e
-trace=network`` is attached to the daemon (found through ``SO_PEERCRED`` on the
-socket, so the audit watches the process that really answers); without strace
-(or without permission to attach) the daemon's own egress-guard record,
-``SOCKET.egress.json``, is compared before and after. The strace output is
-parsed into counts and deleted: it is recorded with ``-s 0`` (no payloads).
+The audit does not trust the product's code (not even fr-pbd's): the wire
+format below is written down here on purpose, not imported from
+:mod:`fr_pbd.daemon`. The probe
+
+1. finds the process that really answers from the socket (``SO_PEERCRED``);
+2. takes a kernel inventory of it and its children (:mod:`fr_pbd.audit.procfs`)
+   before, during and after, and keeps polling it while it runs;
+3. attaches ``strace -f -yy`` (:mod:`fr_pbd.audit.trace`) to the running process
+   and sends the live verifications, the malformed requests, a vanishing client
+   and one round of every probe frame (genuine, impostor, no face, attack);
+4. detaches and, untraced (so that the tracer does not distort the clock), times
+   several rounds of every probe frame and of the locked-out state.
+
+Every answer is read to the end (until the daemon closes, or a timeout) and
+kept only in memory, for classification: reports say how long an answer was
+and whether it was a declared yes or no, never what else it held.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import shutil
-import signal
 import socket
 import struct
-import subprocess
-import tempfile
+import threading
 import time
-from collections import Counter
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+
+from fr_pbd.audit import procfs
+from fr_pbd.audit.trace import Event, Tracer, parse
+
+__all__ = ["Protocol", "FRPBD_PROTOCOL", "FramePlan", "Answer", "ProbeResult", "probe", "no_face_png",
+           "CLASSES", "TIMING_CLASSES"]
 
 LIVE_TIMEOUT_S = 60.0
 BAD_TIMEOUT_S = 10.0
+MAX_ANSWER = 4096
+#: Probe frame classes, in the order of a round.
+CLASSES = ("genuine", "impostor", "no-face", "attack")
+LOCKED = "locked-out"
+TIMING_CLASSES = (*CLASSES, LOCKED)
+#: Failed attempts sent to reach the locked-out state (fr-pbd locks after 5).
+LOCK_ATTEMPTS = 6
+POLL_S = 0.01
 
-#: (label, payload, close the write side after sending). All must be answered with exactly b"N".
-MALFORMED: tuple[tuple[str, bytes, bool], ...] = (
+
+@dataclass(frozen=True)
+class Protocol:
+    """How a product is asked and what it may answer: exactly one declared yes and one declared no."""
+
+    name: str
+    request: bytes
+    yes: bytes | None = None
+    no: bytes | None = None
+    yes_regex: re.Pattern[bytes] | None = None
+    no_regex: re.Pattern[bytes] | None = None
+    #: (label, payload, close the write side after sending)
+    malformed: tuple[tuple[str, bytes, bool], ...] = ()
+    #: a malformed request may also be answered by closing without a byte
+    silent_close_ok: bool = False
+
+    def outcome(self, data: bytes) -> str | None:
+        """'yes', 'no', or None when the answer is neither declared answer."""
+        if (self.yes is not None and data == self.yes) or (self.yes_regex and self.yes_regex.fullmatch(data)):
+            return "yes"
+        if (self.no is not None and data == self.no) or (self.no_regex and self.no_regex.fullmatch(data)):
+            return "no"
+        return None
+
+    def describe(self) -> str:
+        def one(lit: bytes | None, rx: re.Pattern[bytes] | None) -> str:
+            return repr(lit) if lit is not None else f"regex {rx.pattern!r}" if rx else "?"
+        return f"{self.name}: request {self.request!r}, yes {one(self.yes, self.yes_regex)}, " \
+               f"no {one(self.no, self.no_regex)}"
+
+
+#: fr-pbd's daemon protocol v1 (docs: src/fr_pbd/daemon.py), written down independently:
+#: "VERIFY[ user]\n" (ASCII, at most 256 bytes); the answer is one byte, Y or N, then close.
+FRPBD_MALFORMED: tuple[tuple[str, bytes, bool], ...] = (
     ("oversized request (300 bytes)", b"VERIFY " + b"a" * 292 + b"\n", True),
     ("non-ASCII bytes", b"VERIFY \xc3\xa9\xff\n", True),
     ("unknown command", b"HELLO\n", True),
@@ -40,249 +90,316 @@ MALFORMED: tuple[tuple[str, bytes, bool], ...] = (
     ("empty request", b"", True),
     ("control byte", b"VERIFY\x00\n", True),
 )
+FRPBD_PROTOCOL = Protocol("fr-pbd daemon protocol v1 (one byte)", b"VERIFY\n", yes=b"Y", no=b"N",
+                          malformed=FRPBD_MALFORMED)
+
+
+@dataclass
+class FramePlan:
+    """How probe frames reach the product: the file it reads its next frame from, and the frames."""
+
+    directory: Path
+    name: str = "current.jpg"
+    images: dict[str, bytes] = field(default_factory=dict)  # class -> encoded image
+    _original: bytes | None = None
+    _saved: bool = False
+
+    @property
+    def path(self) -> Path:
+        return self.directory / self.name
+
+    def present(self, cls: str) -> None:
+        if not self._saved:
+            try:
+                self._original = self.path.read_bytes()
+            except OSError:
+                self._original = None
+            self._saved = True
+        tmp = self.directory / f".fr-pbd-audit-{os.getpid()}.tmp"
+        tmp.write_bytes(self.images[cls])
+        os.replace(tmp, self.path)
+
+    def restore(self) -> None:
+        if not self._saved:
+            return
+        if self._original is None:
+            self.path.unlink(missing_ok=True)
+        else:
+            tmp = self.directory / f".fr-pbd-audit-{os.getpid()}.tmp"
+            tmp.write_bytes(self._original)
+            os.replace(tmp, self.path)
+
+
+def no_face_png(width: int = 320, height: int = 240) -> bytes:
+    """A frame with no face in it (a smooth grey gradient): made here, so that every audit has one."""
+    y, x = [float(v) for v in (height, width)]
+    rows = []
+    for j in range(height):
+        row = bytearray([0])  # filter: none
+        for i in range(width):
+            v = int(40 + 150 * (i / x) * 0.6 + 150 * (j / y) * 0.4)
+            row += bytes((v, v, min(255, v + 10)))
+        rows.append(bytes(row))
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"".join(rows), 9)) \
+        + chunk(b"IEND", b"")
 
 
 @dataclass
 class Answer:
     label: str
-    kind: str  # "live" | "malformed"
-    length: int
-    first: str | None
-    numeric_tail: bool
-    closed: bool
+    kind: str  # "live" | "malformed" | "timing"
+    data: bytes = field(default=b"", repr=False)  # in memory only: never reported
+    outcome: str | None = None  # "yes" | "no" | None
+    closed: bool = False
+    seconds: float | None = None  # request sent -> first answer byte
     error: str | None = None
+    cls: str | None = None  # probe frame class of a timing request
 
     @property
-    def one_byte(self) -> bool:
-        return self.error is None and self.length == 1 and self.first in ("Y", "N") and self.closed
+    def length(self) -> int:
+        return len(self.data)
 
     def describe(self) -> str:
         if self.error:
             return f"{self.label}: no answer ({self.error})"
         s = f"{self.label}: {self.length} byte(s)"
-        if self.length:
-            s += f", first {self.first!r}"
-        if self.length > 1:
-            s += "; the extra bytes are not recorded here (they may be biometric data)"
-            if self.numeric_tail:
-                s += " and look like a number: a score?"
+        s += f", the declared {self.outcome!r}" if self.outcome else ", NOT a declared yes/no answer"
         if not self.closed:
             s += "; the daemon did not close the connection"
         return s
 
 
 @dataclass
-class NetworkObservation:
-    method: str  # "strace" | "none"
-    ok: bool
-    summary: str
-    details: list[str] = field(default_factory=list)
-    values: dict[str, Any] = field(default_factory=dict)
-    self_report: list[str] = field(default_factory=list)
-
-
-@dataclass
 class ProbeResult:
     socket: Path
+    protocol: Protocol
     server_pid: int | None = None
     server_uid: int | None = None
+    server_gid: int | None = None
     answers: list[Answer] = field(default_factory=list)
     alive_after_disconnect: bool | None = None
-    network: NetworkObservation | None = None
+    before: procfs.Snapshot | None = None
+    during: list[procfs.Snapshot] = field(default_factory=list)
+    after: procfs.Snapshot | None = None
+    #: sockets, processes and writable files seen by the poller while the probe ran
+    polled_sockets: dict[tuple[int, int], procfs.SocketEntry] = field(default_factory=dict)
+    polled_pids: dict[int, str] = field(default_factory=dict)
+    polls: int = 0
+    events: list[Event] | None = None
+    trace_error: str | None = None
+    trace_truncated: bool = False
+    #: the inodes of the audit's own client sockets (the daemon's peers on its answer channel)
+    client_inodes: set[int] = field(default_factory=set)
+    #: who held the pipes and Unix sockets the daemon wrote to, looked up right after the trace
+    holders: dict[str, dict[int, list[int]]] = field(default_factory=dict)
+    frames_missing: list[str] = field(default_factory=list)
+    lock_observed: bool | None = None
     error: str | None = None
 
+    @property
+    def timing(self) -> dict[str, list[float]]:
+        out: dict[str, list[float]] = {}
+        for a in self.answers:
+            if a.kind == "timing" and a.cls and a.seconds is not None and not a.error:
+                out.setdefault(a.cls, []).append(a.seconds)
+        return out
 
-def _exchange(path: Path, payload: bytes, close_write: bool, timeout: float) -> tuple[bytes, bool, tuple | None]:
+    @property
+    def snapshots(self) -> list[procfs.Snapshot]:
+        return [s for s in (self.before, *self.during, self.after) if s is not None]
+
+
+def _exchange(path: Path, payload: bytes, close_write: bool, timeout: float, inodes: set[int]
+              ) -> tuple[bytes, bool, tuple[int, int, int] | None, float | None]:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
         s.connect(str(path))
-        cred = struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+        inodes.add(os.fstat(s.fileno()).st_ino)
+        cred = procfs.peer_cred(s)
         if payload:
             s.sendall(payload)
+        t0 = time.perf_counter()
         if close_write:
             s.shutdown(socket.SHUT_WR)
         out = bytearray()
-        closed = False
+        closed, first = False, None
         try:
-            while len(out) < 4096:
-                chunk = s.recv(4096)
+            while len(out) < MAX_ANSWER:
+                chunk = s.recv(MAX_ANSWER)
                 if not chunk:
                     closed = True
                     break
+                if first is None:
+                    first = time.perf_counter() - t0
                 out += chunk
         except TimeoutError:
             pass
-        return bytes(out), closed, cred
+        return bytes(out), closed, cred, first
     finally:
         s.close()
 
 
-def _answer(path: Path, label: str, kind: str, payload: bytes, close_write: bool, timeout: float) -> tuple[Answer, tuple | None]:
-    try:
-        data, closed, cred = _exchange(path, payload, close_write, timeout)
-    except OSError as exc:
-        return Answer(label, kind, 0, None, False, False, exc.strerror or type(exc).__name__), None
-    tail = data[1:].strip()
-    numeric = bool(re.fullmatch(rb"[-+]?\d*\.?\d+(?:[eE][-+]?\d+)?", tail)) if tail else False
-    first = chr(data[0]) if data and 32 <= data[0] < 127 else (f"\\x{data[0]:02x}" if data else None)
-    return Answer(label, kind, len(data), first, numeric, closed), cred
+class _Poller:
+    """Kernel inventory of the daemon's tree every few milliseconds, in a thread, while the probe runs."""
+
+    def __init__(self, pid: int, result: ProbeResult) -> None:
+        self.pid, self.result = pid, result
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        pids = procfs.process_tree(self.pid)
+        known: set[tuple[int, int, str]] = set()
+        last_tree = time.monotonic()
+        while not self._stop.is_set():
+            if time.monotonic() - last_tree > 0.2:
+                pids = procfs.process_tree(self.pid)
+                last_tree = time.monotonic()
+            for p in pids:
+                self.result.polled_pids.setdefault(p, procfs.comm(p))
+                try:
+                    names = os.listdir(f"/proc/{p}/fd")
+                except OSError:
+                    continue
+                for name in names:
+                    try:
+                        target = os.readlink(f"/proc/{p}/fd/{name}")
+                    except OSError:
+                        continue
+                    key = (p, int(name), target)
+                    if key in known or not target.startswith("socket:["):
+                        continue
+                    known.add(key)
+                    entry = procfs.classify_socket(p, int(name), target, procfs.socket_table(p)[0])
+                    if entry is not None and not entry.unix:
+                        self.result.polled_sockets[(p, int(name))] = entry
+            self.result.polls += 1
+            self._stop.wait(POLL_S)
+
+    def __enter__(self) -> _Poller:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
 
 
-# --------------------------------------------------------------------------------------
-# strace
-# --------------------------------------------------------------------------------------
-class _Strace:
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.proc: subprocess.Popen | None = None
-        self.tmpdir = tempfile.mkdtemp(prefix="fr-pbd-audit-")
-        self.out = Path(self.tmpdir) / "trace"
-        self.error: str | None = None
+class _Session:
+    def __init__(self, path: Path, protocol: Protocol, result: ProbeResult, frames: FramePlan | None) -> None:
+        self.path, self.protocol, self.res, self.frames = path, protocol, result, frames
 
-    def start(self) -> bool:
-        exe = shutil.which("strace")
-        if exe is None:
-            self.error = "strace is not installed"
-            return False
-        self.err = Path(self.tmpdir) / "stderr"
-        with open(self.err, "wb") as err:
-            self.proc = subprocess.Popen(
-                [exe, "-f", "-s", "0", "-e", "trace=network", "-o", str(self.out), "-p", str(self.pid)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
-        end = time.monotonic() + 10
-        while time.monotonic() < end:
-            seen = self.err.read_text(errors="replace")
-            if self.proc.poll() is not None:
-                self.error = "strace could not attach: " + (seen.strip().splitlines() or ["no message"])[-1]
-                return False
-            if "attached" in seen:
-                time.sleep(0.3)  # let it attach to every thread
-                return True
-            time.sleep(0.05)
-        self.error = "strace did not attach within 10 s"
-        self.stop()
-        return False
-
-    def stop(self) -> str:
-        text = ""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+    def ask(self, label: str, kind: str, payload: bytes, close_write: bool, timeout: float,
+            cls: str | None = None) -> Answer:
         try:
-            text = self.out.read_text(errors="replace")
-        except OSError:
-            pass
-        shutil.rmtree(self.tmpdir, ignore_errors=True)  # no trace (and no payload) stays behind
-        return text
-
-
-_CALL = re.compile(r"^(?:\[pid\s+\d+\]\s+|\d+\s+)?(?:<\.\.\.\s+)?([a-z_0-9]+)\(")
-_FAMILY_ARG = re.compile(r"^(?:\[pid\s+\d+\]\s+|\d+\s+)?(socket|socketpair)\((AF_[A-Z0-9]+|\d+)")
-_SA_FAMILY = re.compile(r"sa_family=(AF_[A-Z0-9]+|\d+)")
-
-
-def parse_strace(text: str) -> tuple[Counter, Counter, list[str]]:
-    """(calls by name, address families seen, offending calls as 'name(FAMILY)' strings)."""
-    calls: Counter = Counter()
-    families: Counter = Counter()
-    bad: list[str] = []
-    for line in text.splitlines():
-        if "resumed>" in line:
-            continue
-        m = _CALL.match(line)
-        if not m:
-            continue
-        name = m.group(1)
-        calls[name] += 1
-        fams = []
-        fm = _FAMILY_ARG.match(line)
-        if fm:
-            fams.append(fm.group(2))
-        fams += _SA_FAMILY.findall(line)
-        for fam in fams:
-            families[fam] += 1
-            if fam not in ("AF_UNIX", "AF_LOCAL"):
-                bad.append(f"{name}({fam})")
-    return calls, families, bad
-
-
-def _egress_record(sock: Path) -> dict | None:
-    try:
-        return json.loads(Path(str(sock) + ".egress.json").read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _non_unix(rec: dict) -> int:
-    return sum(n for fams in rec.get("seen", {}).values() for fam, n in fams.items()
-               if fam not in ("AF_UNIX", "no host"))
-
-
-def probe(sock: str | os.PathLike[str], verifications: int = 3, use_strace: bool = True) -> ProbeResult:
-    """Send ``verifications`` live requests and every malformed request; watch the network meanwhile."""
-    path = Path(sock)
-    res = ProbeResult(socket=path)
-    first, cred = _answer(path, "first contact, malformed (control byte)", "malformed", b"\x00\n", True,
-                          BAD_TIMEOUT_S)
-    if first.error:
-        res.error = f"cannot talk to the daemon at {path}: {first.error}"
-        res.answers.append(first)
-        return res
-    res.answers.append(first)
-    if cred:
-        res.server_pid, res.server_uid = cred[0], cred[1]
-    tracer = _Strace(res.server_pid) if use_strace and res.server_pid else None
-    traced = tracer.start() if tracer else False
-    for i in range(verifications):
-        a, _ = _answer(path, f"live verification {i + 1} (VERIFY)", "live", b"VERIFY\n", False, LIVE_TIMEOUT_S)
-        res.answers.append(a)
-    for label, payload, close_write in MALFORMED:
-        a, _ = _answer(path, label, "malformed", payload, close_write, BAD_TIMEOUT_S)
-        res.answers.append(a)
-    try:  # a client that vanishes mid-request must not take the daemon down
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.connect(str(path))
-        s.sendall(b"VERI")
-        s.close()
-        time.sleep(0.2)
-        a, _ = _answer(path, "after a client vanished mid-request (HELLO)", "malformed", b"HELLO\n", True,
-                       BAD_TIMEOUT_S)
-        res.answers.append(a)
-        res.alive_after_disconnect = a.error is None and a.length >= 1
-    except OSError:
-        res.alive_after_disconnect = False
-    text = tracer.stop() if tracer else ""
-    requests = len(res.answers)
-    if traced:
-        calls, families, bad = parse_strace(text)
-        listing = ", ".join(f"{k} x{v}" for k, v in sorted(calls.items())) or "none"
-        fams = ", ".join(f"{k} x{v}" for k, v in sorted(families.items())) or "none"
-        if bad:
-            badc = Counter(bad)
-            summary = (f"the daemon (pid {res.server_pid}) made non-local network system calls: "
-                       + ", ".join(f"{k} x{v}" for k, v in sorted(badc.items())))
+            data, closed, cred, first = _exchange(self.path, payload, close_write, timeout, self.res.client_inodes)
+        except OSError as exc:
+            a = Answer(label, kind, error=exc.strerror or type(exc).__name__, cls=cls)
         else:
-            summary = (f"strace saw only Unix-domain socket calls in the daemon (pid {res.server_pid}) "
-                       f"during {requests} requests incl. {verifications} live verifications")
-        res.network = NetworkObservation(
-            "strace", not bad, summary,
-            [f"strace -f -s 0 -e trace=network -p {res.server_pid}", f"network system calls: {listing}",
-             f"address families: {fams}"],
-            {"syscalls": dict(calls), "families": dict(families), "offending": dict(Counter(bad))})
+            a = Answer(label, kind, data, self.protocol.outcome(data), closed, first, cls=cls)
+            if cred and self.res.server_pid is None:
+                self.res.server_pid, self.res.server_uid, self.res.server_gid = cred
+        self.res.answers.append(a)
+        return a
+
+    def verify(self, label: str, cls: str | None = None, kind: str = "live") -> Answer:
+        if cls is not None and self.frames is not None:
+            self.frames.present(cls)
+        return self.ask(label, kind, self.protocol.request, False, LIVE_TIMEOUT_S, cls)
+
+    def round(self, r: int, classes: list[str], kind: str) -> None:
+        order = classes[r % len(classes):] + classes[:r % len(classes)]  # rotate: no class always first
+        for cls in order:
+            self.verify(f"{cls} frame, round {r + 1}", cls, kind)
+
+
+def probe(sock: str | os.PathLike[str], protocol: Protocol = FRPBD_PROTOCOL, *, verifications: int = 3,
+          use_strace: bool = True, frames: FramePlan | None = None, rounds: int = 8) -> ProbeResult:
+    """Every request the audit sends, and everything the kernel showed meanwhile. Never raises for a finding."""
+    path = Path(sock)
+    res = ProbeResult(socket=path, protocol=protocol)
+    s = _Session(path, protocol, res, frames)
+    first = s.ask("first contact (a malformed request: a control byte)", "malformed", b"\x00\n", True, BAD_TIMEOUT_S)
+    if first.error or res.server_pid is None:
+        res.error = f"cannot talk to the daemon at {path}: {first.error or 'no peer credentials'}"
         return res
-    why = tracer.error if tracer else "strace not used"
-    rec = _egress_record(path)
-    shown = []
-    if rec is not None:
-        shown.append(f"{path}.egress.json (written by the daemon about itself, pid {rec.get('pid')}): "
-                     f"guard installed {bool(rec.get('installed'))}, {_non_unix(rec)} non-Unix socket event(s), "
-                     f"{rec.get('refused_total', 0)} refused")
-    res.network = NetworkObservation(
-        "none", False, f"the daemon's system calls were not observed: {why}",
-        [why, "the daemon's own egress record is a self-report and decides nothing"], self_report=shown)
+    pid = res.server_pid
+    classes = [c for c in CLASSES if frames is not None and c in frames.images]
+    res.frames_missing = [c for c in CLASSES if c not in classes]
+    res.before = procfs.snapshot(pid)
+    tracer = Tracer(pid, res.before.pids) if use_strace else None
+    traced = tracer.start() if tracer else False
+    if not traced:
+        res.trace_error = tracer.error if tracer else "strace was not used (--no-strace)"
+    try:
+        with _Poller(pid, res):
+            for i in range(verifications):
+                s.verify(f"live verification {i + 1} (the frame the daemon sees now)")
+            for label, payload, close_write in protocol.malformed:
+                s.ask(label, "malformed", payload, close_write, BAD_TIMEOUT_S)
+            try:  # a client that vanishes mid-request must not take the daemon down
+                c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                c.connect(str(path))
+                res.client_inodes.add(os.fstat(c.fileno()).st_ino)
+                c.sendall(protocol.request[:4])
+                c.close()
+                time.sleep(0.2)
+                a = s.ask("after a client vanished mid-request", "malformed", b"HELLO\n", True, BAD_TIMEOUT_S)
+                res.alive_after_disconnect = a.error is None and (a.length >= 1 or protocol.silent_close_ok)
+            except OSError:
+                res.alive_after_disconnect = False
+            if classes:
+                s.round(0, classes, "live")  # every code path once under the tracer
+            res.during.append(procfs.snapshot(pid, ignore_tracer=tracer.proc.pid if traced and tracer.proc else None))
+            time.sleep(0.3)  # the daemon may log after it answered
+            if traced:
+                res.holders = {"socket": {}, "pipe": {}}
+                text = tracer.stop()
+                res.trace_truncated = tracer.truncated
+                res.events = parse(text)
+                del text
+                _lookup_holders(res)
+                if tracer.detached_early:
+                    res.trace_error = "strace lost the daemon before the end of the probe"
+            if classes:
+                for r in range(rounds):
+                    s.round(r, classes, "timing")
+                res.during.append(procfs.snapshot(pid))
+                if "genuine" in classes and ("impostor" in classes or "attack" in classes):
+                    bad = "impostor" if "impostor" in classes else "attack"
+                    for i in range(LOCK_ATTEMPTS):
+                        s.verify(f"failed attempt {i + 1} towards the lockout ({bad} frame)", bad)
+                    tries = [s.verify(f"genuine frame after {LOCK_ATTEMPTS} failures, {i + 1}", "genuine", "probe")
+                             for i in range(rounds)]
+                    res.lock_observed = all(a.outcome == "no" for a in tries)
+                    if res.lock_observed:
+                        for a in tries:
+                            a.kind, a.cls = "timing", LOCKED
+    finally:
+        if tracer is not None and tracer.proc is not None and tracer.proc.poll() is None:
+            tracer.stop()
+        if frames is not None:
+            frames.restore()
+    time.sleep(0.2)
+    res.after = procfs.snapshot(pid)
     return res
+
+
+def _lookup_holders(res: ProbeResult) -> None:
+    """Who holds the pipes and the peers of the Unix sockets the daemon wrote to (right after the trace)."""
+    pipes, peers = set(), set()
+    for ev in res.events or []:
+        for _fd, desc in ev.fds:
+            m = re.match(r"pipe:\[(\d+)\]", desc)
+            if m:
+                pipes.add(int(m.group(1)))
+            m = re.match(r"UNIX(?:-[A-Z]+)?:\[(\d+)->(\d+)", desc)
+            if m:
+                peers.add(int(m.group(2)))
+    res.holders = {"pipe": procfs.holders("pipe", pipes), "socket": procfs.holders("socket", peers - res.client_inodes)}

@@ -135,7 +135,8 @@ def render_html(report: dict[str, Any], checks: list[Check]) -> str:
 <h1>fr-pbd conformance audit</h1>
 <p class="sub">Household exemption (GDPR art. 2(2)(c); Dutch DPA's five conditions) · {e(report['created_utc'])}</p>
 <div class="verdict {e(result.lower())}">{e(result)}: {e(words)}
-<small>{counts[PASS]} passed · {counts[FAIL]} failed · {counts[INCONCLUSIVE]} inconclusive · exit code {exit_code}</small></div>
+<small>{counts[PASS]} passed · {counts[FAIL]} failed · {counts[INCONCLUSIVE]} inconclusive ·
+exit code {exit_code}</small></div>
 <table class="summary"><tr><th>status</th><th>condition</th><th>checks</th></tr>{''.join(rows)}</table>
 {''.join(sections)}
 <section><header><span class="tag">i</span><h2>Installation and method</h2></header>

@@ -9,18 +9,44 @@ from pathlib import Path
 from fr_pbd.cli._common import EXIT_INCOMPLETE, EXIT_NO, EXIT_OK
 
 
+def _frames(args: argparse.Namespace):
+    """The probe frames for C5.timing: --frames DIR plus the images given (the no-face frame is made here)."""
+    from fr_pbd.audit.probe import FramePlan, no_face_png
+    from fr_pbd.errors import AuditError
+
+    images = {"genuine": args.genuine, "impostor": args.impostor, "attack": args.attack}
+    if args.frames is None:
+        if any(images.values()):
+            raise AuditError("--genuine/--impostor/--attack need --frames DIR (where the daemon reads its frames)")
+        return None
+    directory = Path(args.frames)
+    if not directory.is_dir():
+        raise AuditError(f"--frames {directory} is not a directory")
+    plan = FramePlan(directory, args.frame_name, {"no-face": no_face_png()})
+    for cls, path in images.items():
+        if path:
+            try:
+                plan.images[cls] = Path(path).read_bytes()
+            except OSError as exc:
+                raise AuditError(f"--{cls} {path}: {exc.strerror or exc}") from None
+    return plan
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     from fr_pbd import config, egress
-    from fr_pbd.audit import (DEFAULT_VERIFICATIONS, FAIL, INCONCLUSIVE, PASS, RESULT_FAIL, RESULT_PASS, build_report,
-                              run_audit, write_reports)
+    from fr_pbd.audit import (DEFAULT_ROUNDS, DEFAULT_VERIFICATIONS, FAIL, INCONCLUSIVE, PASS, RESULT_FAIL,
+                              RESULT_PASS, build_report, run_audit, write_reports)
 
     egress.install()
     if args.verifications is None:
         args.verifications = DEFAULT_VERIFICATIONS
+    if args.timing_rounds is None:
+        args.timing_rounds = DEFAULT_ROUNDS
     home = Path(args.home) if args.home else config.default_home()
     passphrase = sys.stdin.readline().rstrip("\n") if args.passphrase_stdin else None
     checks = run_audit(home, socket_path=args.socket, eval_report=args.eval, logs=args.log or (),
-                       verifications=args.verifications, passphrase=passphrase)
+                       verifications=args.verifications, passphrase=passphrase, use_strace=not args.no_strace,
+                       frames=_frames(args), rounds=args.timing_rounds)
     report = build_report(checks, home=home, socket_path=Path(args.socket) if args.socket else None,
                           eval_report=Path(args.eval) if args.eval else None, verifications=args.verifications)
     jpath, hpath = write_reports(report, checks, args.out)
@@ -49,6 +75,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--verifications", type=int, default=None, metavar="N",
                    help="live verifications through the daemon (default 3; each failed one counts "
                    "towards the lockout)")
+    a.add_argument("--frames", default=None, metavar="DIR", help="the directory the daemon reads its frames from "
+                   "(serve --frames DIR): the audit shows it probe frames there to time the answers (C5.timing)")
+    a.add_argument("--frame-name", default="current.jpg", metavar="NAME", help="the frame file in --frames "
+                   "(default current.jpg)")
+    a.add_argument("--genuine", default=None, metavar="IMG", help="a photo of a person enrolled here (C5.timing)")
+    a.add_argument("--impostor", default=None, metavar="IMG", help="a photo of someone not enrolled (C5.timing)")
+    a.add_argument("--attack", default=None, metavar="IMG", help="a presentation attack, e.g. a printed photo of "
+                   "an enrolled person (C5.timing)")
+    a.add_argument("--timing-rounds", type=int, default=None, metavar="N",
+                   help="timed rounds of every probe frame (default 8); the daemon is left locked out for a while (the audit sends failed attempts to time that state)")
+    a.add_argument("--no-strace", action="store_true", help="do not trace the daemon (C3.network is then "
+                   "INCONCLUSIVE)")
     a.add_argument("--passphrase-stdin", action="store_true", help="read the store passphrase from stdin "
                    "(stores protected by a passphrase)")
     a.add_argument("--out", required=True, metavar="DIR", help="where to write audit.json and audit.html")

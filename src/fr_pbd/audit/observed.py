@@ -1,0 +1,218 @@
+"""The checks that watch the running product: its socket (C3), what leaves it (C3), its answers (C5)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections import Counter
+from pathlib import Path
+
+from fr_pbd.audit import stats
+from fr_pbd.audit.checks import FAIL, INCONCLUSIVE, PASS, Check, inconclusive
+from fr_pbd.audit.network import NetworkFacts
+from fr_pbd.audit.probe import CLASSES, LOCK_ATTEMPTS, LOCKED, ProbeResult
+
+__all__ = ["c3_socket", "c3_network", "c5_answer", "c5_timing", "SOCKET_NEEDS", "FRAMES_NEEDS"]
+
+SOCKET_NEEDS = "--socket PATH of the running daemon"
+STRACE_NEEDS = ("strace (apt-get install strace) and the right to attach to the daemon: run the audit as root "
+                "(or as the daemon's user, if the daemon is dumpable)")
+FRAMES_NEEDS = ("--frames DIR (the directory the daemon reads its frames from) with --genuine IMG (an enrolled "
+                "person), --impostor IMG (someone else) and --attack IMG (a photo of a photo); the no-face frame "
+                "is made by the audit")
+_ANY_WRITE = 0o022
+
+
+def _unreachable(cid: str, cond: str, title: str, res: ProbeResult | None, what: str) -> Check | None:
+    if res is None:
+        return inconclusive(cid, cond, title, f"no daemon was given: {what}", SOCKET_NEEDS)
+    if res.error:
+        return inconclusive(cid, cond, title, res.error, f"a daemon answering at {res.socket}",
+                            [a.describe() for a in res.answers])
+    return None
+
+
+# --------------------------------------------------------------------------------------
+# C3.socket
+# --------------------------------------------------------------------------------------
+def c3_socket(sock: Path | None, res: ProbeResult | None) -> Check:
+    title = "Daemon socket: owned by the daemon's user, 0660 or stricter, in a directory others cannot write"
+    if sock is None:
+        return inconclusive("C3.socket", "C3", title, "no daemon was given: the socket was not checked", SOCKET_NEEDS)
+    try:
+        st = os.lstat(sock)
+    except OSError as exc:
+        return Check("C3.socket", "C3", title, FAIL, f"{sock}: {exc.strerror}")
+    if not stat.S_ISSOCK(st.st_mode):
+        return Check("C3.socket", "C3", title, FAIL, f"{sock} is not a socket")
+    m = stat.S_IMODE(st.st_mode)
+    uid = res.server_uid if res is not None else None
+    bad, details = [], [f"{sock}: Unix socket, mode {m:04o}, owner uid {st.st_uid}"]
+    if m & ~0o660:
+        bad.append(f"{sock} mode {m:04o} is wider than 0660: other users can connect")
+    if uid is not None and st.st_uid != uid:
+        bad.append(f"{sock} is owned by uid {st.st_uid}, but the daemon runs as uid {uid} (SO_PEERCRED)")
+    d = Path(os.path.abspath(sock)).parent
+    while True:
+        try:
+            ds = os.stat(d)
+        except OSError as exc:
+            bad.append(f"cannot stat {d}: {exc.strerror}")
+            break
+        dm = stat.S_IMODE(ds.st_mode)
+        trusted = {0} | ({uid} if uid is not None else set())
+        line = f"{d}: mode {dm:04o}, owner uid {ds.st_uid}"
+        if dm & _ANY_WRITE and not (dm & stat.S_ISVTX and ds.st_uid in trusted):
+            bad.append(f"{line}: writable by {'others' if dm & 0o002 else 'its group'} without the sticky bit "
+                       "of root or the daemon: they can replace the socket")
+        elif ds.st_uid not in trusted and uid is not None:
+            bad.append(f"{line}: owned by neither root nor the daemon's user, who can replace the socket")
+        else:
+            details.append(line + ": ok")
+        if d.parent == d:
+            break
+        d = d.parent
+    values = {"mode": f"{m:04o}", "owner_uid": st.st_uid, "daemon_uid": uid}
+    if bad:
+        return Check("C3.socket", "C3", title, FAIL, bad[0], bad + details, values)
+    if uid is None:
+        return inconclusive("C3.socket", "C3", title, "mode and directories are right, but the daemon did not answer, "
+                            "so its user is unknown", f"a daemon answering at {sock}", details, values)
+    return Check("C3.socket", "C3", title, PASS,
+                 f"{sock}: mode {m:04o}, owned by the daemon's uid {uid}; no directory above it can be written by "
+                 "others", details, values)
+
+
+# --------------------------------------------------------------------------------------
+# C3.network
+# --------------------------------------------------------------------------------------
+def c3_network(res: ProbeResult | None, nf: NetworkFacts | None) -> Check:
+    title = "Nothing leaves the daemon but its answer: no network socket, no child process, no other local process"
+    early = _unreachable("C3.network", "C3", title, res, "its network use was not observed")
+    if early:
+        return early
+    assert res is not None and nf is not None
+    pid = res.server_pid
+    details = [f"daemon pid {pid} (from SO_PEERCRED), uid {res.server_uid}; processes inventoried: "
+               f"{len(res.polled_pids)}; kernel inventories: {len(res.snapshots)} snapshots + {res.polls} polls"]
+    if nf.traced:
+        calls = ", ".join(f"{k} x{v}" for k, v in sorted(nf.calls.items())) or "none"
+        fams = ", ".join(f"{k} x{v}" for k, v in sorted(nf.families.items())) or "none"
+        details += [f"strace -f -yy -p {pid}: traced calls: {calls}", f"address families named: {fams}"]
+        if nf.outputs:
+            outs = [f"{o.label}: {len(o.data)} bytes in {o.calls} call(s)" for o in nf.outputs.values()]
+            more = f"; and {len(outs) - 8} more" if len(outs) > 8 else ""
+            details.append("data written (scanned by C3.plaintext-templates and C3.logs): " + "; ".join(outs[:8]) + more)
+    values = {"method": "strace" if nf.traced else "kernel inventory only", "pid": pid,
+              "syscalls": dict(nf.calls), "families": dict(nf.families), "failures": len(nf.fail)}
+    self_report = _egress_record(res)
+    if nf.fail:
+        return Check("C3.network", "C3", title, FAIL, nf.fail[0], nf.fail + nf.inconclusive + nf.info + details,
+                     values, self_report=self_report)
+    if nf.inconclusive:
+        return Check("C3.network", "C3", title, INCONCLUSIVE, nf.inconclusive[0],
+                     nf.inconclusive + nf.info + details, values, needs=STRACE_NEEDS, self_report=self_report)
+    return Check("C3.network", "C3", title, PASS,
+                 f"the kernel saw only Unix sockets in the daemon (pid {pid}) and no child process; the trace saw no "
+                 f"data leave except the answers, during {len(res.answers)} requests",
+                 nf.info + details, values, self_report=self_report)
+
+
+def _egress_record(res: ProbeResult) -> list[str]:
+    import json
+
+    path = Path(str(res.socket) + ".egress.json")
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    non_unix = sum(n for fams in rec.get("seen", {}).values() for fam, n in fams.items()
+                   if fam not in ("AF_UNIX", "no host"))
+    return [f"{path} (the daemon's record about itself, pid {rec.get('pid')}): egress guard installed "
+            f"{bool(rec.get('installed'))}, {non_unix} non-Unix socket event(s), {rec.get('refused_total', 0)} refused"]
+
+
+# --------------------------------------------------------------------------------------
+# C5
+# --------------------------------------------------------------------------------------
+def c5_answer(res: ProbeResult | None) -> Check:
+    proto = res.protocol if res is not None else None
+    title = ("Every daemon answer is exactly one byte, Y or N" if proto is None or proto.yes == b"Y"
+             else "Every answer is the declared yes or the declared no, and nothing else")
+    early = _unreachable("C5.answer", "C5", title, res, "no answer was seen")
+    if early:
+        return early
+    assert res is not None and proto is not None
+    problems = []
+    distinct = Counter(a.data for a in res.answers if not a.error and a.data)
+    for a in res.answers:
+        if a.error:
+            problems.append(a.describe())
+        elif a.kind == "malformed":
+            if a.outcome == "yes":
+                problems.append(f"{a.label}: answered the declared yes to a malformed request")
+            elif a.outcome is None and not (proto.silent_close_ok and a.length == 0 and a.closed):
+                problems.append(a.describe())
+            elif not a.closed:
+                problems.append(a.describe())
+        elif a.outcome is None or not a.closed:
+            problems.append(a.describe())
+    if len(distinct) > 2:
+        problems.append(f"{len(distinct)} different answers over {len(res.answers)} requests: more than yes and no")
+    if res.alive_after_disconnect is False:
+        problems.append("the daemon stopped answering after a client vanished mid-request")
+    out = Counter(a.outcome or "undeclared" for a in res.answers if not a.error)
+    lengths = Counter(a.length for a in res.answers if not a.error)
+    values = {"requests": len(res.answers), "outcomes": dict(out), "lengths": {str(k): v for k, v in lengths.items()},
+              "distinct_answers": len(distinct), "alive_after_disconnect": res.alive_after_disconnect}
+    details = [proto.describe()] + [a.describe() for a in res.answers
+                                    if a.kind != "timing" or a.outcome is None or a.error]
+    details.append(f"{sum(1 for a in res.answers if a.kind == 'timing')} timed requests (see C5.timing)")
+    if problems:
+        return Check("C5.answer", "C5", title, FAIL, problems[0] + " (the extra bytes are not recorded here)",
+                     problems + details, values)
+    return Check("C5.answer", "C5", title, PASS,
+                 f"{len(res.answers)} requests: every answer the declared yes or no "
+                 f"({', '.join(f'{k} {v}' for k, v in out.items())}), then closed; malformed requests answered no; alive after a client vanished mid-request",
+                 details, values)
+
+
+def c5_timing(res: ProbeResult | None) -> Check:
+    title = "The answer time does not tell the outcome or the reason apart"
+    early = _unreachable("C5.timing", "C5", title, res, "no answer was timed")
+    if early:
+        return early
+    assert res is not None
+    samples = res.timing
+    v = stats.judge(samples)
+    outcomes = {cls: Counter(a.outcome or "undeclared" for a in res.answers if a.cls == cls and not a.error)
+                for cls in samples}
+    details = list(v.lines) + [f"{cls}: answers {dict(c)}" for cls, c in outcomes.items()]
+    details.append(f"rule: Kruskal-Wallis p < {stats.ALPHA}, |Cliff's delta| >= {stats.MIN_DELTA} and a median "
+                   f"difference >= {stats.MIN_SHIFT_S * 1000:g} ms between two classes (docs/audit.md)")
+    if res.lock_observed is False:
+        details.append(f"the genuine frame was still accepted after {LOCK_ATTEMPTS} failed attempts: no lockout "
+                       "observed, so the locked-out state was not timed")
+    values = {"kruskal_wallis_h": round(v.h, 3), "p": v.p, "pair": list(v.pair) if v.pair else None,
+              "cliffs_delta": round(v.delta, 3), "median_difference_ms": round(v.shift_s * 1000, 3),
+              "samples": {k: len(s) for k, s in samples.items()}}
+    if v.tells_apart:
+        assert v.pair is not None
+        return Check("C5.timing", "C5", title, FAIL,
+                     f"the answer time tells {v.pair[0]} from {v.pair[1]} apart: median difference "
+                     f"{v.shift_s * 1000:+.1f} ms, Cliff's delta {v.delta:+.2f}, Kruskal-Wallis p = {v.p:.2g}",
+                     details, values)
+    missing = [c for c in CLASSES if len(samples.get(c, [])) < stats.MIN_SAMPLES]
+    if missing:
+        why = ("no probe frames were given" if res.frames_missing == list(CLASSES)
+               else f"not timed: {', '.join(missing)}")
+        return inconclusive("C5.timing", "C5", title, f"the answer times could not be compared: {why}",
+                            FRAMES_NEEDS, details, values)
+    if not any(a.outcome == "yes" for a in res.answers if a.cls == "genuine"):
+        return inconclusive("C5.timing", "C5", title, "the genuine frame was never accepted, so the outcome "
+                            "'yes' was not timed", "--genuine IMG showing a person enrolled in this installation",
+                            details, values)
+    timed = [c for c in (*CLASSES, LOCKED) if c in samples]
+    return Check("C5.timing", "C5", title, PASS,
+                 f"{sum(len(s) for s in samples.values())} timed answers over {len(timed)} states "
+                 f"({', '.join(timed)}): the time does not tell them apart (p = {v.p:.2g})", details, values)

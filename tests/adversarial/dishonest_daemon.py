@@ -1,0 +1,184 @@
+"""A daemon that speaks fr-pbd's protocol (``VERIFY\\n`` -> one byte Y or N) and cheats with one trick.
+
+For the audit's adversarial corpus only (tests/adversarial/test_corpus.py). It does
+no face recognition: its "score" is 0.97 for the frame whose bytes are the
+``--genuine`` image, 0 for a frame that is not a JPEG (the audit's no-face frame
+is a PNG), and a value in 0.2-0.6 derived from the bytes for any other frame;
+it says Y above 0.9. Every trick sends that score (or a template derived from the
+frame) somewhere it must not go. Listeners are the test's, on loopback only; the
+daemon exits by itself after ``--lifetime`` seconds.
+
+    python dishonest_daemon.py --socket S --frames DIR --genuine IMG --trick NAME [--port P] [--out PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import hashlib
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+TRICKS = ("honest", "tcp-write", "tcp-send", "udp-sendto", "udp-fresh", "child-net", "score-file", "score-home",
+          "timing", "extra-byte", "local-relay", "pipe-relay", "anti-trace", "template-out")
+
+
+def score_of(frame: bytes, genuine: bytes) -> float:
+    if frame == genuine:
+        return 0.97
+    if not frame.startswith(b"\xff\xd8"):
+        return 0.0
+    return 0.2 + 0.4 * hashlib.sha256(frame).digest()[0] / 255
+
+
+def template_of(frame: bytes) -> bytes:
+    """128 float32 values that look like a face template, derived from the frame."""
+    seed = hashlib.sha256(frame).digest()
+    vals = []
+    for i in range(128):
+        h = hashlib.sha256(seed + bytes([i])).digest()
+        vals.append(((h[0] - 127.5) + (h[1] - 127.5)) / 2048.0)
+    return struct.pack("<128f", *vals)
+
+
+def read_request(conn: socket.socket) -> bytes:
+    conn.settimeout(2)
+    data = b""
+    try:
+        while b"\n" not in data and len(data) < 300:
+            chunk = conn.recv(512)
+            if not chunk:
+                break
+            data += chunk
+    except OSError:
+        pass
+    return data
+
+
+def answer(conn: socket.socket, payload: bytes) -> None:
+    try:
+        conn.sendall(payload)
+        conn.shutdown(socket.SHUT_WR)
+        conn.settimeout(1)
+        while conn.recv(4096):
+            pass
+    except OSError:
+        pass
+    conn.close()
+
+
+def hold_tracer_slot() -> None:
+    """A child that ptrace-seizes its parent: no other tracer (strace) can attach to the daemon."""
+    parent = os.getpid()
+    if os.fork():
+        time.sleep(0.3)
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+    PTRACE_SEIZE, PTRACE_CONT = 0x4206, 7
+    if libc.ptrace(PTRACE_SEIZE, parent, None, None) != 0:
+        os._exit(1)
+    while True:  # pass every signal on, so that the daemon runs as if untraced
+        try:
+            _, status = os.waitpid(parent, 0x40000000)  # __WALL
+        except ChildProcessError:
+            os._exit(0)
+        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+            os._exit(0)
+        sig = os.WSTOPSIG(status) if os.WIFSTOPPED(status) else 0
+        libc.ptrace(PTRACE_CONT, parent, None, ctypes.c_void_p(sig if sig not in (signal.SIGTRAP,) else 0))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--socket", required=True)
+    ap.add_argument("--frames", required=True)
+    ap.add_argument("--genuine", required=True)
+    ap.add_argument("--trick", choices=TRICKS, required=True)
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--out", default=None, help="file or Unix socket the trick writes to")
+    ap.add_argument("--lifetime", type=float, default=240)
+    a = ap.parse_args()
+    genuine = open(a.genuine, "rb").read()
+    trick = a.trick
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    threading.Timer(a.lifetime, lambda: os._exit(0)).start()
+
+    tcp = udp = relay = pipe = None
+    if trick in ("tcp-write", "tcp-send"):
+        tcp = socket.create_connection(("127.0.0.1", a.port), timeout=5)  # opened at start-up
+    if trick == "udp-sendto":
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    if trick == "local-relay":
+        relay = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        relay.connect(a.out)
+    if trick == "pipe-relay":
+        pipe = subprocess.Popen([sys.executable, "-c", "import sys\nfor _ in sys.stdin.buffer: pass"],
+                                stdin=subprocess.PIPE)
+    if trick == "anti-trace":
+        hold_tracer_slot()
+
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o117)
+    srv.bind(a.socket)
+    os.umask(old)
+    os.chmod(a.socket, 0o660)
+    srv.listen(16)
+    while True:
+        conn, _ = srv.accept()
+        data = read_request(conn)
+        if data != b"VERIFY\n":
+            answer(conn, b"N")
+            continue
+        try:
+            frame = open(os.path.join(a.frames, "current.jpg"), "rb").read()
+        except OSError:
+            answer(conn, b"N")
+            continue
+        score = score_of(frame, genuine)
+        msg = f"score {score:.4f}\n".encode()
+        yes = score > 0.9
+        if trick == "tcp-write":
+            os.write(tcp.fileno(), msg)
+        elif trick == "tcp-send":
+            tcp.send(msg)
+        elif trick == "udp-sendto":
+            udp.sendto(msg, ("127.0.0.1", a.port))
+        elif trick == "udp-fresh":
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                u.sendto(msg, ("127.0.0.1", a.port))
+        elif trick == "child-net":
+            if os.fork() == 0:
+                try:
+                    with socket.create_connection(("127.0.0.1", a.port), timeout=2) as c:
+                        c.sendall(msg)
+                finally:
+                    os._exit(0)
+        elif trick == "score-file":
+            with open(a.out, "a") as f:
+                f.write(f"2026-11-29 verify: conf={score:.4f}\n".replace(".", ","))
+        elif trick == "score-home":
+            with open(a.out, "a") as f:
+                f.write(f"match {round(score * 100)}%\n")
+        elif trick == "timing":
+            time.sleep(0.002 + 0.05 * score)
+        elif trick == "local-relay":
+            relay.sendall(msg)
+        elif trick == "pipe-relay":
+            pipe.stdin.write(msg)
+            pipe.stdin.flush()
+        elif trick == "template-out":
+            with open(a.out, "ab") as f:
+                f.write(template_of(frame))
+        reply = (b"Y" if yes else b"N") + (bytes([int(score * 255)]) if trick == "extra-byte" else b"")
+        answer(conn, reply)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

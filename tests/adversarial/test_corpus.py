@@ -1,0 +1,194 @@
+"""The adversarial corpus: each dishonest product makes its own check FAIL, and the audit never says PASS.
+
+Every trick is a small program (``dishonest_daemon.py``) or a planted file
+(``plants.py``). Listeners are this module's, on 127.0.0.1 only, with timeouts;
+every daemon exits by itself after a few minutes if the test does not stop it.
+The honest control (the same program without a trick) must pass the checks the
+tricks fail, so that a FAIL below is the trick's doing, not the program's.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from fr_pbd.audit import FAIL, INCONCLUSIVE, PASS, FramePlan, overall, run_audit
+from fr_pbd.audit.probe import no_face_png
+from tests.test_audit import EVAL_REPORT, make_enrolled_home, need_strace
+from tests.test_daemon import wait_for_socket
+
+HERE = Path(__file__).resolve().parent
+ROUNDS = 6
+
+
+class Collector:
+    """Loopback TCP and UDP listeners and a Unix listener that swallow what a dishonest daemon sends."""
+
+    def __init__(self, unix_path: Path) -> None:
+        self.tcp = socket.create_server(("127.0.0.1", 0))
+        self.tcp.settimeout(0.2)
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.bind(("127.0.0.1", self.tcp.getsockname()[1]))
+        self.udp.settimeout(0.2)
+        self.unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.unix.bind(str(unix_path))
+        self.unix.listen(4)
+        self.unix.settimeout(0.2)
+        self.unix_path = unix_path
+        self.port = self.tcp.getsockname()[1]
+        self.received = 0
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._accept, args=(s,), daemon=True) for s in (self.tcp, self.unix)]
+        self._threads.append(threading.Thread(target=self._udp, daemon=True))
+        for t in self._threads:
+            t.start()
+
+    def _accept(self, srv: socket.socket) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self._drain, args=(conn,), daemon=True).start()
+
+    def _drain(self, conn: socket.socket) -> None:
+        conn.settimeout(0.5)
+        with conn:
+            while not self._stop.is_set():
+                try:
+                    chunk = conn.recv(4096)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+                if not chunk:
+                    return
+                self.received += len(chunk)
+
+    def _udp(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.received += len(self.udp.recv(4096))
+            except OSError:
+                continue
+
+    def close(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=2)
+        for s in (self.tcp, self.udp, self.unix):
+            s.close()
+
+
+@pytest.fixture(scope="module")
+def corpus_home(tmp_path_factory, extractor, faces_dir) -> Path:
+    return make_enrolled_home(tmp_path_factory.mktemp("corpus") / "home", faces_dir, extractor)
+
+
+@pytest.fixture()
+def home(tmp_path, corpus_home) -> Path:
+    h = tmp_path / "home"
+    shutil.copytree(corpus_home, h)
+    return h
+
+
+@pytest.fixture()
+def eval_report(tmp_path) -> Path:
+    p = tmp_path / "eval.json"
+    p.write_text(json.dumps(EVAL_REPORT))
+    return p
+
+
+@pytest.fixture()
+def dishonest(tmp_path, faces_dir, spoof_dir):
+    """start(trick, out=None) -> (socket path, frame plan) of a running dishonest daemon."""
+    need_strace()
+    procs: list[subprocess.Popen] = []
+    collector = Collector(tmp_path / "collector.sock")
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    shutil.copyfile(faces_dir / "obama3.jpg", frames / "current.jpg")
+    plan = FramePlan(frames, "current.jpg", {"genuine": (faces_dir / "obama3.jpg").read_bytes(),
+                                             "impostor": (faces_dir / "biden2.jpg").read_bytes(),
+                                             "attack": (spoof_dir / "spoof_print_F1.jpg").read_bytes(),
+                                             "no-face": no_face_png()})
+
+    def start(trick: str, out: Path | None = None) -> tuple[Path, FramePlan]:
+        sock = tmp_path / f"{trick}.sock"
+        cmd = [sys.executable, str(HERE / "dishonest_daemon.py"), "--socket", str(sock), "--frames", str(frames),
+               "--genuine", str(faces_dir / "obama3.jpg"), "--trick", trick, "--port", str(collector.port),
+               "--out", str(out if out is not None else collector.unix_path)]
+        p = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+        procs.append(p)
+        wait_for_socket(sock, p, timeout=20)
+        return sock, plan
+
+    yield start
+    for p in procs:
+        p.kill()
+        p.wait(timeout=10)
+    collector.close()
+
+
+def audit(home: Path, sock: Path, plan: FramePlan, **kw):
+    checks = run_audit(home, socket_path=sock, frames=plan, rounds=ROUNDS, verifications=2, **kw)
+    return {c.id: c for c in checks}, overall(checks)
+
+
+def explain(c) -> str:
+    return f"{c.status}: {c.summary} | " + " | ".join(c.details[:6])
+
+
+# --------------------------------------------------------------------------------------
+# the control: the same program, honest
+# --------------------------------------------------------------------------------------
+def test_the_honest_control_passes_what_the_tricks_fail(home, dishonest, eval_report):
+    sock, plan = dishonest("honest")
+    by_id, _ = audit(home, sock, plan, eval_report=eval_report)
+    for cid in ("C3.network", "C3.socket", "C5.answer", "C5.timing"):
+        assert by_id[cid].status == PASS, explain(by_id[cid])
+
+
+# --------------------------------------------------------------------------------------
+# daemons: each trick fails its own check, and the audit never passes
+# --------------------------------------------------------------------------------------
+DAEMON_TRICKS = {
+    # trick: (check that must fail, words its evidence must hold)
+    "tcp-write": ("C3.network", "AF_INET/TCP socket"),  # pre-opened at start-up, then write(2)
+    "tcp-send": ("C3.network", "byte(s) to a network socket"),  # send(): sendto(fd, ..., NULL, 0)
+    "udp-sendto": ("C3.network", "sendto with address family AF_INET"),
+    "udp-fresh": ("C3.network", "socket with address family AF_INET"),  # a new socket per request
+    "child-net": ("C3.network", "started a child process"),
+    "local-relay": ("C3.network", "byte(s) over a Unix socket read by another process"),
+    "pipe-relay": ("C3.network", "byte(s) into a pipe read by another process"),
+    "extra-byte": ("C5.answer", "2 byte(s), NOT a declared yes/no answer"),
+    "timing": ("C5.timing", "the answer time tells"),
+}
+
+
+@pytest.mark.parametrize("trick", sorted(DAEMON_TRICKS))
+def test_a_dishonest_daemon_fails_its_check(trick, home, dishonest):
+    cid, words = DAEMON_TRICKS[trick]
+    sock, plan = dishonest(trick)
+    by_id, result = audit(home, sock, plan)
+    c = by_id[cid]
+    assert c.status == FAIL, explain(c)
+    assert words in c.summary + " ".join(c.details), explain(c)
+    assert result == "FAIL"
+    assert "0.9700" not in json.dumps([x.to_dict() for x in by_id.values()])  # the leaked score is not repeated
+
+
+def test_a_daemon_that_keeps_the_tracer_out_is_never_a_pass(home, dishonest):
+    sock, plan = dishonest("anti-trace")
+    by_id, result = audit(home, sock, plan)
+    c = by_id["C3.network"]
+    assert c.status == INCONCLUSIVE and "strace could not attach" in c.summary + " ".join(c.details), explain(c)
+    assert "already traced by pid" in " ".join(c.details)
+    assert result != "PASS"
