@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import inspect
-import typing
 
 import numpy as np
-import pytest
 
 import fr_pbd
 from fr_pbd.template import Template
@@ -27,6 +25,10 @@ def test_public_names_and_signatures_return_no_biometric_data():
                 assert word not in ret, (name, ret)
     # A Decision has exactly one field, a bool.
     assert [f for f in fr_pbd.Decision.__dataclass_fields__] == ["accepted"]
+    # Enrolment needs the fallback credential as proof: a required keyword, no default to forget.
+    proof = inspect.signature(fr_pbd.enroll).parameters["fallback"]
+    assert proof.kind is inspect.Parameter.KEYWORD_ONLY and proof.default is inspect.Parameter.empty
+    assert inspect.signature(fr_pbd.set_fallback).parameters["current"].kind is inspect.Parameter.KEYWORD_ONLY
 
 
 def _walk(value):
@@ -46,7 +48,7 @@ def test_calls_return_no_template_or_vector(tmp_path, faces_dir, models_env):
     home = tmp_path / "h"
     results = [
         fr_pbd.set_fallback("1234-5678", home=home),
-        fr_pbd.enroll("obama", [faces_dir / "obama.jpg"], fr_pbd.Consent("1"), home=home),
+        fr_pbd.enroll("obama", [faces_dir / "obama.jpg"], fr_pbd.Consent("1"), home=home, fallback="1234-5678"),
         fr_pbd.verify_face(faces_dir / "obama2.jpg", home=home),
         fr_pbd.same_person(faces_dir / "obama.jpg", faces_dir / "obama3.jpg"),
         fr_pbd.same_person(faces_dir / "obama.jpg", faces_dir / "biden2.jpg"),

@@ -77,7 +77,7 @@ def base(tmp_path_factory):
     home = root / "home"
     rng = np.random.default_rng(1)
     st = Store.create(home, model_id=MODEL, dim=8)
-    st.set_fallback("2468")
+    st.set_fallback("246813")
     raw = {}
     for u, n in (("alice", 3), ("bob", 1), ("carol", 5)):
         raw[u] = templates(rng, n, 8)
@@ -154,7 +154,7 @@ def test_padding_hides_enrolment_size(tmp_path):
     h = tmp_path / "h"
     st = Store.create(h, model_id=MODEL, dim=128)
     empty = os.path.getsize(h / STORE_FILE)
-    st.set_fallback("1357")
+    st.set_fallback("135724")
     rng = np.random.default_rng(0)
     enrol(st, "a", templates(rng, 5, 128))
     enrol(st, "b", templates(rng, 5, 128))
@@ -173,7 +173,7 @@ def test_consent_and_fallback_required(tmp_path):
             tx.record_consent("a", text_version="1", device_id="d")
             tx.add_templates("a", templates(rng, 1, 8))
     assert st.read().users == ()  # the failed transaction wrote nothing
-    st.set_fallback("9999")
+    st.set_fallback("9999-pin")
     with pytest.raises(ConsentError):  # no consent record
         st.add_templates("a", templates(rng, 1, 8))
     st.record_consent("a", text_version="1", device_id="d")
@@ -188,13 +188,13 @@ def test_consent_and_fallback_required(tmp_path):
 
 def test_fallback_check(home):
     st = Store.open(home)
-    assert st.check_fallback("2468")
-    assert not st.check_fallback("2469")
+    assert st.check_fallback("246813")
+    assert not st.check_fallback("246814")
     assert not st.check_fallback("")
     with pytest.raises(ValueError):
         st.set_fallback("12")
     st.set_fallback("new-passphrase")
-    assert st.check_fallback("new-passphrase") and not st.check_fallback("2468")
+    assert st.check_fallback("new-passphrase") and not st.check_fallback("246813")
 
 
 def test_remove_user_atomic(home):
@@ -400,7 +400,7 @@ def test_store_file_holds_no_plaintext_template(tmp_path):
     os.chmod(tmp_path, 0o700)
     h = tmp_path / "h"
     st = Store.create(h, model_id=MODEL, dim=128)
-    st.set_fallback("1111")
+    st.set_fallback("1111-pin")
     rng = np.random.default_rng(3)
     raw = {u: templates(rng, 4, 128) for u in ("u1", "u2", "u3")}
     for u, t in raw.items():
@@ -470,7 +470,7 @@ def test_rotate_and_renew_preserve_every_decision(tmp_path):
     rng = np.random.default_rng(11)
     d = 32
     st = Store.create(h, model_id=MODEL, dim=d)
-    st.set_fallback("0000")
+    st.set_fallback("0000-pin")
     raw = {f"u{i}": unit_rows(rng, 3, d) for i in range(8)}
     for u, v in raw.items():
         enrol(st, u, [Template(x, MODEL) for x in v])
@@ -506,7 +506,7 @@ def test_rotate_and_renew_preserve_every_decision(tmp_path):
     assert not (h / "keys").exists()  # the old key file was destroyed
     st2 = Store.open(h, key_provider=PassphraseKeyProvider("a long passphrase"))
     assert (_decisions(st2, probes, thr, users) == ref).all()
-    assert st2.check_fallback("0000")
+    assert st2.check_fallback("0000-pin")
 
 
 def test_rotation_interrupted_after_store_write_recovers(home, monkeypatch):
@@ -544,6 +544,72 @@ def test_rotation_interrupted_before_store_write_keeps_old_key(home, monkeypatch
     assert not (home / "keys" / "kek.next").exists()
     assert sha(home / STORE_FILE) == before
     assert Store.open(home).read().template_count("carol") == 5
+
+
+def test_withdrawal_interrupted_after_store_write_recovers_without_the_user(home, monkeypatch):
+    old_copy = (home / STORE_FILE).read_bytes()
+
+    def crash(self):
+        raise OSError("power cut")
+
+    monkeypatch.setattr(keys_mod._StagedDeviceKey, "commit_rotation", crash)
+    with pytest.raises(OSError):
+        Store.open(home).remove_user("bob")
+    monkeypatch.undo()
+    assert Store.open(home).read().users == ("alice", "carol")  # opens with the staged key
+    with Store.open(home).transaction():  # the next writer finishes the swap
+        pass
+    assert not (home / "keys" / "kek.next").exists()
+    (home / STORE_FILE).write_bytes(old_copy)
+    with pytest.raises(StoreIntegrityError):  # the copy from before the withdrawal is dead
+        Store.open(home)
+
+
+def test_withdrawal_interrupted_before_store_write_changes_nothing(home, monkeypatch):
+    before = sha(home / STORE_FILE)
+
+    def crash(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(fileio, "atomic_write", crash)
+    with pytest.raises(OSError):
+        Store.open(home).remove_user("bob")
+    monkeypatch.undo()
+    assert sha(home / STORE_FILE) == before and not (home / "keys" / "kek.next").exists()
+    assert "bob" in Store.open(home).read().users
+
+
+def test_per_user_and_fallback_lockouts_persist(home):
+    until = datetime.now(timezone.utc) + timedelta(seconds=30)
+    st = Store.open(home)
+    with st.transaction() as tx:
+        tx.set_lockout(LockoutState(failures=5, locked_until=until), "alice")
+        tx.set_lockout(LockoutState(failures=2), "nobody")  # unknown user: no-op
+        tx.set_fallback_lockout(LockoutState(failures=3))
+    v = Store.open(home).read()
+    assert v.lockout_of("alice").failures == 5 and v.lockout_of("alice").is_locked()
+    assert v.lockout_of("bob") == LockoutState() and v.lockout == LockoutState()
+    assert v.locked_users() == frozenset({"alice"})
+    assert v.fallback_lockout == LockoutState(failures=3)
+    with st.transaction() as tx:  # renewing consent keeps templates and lockout
+        tx.record_consent("alice", text_version="consent-v1", device_id="test-device", uid=1000)
+    v = Store.open(home).read()
+    assert v.template_count("alice") == 3 and v.lockout_of("alice").failures == 5 and v.uid_of("alice") == 1000
+    assert st.fallback_attempt("246813") == "accepted"
+    v = Store.open(home).read()
+    assert v.fallback_lockout == LockoutState() and v.lockout_of("alice") == LockoutState()
+
+
+def test_lockout_policy():
+    now = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    s = LockoutState()
+    for n in range(1, 5):
+        s = s.after_failure(now)
+        assert s == LockoutState(n) and not s.is_locked(now)
+    s = s.after_failure(now)
+    assert s.failures == 5 and s.retry_after(now) == 30
+    assert s.after_failure(now).retry_after(now) == 60
+    assert LockoutState(40).after_failure(now).retry_after(now) == 24 * 3600
 
 
 # ------------------------------------------------------------------------------ erase

@@ -195,3 +195,75 @@ def test_random_store_file_opens_only_with_typed_errors(tmp_path_factory, data):
     for d in (data, fmt.MAGIC + data):
         with pytest.raises(StoreIntegrityError):
             open_bytes(d, prov)
+
+
+def test_payload_format_2_round_trip():
+    meta, _ = _valid_payload()
+    meta["format"] = 2
+    meta["fallback_lockout"] = {"failures": 2, "locked_until": None}
+    for u, uid in zip(meta["users"], (1000, None)):
+        u["uid"] = uid
+        u["lockout"] = {"failures": 5, "locked_until": "2030-01-01T00:00:00Z"}
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.standard_normal((4, 4)))
+    t = rng.standard_normal((3, 4))
+    t = (t / np.linalg.norm(t, axis=1, keepdims=True)).astype(np.float32)
+    raw = fmt.encode_payload(meta, q, t)
+    assert fmt.decode_payload(raw)[0] == meta
+    for bad in ({"uid": -1}, {"uid": 2**32 - 1}, {"uid": True}, {"uid": "0"},
+                {"lockout": {"failures": -1, "locked_until": None}}, {"lockout": None}):
+        m = json.loads(json.dumps(meta))
+        m["users"][0].update(bad)
+        with pytest.raises(StoreIntegrityError):
+            fmt.decode_payload(fmt.encode_payload(m, q, t))
+    for key in ("fallback_lockout",):  # a format-2 payload without a format-2 key, a format-1 one with it
+        m = json.loads(json.dumps(meta))
+        del m[key]
+        with pytest.raises(StoreIntegrityError):
+            fmt.decode_payload(fmt.encode_payload(m, q, t))
+    m, _ = _valid_payload()
+    m["fallback_lockout"] = {"failures": 0, "locked_until": None}
+    with pytest.raises(StoreIntegrityError):
+        fmt.decode_payload(fmt.encode_payload(m, q, t))
+    m, _ = _valid_payload()
+    m["format"] = 3
+    with pytest.raises(StoreIntegrityError, match="payload version"):
+        fmt.decode_payload(fmt.encode_payload(m, q, t))
+
+
+def test_a_format_1_store_opens_and_is_written_as_format_2(tmp_path):
+    """A store written before accounts and per-user lockouts: opens, binds login names, upgrades on write."""
+    import pwd
+
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from fr_pbd.store import LockoutState
+    from fr_pbd.store.fallback import hash_fallback
+
+    me = pwd.getpwuid(os.getuid()).pw_name
+    home = tmp_path / "home"
+    os.chmod(tmp_path, 0o700)
+    store = Store.create(home, model_id="m", dim=4)
+    with store._exclusive() as (hbytes, header, dek, state):
+        rot = state.rotation
+    fb = hash_fallback("246813")
+    del fb["min_len"]
+    meta = {
+        "format": 1, "model_id": "m", "store_id": header.store_id.hex(), "dim": 4, "generation": 9,
+        "users": [{"name": n, "templates": 1, "consent": {"time": "2025-01-02T03:04:05Z", "text_version": "1",
+                   "device_id": "d"}} for n in sorted([me, "no-such-account-xyz"])],
+        "fallback": fb, "lockout": {"failures": 2, "locked_until": None},
+    }
+    t = np.eye(4, dtype=np.float32)[:2]
+    nonce = os.urandom(fmt.NONCE_LEN)
+    payload = fmt.encode_payload(meta, rot, t)
+    (home / "store.frpbd").write_bytes(hbytes + nonce + AESGCM(dek).encrypt(nonce, payload, hbytes))
+    view = Store.open(home).read()
+    assert view.uid_of(me) == os.getuid() and view.uid_of("no-such-account-xyz") is None
+    assert view.lockout == LockoutState(2) and view.fallback_lockout == LockoutState()
+    assert view.fallback_min_len == 0 and view.check_fallback("246813")
+    with store.transaction() as tx:
+        tx.set_lockout(LockoutState())
+    with store._exclusive() as (_h, _hd, _d, state):
+        assert fmt.decode_payload(state.encode())[0]["format"] == 2
+    assert Store.open(home).read().uid_of(me) == os.getuid()

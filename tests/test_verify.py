@@ -26,7 +26,8 @@ def home(tmp_path):
 def enrolled(home, extractor, faces_dir):
     v = Verifier(home, extractor)
     v.set_fallback(PIN)
-    assert v.enroll("obama", [faces_dir / "obama.jpg", faces_dir / "obama2.jpg"], Consent("1", "test-device")) == 2
+    assert v.enroll("obama", [faces_dir / "obama.jpg", faces_dir / "obama2.jpg"], Consent("1", "test-device"),
+                    fallback=PIN) == 2
     return v
 
 
@@ -40,18 +41,19 @@ def test_decision_carries_only_a_boolean():
 def test_enrolment_needs_consent_and_a_fallback_first(home, extractor, faces_dir):
     v = Verifier(home, extractor)
     with pytest.raises(ConsentError, match="consent"):
-        v.enroll("obama", [faces_dir / "obama.jpg"], None)
+        v.enroll("obama", [faces_dir / "obama.jpg"], None, fallback=PIN)
     with pytest.raises(ConsentError, match="fallback"):
-        v.enroll("obama", [faces_dir / "obama.jpg"], Consent("1"))
+        v.enroll("obama", [faces_dir / "obama.jpg"], Consent("1"), fallback=PIN)
+    assert not home.exists()  # a refused enrolment creates no store
     v.set_fallback(PIN)
-    assert v.enroll("obama", [faces_dir / "obama.jpg"], Consent("1")) == 1
+    assert v.enroll("obama", [faces_dir / "obama.jpg"], Consent("1"), fallback=PIN) == 1
 
 
 def test_enrolment_refuses_a_bad_photo_and_stores_nothing(home, extractor, faces_dir):
     v = Verifier(home, extractor)
     v.set_fallback(PIN)
     with pytest.raises(QualityError) as info:
-        v.enroll("obama", [faces_dir / "obama.jpg", faces_dir / "two_people.jpg"], Consent("1"))
+        v.enroll("obama", [faces_dir / "obama.jpg", faces_dir / "two_people.jpg"], Consent("1"), fallback=PIN)
     assert info.value.reason == "multiple_faces" and "two_people.jpg" in str(info.value)
     assert v.store().read().users == ()
 
@@ -81,7 +83,7 @@ class CountingExtractor:
 def test_lockout_after_five_failures_skips_the_model_and_survives_restart(home, extractor, faces_dir):
     v = Verifier(home, extractor)
     v.set_fallback(PIN)
-    v.enroll("obama", [faces_dir / "obama.jpg"], Consent("1"))
+    v.enroll("obama", [faces_dir / "obama.jpg"], Consent("1"), fallback=PIN)
     for _ in range(LOCKOUT_AFTER_FAILURES):
         assert not v.verify(faces_dir / "biden2.jpg")
     # A new process would build a new Verifier: the lock is in the encrypted store.
@@ -102,7 +104,7 @@ def test_lock_doubles_and_success_resets(home, extractor, faces_dir):
     assert [lock_seconds(n) for n in range(4, 9)] == [0, 30, 60, 120, 240]
     v = Verifier(home, extractor)
     v.set_fallback(PIN)
-    v.enroll("obama", [faces_dir / "obama.jpg"], Consent("1"))
+    v.enroll("obama", [faces_dir / "obama.jpg"], Consent("1"), fallback=PIN)
     store = Store.open(home)
     with store.transaction() as tx:  # five failures, lock already expired
         tx.set_lockout(LockoutState(failures=5, locked_until=datetime.now(timezone.utc) - timedelta(seconds=1)))
@@ -131,11 +133,12 @@ def test_cli_enrol_verify_end_to_end(tmp_path, faces_dir, extractor):
     assert p.returncode == 2 and "fallback" in p.stderr and "Traceback" not in p.stderr
     assert run("fallback", "set", "--secret-stdin", home=home, stdin=PIN + "\n").returncode == 0
     p = run("enroll", "--user", "obama", "--image", str(faces_dir / "obama.jpg"),
-            "--image", str(faces_dir / "obama2.jpg"), home=home)
+            "--image", str(faces_dir / "obama2.jpg"), "--secret-stdin", home=home, stdin=PIN + "\n")
     assert p.returncode == 2 and "consent" in p.stderr  # no terminal, no --consent: refused
     p = run("enroll", "--user", "obama", "--image", str(faces_dir / "obama.jpg"),
-            "--image", str(faces_dir / "obama2.jpg"), "--consent", home=home)
+            "--image", str(faces_dir / "obama2.jpg"), "--consent", "--secret-stdin", home=home, stdin=PIN + "\n")
     assert p.returncode == 0, p.stderr
+    assert "obama is not a Unix account here" in p.stdout or "bound to the Unix account obama" in p.stdout
     for image, answer, code in (("obama3.jpg", "yes", 0), ("biden2.jpg", "no", 1), ("astronaut.png", "no", 1)):
         p = run("verify", "--image", str(faces_dir / image), home=home)
         assert (p.stdout, p.returncode) == (answer + "\n", code), (image, p.stderr)

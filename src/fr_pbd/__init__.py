@@ -5,9 +5,10 @@ or face boxes. None returns a template, a score or a key: there is nothing to
 export (condition 3) and nothing but yes or no to pass on (condition 5).
 
     import fr_pbd
-    fr_pbd.set_fallback("my PIN")                                   # the alternative comes first
-    fr_pbd.enroll("alice", ["alice1.jpg", "alice2.jpg"], fr_pbd.Consent("1"))
-    fr_pbd.verify_face("frame.jpg").accepted                            # True or False
+    fr_pbd.set_fallback("my PIN 2468")                              # the alternative comes first
+    fr_pbd.enroll("alice", ["alice1.jpg", "alice2.jpg"], fr_pbd.Consent("1"),
+                  fallback="my PIN 2468")                           # proof: the fallback, every time
+    fr_pbd.verify_face("frame.jpg", user="alice").accepted          # True or False
     fr_pbd.same_person("a.jpg", "b.jpg")                            # True or False
     fr_pbd.find_faces("group.jpg")                                  # boxes and landmarks
     fr_pbd.unenroll("alice")
@@ -54,28 +55,41 @@ def _verifier(home: str | Path | None):
     return Verifier(Path(home) if home is not None else None)
 
 
-def enroll(user: str, images: "Iterable[ImageSource]", consent: "Consent", home: str | Path | None = None) -> int:
-    """Enrol ``user`` from photos, with their recorded consent; returns how many templates are stored."""
-    return _verifier(home).enroll(user, images, consent)
+def enroll(user: str, images: "Iterable[ImageSource]", consent: "Consent", home: str | Path | None = None, *,
+           fallback: str) -> int:
+    """Enrol ``user`` from photos, with their recorded consent; returns how many templates are stored.
+
+    ``fallback``: the store's PIN/passphrase, the proof every enrolment needs (rate
+    limited). Adding to a user who has templates needs photos that match them.
+    ``user`` is bound to the Unix account of that name, if there is one.
+    """
+    return _verifier(home).enroll(user, images, consent, fallback=fallback)
 
 
 def verify_face(image: "ImageSource", user: str | None = None, home: str | Path | None = None) -> "Decision":
-    """Is this an enrolled user (or the claimed ``user``)? A Decision holding one boolean."""
+    """Is this an enrolled user (or the claimed ``user``, compared with that user's templates only)?
+
+    A Decision holding one boolean. Five failures in a row lock face verification
+    for that user (or, without ``user``, for "any enrolled user") for 30 s, doubling.
+    """
     return _verifier(home).verify(image, user)
 
 
 def unenroll(user: str, home: str | Path | None = None) -> bool:
-    """Withdraw consent: delete the user's templates and consent record. False if unknown."""
+    """Withdraw consent: delete the user's templates and consent record and re-key the store. False if unknown."""
     return _verifier(home).store().remove_user(user)
 
 
-def set_fallback(secret: str, home: str | Path | None = None) -> None:
-    """Set the PIN/passphrase that always works instead of the face (needed before enrolment)."""
-    _verifier(home).set_fallback(secret)
+def set_fallback(secret: str, home: str | Path | None = None, *, current: str | None = None) -> None:
+    """Set the PIN/passphrase that always works instead of the face (needed before enrolment).
+
+    At least 6 characters; replacing one needs the ``current`` one.
+    """
+    _verifier(home).set_fallback(secret, current=current)
 
 
 def check_fallback(secret: str, home: str | Path | None = None) -> bool:
-    """Check the fallback PIN/passphrase; a success clears a face lockout."""
+    """Check the fallback PIN/passphrase (5 wrong entries lock it 30 s, doubling); a success clears face lockouts."""
     return _verifier(home).check_fallback(secret)
 
 

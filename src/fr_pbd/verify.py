@@ -5,11 +5,24 @@ Phase (a) (:mod:`fr_pbd.capture`) turns an image into a Template; phase (b)
 gallery. This module is the only one that imports both, and what leaves it is a
 :class:`Decision` holding one boolean: no score, no template, no matched user.
 
-Lockout follows Android CDD 7.3.10 and NIST SP 800-63B: after 5 consecutive
-failed attempts face verification is refused for 30 s, doubling with each
-further failure; the state lives in the encrypted store, so it survives a
-restart; only a success or the fallback credential clears it. While locked, no
-image is even looked at.
+Lockout (``docs/lockout.md``) follows Android CDD 7.3.10 and NIST SP 800-63B:
+after 5 consecutive failed attempts a scope is refused for 30 s, doubling with
+each further failure. A scope is one enrolled user (``verify(image, user=...)``,
+what the daemon does for PAM_USER) or "any enrolled user" (no claim). The
+attempt is counted under the store's exclusive lock *before* the comparison
+and cleared only by a success in its scope (or the fallback credential), so no
+number of parallel attempts compares more than the attempts left. A claimed
+user that is not enrolled (or whose Unix account changed) is a ``no`` that is
+neither looked at nor counted: it cannot lock anyone out. Without a claim,
+users whose own lockout is in force are left out of the comparison. While
+locked, no image is even looked at. The state lives in the encrypted store, so
+it survives a restart.
+
+Accounts: an enrolled name that is a Unix account here is bound to that
+account's uid at enrolment; ``verify(user=name)`` matches only that user's
+templates, and only while the name still resolves to the same uid. A name that
+was no account at enrolment can never open one: if an account of that name
+appears later, claims of it are refused.
 
 Presentation-attack detection (:mod:`fr_pbd.capture.liveness`) is on by
 default: it looks at the raw decoded frame and the chosen face before the
@@ -27,9 +40,10 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import warnings
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
 
@@ -43,12 +57,22 @@ from fr_pbd.capture.liveness import LivenessDetector
 from fr_pbd.capture.yunet import Face
 from fr_pbd.errors import ConsentError, QualityError, StoreError
 from fr_pbd.pipeline import Pipeline, build_pipeline
-from fr_pbd.store import STORE_FILE, LockoutState, Store
+from fr_pbd.store import STORE_FILE, Store
+from fr_pbd.store.fallback import check_strength
+from fr_pbd.store.records import (
+    LOCKOUT_AFTER_FAILURES,
+    LOCKOUT_BASE_SECONDS,
+    LOCKOUT_MAX_SECONDS,
+    account_uid,
+    lock_seconds,
+)
 from fr_pbd.timing import StageHook, stage
 
-LOCKOUT_AFTER_FAILURES = 5
-LOCKOUT_BASE_SECONDS = 30
-LOCKOUT_MAX_SECONDS = 24 * 3600
+__all__ = ["Verifier", "Decision", "Consent", "lock_seconds", "open_or_create_store", "check_user_name",
+           "LOCKOUT_AFTER_FAILURES", "LOCKOUT_BASE_SECONDS", "LOCKOUT_MAX_SECONDS"]
+
+#: Names a new enrolment may use: the portable Unix login-name characters (POSIX), at most 32.
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,15 +93,17 @@ class Consent:
     device_id: str = socket.gethostname() or "device"
 
 
-def lock_seconds(failures: int) -> int:
-    """30 s at the 5th consecutive failure, doubling with each further one (capped at a day)."""
-    if failures < LOCKOUT_AFTER_FAILURES:
-        return 0
-    return min(LOCKOUT_MAX_SECONDS, LOCKOUT_BASE_SECONDS * 2 ** min(failures - LOCKOUT_AFTER_FAILURES, 20))
-
-
 def _now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def check_user_name(user: object) -> str:
+    """``user`` if it may be enrolled: 1-32 of ``[A-Za-z0-9._-]``, not starting with ``-`` (ValueError)."""
+    if (not isinstance(user, str) or not 1 <= len(user) <= 32 or not set(user) <= _NAME_CHARS
+            or user.startswith("-") or user in (".", "..")):
+        raise ValueError("a user name must be 1-32 characters of A-Z a-z 0-9 . _ - (not starting with -): "
+                         "the Unix login name, for PAM")
+    return user
 
 
 def open_or_create_store(home: Path, model_id: str, dim: int) -> Store:
@@ -117,9 +143,13 @@ class Verifier:
         self._board = board
         self._pipeline: Pipeline | None = None
         self.stage_hook = stage_hook
-        # Why the last verify() said what it said, for a daemon's own log only: "accepted",
-        # "no_match", "presentation_attack", "locked_out" or a quality reason code. Never a score.
+        # Why the last verify() said what it said, for a daemon's own log and the CLI's stderr:
+        # "accepted", "no_match", "presentation_attack", "locked_out", "unknown_user",
+        # "account_changed" or a quality reason code. Never a score. check_fallback() sets
+        # "accepted", "wrong_fallback" or "fallback_locked".
         self.last_reason: str | None = None
+        # With "locked_out" / "fallback_locked": whole seconds until the lock ends (else 0).
+        self.retry_after: int = 0
 
     @property
     def board(self) -> str:
@@ -171,82 +201,208 @@ class Verifier:
     def store(self) -> Store:
         return Store.open(self.home)
 
-    def enroll(self, user: str, images: Iterable[ImageSource], consent: Consent | None) -> int:
-        """Record the opt-in and add one template per image; all images must pass the enrolment gate.
+    def _open_for_enrolment(self) -> Store:
+        if not os.path.lexists(self.home / STORE_FILE):
+            raise ConsentError("set a fallback PIN or passphrase first (fr-pbd fallback set): "
+                               "face verification must never be the only way in")
+        store = self.store()
+        if not store.read().has_fallback:
+            raise ConsentError("set a fallback PIN or passphrase first (fr-pbd fallback set): "
+                               "face verification must never be the only way in")
+        return store
 
-        Nothing is written unless every image gives a template. Returns the user's template count.
+    def _prove(self, store: Store, fallback: object, what: str) -> None:
+        """The fallback credential, rate limited like every entry; ConsentError if it is not given right."""
+        if not isinstance(fallback, str) or not fallback:
+            raise ConsentError(f"{what} needs the fallback PIN or passphrase (proof that the household agrees)")
+        result = store.fallback_attempt(fallback)
+        self.last_reason = {"accepted": "accepted", "wrong": "wrong_fallback"}.get(result, "fallback_locked")
+        if result == "locked":
+            self.retry_after = store.read().fallback_lockout.retry_after()
+            raise ConsentError(f"the fallback PIN is locked for {self.retry_after} s after too many wrong "
+                               f"entries; nothing was changed")
+        if result != "accepted":
+            raise ConsentError("wrong fallback PIN or passphrase; nothing was changed")
+
+    def check_enrolment(self, user: str, fallback: str | None = None) -> None:
+        """Everything :meth:`enroll` checks before it looks at a face: name, store, account, and the proof.
+
+        Without ``fallback`` all but the proof (so the CLI can say "set a fallback
+        first" before it asks for one). The CLI calls it before it shows the consent
+        text: no image is read before consent. Raises ValueError / ConsentError;
+        writes nothing but the PIN's attempt count.
+        """
+        check_user_name(user)
+        store = self._open_for_enrolment()
+        self._binding(store.read(), user)
+        if fallback is not None:
+            self._prove(store, fallback, "enrolment")
+
+    @staticmethod
+    def _binding(view, user: str) -> int | None:
+        """The uid to bind ``user`` to (None: no account of that name); ConsentError if it changed."""
+        uid = account_uid(user)
+        if view.template_count(user) and view.uid_of(user) != uid:
+            raise ConsentError(f"the Unix account {user!r} is not the one {user!r} was enrolled for "
+                               f"(deleted, re-created or created since): unenroll {user!r} first")
+        return uid
+
+    def enroll(self, user: str, images: Iterable[ImageSource], consent: Consent | None, *, fallback: str) -> int:
+        """Record the opt-in and add one template per image; returns the user's template count.
+
+        Proof first (``docs/lockout.md``): the store's fallback PIN/passphrase,
+        ``fallback``, must be given right (rate limited: 5 wrong entries lock it
+        30 s, doubling) before any image is looked at. Every image must pass the
+        enrolment gate, and for a user who already has templates every new image
+        must match them at the verification threshold (as phones ask for the
+        passcode and the enrolled face before adding an appearance). The name is
+        bound to the Unix account of that name (its uid) if there is one.
+        Nothing is written unless all of this holds (but the PIN's attempt count).
         """
         if not isinstance(consent, Consent):
             raise ConsentError("enrolment needs the user's explicit consent (a Consent record)")
+        check_user_name(user)
         images = list(images)
         if not images:
             raise ValueError("enrolment needs at least one image")
+        store = self._open_for_enrolment()
+        self._prove(store, fallback, "enrolment")
+        uid = self._binding(store.read(), user)
         ext = self.extractor
         templates = []
         for i, image in enumerate(images, 1):
             try:
                 templates.append(ext.template(image, "enrol"))
             except QualityError as exc:
-                where = image if isinstance(image, (str, Path)) else f"image {i}"
-                raise QualityError(exc.reason, f"{where}: {exc}") from None
-        store = open_or_create_store(self.home, ext.model_id, templates[0].dim)
+                raise QualityError(exc.reason, f"{_where(image, i)}: {exc}") from None
         with store.transaction() as tx:
             if not tx.has_fallback:
                 raise ConsentError("set a fallback PIN or passphrase first (fr-pbd fallback set): "
                                    "face verification must never be the only way in")
-            tx.record_consent(user, text_version=consent.text_version, device_id=consent.device_id)
+            if self._binding(tx, user) != uid:
+                raise ConsentError(f"the Unix account {user!r} changed during enrolment; nothing was stored")
+            if tx.template_count(user):
+                matcher = tx.matcher()
+                thr = self.threshold(tx.model_id)
+                for i, (image, t) in enumerate(zip(images, templates), 1):
+                    if not matcher.matches(t, thr, user):
+                        raise ConsentError(f"{_where(image, i)} does not match {user}'s enrolled face: only the "
+                                           f"same person can be added to {user}; nothing was stored")
+            tx.record_consent(user, text_version=consent.text_version, device_id=consent.device_id, uid=uid)
             return tx.add_templates(user, templates)
 
-    def verify(self, image: ImageSource, user: str | None = None) -> Decision:
-        """Yes or no. Locked out: no, without looking at the image. No usable face: no, not counted.
+    def _claim(self, view, user: str) -> str | None:
+        """None if ``user`` may be verified; else the reason it is a no without a look."""
+        if view.template_count(user) == 0:
+            return "unknown_user"
+        if account_uid(user) != view.uid_of(user):
+            return "account_changed"
+        return None
 
-        A presentation attack: no, counted as a failed attempt.
+    def verify(self, image: ImageSource, user: str | None = None) -> Decision:
+        """Yes or no. ``user``: compare with that user's templates only; None: with any enrolled user's.
+
+        Locked out, or a claimed user that is not enrolled (or whose account
+        changed): no, without looking at the image, not counted. No usable face:
+        no, not counted. Otherwise the attempt is counted as a failure under the
+        exclusive lock before the comparison and cleared if it succeeds. A
+        presentation attack: no, counted.
         """
         hook = self.stage_hook
+        self.last_reason, self.retry_after = None, 0
         with stage(hook, "store_read"):
             store = self.store()
             view = store.read()
-        if view.lockout.is_locked(_now()):
-            self.last_reason = "locked_out"
-            return Decision(False)
+        if user is not None:
+            refused = self._claim(view, user)
+            if refused:
+                self.last_reason = refused
+                return Decision(False)
+        if view.lockout_of(user).is_locked(_now()):
+            return self._locked(view, user)
+        attack = False
         try:
             probe = self.extractor.template(image, "verify", check=self._check_presentation, hook=hook)
         except QualityError as exc:
             self.last_reason = exc.reason
             return Decision(False)
         except _PresentationAttack:
+            attack = True
+        t0 = time.perf_counter()
+        with store.transaction() as tx:  # count the attempt first, under the exclusive lock
+            now = _now()
+            lock = tx.lockout_of(user)
+            if lock.is_locked(now) or (user is not None and self._claim(tx, user)):
+                matcher = None
+            else:
+                tx.set_lockout(lock.after_failure(now), user)
+                matcher = tx.matcher(exclude=tx.locked_users(now) if user is None else frozenset())
+                model_id = tx.model_id
+        decide = time.perf_counter() - t0
+        if matcher is None:
+            if hook is not None:
+                hook("decide", decide)
+            view = store.read()
+            if user is not None and self._claim(view, user):
+                self.last_reason = self._claim(view, user)
+                return Decision(False)
+            return self._locked(view, user)
+        if attack:
             accepted = False
             self.last_reason = "presentation_attack"
         else:
             with stage(hook, "match"):
-                accepted = view.matcher().matches(probe, self.threshold(view.model_id), user)
+                accepted = matcher.matches(probe, self.threshold(model_id), user)
             self.last_reason = "accepted" if accepted else "no_match"
-        with stage(hook, "decide"), store.transaction() as tx:
-            if accepted:
-                tx.reset_lockout()
-            else:
-                failures = tx.lockout.failures + 1
-                seconds = lock_seconds(failures)
-                until = _now() + timedelta(seconds=seconds) if seconds else None
-                tx.set_lockout(LockoutState(failures=failures, locked_until=until))
+        if accepted:
+            t0 = time.perf_counter()
+            with store.transaction() as tx:
+                tx.reset_lockout(user)
+            decide += time.perf_counter() - t0
+        if hook is not None:
+            hook("decide", decide)
         return Decision(accepted)
 
-    def set_fallback(self, secret: str, model_id: str | None = None, dim: int = 128) -> None:
-        """Set the fallback PIN/passphrase (creating the store on first use)."""
+    def _locked(self, view, user: str | None) -> Decision:
+        self.last_reason = "locked_out"
+        self.retry_after = view.lockout_of(user).retry_after(_now())
+        return Decision(False)
+
+    def set_fallback(self, secret: str, model_id: str | None = None, dim: int = 128, *,
+                     current: str | None = None) -> None:
+        """Set the fallback PIN/passphrase (creating the store on first use); replacing it needs ``current``.
+
+        At least 6 characters (a PIN of 6 digits or more), not one character
+        repeated, not a straight run of digits. ``current`` is checked like any
+        entry (rate limited) before anything changes.
+        """
+        check_strength(secret)
         store = open_or_create_store(self.home, model_id or self.default_model_id(), dim)
+        if store.read().has_fallback:
+            if current is None:
+                raise ConsentError("a fallback credential is already set: give the current one to replace it")
+            self._prove(store, current, "replacing the fallback credential")
         store.set_fallback(secret)
 
     def check_fallback(self, secret: str) -> bool:
-        """The alternative to the face: always works, also while locked; success clears the lockout."""
+        """The alternative to the face: works while the face is locked, and a right entry clears every face lockout.
+
+        Rate limited on its own (5 wrong entries, then 30 s doubling; counted
+        before the comparison); a face success does not clear it. While it is
+        locked the entry is not compared: False, ``last_reason`` "fallback_locked".
+        """
         store = self.store()
-        ok = store.check_fallback(secret)
-        if ok:
-            with store.transaction() as tx:
-                tx.reset_lockout()
-        return ok
+        result = store.fallback_attempt(secret)
+        self.last_reason = {"accepted": "accepted", "wrong": "wrong_fallback"}.get(result, "fallback_locked")
+        self.retry_after = store.read().fallback_lockout.retry_after() if result != "accepted" else 0
+        return result == "accepted"
 
     @staticmethod
     def default_model_id() -> str:
         from fr_pbd.capture import dlib_resnet
 
         return dlib_resnet.MODEL_ID
+
+
+def _where(image: object, i: int) -> str:
+    return str(image) if isinstance(image, (str, Path)) else f"image {i}"

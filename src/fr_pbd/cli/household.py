@@ -1,7 +1,10 @@
 """``fr-pbd enroll | verify | unenroll | erase | status | keys | fallback``: the household's own commands.
 
-Verification prints only ``yes`` or ``no`` (condition 5); enrolment needs the user's
-explicit consent and a fallback PIN set first (condition 2).
+Verification prints only ``yes`` or ``no`` on stdout (condition 5); when a ``no``
+was not a comparison (locked, no face, several faces, a user not enrolled) it
+says why on stderr, never with a score. Enrolment needs the fallback PIN and the
+user's explicit consent, in that order, before any image is read (condition 2;
+``docs/lockout.md``).
 """
 
 from __future__ import annotations
@@ -26,42 +29,76 @@ def _verifier(args: argparse.Namespace):
     return Verifier(home=args.home, board=getattr(args, "board", None))
 
 
-def _read_secret(args: argparse.Namespace, confirm: bool) -> str:
+def _read_secret(args: argparse.Namespace, confirm: bool, prompt: str = "PIN or passphrase: ") -> str:
     from fr_pbd.errors import ConsentError
 
     if args.secret_stdin:
-        return sys.stdin.readline().rstrip("\n")
+        line = sys.stdin.readline()
+        if not line:
+            raise ConsentError("no PIN on standard input (--secret-stdin reads one line)")
+        return line.rstrip("\n")
     import getpass
 
     if not sys.stdin.isatty():
         raise ConsentError("no terminal to ask for the PIN; pass it on standard input with --secret-stdin")
-    secret = getpass.getpass("PIN or passphrase: ")
+    secret = getpass.getpass(prompt)
     if confirm and getpass.getpass("again: ") != secret:
         raise ConsentError("the two entries differ; nothing was changed")
     return secret
 
 
-def cmd_enroll(args: argparse.Namespace) -> int:
-    from fr_pbd.errors import ConsentError
-    from fr_pbd.verify import Consent
+def _say(message: str) -> None:
+    """One line for the person at the terminal (stderr): never a score, a template or an image."""
+    print(message, file=sys.stderr)
 
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from fr_pbd.errors import ConsentError, ImageError
+    from fr_pbd.verify import Consent, check_user_name
+
+    # Arguments and proof first, then the consent text, and only then any image.
+    check_user_name(args.user)
+    images = list(args.image or [])
+    if not images and args.camera is None:
+        raise ConsentError("give at least one --image or a --camera")
+    for path in images:
+        if not Path(path).is_file():
+            raise ImageError(f"{path}: no such image file; nothing was stored")
+    v = _verifier(args)
+    v.check_enrolment(args.user)
+    pin = _read_secret(args, confirm=False, prompt="fallback PIN or passphrase (proof for enrolment): ")
+    v.check_enrolment(args.user, pin)
     if not args.consent:
         print(consent_text(), file=sys.stderr)
         if not sys.stdin.isatty():
             raise ConsentError("enrolment needs consent: run it in a terminal and answer yes, or pass --consent")
         if input("> ").strip().lower() != "yes":
             raise ConsentError("no consent given; nothing was stored")
-    images = list(args.image or [])
     if args.camera is not None:
         from fr_pbd.capture.camera import CameraSource
 
         with CameraSource(args.camera) as cam:
             images.append(cam.read())
-    if not images:
-        raise ConsentError("give at least one --image or a --camera")
-    count = _verifier(args).enroll(args.user, images, Consent(CONSENT_TEXT_VERSION))
+    count = v.enroll(args.user, images, Consent(CONSENT_TEXT_VERSION), fallback=pin)
     print(f"enrolled {args.user}: {count} template(s)")
+    uid = v.store().read().uid_of(args.user)
+    if uid is None:
+        print(f"{args.user} is not a Unix account here: this face answers for {args.user!r} but can never "
+              f"unlock a login")
+    else:
+        print(f"bound to the Unix account {args.user} (uid {uid}): it can unlock only that account")
     return EXIT_OK
+
+
+_WHY = {
+    "no_face": "no face in the image: nothing was compared",
+    "multiple_faces": "more than one face in the image: nothing was compared",
+    "unknown_user": "{user} is not enrolled here: nothing was compared",
+    "account_changed": "the Unix account {user} is not the one {user} was enrolled for: nothing was compared "
+                       "(unenroll and enrol again)",
+}
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -70,16 +107,29 @@ def cmd_verify(args: argparse.Namespace) -> int:
         from fr_pbd.capture.camera import CameraSource
         from fr_pbd.errors import CameraError
 
+        cam = CameraSource(args.camera)  # cannot be opened: CameraError, exit 2
         try:
-            with CameraSource(args.camera) as cam:
-                image = cam.read()
-        except CameraError:
-            print("no")  # a camera that delivers nothing is a no, not a hang
+            image = cam.read()
+        except CameraError as exc:
+            print("no")  # a camera that stops delivering is a no, not a hang
+            _say(f"{exc}: nothing was compared")
             return EXIT_NO
+        finally:
+            cam.close()
     else:
         image = args.image
     decision = v.verify(image, user=args.user)
     print("yes" if decision.accepted else "no")
+    reason = v.last_reason
+    if reason == "locked_out":
+        _say(f"face verification is locked for {v.retry_after} s after too many failed attempts; "
+             f"the fallback PIN unlocks it now: fr-pbd fallback check")
+    elif reason in _WHY:
+        _say(_WHY[reason].format(user=args.user))
+    elif reason not in (None, "accepted", "no_match", "presentation_attack"):
+        from fr_pbd.capture.quality import REASONS, fail
+
+        _say(f"{fail(reason) if reason in REASONS else 'no usable face'}: nothing was compared")
     return EXIT_OK if decision.accepted else EXIT_NO
 
 
@@ -88,7 +138,8 @@ def cmd_unenroll(args: argparse.Namespace) -> int:
 
     if not _verifier(args).store().remove_user(args.user):
         raise StoreError(f"no enrolled user {args.user!r}")
-    print(f"unenrolled {args.user}: templates and consent record deleted")
+    print(f"unenrolled {args.user}: templates and consent record deleted; the store is re-keyed "
+          f"(new data key, key file and template protection: older copies no longer open)")
     return EXIT_OK
 
 
@@ -108,58 +159,79 @@ def cmd_erase(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from datetime import datetime, timezone
-
     v = _verifier(args)
     view = v.store().read()
     print(f"store: {v.home} (encrypted, AES-256-GCM; opens with its key)")
     print(f"model: {view.model_id}")
-    print(f"fallback credential: {'set' if view.has_fallback else 'NOT SET'}")
-    lock = view.lockout
-    if lock.is_locked():
-        left = int((lock.locked_until - datetime.now(timezone.utc)).total_seconds()) + 1
-        print(f"face verification: locked for {left} s more ({lock.failures} consecutive failures)")
+    if not view.has_fallback:
+        print("fallback credential: NOT SET")
     else:
-        print(f"face verification: available ({lock.failures} consecutive failures)")
+        pin = view.fallback_lockout
+        state = (f"locked for {pin.retry_after()} s more" if pin.is_locked()
+                 else "available")
+        print(f"fallback credential: set, {state} ({pin.failures} wrong entries)")
+        if (view.fallback_min_len or 0) < 6:
+            print("  set before the 6-character minimum: replace it (fr-pbd fallback set)")
+    print(f"face verification, any enrolled user: {_lock_text(view.lockout)}")
     print(f"users: {len(view.users)}")
     for user in view.users:
         c = view.consent(user)
+        uid = view.uid_of(user)
+        account = "not a Unix account" if uid is None else f"Unix account uid {uid}"
         print(f"  {user}: {view.template_count(user)} template(s), consent v{c.text_version} "
-              f"given {c.time:%Y-%m-%d %H:%M} UTC on {c.device_id}")
+              f"given {c.time:%Y-%m-%d %H:%M} UTC on {c.device_id}; {account}; "
+              f"face {_lock_text(view.lockout_of(user))}")
     return EXIT_OK
 
 
+def _lock_text(lock) -> str:
+    if lock.is_locked():
+        return f"locked for {lock.retry_after()} s more ({lock.failures} consecutive failures)"
+    return f"available ({lock.failures} consecutive failures)"
+
+
 def cmd_keys_rotate(args: argparse.Namespace) -> int:
-    store = _verifier(args).store()
-    if args.renew:
-        store.renew()
-        print("renewed: new data key, new key-encryption key, new template protection (old leaks no longer link)")
-    else:
-        store.rotate_key()
-        print("rotated: new data key and key-encryption key")
+    _verifier(args).store().renew()
+    print("rotated: new data key, new key-encryption key, new template protection "
+          "(older copies of the store no longer open; old leaks no longer link)")
     return EXIT_OK
 
 
 def cmd_fallback_set(args: argparse.Namespace) -> int:
-    _verifier(args).set_fallback(_read_secret(args, confirm=True))
+    import os
+
+    from fr_pbd.store import STORE_FILE
+
+    v = _verifier(args)
+    current = None
+    if os.path.lexists(v.home / STORE_FILE) and v.store().read().has_fallback:
+        current = _read_secret(args, confirm=False, prompt="current PIN or passphrase: ")
+    v.set_fallback(_read_secret(args, confirm=True, prompt="new PIN or passphrase (6 or more): "), current=current)
     print("fallback credential set")
     return EXIT_OK
 
 
 def cmd_fallback_check(args: argparse.Namespace) -> int:
-    ok = _verifier(args).check_fallback(_read_secret(args, confirm=False))
+    v = _verifier(args)
+    ok = v.check_fallback(_read_secret(args, confirm=False))
     print("yes" if ok else "no")
+    if v.last_reason == "fallback_locked":
+        _say(f"the fallback PIN is locked for {v.retry_after} s after too many wrong entries; nothing was compared")
+    elif not ok and v.retry_after:
+        _say(f"wrong; the fallback PIN is now locked for {v.retry_after} s")
     return EXIT_OK if ok else EXIT_NO
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     e = add_board(add_home(sub.add_parser(
-        "enroll", help="enrol a user's face (explicit consent; a fallback PIN must be set)")))
-    e.add_argument("--user", required=True)
+        "enroll", help="enrol a user's face (the fallback PIN as proof, then explicit consent)")))
+    e.add_argument("--user", required=True, help="the Unix login name (bound to that account's uid, if there is one)")
     e.add_argument("--image", action="append", metavar="PATH", help="an enrolment photo (repeatable)")
     e.add_argument("--camera", default=None, metavar="SRC",
                    help="device index, /dev/videoN, GStreamer pipeline or video file")
     e.add_argument("--consent", action="store_true", help="the user has read and accepted consent text v1")
+    e.add_argument("--secret-stdin", action="store_true",
+                   help="read the fallback PIN (the proof enrolment needs) from standard input")
     e.set_defaults(func=cmd_enroll)
 
     v = add_board(add_home(sub.add_parser("verify", help="is this an enrolled user? prints yes or no (exit 0/1)")))
@@ -182,13 +254,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     ksub = subcommands(sub.add_parser("keys", help="key management"), "keys_command")
     kr = add_home(ksub.add_parser("rotate", help="new data key and key-encryption key"))
-    kr.add_argument("--renew", action="store_true", help="also renew the template protection (unlinks old leaks)")
+    kr.add_argument("--renew", action="store_true", help=argparse.SUPPRESS)  # always done now; kept for scripts
     kr.set_defaults(func=cmd_keys_rotate)
 
     fsub = subcommands(sub.add_parser("fallback", help="the PIN/passphrase alternative to the face"),
                        "fallback_command")
-    for name, func, helptext in (("set", cmd_fallback_set, "set or replace the fallback credential"),
-                                 ("check", cmd_fallback_check, "check it (exit 0 yes, 1 no); clears a lockout")):
+    for name, func, helptext, stdin_help in (
+            ("set", cmd_fallback_set, "set the fallback credential (6+ characters; replacing it needs the current one)",
+             "read the PIN from standard input (replacing: the current one on the first line, the new one on "
+             "the second)"),
+            ("check", cmd_fallback_check, "check it (exit 0 yes, 1 no); clears a face lockout; 5 wrong entries "
+             "lock it 30 s, doubling", "read the PIN from standard input")):
         fp = add_home(fsub.add_parser(name, help=helptext))
-        fp.add_argument("--secret-stdin", action="store_true", help="read the PIN from standard input")
+        fp.add_argument("--secret-stdin", action="store_true", help=stdin_help)
         fp.set_defaults(func=func)

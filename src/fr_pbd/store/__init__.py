@@ -32,15 +32,20 @@ Typical use (the verifier)::
     store = Store.create(home, model_id="dlib-resnet-v1", dim=128)   # key file in home/keys/kek
     store.set_fallback("4711-pin")                                   # required before enrolment
     with store.transaction() as tx:                                  # one atomic write
-        tx.record_consent("alice", text_version="1", device_id="pi-kitchen")
+        tx.record_consent("alice", text_version="1", device_id="pi-kitchen", uid=1000)
         tx.add_templates("alice", templates)                          # list[Template]
-    view = Store.open(home).read()                                    # read-only snapshot
-    if not view.lockout.is_locked():
-        ok = view.matcher().matches(probe, threshold, user="alice")   # bool only
-    with store.transaction() as tx:
-        tx.set_lockout(LockoutState(failures=tx.lockout.failures + 1))
-    store.remove_user("alice")                                        # templates + consent
+    with store.transaction() as tx:                                  # count first (docs/lockout.md)
+        lock = tx.lockout_of("alice")
+        if not lock.is_locked():
+            tx.set_lockout(lock.after_failure(), "alice")
+            matcher = tx.matcher()
+    ok = matcher.matches(probe, threshold, user="alice")             # bool only; then reset if ok
+    store.fallback_attempt("4711-pin")                               # "accepted" / "wrong" / "locked"
+    store.remove_user("alice")                                        # templates + consent, and re-key
     erase(home)                                                       # crypto-shred
+
+The policy (who may try, when an attempt counts) is :class:`fr_pbd.verify.Verifier`'s;
+the store keeps the counters and applies the fallback PIN's limit itself.
 """
 
 from fr_pbd.store.erasure import erase

@@ -1,4 +1,4 @@
-"""On-disk format of the store, version 1: pure bytes <-> objects, parsed defensively.
+"""On-disk format of the store (header version 1, payload format 2): pure bytes <-> objects, parsed defensively.
 
 Byte-by-byte description: ``docs/store-format.md``. Everything here is a pure
 function of its inputs (no I/O, no keys), so the parsers can be fuzzed. Every
@@ -20,7 +20,11 @@ import numpy as np
 from fr_pbd.errors import StoreIntegrityError
 
 MAGIC = b"FRPBDSTR"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # the header's version: its layout has not changed
+#: The payload's ``format``: 2 adds accounts, per-user and fallback lockouts (docs/store-format.md, section 3).
+PAYLOAD_FORMAT = 2
+#: Payload formats a reader accepts: 1 is read as 2 (records.StoreState.decode); writes are always 2.
+PAYLOAD_FORMATS = (1, 2)
 AEAD_AES256GCM = 1
 NONCE_LEN = 12
 TAG_LEN = 16
@@ -236,11 +240,15 @@ def check_body_length(body_len: int) -> None:
 # --------------------------------------------------------------------------------------
 # payload (plaintext, after authentication)
 # --------------------------------------------------------------------------------------
-_META_KEYS = {"format", "model_id", "store_id", "dim", "generation", "users", "fallback", "lockout"}
-_USER_KEYS = {"name", "templates", "consent"}
+_META_KEYS_V1 = {"format", "model_id", "store_id", "dim", "generation", "users", "fallback", "lockout"}
+_META_KEYS = _META_KEYS_V1 | {"fallback_lockout"}
+_USER_KEYS_V1 = {"name", "templates", "consent"}
+_USER_KEYS = _USER_KEYS_V1 | {"uid", "lockout"}
 _CONSENT_KEYS = {"time", "text_version", "device_id"}
-_FALLBACK_KEYS = {"kdf", "log2_n", "r", "p", "salt", "hash"}
+_FALLBACK_KEYS_V1 = {"kdf", "log2_n", "r", "p", "salt", "hash"}
+_FALLBACK_KEYS = _FALLBACK_KEYS_V1 | {"min_len"}
 _LOCKOUT_KEYS = {"failures", "locked_until"}
+MAX_UID = 2**32 - 2  # (uid_t)-1 is "no id"
 _TIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
 _HEX_RE = re.compile(r"[0-9a-f]*")
 MAX_DIM = 4096
@@ -301,6 +309,13 @@ def _time(v: object, what: str) -> str:
     return v  # type: ignore[return-value]
 
 
+def _check_lockout(lo: object, what: str) -> None:
+    _req(isinstance(lo, dict) and set(lo) == _LOCKOUT_KEYS, what)
+    _req(_is_int(lo["failures"]) and 0 <= lo["failures"] < 2**31, what)  # type: ignore[index]
+    if lo["locked_until"] is not None:  # type: ignore[index]
+        _time(lo["locked_until"], what)  # type: ignore[index]
+
+
 def _no_constants(_name: str):
     raise ValueError("non-finite number")
 
@@ -322,8 +337,11 @@ def _decode_payload(data: bytes) -> tuple[dict, np.ndarray, np.ndarray]:
     raw = data[8 : 8 + mlen]
     _req(raw.isascii(), "metadata encoding")
     meta = json.loads(raw.decode("ascii"), parse_constant=_no_constants)
-    _req(isinstance(meta, dict) and set(meta) == _META_KEYS, "metadata keys")
-    _req(meta["format"] == FORMAT_VERSION and _is_int(meta["format"]), "payload version")
+    _req(isinstance(meta, dict) and "format" in meta, "metadata keys")
+    version = meta["format"]
+    _req(_is_int(version) and version in PAYLOAD_FORMATS, "payload version")
+    v1 = version == 1
+    _req(set(meta) == (_META_KEYS_V1 if v1 else _META_KEYS), "metadata keys")
     _req(isinstance(meta["model_id"], str) and _MODEL_ID_RE.fullmatch(meta["model_id"]) is not None, "model id")
     _hex(meta["store_id"], STORE_ID_LEN, "store id")
     dim = meta["dim"]
@@ -334,7 +352,7 @@ def _decode_payload(data: bytes) -> tuple[dict, np.ndarray, np.ndarray]:
     names = []
     total = 0
     for u in users:
-        _req(isinstance(u, dict) and set(u) == _USER_KEYS, "user record")
+        _req(isinstance(u, dict) and set(u) == (_USER_KEYS_V1 if v1 else _USER_KEYS), "user record")
         try:
             check_text(u["name"], "user")
         except ValueError:
@@ -351,20 +369,24 @@ def _decode_payload(data: bytes) -> tuple[dict, np.ndarray, np.ndarray]:
             check_text(c["device_id"], "device id")
         except ValueError:
             raise _bad("consent record") from None
+        if not v1:
+            uid = u["uid"]
+            _req(uid is None or (_is_int(uid) and 0 <= uid <= MAX_UID), "user account")
+            _check_lockout(u["lockout"], "user lockout")
     _req(names == sorted(names) and len(set(names)) == len(names), "user order")
     fb = meta["fallback"]
     if fb is not None:
-        _req(isinstance(fb, dict) and set(fb) == _FALLBACK_KEYS, "fallback record")
+        _req(isinstance(fb, dict) and set(fb) == (_FALLBACK_KEYS_V1 if v1 else _FALLBACK_KEYS), "fallback record")
         _req(fb["kdf"] == "scrypt", "fallback kdf")
         _req(all(_is_int(fb[k]) for k in ("log2_n", "r", "p")), "fallback parameters")
         salt = _hex(fb["salt"], 16, "fallback salt")
         _hex(fb["hash"], 32, "fallback hash")
         _req(ScryptParams(fb["log2_n"], fb["r"], fb["p"], salt).acceptable(), "fallback parameters below minimum")
-    lo = meta["lockout"]
-    _req(isinstance(lo, dict) and set(lo) == _LOCKOUT_KEYS, "lockout record")
-    _req(_is_int(lo["failures"]) and 0 <= lo["failures"] < 2**31, "lockout failures")
-    if lo["locked_until"] is not None:
-        _time(lo["locked_until"], "lockout time")
+        if not v1:
+            _req(_is_int(fb["min_len"]) and 0 <= fb["min_len"] <= MAX_TEXT, "fallback minimum length")
+    _check_lockout(meta["lockout"], "lockout record")
+    if not v1:
+        _check_lockout(meta["fallback_lockout"], "fallback lockout record")
     # binary section
     off = 8 + mlen
     pad = -off % _ALIGN

@@ -84,9 +84,9 @@ class ProtectedMatcher:
         self._model_id = model_id
 
     @classmethod
-    def of(cls, state: StoreState) -> "ProtectedMatcher":
-        """A matcher over every user's templates (users without templates are absent)."""
-        names = [n for n in sorted(state.users) if state.users[n].templates.shape[0] > 0]
+    def of(cls, state: StoreState, exclude: frozenset[str] = frozenset()) -> "ProtectedMatcher":
+        """A matcher over every user's templates but ``exclude``'s (users without templates are absent)."""
+        names = [n for n in sorted(state.users) if state.users[n].templates.shape[0] > 0 and n not in exclude]
         counts = [int(state.users[n].templates.shape[0]) for n in names]
         if names:
             vec = np.concatenate([state.users[n].templates for n in names], axis=0)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -20,8 +20,9 @@ from fr_pbd.errors import StoreError
 from fr_pbd.store import _format as fmt
 from fr_pbd.store import _fs, protection
 from fr_pbd.store.envelope import MAX_FILE, Opened, make_header, new_dek, open_bytes, seal
-from fr_pbd.store.keys import DeviceFileKeyProvider, KeyProvider, check_provider
-from fr_pbd.store.records import ConsentRecord, StoreState
+from fr_pbd.store.fallback import check_fallback as _compare_fallback
+from fr_pbd.store.keys import DeviceFileKeyProvider, KeyProvider, check_provider, normalise_secret
+from fr_pbd.store.records import ConsentRecord, LockoutState, StoreState
 from fr_pbd.store.transaction import StoreView, Transaction
 from fr_pbd.template import Template
 
@@ -166,15 +167,49 @@ class Store:
             return tx.add_templates(user, templates)
 
     def remove_user(self, user: str) -> bool:
-        with self.transaction() as tx:
-            return tx.remove_user(user)
+        """Withdraw ``user``: delete the templates, consent record and lockout, and re-key, in one write.
+
+        The store is written under a fresh data key, a fresh key-encryption key
+        and a fresh template rotation and store id (:meth:`renew`), so a copy of
+        the store taken before the withdrawal no longer opens with the current
+        key file (a passphrase store: see docs/store-format.md, section 5).
+        False (nothing written) if there is no such user.
+        """
+        return self._rewrite(None, renew=True, change=lambda state: state.users.pop(user, None) is not None)
 
     def set_fallback(self, secret: str) -> None:
+        """Set or replace the fallback credential. The CLI and the API ask for the current one first
+        (:meth:`fr_pbd.verify.Verifier.set_fallback`)."""
         with self.transaction() as tx:
             tx.set_fallback(secret)
 
+    def fallback_attempt(self, secret: str, now: datetime | None = None) -> str:
+        """One rate-limited entry of the fallback PIN: ``"accepted"``, ``"wrong"`` or ``"locked"``.
+
+        The attempt is counted as a failure under the exclusive lock *before* the
+        comparison (so no number of parallel entries compares more than the
+        attempts left: 5, then one per lock period of 30 s doubling), and the
+        count is cleared only when the entry is right; a right entry also clears
+        every face lockout. While locked nothing is compared. A face success
+        never clears this counter.
+        """
+        normalise_secret(secret)  # TypeError before anything is counted
+        with self.transaction() as tx:
+            lock = tx.fallback_lockout
+            if lock.is_locked(now):
+                return "locked"
+            tx.set_fallback_lockout(lock.after_failure(now))
+            record = tx._st().fallback
+        if not _compare_fallback(record, secret):
+            return "wrong"
+        with self.transaction() as tx:
+            tx.set_fallback_lockout(LockoutState())
+            tx.reset_face_lockouts()
+        return "accepted"
+
     def check_fallback(self, secret: str) -> bool:
-        return self.read().check_fallback(secret)
+        """:meth:`fallback_attempt` is ``"accepted"``: rate limited, counted, clears lockouts when right."""
+        return self.fallback_attempt(secret) == "accepted"
 
     # -- keys -------------------------------------------------------------------
     def rotate_key(self, new_provider: KeyProvider | None = None) -> None:
@@ -195,9 +230,13 @@ class Store:
         """
         self._rewrite(new_provider, renew=True)
 
-    def _rewrite(self, new_provider: KeyProvider | None, *, renew: bool) -> None:
+    def _rewrite(self, new_provider: KeyProvider | None, *, renew: bool,
+                 change: Callable[[StoreState], bool] | None = None) -> bool:
+        """Re-key (and with ``renew`` re-protect); ``change`` edits the state first (False: write nothing)."""
         target_owner = check_provider(new_provider if new_provider is not None else self._provider)
         with self._exclusive() as (_hbytes, _header, _dek, state):
+            if change is not None and not change(state):
+                return False
             if renew:
                 protection.renew(state)
             staged = target_owner.begin_rotation()
@@ -213,6 +252,7 @@ class Store:
             if not self._provider.same_key_material(target_owner):
                 self._provider.destroy()
             self._provider = target_owner
+        return True
 
 
 _CONSTRUCT = object()

@@ -77,21 +77,53 @@ class StoreView:
         u = self._st().users.get(user)
         return None if u is None else u.consent
 
+    def uid_of(self, user: str) -> int | None:
+        """The uid of the Unix account ``user`` was bound to at enrolment; None if none (or no such user)."""
+        u = self._st().users.get(user)
+        return None if u is None else u.uid
+
     @property
     def lockout(self) -> LockoutState:
+        """Face attempts that claim no user ("any enrolled user")."""
         return self._st().lockout
+
+    def lockout_of(self, user: str | None) -> LockoutState:
+        """Face attempts claiming ``user`` (None: no claim, :attr:`lockout`); a fresh state for an unknown user."""
+        if user is None:
+            return self._st().lockout
+        u = self._st().users.get(user)
+        return LockoutState() if u is None else u.lockout
+
+    def locked_users(self, now: datetime | None = None) -> frozenset[str]:
+        """Users whose own face lockout is in force at ``now``."""
+        return frozenset(n for n, u in self._st().users.items() if u.lockout.is_locked(now))
+
+    @property
+    def fallback_lockout(self) -> LockoutState:
+        """Wrong fallback PIN/passphrase entries (:meth:`fr_pbd.store.Store.check_fallback`)."""
+        return self._st().fallback_lockout
 
     @property
     def has_fallback(self) -> bool:
         return self._st().fallback is not None
 
+    @property
+    def fallback_min_len(self) -> int | None:
+        """The minimum length the fallback was set under (0: unknown, before 6); None if none is set."""
+        fb = self._st().fallback
+        return None if fb is None else int(fb.get("min_len", 0))
+
     def check_fallback(self, secret: str) -> bool:
-        """Constant-time check of the fallback PIN/passphrase (scrypt, ~0.3 s). False if none is set."""
+        """The bare comparison (scrypt, ~0.3 s), not rate limited and writing nothing. False if none is set.
+
+        Anything a person types must go through :meth:`fr_pbd.store.Store.check_fallback`
+        (counted, locked after 5 wrong entries); this one is for an audit's read-only probe.
+        """
         return check_fallback(self._st().fallback, secret)
 
-    def matcher(self) -> ProtectedMatcher:
-        """A :class:`ProtectedMatcher` over every user's templates (users without templates are absent)."""
-        return ProtectedMatcher.of(self._st())
+    def matcher(self, exclude: frozenset[str] = frozenset()) -> ProtectedMatcher:
+        """A :class:`ProtectedMatcher` over every user's templates but ``exclude``'s (those without are absent)."""
+        return ProtectedMatcher.of(self._st(), frozenset(exclude))
 
 
 class Transaction(StoreView):
@@ -106,17 +138,26 @@ class Transaction(StoreView):
         self._dirty = False
 
     def record_consent(
-        self, user: str, *, text_version: str, device_id: str, time: datetime | None = None
+        self, user: str, *, text_version: str, device_id: str, time: datetime | None = None,
+        uid: int | None = None,
     ) -> ConsentRecord:
-        """Record (or renew) ``user``'s explicit opt-in. Existing templates are kept."""
+        """Record (or renew) ``user``'s explicit opt-in, bound to the Unix account ``uid`` (None: no account).
+
+        Existing templates and the user's lockout are kept; the binding is replaced
+        (the verifier decides it: :meth:`fr_pbd.verify.Verifier.enroll`).
+        """
         st = self._st()
         fmt.check_text(user, "user")
         fmt.check_text(text_version, "consent text version")
         fmt.check_text(device_id, "device id")
+        if uid is not None and (not isinstance(uid, int) or isinstance(uid, bool) or not 0 <= uid <= fmt.MAX_UID):
+            raise ValueError(f"uid must be None or an int in [0, {fmt.MAX_UID}]")
         rec = ConsentRecord(user, utc(time), text_version, device_id)
         old = st.users.get(user)
-        tpl = old.templates if old is not None else np.zeros((0, st.dim), dtype=np.float32)
-        st.users[user] = UserRecord(rec, tpl)
+        if old is None:
+            st.users[user] = UserRecord(rec, np.zeros((0, st.dim), dtype=np.float32), uid)
+        else:
+            st.users[user] = UserRecord(rec, old.templates, uid, old.lockout)
         self._dirty = True
         return rec
 
@@ -149,7 +190,11 @@ class Transaction(StoreView):
         return int(merged.shape[0])
 
     def remove_user(self, user: str) -> bool:
-        """Remove ``user``'s templates and consent record (one atomic write). False if unknown."""
+        """Remove ``user``'s templates and consent record in this transaction. False if unknown.
+
+        To *withdraw* a user use :meth:`fr_pbd.store.Store.remove_user`, which also
+        re-keys the store so that an older copy no longer opens with the current key.
+        """
         st = self._st()
         if user not in st.users:
             return False
@@ -163,14 +208,35 @@ class Transaction(StoreView):
         st.fallback = hash_fallback(secret)
         self._dirty = True
 
-    def set_lockout(self, state: LockoutState) -> None:
-        """Replace the lockout state (written with the transaction)."""
+    def set_lockout(self, state: LockoutState, user: str | None = None) -> None:
+        """Replace the face lockout of ``user`` (None: attempts that claim no user). Unknown user: no-op."""
         if not isinstance(state, LockoutState):
             raise TypeError("state must be a LockoutState")
         st = self._st()
-        if state != st.lockout:
-            st.lockout = state
+        if user is None:
+            if state != st.lockout:
+                st.lockout = state
+                self._dirty = True
+            return
+        u = st.users.get(user)
+        if u is not None and state != u.lockout:
+            u.lockout = state
             self._dirty = True
 
-    def reset_lockout(self) -> None:
-        self.set_lockout(LockoutState())
+    def reset_lockout(self, user: str | None = None) -> None:
+        self.set_lockout(LockoutState(), user)
+
+    def reset_face_lockouts(self) -> None:
+        """Clear every face lockout: no claim and every user's (a correct fallback entry does this)."""
+        self.reset_lockout()
+        for name in list(self._st().users):
+            self.reset_lockout(name)
+
+    def set_fallback_lockout(self, state: LockoutState) -> None:
+        """Replace the fallback PIN's lockout state (written with the transaction)."""
+        if not isinstance(state, LockoutState):
+            raise TypeError("state must be a LockoutState")
+        st = self._st()
+        if state != st.fallback_lockout:
+            st.fallback_lockout = state
+            self._dirty = True
