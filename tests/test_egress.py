@@ -102,7 +102,7 @@ def enrolled_home(tmp_path_factory, models_env, faces_dir):
     home = tmp_path_factory.mktemp("egress") / "home"
     v = Verifier(home, ext)
     v.set_fallback(PIN)
-    v.enroll("obama", [faces_dir / "obama.jpg"], Consent("1", "test-device"))
+    v.enroll("obama", [faces_dir / "obama.jpg"], Consent("1", "test-device"), fallback=PIN)
     return home
 
 

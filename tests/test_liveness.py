@@ -137,7 +137,7 @@ class StubPad:
 def _enrolled(home, extractor, faces_dir, pad_detector):
     v = Verifier(home, extractor, liveness=pad_detector)
     v.set_fallback(PIN)
-    v.enroll("obama", [faces_dir / "obama.jpg"], Consent("1", "test-device"))
+    v.enroll("obama", [faces_dir / "obama.jpg"], Consent("1", "test-device"), fallback=PIN)
     return v
 
 
@@ -170,7 +170,7 @@ def test_real_models_refuse_the_print_attack_in_verify(tmp_path, extractor, pad_
     """End to end with the real ensemble: the live sample's owner enrolled; print and replay are no."""
     v = Verifier(tmp_path / "h", extractor, liveness=pad_models)
     v.set_fallback(PIN)
-    v.enroll("t1", [spoof_dir / "live_T1.jpg"], Consent("1", "test-device"))
+    v.enroll("t1", [spoof_dir / "live_T1.jpg"], Consent("1", "test-device"), fallback=PIN)
     assert v.verify(spoof_dir / "live_T1.jpg") == Decision(True)
     assert v.verify(spoof_dir / "spoof_print_F1.jpg") == Decision(False)
     assert v.verify(spoof_dir / "spoof_replay_F2.jpg") == Decision(False)

@@ -46,8 +46,8 @@ run() {
     shift 2
     local shown="$*"
     shown=${shown//"$FR"/fr-pbd}; shown=${shown//"$F/"/faces/}; shown=${shown//"$S/"/spoof/}; shown=${shown//"$H"/\$HOME_DEMO}
-    echo "\$ $shown"
-    OUT=$("$@") || rc=$?
+    echo "\$ ${STDIN:+echo \$PIN | }$shown"
+    OUT=$("$@" <<<"${STDIN:-}") || rc=$?
     [ -z "$OUT" ] || printf '%s\n' "$OUT" | sed 's/^/  /'
     [ "$rc" -eq "$want" ] || fail "$STEP: '$shown' exited $rc, expected $want"
 }
@@ -60,16 +60,17 @@ echo "being enrolled. They are enrolled here only to show the pipeline, and eras
 echo
 
 echo "1. The PIN alternative comes first (condition 2: face verification is never the only way in)."
-echo "\$ echo 2468 | fr-pbd fallback set --home \$HOME_DEMO --secret-stdin"
-OUT=$(echo 2468 | "$FR" fallback set --home "$H" --secret-stdin) || fail "fallback PIN: 'fr-pbd fallback set --secret-stdin' exited $?"
+PIN=246813   # at least 6 digits
+echo "\$ echo $PIN | fr-pbd fallback set --home \$HOME_DEMO --secret-stdin"
+OUT=$(echo "$PIN" | "$FR" fallback set --home "$H" --secret-stdin) || fail "fallback PIN: 'fr-pbd fallback set --secret-stdin' exited $?"
 printf '  %s\n' "$OUT"
 
-echo "2. Enrol, with consent recorded: Obama from two photos; the person in the presentation-attack"
+echo "2. Enrol, with the PIN as proof and consent recorded: Obama from two photos; the person in the presentation-attack"
 echo "   samples from one live photo (spoof/live_T1.jpg)."
-run 0 enrolment "$FR" enroll --home "$H" --user obama --image "$F/obama.jpg" --image "$F/obama2.jpg" --consent
+STDIN=$PIN run 0 enrolment "$FR" enroll --home "$H" --user obama --image "$F/obama.jpg" --image "$F/obama2.jpg" --consent --secret-stdin
 [[ $OUT =~ ([0-9]+)\ template ]] && N_OBAMA=${BASH_REMATCH[1]} || fail "enrolment: no template count in its output"
 [ "$N_OBAMA" -eq 2 ] || fail "enrolment: obama has $N_OBAMA templates, expected 2"
-run 0 enrolment "$FR" enroll --home "$H" --user sample --image "$S/live_T1.jpg" --consent
+STDIN=$PIN run 0 enrolment "$FR" enroll --home "$H" --user sample --image "$S/live_T1.jpg" --consent --secret-stdin
 [[ $OUT =~ ([0-9]+)\ template ]] && N_SAMPLE=${BASH_REMATCH[1]} || fail "enrolment: no template count in its output"
 run 0 status "$FR" status --home "$H"
 

@@ -159,9 +159,10 @@ def _make_store(home: Path, pipeline: Any, data_dir: Path, hook: Callable[[str, 
 
     v = Verifier(home=home, extractor=pipeline.extractor,
                  liveness=pipeline.liveness if pipeline.liveness is not None else False, stage_hook=hook)
-    v.set_fallback("bench-0000-" + os.urandom(4).hex())
+    pin = "bench-0000-" + os.urandom(4).hex()
+    v.set_fallback(pin)
     consent = Consent(text_version="bench", device_id="bench")
-    v.enroll("obama", [data_dir / "faces" / ENROLLED], consent)
+    v.enroll("obama", [data_dir / "faces" / ENROLLED], consent, fallback=pin)
     rng = np.random.default_rng(7)
     with v.store().transaction() as tx:
         for u in range(HOUSEHOLD_USERS):
