@@ -21,8 +21,8 @@ stage hook (:mod:`fr_pbd.timing`; nothing is copied here):
 gate), ``liveness`` (both MiniFASNet models), ``embed`` (chip + mirror through the
 embedder, template), ``store_read`` (open the store file, unwrap the key, decrypt,
 parse), ``match`` (protected gallery, best score per user, threshold), ``decide``
-(the lockout transaction: nothing written after a success with no failures pending,
-an fsync'd write after a failure). A frame that stops early (no usable face, attack)
+(the lockout transactions: the attempt counted under the exclusive lock before the
+comparison, one fsync'd write; a success clears it with a second one). A frame that stops early (no usable face, attack)
 has no sample for the later stages. ``end_to_end`` is the real ``Verifier.verify`` on
 the JPEG bytes: frame -> yes/no, the same call that gave the stage times. The lockout
 is reset between frames, outside the timings, so that impostor frames keep being looked at.
