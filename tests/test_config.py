@@ -36,6 +36,12 @@ def test_full_file_is_read(tmp_path):
     assert str(cfg.daemon.socket) == "/run/fr-pbd/fr-pbd.sock"
     assert cfg.daemon.allows(4242, 27) and not cfg.daemon.allows(4242, 28)
     assert config.require_verification(cfg) is cfg
+    assert cfg.daemon.daemon_uid is None  # the home's owner (fr_pbd.daemon.daemon_identity)
+    assert cfg.daemon.answer_deadline_ms == config.DEFAULT_ANSWER_DEADLINE_MS
+    assert cfg.daemon.max_connections_per_uid == 4
+    write(tmp_path / "h", "[daemon]\ndaemon_uid = 998\nanswer_deadline_ms = 250\nmax_connections_per_uid = 2\n")
+    d = config.load(tmp_path / "h").daemon
+    assert (d.daemon_uid, d.answer_deadline_ms, d.max_connections_per_uid) == (998, 250, 2)
 
 
 @pytest.mark.parametrize(
@@ -49,6 +55,11 @@ def test_full_file_is_read(tmp_path):
         ('[daemon]\nallowed_uids = [-1]\n', "ids are integers"),
         ('[daemon]\nallowed_gids = [true]\n', "ids are integers"),
         ('[daemon]\nsocket = ""\n', "socket must be a path"),
+        ('[daemon]\ndaemon_uid = -1\n', "daemon_uid must be an integer"),
+        ('[daemon]\ndaemon_uid = "fr-pbd"\n', "daemon_uid must be an integer"),
+        ('[daemon]\nanswer_deadline_ms = 10\n', "answer_deadline_ms must be an integer in 50..10000"),
+        ('[daemon]\nanswer_deadline_ms = 1.5\n', "answer_deadline_ms must be an integer"),
+        ('[daemon]\nmax_connections_per_uid = 0\n', "max_connections_per_uid must be an integer in 1..64"),
         ("daemon = 3\n", "must be a table"),
         ("profile = \n", "not valid TOML"),
     ],
@@ -91,3 +102,63 @@ def test_docs_say_which_features_do_not_exist():
     for phrase in ("household-device-access", "allowed_uids", "did not enrol", "Watching a scene",
                    "Sending results anywhere"):
         assert phrase in doc
+
+
+# --------------------------------------------------------------------------------------
+# the home's parents (ssh StrictModes): nobody else may be able to swap the home
+# --------------------------------------------------------------------------------------
+def test_a_home_below_a_directory_others_can_write_is_refused(tmp_path):
+    top = tmp_path / "shared"
+    home = top / "me" / "fr-pbd"
+    home.mkdir(parents=True, mode=0o700)
+    config.check_home_parents(home)  # all mine (and root's above): fine
+    config.check_home_parents(tmp_path / "not-yet" / "fr-pbd")  # missing parts: their parent decides
+    for mode in (0o777, 0o775, 0o757):
+        os.chmod(top, mode)
+        with pytest.raises(ConfigError, match=r"writable by group or others without the sticky bit") as info:
+            config.check_home_parents(home)
+        assert str(top) in str(info.value) and "\n" not in str(info.value)
+    os.chmod(top, 0o1777)  # sticky, like /tmp: nobody can rename or remove another's entries
+    config.check_home_parents(home)
+    os.chmod(top, 0o755)
+    os.chmod(home, 0o770)
+    with pytest.raises(ConfigError, match="the home .* is writable by group or others"):
+        config.check_home_parents(home)
+
+
+def test_a_home_through_a_link_checks_both_paths(tmp_path):
+    real = tmp_path / "real"
+    (real / "fr-pbd").mkdir(parents=True)
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    config.check_home_parents(link / "fr-pbd")
+    os.chmod(real, 0o777)
+    with pytest.raises(ConfigError, match=str(real)):
+        config.check_home_parents(link / "fr-pbd")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
+def test_a_home_below_another_users_directory_is_refused(tmp_path):
+    top = tmp_path / "theirs"
+    home = top / "fr-pbd"
+    home.mkdir(parents=True)
+    os.chown(top, 65534, 65534)
+    with pytest.raises(ConfigError, match="owned by uid 65534"):
+        config.check_home_parents(home)
+    config.check_home_parents(home, owner=65534)  # nobody's own home, checked for nobody (as `ask` does)
+    link = tmp_path / "link"
+    link.symlink_to(home)
+    os.chown(top, 0, 0)
+    os.lchown(link, 65534, 65534)  # a link someone else could point elsewhere
+    with pytest.raises(ConfigError, match=f"{link} .*owned by uid 65534"):
+        config.check_home_parents(link / "sub")
+
+
+def test_the_config_of_the_homes_owner_is_trusted_only_when_asked(tmp_path):
+    p = write(tmp_path / "h", "[daemon]\ndaemon_uid = 7\n")
+    if os.geteuid() != 0:
+        pytest.skip("chown to another uid needs root")
+    os.chown(p, 65534, 65534)
+    with pytest.raises(ConfigError, match="owned by uid 65534"):
+        config.load(tmp_path / "h")
+    assert config.load(tmp_path / "h", owner=65534).daemon.daemon_uid == 7

@@ -38,10 +38,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if argv is None:
+        # A real fr-pbd process (console script or python -m): not dumpable, no core file
+        # (fr_pbd.hardening), and no network, ever, except `fr-pbd models fetch`. Tests that
+        # call main([...]) in-process leave their interpreter alone; they run the CLI as a
+        # subprocess to test this.
+        from fr_pbd import hardening
+
+        hardening.harden_process()
     if argv is None and not getattr(args, "network", False):
-        # A real fr-pbd process (console script or python -m): no network, ever,
-        # except `fr-pbd models fetch`. Tests that call main([...]) in-process
-        # leave their interpreter alone; they run the CLI as a subprocess to test this.
         from fr_pbd import egress
 
         egress.install()
