@@ -56,9 +56,10 @@ def failing(checks) -> dict[str, str]:
 
 
 #: Checks that need the running daemon: without --socket they are INCONCLUSIVE, never PASS.
-NOT_OBSERVED_WITHOUT_DAEMON = {"C3.socket", "C3.network", "C5.answer", "C5.timing"}
+NOT_OBSERVED_WITHOUT_DAEMON = {"C3.plaintext-templates", "C3.socket", "C3.network", "C3.logs", "C5.answer",
+                               "C5.timing"}
 ALL_CHECKS = ["C1.profile", "C2.consent", "C2.fallback", "C3.file-modes", "C3.plaintext-templates", "C3.socket",
-              "C3.network", "C3.logs", "C4.cipher", "C4.kdf", "C4.ciphertext", "C5.answer", "C5.timing",
+              "C3.network", "C3.logs", "C4.cipher", "C4.kdf", "C4.ciphertext", "C4.key", "C5.answer", "C5.timing",
               "DPIA.model-provenance", "DPIA.accuracy", "DPIA.bias"]
 
 
@@ -113,6 +114,30 @@ def audit_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
                           timeout=timeout, check=False)
 
 
+def known_product_failures(by_id: dict) -> dict[str, str]:
+    """Failures of fr-pbd's own daemon that the audit finds rightly, until the product is fixed (reported):
+
+    * C3.network: onnxruntime's native telemetry (1DS) resolves a host name over UDP port 53 from inside the
+      daemon some seconds after a session is made; the egress guard (a Python audit hook) cannot see it, the
+      kernel can. Only such DNS traffic is accepted as this known failure, nothing else.
+    * C5.timing: a daemon without a fixed answer time tells outcomes apart by its answer time.
+    """
+    known = {}
+    net = by_id.get("C3.network", {})
+    if net.get("status") == FAIL:
+        lines = [d for d in net["evidence"]["details"] if d.startswith(("while the probe", "before the probe",
+                 "during the probe", "after:", "socket with", "connect with", "sendto with", "sendmmsg with",
+                 "sendmsg with", "wrote "))]
+        dns = all("UDP" in d or "SOCK_DGRAM" in d or "htons(53)" in d for d in lines)
+        if lines and dns and any(":53 " in d or "htons(53)" in d for d in lines):
+            known["C3.network"] = ("fr-pbd's daemon sent a DNS query (onnxruntime telemetry, native code): "
+                                   + net["evidence"]["summary"])
+    if by_id.get("C5.timing", {}).get("status") == FAIL:
+        known["C5.timing"] = "the daemon's answer time tells outcomes apart: " + by_id["C5.timing"]["evidence"][
+            "summary"]
+    return known
+
+
 def test_correct_installation_passes_every_check(tmp_path, home, faces_dir, spoof_dir):
     """With the daemon, its frames, the probe photos and an evaluation report, every check runs and passes."""
     need_strace()
@@ -133,9 +158,9 @@ def test_correct_installation_passes_every_check(tmp_path, home, faces_dir, spoo
     doc = json.loads((tmp_path / "out" / "audit.json").read_text())
     statuses = {c["id"]: c["status"] for c in doc["checks"]}
     by_id = {c["id"]: c for c in doc["checks"]}
-    if statuses.get("C5.timing") == FAIL and {k for k, v in statuses.items() if v != PASS} == {"C5.timing"}:
-        pytest.xfail("the daemon's answer time tells outcomes apart (a daemon without a fixed answer time): "
-                     + by_id["C5.timing"]["evidence"]["summary"])
+    known = known_product_failures(by_id)
+    if known and {k for k, v in statuses.items() if v != PASS} == set(known):
+        pytest.xfail("; ".join(known.values()))
     assert p.returncode == 0, p.stdout + p.stderr
     assert set(statuses.values()) == {PASS}, statuses
     assert doc["result"] == PASS and doc["missing_evidence"] == [] and len(doc["checks"]) == len(ALL_CHECKS)
@@ -233,11 +258,11 @@ def test_a_score_in_a_log_fails_logs(home, tmp_path):
     (home / "daemon.log").write_text("2026-11-23T10:00:00+0000 verify obama -> Y (similarity 0.9731)\n")
     os.chmod(home / "daemon.log", 0o600)
     bad = failing(run_audit(home))
-    assert list(bad) == ["C3.logs"] and "daemon.log line 1" in bad["C3.logs"]
+    assert list(bad) == ["C3.logs"] and "daemon.log: line 1" in bad["C3.logs"]
     outside = tmp_path / "vendor.log"
     outside.write_text("ok\nmatch distance=0.41\n")
     bad = failing(run_audit(home, logs=[outside]))
-    assert "vendor.log line 2" in bad["C3.logs"]
+    assert "vendor.log: line 2" in bad["C3.logs"]
 
 
 def test_another_profile_fails_c1(home):
@@ -275,16 +300,37 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, home):
 def test_scanners_find_templates_and_not_noise():
     rng = np.random.default_rng(0)
     noise = os.urandom(1 << 18)
-    assert scan.float_runs(noise) == [] and scan.decimal_runs(noise) == []
+    assert scan.scan(noise) == []
     assert scan.entropy_bits_per_byte(noise) > 7.99
     t = _raw_float32(rng)
     hidden = os.urandom(1001) + t + os.urandom(999)
-    runs = scan.float_runs(hidden)
-    assert runs and runs[0].kind == "float32-run" and 1001 - 4 * 8 <= runs[0].offset <= 1001  # noise may extend it
-    t64 = rng.normal(size=128).astype("<f8").tobytes() * 1
-    assert any(r.kind == "float64-run" for r in scan.float_runs(os.urandom(3) + t64))
-    assert scan.float_runs(bytes(4096)) == []  # zero padding is not a template
-    assert scan.decimal_runs(_howdy_json(rng))[0].length == 128
-    assert scan.decimal_runs(b"1.5, 2.5, 3.5") == []
-    assert scan.score_lines("fr-pbd 0.1.0 started\nuid 0 -> N\n") == []
-    assert [f.offset for f in scan.score_lines("a\nscore 0.9\nx=0.5\n")] == [2, 3]
+    runs = [f for f in scan.scan(hidden) if f.kind == "template"]
+    assert runs and runs[0].what == "float32 little-endian" and 1001 - 4 * 64 <= runs[0].offset <= 1001
+    assert scan.scan(bytes(4096)) == []  # zero padding is not a template
+    assert scan.scan(np.linspace(-1, 1, 256).astype("<f4").tobytes()) == []  # sorted numbers: a table, not a face
+    assert [f.count for f in scan.scan(_howdy_json(rng)) if f.kind == "template"][0] == 128
+    assert scan.scan(b"1.5, 2.5, 3.5") != [] and all(f.kind == "score" for f in scan.scan(b"1.5, 2.5, 3.5"))
+    assert scan.score_findings(b"fr-pbd 0.1.0 started\nuid 0 -> N\nno match or no usable face -> N\n") == []
+    assert [f.line for f in scan.score_findings(b"a\nscore 0.9\nx=0.5\n97%\n")] == [2, 3, 4]
+
+
+def test_the_scanners_stay_quiet_on_real_files(faces_dir, spoof_dir, home):
+    """No false alarm on what an honest home or log holds, nor on images, programs and compiled Python."""
+    import glob
+
+    files = [home / "store.frpbd", home / "keys" / "kek", *sorted(faces_dir.glob("*.jpg")), *sorted(faces_dir.glob(
+        "*.png")), *sorted(spoof_dir.glob("*.jpg")), Path(sys.executable).resolve(),
+        *sorted(Path(p) for p in glob.glob(str(Path(scan.__file__).parent / "__pycache__" / "*.pyc")))]
+    for f in files:
+        found = [x for x in scan.scan(f.read_bytes()[: 4 << 20]) if x.kind != "score"]
+        assert found == [], (f, [x.describe() for x in found])
+    log = ("2026-11-29T13:38:44+0000 fr-pbd serve[22202]: board default: embedder dlib-resnet-v1 fp32, detector "
+           "graphs 640x480, 640x640, liveness on\n2026-11-29T13:38:44+0000 fr-pbd serve[22202]: pid 22193 uid 0 "
+           "gid 0: VERIFY any enrolled user: not accepted (no match or no usable face) -> N\n").encode()
+    assert scan.scan(log) == []
+
+
+@pytest.mark.parametrize("spelling", ["match 97%", "conf=0,9761", "9761e-4", "score 0.97", '{"similarity": 0.97}',
+                                      "distance: .41", "cosine 0.88", "p=0.97"])
+def test_every_score_spelling_is_found(spelling):
+    assert scan.score_findings(spelling.encode()), spelling

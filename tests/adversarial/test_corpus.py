@@ -21,6 +21,7 @@ import pytest
 
 from fr_pbd.audit import FAIL, INCONCLUSIVE, PASS, FramePlan, overall, run_audit
 from fr_pbd.audit.probe import no_face_png
+from tests.adversarial.plants import SCORE_PLANTS, TEMPLATE_PLANTS, WEAK_KEYS, rekey_store
 from tests.test_audit import EVAL_REPORT, make_enrolled_home, need_strace
 from tests.test_daemon import wait_for_socket
 
@@ -169,6 +170,9 @@ DAEMON_TRICKS = {
     "local-relay": ("C3.network", "byte(s) over a Unix socket read by another process"),
     "pipe-relay": ("C3.network", "byte(s) into a pipe read by another process"),
     "extra-byte": ("C5.answer", "2 byte(s), NOT a declared yes/no answer"),
+    "score-file": ("C3.logs", "outside/scores.txt"),  # a score file outside the home
+    "score-home": ("C3.logs", "home/state/history"),  # score lines in the home, not in a *.log
+    "template-out": ("C3.plaintext-templates", "outside/cache.bin"),  # the probe's template, outside the home
     "timing": ("C5.timing", "the answer time tells"),
 }
 
@@ -176,7 +180,11 @@ DAEMON_TRICKS = {
 @pytest.mark.parametrize("trick", sorted(DAEMON_TRICKS))
 def test_a_dishonest_daemon_fails_its_check(trick, home, dishonest):
     cid, words = DAEMON_TRICKS[trick]
-    sock, plan = dishonest(trick)
+    out = {"score-file": home.parent / "outside" / "scores.txt", "template-out": home.parent / "outside" / "cache.bin",
+           "score-home": home / "state" / "history"}.get(trick)
+    if out is not None:
+        out.parent.mkdir(exist_ok=True)
+    sock, plan = dishonest(trick, out)
     by_id, result = audit(home, sock, plan)
     c = by_id[cid]
     assert c.status == FAIL, explain(c)
@@ -192,3 +200,63 @@ def test_a_daemon_that_keeps_the_tracer_out_is_never_a_pass(home, dishonest):
     assert c.status == INCONCLUSIVE and "strace could not attach" in c.summary + " ".join(c.details), explain(c)
     assert "already traced by pid" in " ".join(c.details)
     assert result != "PASS"
+
+
+# --------------------------------------------------------------------------------------
+# stores: every template encoding, every score spelling, weak keys, no fallback
+# --------------------------------------------------------------------------------------
+def plant(home: Path, rel: str, data: bytes) -> Path:
+    p = home / rel
+    p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    p.write_bytes(data)
+    p.chmod(0o600)
+    return p
+
+
+@pytest.mark.parametrize("name", sorted(TEMPLATE_PLANTS))
+def test_a_template_in_any_encoding_fails_the_scan(name, home):
+    rel, make = TEMPLATE_PLANTS[name]
+    plant(home, rel, make())
+    checks = run_audit(home)
+    c = {x.id: x for x in checks}["C3.plaintext-templates"]
+    assert c.status == FAIL and f"{home / rel}:" in c.summary and ("byte " in c.summary or "line " in c.summary), \
+        explain(c)
+    assert overall(checks) == "FAIL"
+
+
+@pytest.mark.parametrize("name", sorted(SCORE_PLANTS))
+def test_a_score_in_any_spelling_fails_the_log_scan(name, home):
+    rel, text = SCORE_PLANTS[name]
+    plant(home, rel, text.encode())
+    checks = run_audit(home)
+    c = {x.id: x for x in checks}["C3.logs"]
+    assert c.status == FAIL and f"{home / rel}: line 1: score-like text" in c.summary, explain(c)
+    assert "0.97" not in json.dumps(c.to_dict()) and "97%" not in json.dumps(c.to_dict())
+    assert overall(checks) == "FAIL"
+
+
+@pytest.mark.parametrize("name", sorted(WEAK_KEYS))
+def test_a_weak_key_fails_the_key_check(name, home):
+    rekey_store(home, WEAK_KEYS[name])
+    checks = run_audit(home)
+    by_id = {x.id: x for x in checks}
+    assert by_id["C4.cipher"].status == PASS, explain(by_id["C4.cipher"])  # it still authenticates
+    c = by_id["C4.key"]
+    assert c.status == FAIL and "the key file's key is not random" in c.summary, explain(c)
+    assert overall(checks) == "FAIL"
+
+
+def test_a_passphrase_store_without_fallback_is_never_a_pass(tmp_path):
+    from fr_pbd.store import Store
+    from fr_pbd.store.keys import PassphraseKeyProvider
+
+    home = tmp_path / "pp"
+    secret = "correct horse battery staple"
+    Store.create(home, model_id="dlib-resnet-v1", dim=128, key_provider=PassphraseKeyProvider(secret))
+    checks = {c.id: c for c in run_audit(home)}
+    assert checks["C2.fallback"].status == INCONCLUSIVE and "--passphrase-stdin" in checks["C2.fallback"].needs
+    assert overall(list(checks.values())) != "PASS"
+    checks = {c.id: c for c in run_audit(home, passphrase=secret)}
+    assert checks["C2.fallback"].status == FAIL and "no fallback credential" in checks["C2.fallback"].summary
+    assert checks["C4.key"].status == PASS and "passphrase" in checks["C4.key"].summary
+    assert overall(list(checks.values())) == "FAIL"

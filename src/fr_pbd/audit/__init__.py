@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from fr_pbd.audit import checks as _c
+from fr_pbd.audit import files as _f
 from fr_pbd.audit import observed as _o
 from fr_pbd.audit.checks import FAIL, INCONCLUSIVE, PASS, RESULT_FAIL, RESULT_INCOMPLETE, RESULT_PASS, Check, overall
 from fr_pbd.audit.probe import FramePlan
@@ -71,25 +72,39 @@ def run_audit(home: str | os.PathLike[str], *, socket_path: str | os.PathLike[st
     result = probe(sock, FRPBD_PROTOCOL, verifications=verifications, use_strace=use_strace, frames=frames,
                    rounds=rounds) if sock is not None else None
     nf = analyse(result) if result is not None and not result.error else None
+    src = _f.gather([home_p], [Path(p) for p in logs], [], nf,
+                    result.after.writable_files() if result is not None and result.after is not None else [],
+                    why_not_observed=_why_not_observed(result))
     ev = Path(eval_report) if eval_report else None
     return [
         _c.c1_profile(home_p),
         _c.c2_consent(facts),
         _c.c2_fallback(home_p, facts),
         _c.c3_file_modes(home_p),
-        _c.c3_plaintext_templates(home_p),
+        _f.c3_plaintext_templates(src),
         _o.c3_socket(sock, result),
         _o.c3_network(result, nf),
-        _c.c3_logs(home_p, [Path(p) for p in logs]),
+        _f.c3_logs(src),
         _c.c4_cipher(facts),
         _c.c4_kdf(facts),
         _c.c4_ciphertext(facts),
+        _c.c4_key(facts),
         _o.c5_answer(result),
         _o.c5_timing(result),
         _c.dpia_provenance(facts),
         _c.dpia_accuracy(ev, facts),
         _c.dpia_bias(ev),
     ]
+
+
+def _why_not_observed(result) -> str | None:
+    if result is None:
+        return "no daemon was given"
+    if result.error:
+        return result.error
+    if result.events is None:
+        return result.trace_error
+    return None
 
 
 def build_report(checks: list[Check], *, home: Path, socket_path: Path | None, eval_report: Path | None,

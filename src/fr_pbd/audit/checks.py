@@ -220,64 +220,6 @@ def c3_file_modes(home: Path) -> Check:
                  details)
 
 
-def _walk(home: Path):
-    for root, dirs, files in os.walk(home, followlinks=False):
-        for name in files:
-            yield Path(root) / name
-
-
-def c3_plaintext_templates(home: Path) -> Check:
-    title = "No plaintext templates anywhere in the home"
-    scanned, total, bad = 0, 0, []
-    for path in _walk(home):
-        st = _mode(path)
-        if st is None or not stat.S_ISREG(st.st_mode):
-            continue
-        rel = path.relative_to(home)
-        try:
-            with open(path, "rb") as f:
-                data = f.read(MAX_SCAN_BYTES)
-        except OSError as exc:
-            bad.append(f"{rel}: cannot be read by the audit ({exc.strerror})")
-            continue
-        scanned += 1
-        total += len(data)
-        for finding in (scan.float_runs(data) + scan.decimal_runs(data))[:3]:
-            bad.append(f"{rel}: {finding.describe()}")
-    values = {"files_scanned": scanned, "bytes_scanned": total}
-    if bad:
-        return Check("C3.plaintext-templates", "C3", title, FAIL,
-                     f"plaintext template data found: {bad[0]}", bad, values)
-    return Check("C3.plaintext-templates", "C3", title, PASS,
-                 f"{scanned} file(s), {total:,} bytes: no run of >= {scan.MIN_RUN} float32/float64 values, "
-                 f"no text list of >= {scan.MIN_TEXT_RUN} decimal numbers (Howdy-style JSON)", [], values)
-
-
-def c3_logs(home: Path, logs: list[Path]) -> Check:
-    title = "Logs hold no scores or templates"
-    found = [p for p in _walk(home) if p.suffix == ".log" or p.parent.name in ("log", "logs")]
-    files = list(dict.fromkeys([*logs, *found]))
-    if not files:
-        return inconclusive("C3.logs", "C3", title, "no log file in the home and none given with --log",
-                            "--log FILE for each log the product writes")
-    bad, details = [], []
-    for p in files:
-        try:
-            data = p.read_bytes()[:MAX_SCAN_BYTES]
-        except OSError as exc:
-            bad.append(f"{p}: cannot be read ({exc.strerror})")
-            continue
-        text = data.decode("utf-8", "replace")
-        hits = scan.score_lines(text) + scan.decimal_runs(data) + scan.float_runs(data)
-        details.append(f"{p}: {len(text.splitlines())} line(s), {len(hits)} finding(s)")
-        for h in hits[:3]:
-            bad.append(f"{p.name} {h.describe()}")
-    if bad:
-        return Check("C3.logs", "C3", title, FAIL, f"possible scores in a log: {bad[0]}", bad + details)
-    return Check("C3.logs", "C3", title, PASS, f"{len(files)} log file(s): no decimal numbers, no score words",
-                 details)
-
-
 # --------------------------------------------------------------------------------------
 # C4
 # --------------------------------------------------------------------------------------
@@ -345,7 +287,7 @@ def c4_ciphertext(facts: StoreFacts) -> Check:
     if not facts.data:
         return Check("C4.ciphertext", "C4", title, FAIL, "no store file")
     h = scan.entropy_bits_per_byte(facts.data)
-    runs = scan.float_runs(facts.data) + scan.decimal_runs(facts.data)
+    runs = [f for f in scan.scan(facts.data, scores=False) if f.kind == "template"]
     plain = [w for w in (b'"consent"', b'"users"', b"FRPL") if w in facts.data]
     bad = []
     if h < MIN_ENTROPY:
@@ -353,12 +295,81 @@ def c4_ciphertext(facts: StoreFacts) -> Check:
     bad += [f"store file {r.describe()}" for r in runs[:3]]
     bad += [f"plaintext metadata marker {w.decode()} in the file" for w in plain]
     details = [f"{facts.size:,} bytes, Shannon entropy {scan.fmt_bits(h)} bits/byte (threshold {MIN_ENTROPY})",
-               f"float32/float64 runs of >= {scan.MIN_RUN}: {len(runs)}"]
+               f"template-like number runs in any encoding: {len(runs)}"]
     values = {"entropy_bits_per_byte": round(h, 4), "size_bytes": facts.size, "float_runs": len(runs)}
     if bad:
         return Check("C4.ciphertext", "C4", title, FAIL, "; ".join(bad), details, values)
     return Check("C4.ciphertext", "C4", title, PASS,
                  f"entropy {scan.fmt_bits(h)} bits/byte; no plaintext template runs", details, values)
+
+
+#: Who holds the key-encryption key, and what that protects against (C4.key).
+CUSTODY = {
+    1: ("a random 256-bit key in a file beside the store (keys/kek, 0600)",
+        "protects a copy of the store made without the key (a backup, a synced folder, a stolen store file); "
+        "not against anyone who can read the user's files: the user, root, malware running as the user"),
+    2: ("derived from a passphrase with scrypt when the store is opened; not stored",
+        "protects the store on a device that is off or stolen, against anyone without the passphrase, as strong "
+        "as the passphrase (which the audit cannot measure); not against anyone on the running device who sees "
+        "the passphrase typed or the key in memory"),
+}
+HARDWARE_CUSTODY = ("sealed by hardware (a TPM or secure element)", "protects the key even against a copy of the "
+                    "whole disk; not against code running on the unlocked device that asks the hardware to unseal it")
+
+
+def weak_key(k: bytes) -> str | None:
+    """Why ``k`` is not a random key, or None. A random 32-byte key fails none of these but with
+    probability far below 2^-100."""
+    if not k:
+        return "empty"
+    if len(set(k)) == 1:
+        return f"every byte is 0x{k[0]:02x}" + (" (an all-zero key)" if k[0] == 0 else "")
+    for p in range(1, len(k) // 2 + 1):
+        if all(k[i] == k[i % p] for i in range(len(k))):
+            return f"a pattern of {p} byte(s), repeated"
+    d = (k[1] - k[0]) % 256
+    if all((k[i + 1] - k[i]) % 256 == d for i in range(len(k) - 1)):
+        return "a counting sequence"
+    if all(0x20 <= b < 0x7F for b in k):
+        return "printable text (a password used as a key?)"
+    if len(k) >= 32 and len(set(k)) < 16:
+        return f"low entropy: only {len(set(k))} different byte values in {len(k)} bytes"
+    return None
+
+
+def c4_key(facts: StoreFacts) -> Check:
+    title = "Keys are random, nonces not fixed; key custody stated"
+    if facts.provider_id in CUSTODY:
+        where, protects = CUSTODY[facts.provider_id]
+    else:
+        where, protects = (f"unknown key provider {facts.provider_id}", "unknown")
+    details = [f"key-encryption key: {where}", f"what that protects against: {protects}",
+               f"not in use here: {HARDWARE_CUSTODY[0]} ({HARDWARE_CUSTODY[1]})"]
+    values = {"custody": where, "provider_id": facts.provider_id}
+    if not facts.decrypted:
+        if facts.decrypt_error and "passphrase" in facts.decrypt_error:
+            return Check("C4.key", "C4", title, INCONCLUSIVE, "the keys cannot be checked without the passphrase",
+                         details, values, needs="the store passphrase on standard input (--passphrase-stdin)")
+        return Check("C4.key", "C4", title, FAIL, "the store does not open with its key: "
+                     + (facts.decrypt_error or "; ".join(facts.problems) or "unreadable"), details, values)
+    bad = []
+    if facts.provider_id == 1:
+        why = weak_key(facts.kek)
+        if why:
+            bad.append(f"the key file's key is not random: {why}")
+    why = weak_key(facts.dek)
+    if why:
+        bad.append(f"the data key is not random: {why}")
+    if facts.dek and facts.dek == facts.kek:
+        bad.append("the data key equals the key-encryption key")
+    if facts.nonce and (len(set(facts.nonce)) == 1 or weak_key(facts.nonce)):
+        bad.append("the GCM nonce is not random (" + (weak_key(facts.nonce) or "fixed") + "): a reused nonce "
+                   "breaks AES-GCM")
+    details.append("key file key, data key and nonce: " + ("; ".join(bad) if bad else "no sign of a non-random value "
+                   "(all-equal bytes, a repeated pattern, a counting sequence, printable text, < 16 byte values)"))
+    if bad:
+        return Check("C4.key", "C4", title, FAIL, bad[0], bad + details, values)
+    return Check("C4.key", "C4", title, PASS, f"keys and nonce look random; key custody: {where}", details, values)
 
 
 # --------------------------------------------------------------------------------------

@@ -47,6 +47,10 @@ class StoreFacts:
     wrapped_len: int | None = None
     wrapped: bytes = field(default=b"", repr=False)
     key_file_bits: int | None = None
+    #: key material, in memory only, for the key checks (C4.key); never reported
+    kek: bytes = field(default=b"", repr=False)
+    dek: bytes = field(default=b"", repr=False)
+    nonce: bytes = field(default=b"", repr=False)
     decrypted: bool = False
     decrypt_error: str | None = None
     meta: dict[str, Any] | None = None
@@ -131,8 +135,11 @@ def read_store(home: str | os.PathLike[str], passphrase: str | None = None) -> S
         return f
     if kek is None:
         return f
+    f.kek = kek
+    f.nonce = f.data[(f.header_len or 0): (f.header_len or 0) + NONCE_LEN]
     try:
         dek = aes_key_unwrap(kek, f.wrapped)
+        f.dek = dek
         hlen = f.header_len or 0
         payload = AESGCM(dek).decrypt(f.data[hlen: hlen + NONCE_LEN], f.data[hlen + NONCE_LEN:], f.data[:hlen])
     except (InvalidUnwrap, InvalidTag, ValueError):
