@@ -15,15 +15,15 @@ LFW pairsDevTest images, each a 640x480 JPEG as a camera sends it). Per image:
 (b) detection only: fr-pbd's detector vs ``cv2.FaceDetectorYN`` (the same YuNet file, OpenCV
     DNN, ``setInputSize`` 640x480) on the same decoded frames.
 
-Accuracy is not measured on 26 frames: benchmarks/lfw_devtest_side_by_side.py scores both
-pipelines on the LFW pairs.
+Accuracy is not measured on these few frames: benchmarks/lfw_devtest_side_by_side.py scores
+both pipelines on the LFW pairs.
 
 The ratios are of p50s over every (frame, round) sample of each runner, per frame:
 ``dlib_over_fr_pbd_verify`` = dlib's pipeline / fr-pbd's full verification (liveness and
 encrypted store included); ``dlib_over_fr_pbd_core`` = dlib's pipeline / fr-pbd's same job.
 Without ``--board`` fr-pbd runs its defaults (fp32 embedder, every core), as ``fr-pbd bench``
 does; a board may choose the int8 embedder (``config.precision`` says which).
-dlib (dlib-bin) runs as built: no BLAS, AVX on, its own single thread for HOG.
+dlib (dlib-bin) runs as built (``config.dlib`` records its BLAS and AVX flags).
 
     FR_PBD_MODELS=../shared/models FR_PBD_DATA=../shared/data \\
         python benchmarks/bench_side_by_side.py [--board x86-generic] [--rounds 5] [--out FILE.json]
@@ -197,6 +197,7 @@ def main() -> None:
                 "providers": list(settings.providers), "detector_input": list(settings.detector_input),
                 "embedder": settings.embedder,
                 "liveness": True,
+                "liveness_by_runner": {"dlib": False, "fr-pbd core": False, "fr-pbd verify": True},
                 "runners": {
                     "dlib": "HOG (1 upsample) + 5-point shape predictor + dlib ResNet, Euclidean <= 0.6, "
                             "one enrolled face in memory; no liveness, no store",
