@@ -10,6 +10,7 @@ tricks fail, so that a FAIL below is the trick's doing, not the program's.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -260,3 +261,41 @@ def test_a_passphrase_store_without_fallback_is_never_a_pass(tmp_path):
     assert checks["C2.fallback"].status == FAIL and "no fallback credential" in checks["C2.fallback"].summary
     assert checks["C4.key"].status == PASS and "passphrase" in checks["C4.key"].summary
     assert overall(list(checks.values())) == "FAIL"
+
+
+# --------------------------------------------------------------------------------------
+# black-box mode: a product that is not fr-pbd, end to end through the command line
+# (fr-pbd's own daemon as a black box: tests/test_audit.py::test_fr_pbds_own_daemon_passes_as_a_black_box)
+# --------------------------------------------------------------------------------------
+def audit_target(name: str, root: Path, out: Path, data_dir: Path) -> tuple[subprocess.CompletedProcess, dict]:
+    env = dict(os.environ, FR_PBD_TARGET_ROOT=str(root), FR_PBD_DATA=str(data_dir.resolve()))
+    if env.get("FR_PBD_MODELS"):  # the product runs in its root: relative paths would not hold there
+        env["FR_PBD_MODELS"] = str(Path(env["FR_PBD_MODELS"]).resolve())
+    p = subprocess.run([sys.executable, "-m", "fr_pbd.cli", "audit", "--target", str(HERE / "targets" / name),
+                        "--out", str(out), "--verifications", "1", "--timing-rounds", "5"],
+                       capture_output=True, text=True, timeout=600, env=env, check=False)
+    doc = json.loads((out / "audit.json").read_text()) if (out / "audit.json").exists() else {}
+    return p, doc
+
+
+def test_the_howdy_like_product_fails_with_evidence(tmp_path, data_dir):
+    need_strace()
+    (tmp_path / "frames").mkdir()
+    shutil.copyfile(data_dir / "faces" / "obama3.jpg", tmp_path / "frames" / "current.jpg")
+    p, doc = audit_target("howdylike.toml", tmp_path, tmp_path / "out", data_dir)
+    assert p.returncode == 1, p.stdout + p.stderr
+    by_id = {c["id"]: c for c in doc["checks"]}
+    ev = {k: c["evidence"]["summary"] + " | " + " | ".join(c["evidence"]["details"]) for k, c in by_id.items()}
+    st = {k: c["status"] for k, c in by_id.items()}
+    assert doc["result"] == "FAIL" and doc["installation"]["store_format"] == "unknown (black box)"
+    assert st["C3.plaintext-templates"] == FAIL and "data/models/obama.dat" in ev["C3.plaintext-templates"]
+    assert st["C3.logs"] == FAIL and "log/howdy.log: line 1: score-like text" in ev["C3.logs"]
+    assert st["C3.file-modes"] == FAIL and "readable to other users" in ev["C3.file-modes"]
+    assert st["C3.socket"] == FAIL and "wider than 0660" in ev["C3.socket"]
+    assert st["C4.ciphertext"] == FAIL and "obama.dat" in ev["C4.ciphertext"]
+    assert st["C5.answer"] == FAIL and "NOT a declared yes/no answer" in ev["C5.answer"]
+    assert st["C3.network"] == PASS, ev["C3.network"]  # it keeps everything local: the audit says so
+    for cid in ("C1.profile", "C2.consent", "C2.fallback", "C4.cipher", "C4.key", "DPIA.accuracy"):
+        assert st[cid] == INCONCLUSIVE and "not fr-pbd's" in by_id[cid]["needs"]
+    assert "0.35" not in json.dumps(doc) and "0.3500" not in json.dumps(doc)  # its distances are not repeated
+

@@ -36,7 +36,7 @@ from fr_pbd.audit.checks import FAIL, INCONCLUSIVE, PASS, RESULT_FAIL, RESULT_IN
 from fr_pbd.audit.probe import FramePlan
 from fr_pbd.errors import AuditError
 
-__all__ = ["Check", "run_audit", "build_report", "write_reports", "overall", "DEFAULT_ROUNDS",
+__all__ = ["Check", "run_audit", "run_target", "build_report", "write_reports", "overall", "DEFAULT_ROUNDS",
            "DEFAULT_VERIFICATIONS", "FramePlan", "PASS", "FAIL", "INCONCLUSIVE", "RESULT_PASS", "RESULT_FAIL", "RESULT_INCOMPLETE"]
 
 DEFAULT_VERIFICATIONS = 3
@@ -97,6 +97,64 @@ def run_audit(home: str | os.PathLike[str], *, socket_path: str | os.PathLike[st
     ]
 
 
+def run_target(target: str | os.PathLike[str], *, verifications: int = DEFAULT_VERIFICATIONS,
+               use_strace: bool = True, rounds: int = DEFAULT_ROUNDS) -> tuple[list[Check], dict[str, Any]]:
+    """Black-box mode (:mod:`fr_pbd.audit.target`): every check that does not need fr-pbd's store format.
+
+    Returns the checks and the description of the installation for the report.
+    """
+    from fr_pbd.audit import target as _t
+    from fr_pbd.audit.network import analyse
+    from fr_pbd.audit.probe import probe
+    from fr_pbd.audit.storefacts import read_store
+
+    t = _t.load_target(target)
+    home = t.home
+    if t.eval_report is not None and not t.eval_report.is_file():
+        raise AuditError(f"the evaluation report {t.eval_report} does not exist")
+    facts = read_store(home) if home is not None else None
+    run = _t.running(t)
+    try:
+        with run:
+            result = probe(t.socket, t.protocol, verifications=verifications, use_strace=use_strace,
+                           frames=t.frames, rounds=rounds)
+            nf = analyse(result) if not result.error else None
+            src = _f.gather(t.data_dirs, [*t.log_files, *run.outputs], t.log_dirs, nf,
+                            result.after.writable_files() if result.after is not None else [],
+                            metadata=t.metadata, why_not_observed=_why_not_observed(result))
+            src.findings()  # scan while the product still runs (and before its temporary output goes)
+            sock_check = _o.c3_socket(t.socket, result)
+            modes = _c.c3_file_modes(home) if home is not None else _t.c3_data_modes(t, result.server_uid)
+    finally:
+        run.cleanup()
+    if facts is not None and home is not None:
+        store_checks = [_c.c1_profile(home), _c.c2_consent(facts), _c.c2_fallback(home, facts), modes]
+        c4 = [_c.c4_cipher(facts), _c.c4_kdf(facts), _c.c4_ciphertext(facts), _c.c4_key(facts)]
+        dpia = [_c.dpia_provenance(facts), _c.dpia_accuracy(t.eval_report, facts), _c.dpia_bias(t.eval_report)]
+    else:
+        bb = _t.black_box
+        store_checks = [bb("C1.profile", "C1", "Deployment profile is household-device-access"),
+                        bb("C2.consent", "C2", "Every enrolled user has a consent record"),
+                        bb("C2.fallback", "C2", "Fallback PIN/passphrase is set and works"),
+                        modes]
+        c4 = [bb("C4.cipher", "C4", "Store encrypted with AES-256-GCM under a 256-bit key"),
+              bb("C4.kdf", "C4", "Key derivation parameters at or above the minimums"),
+              _t.c4_data_ciphertext(t),
+              bb("C4.key", "C4", "Keys are random, nonces not fixed; key custody stated")]
+        dpia = [bb("DPIA.model-provenance", "DPIA", "Model provenance and training data stated for every model"),
+                bb("DPIA.accuracy", "DPIA", "Accuracy measured by the book (ISO/IEC 19795-1, FNMR at FMR)"),
+                bb("DPIA.bias", "DPIA", "Demographic differentials measured (ISO/IEC 19795-10)")]
+    checks = [*store_checks, _f.c3_plaintext_templates(src), sock_check,
+              _o.c3_network(result, nf), _f.c3_logs(src), *c4, _o.c5_answer(result), _o.c5_timing(result), *dpia]
+    order = ["C1.profile", "C2.consent", "C2.fallback", "C3.file-modes", "C3.plaintext-templates", "C3.socket",
+             "C3.network", "C3.logs", "C4.cipher", "C4.kdf", "C4.ciphertext", "C4.key", "C5.answer", "C5.timing",
+             "DPIA.model-provenance", "DPIA.accuracy", "DPIA.bias"]
+    checks.sort(key=lambda c: order.index(c.id))
+    info = t.describe()
+    info["live_verifications"] = verifications
+    return checks, info
+
+
 def _why_not_observed(result) -> str | None:
     if result is None:
         return "no daemon was given"
@@ -107,24 +165,28 @@ def _why_not_observed(result) -> str | None:
     return None
 
 
-def build_report(checks: list[Check], *, home: Path, socket_path: Path | None, eval_report: Path | None,
-                 verifications: int) -> dict[str, Any]:
+def build_report(checks: list[Check], *, home: Path | None = None, socket_path: Path | None = None,
+                 eval_report: Path | None = None, verifications: int = 0,
+                 installation: dict[str, Any] | None = None) -> dict[str, Any]:
+    """audit.json's content. ``installation`` (black-box mode) replaces the fr-pbd home's description."""
     from fr_pbd._version import __version__
 
     counts = {s: sum(1 for c in checks if c.status == s) for s in (PASS, FAIL, INCONCLUSIVE)}
+    if installation is None:
+        installation = {
+            "home": str(home), "socket": str(socket_path) if socket_path else None,
+            "eval_report": str(eval_report) if eval_report else None,
+            "live_verifications": verifications if socket_path else 0,
+            "host": socket.gethostname(), "auditor_uid": os.getuid(),
+        }
     return {
-        "schema": "fr-pbd/audit/1",
+        "schema": "fr-pbd/audit/2",
         "tool": f"fr-pbd {__version__} audit",
         "created_utc": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
         "result": overall(checks),
         "counts": counts,
         "missing_evidence": [{"check": c.id, "needs": c.needs} for c in checks if c.status == INCONCLUSIVE],
-        "installation": {
-            "home": str(home), "socket": str(socket_path) if socket_path else None,
-            "eval_report": str(eval_report) if eval_report else None,
-            "live_verifications": verifications if socket_path else 0,
-            "host": socket.gethostname(), "auditor_uid": os.getuid(),
-        },
+        "installation": installation,
         "checks": [c.to_dict() for c in checks],
     }
 

@@ -35,20 +35,32 @@ def _frames(args: argparse.Namespace):
 def cmd_audit(args: argparse.Namespace) -> int:
     from fr_pbd import config, egress
     from fr_pbd.audit import (DEFAULT_ROUNDS, DEFAULT_VERIFICATIONS, FAIL, INCONCLUSIVE, PASS, RESULT_FAIL,
-                              RESULT_PASS, build_report, run_audit, write_reports)
+                              RESULT_PASS, build_report, run_audit, run_target, write_reports)
+    from fr_pbd.errors import AuditError
 
     egress.install()
     if args.verifications is None:
         args.verifications = DEFAULT_VERIFICATIONS
     if args.timing_rounds is None:
         args.timing_rounds = DEFAULT_ROUNDS
-    home = Path(args.home) if args.home else config.default_home()
-    passphrase = sys.stdin.readline().rstrip("\n") if args.passphrase_stdin else None
-    checks = run_audit(home, socket_path=args.socket, eval_report=args.eval, logs=args.log or (),
-                       verifications=args.verifications, passphrase=passphrase, use_strace=not args.no_strace,
-                       frames=_frames(args), rounds=args.timing_rounds)
-    report = build_report(checks, home=home, socket_path=Path(args.socket) if args.socket else None,
-                          eval_report=Path(args.eval) if args.eval else None, verifications=args.verifications)
+    if args.target:
+        given = [o for o, v in (("--home", args.home), ("--socket", args.socket), ("--frames", args.frames),
+                                ("--genuine", args.genuine), ("--impostor", args.impostor), ("--attack", args.attack),
+                                ("--eval", args.eval), ("--log", args.log), ("--passphrase-stdin",
+                                                                             args.passphrase_stdin)) if v]
+        if given:
+            raise AuditError(f"--target describes the product itself; do not combine it with {', '.join(given)}")
+        checks, info = run_target(args.target, verifications=args.verifications, use_strace=not args.no_strace,
+                                  rounds=args.timing_rounds)
+        report = build_report(checks, installation=info)
+    else:
+        home = Path(args.home) if args.home else config.default_home()
+        passphrase = sys.stdin.readline().rstrip("\n") if args.passphrase_stdin else None
+        checks = run_audit(home, socket_path=args.socket, eval_report=args.eval, logs=args.log or (),
+                           verifications=args.verifications, passphrase=passphrase, use_strace=not args.no_strace,
+                           frames=_frames(args), rounds=args.timing_rounds)
+        report = build_report(checks, home=home, socket_path=Path(args.socket) if args.socket else None,
+                              eval_report=Path(args.eval) if args.eval else None, verifications=args.verifications)
     jpath, hpath = write_reports(report, checks, args.out)
     width = max(len(c.id) for c in checks)
     for c in checks:
@@ -64,6 +76,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     a = sub.add_parser("audit", help="conformance audit of an installation: audit.json + audit.html "
                        "(exit 0 PASS: every check ran and passed, 1 FAIL, 3 INCOMPLETE: evidence missing)")
+    a.add_argument("--target", default=None, metavar="TARGET.toml", help="black-box mode: audit a product that is "
+                   "not fr-pbd, described by a TARGET.toml (docs/audit.md); replaces --home/--socket/--frames/...")
     a.add_argument("--home", default=None, help="the fr-pbd home to audit (default: $FR_PBD_HOME, else "
                    "~/.local/share/fr-pbd)")
     a.add_argument("--socket", default=None, metavar="PATH", help="a running daemon's socket: drive live "

@@ -1,0 +1,331 @@
+"""Black-box mode: audit a product that is not fr-pbd, described by a TARGET.toml.
+
+Every check that does not need fr-pbd's store format runs against it: its
+socket, what leaves its process (kernel inventory and trace), its answers and
+their timing, every file in its data and log directories and everything it
+writes, the modes of its data, and whether its data files are ciphertext.
+The checks that read fr-pbd's store (consent records, fallback, cipher, keys,
+the model in use) run only for ``store = "fr-pbd"``; for any other product they
+are INCONCLUSIVE, so a product the audit cannot read inside is never a PASS.
+
+The file (docs/audit.md has a commented example)::
+
+    name = "Howdy-like"
+    root = "${FR_PBD_TARGET_ROOT}"        # relative paths below; default: this file's directory
+    [socket]
+    path = "run/howdy.sock"
+    request = "VERIFY\\n"
+    [answer]                               # exactly one yes and one no (or yes_regex / no_regex)
+    yes = "YES\\n"
+    no = "NO\\n"
+    malformed = "generic"                  # or "fr-pbd" (its protocol's malformed requests)
+    [probe]                                # how a probe frame is shown: the file it reads its frame from
+    frames = "frames"
+    frame_name = "current.jpg"
+    genuine = "${FR_PBD_DATA}/faces/obama3.jpg"
+    impostor = "${FR_PBD_DATA}/faces/biden2.jpg"
+    attack = "${FR_PBD_DATA}/spoof/spoof_print_F1.jpg"
+    [data]
+    dirs = ["data"]
+    metadata = ["config.ini"]              # small files that may hold numbers such as a threshold
+    store = "fr-pbd"                       # only for fr-pbd: dirs[0] is its home
+    [logs]
+    dirs = ["log"]
+    files = []
+    [process]                              # how to start it (else it must be running)
+    command = ["{python}", "{target_dir}/howdylike.py", "--socket", "run/howdy.sock"]
+    ready_timeout = 60
+    [dpia]
+    eval = "eval.json"                     # store = "fr-pbd" only
+
+Strings may use ``${VAR}`` from the environment; in ``command``, ``{python}`` is
+this Python and ``{target_dir}`` the directory of the TARGET.toml.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fr_pbd.audit import scan
+from fr_pbd.audit.checks import FAIL, PASS, Check, inconclusive
+from fr_pbd.audit.probe import FRPBD_MALFORMED, FramePlan, Protocol, no_face_png
+from fr_pbd.errors import AuditError
+
+__all__ = ["Target", "load_target", "running", "GENERIC_MALFORMED", "black_box", "c3_data_modes",
+           "c4_data_ciphertext"]
+
+GENERIC_MALFORMED: tuple[tuple[str, bytes, bool], ...] = (
+    ("oversized request (4 KiB)", b"V" * 4096 + b"\n", True),
+    ("non-ASCII bytes", b"\xc3\xa9\xff\xfe\n", True),
+    ("unknown command", b"HELLO\n", True),
+    ("empty request", b"", True),
+    ("control bytes", b"\x00\x01\x02\n", True),
+    ("the request twice", None, True),  # filled in from the target's request
+)
+_KEYS = {"name", "root", "socket", "answer", "probe", "data", "logs", "process", "dpia"}
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+NOT_FROM_OUTSIDE = ("a review by hand of the product's source and store (its store format is not fr-pbd's; for "
+                    "an fr-pbd home declare store = \"fr-pbd\" in the TARGET.toml)")
+
+
+@dataclass
+class Target:
+    path: Path
+    name: str
+    root: Path
+    socket: Path
+    protocol: Protocol
+    frames: FramePlan | None
+    data_dirs: list[Path]
+    metadata: tuple[str, ...]
+    store: str | None
+    log_dirs: list[Path]
+    log_files: list[Path]
+    command: list[str] | None
+    ready_timeout: float
+    eval_report: Path | None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def home(self) -> Path | None:
+        return self.data_dirs[0] if self.store == "fr-pbd" and self.data_dirs else None
+
+    def describe(self) -> dict:
+        return {"target": str(self.path), "name": self.name, "socket": str(self.socket),
+                "protocol": self.protocol.describe(), "data_dirs": [str(d) for d in self.data_dirs],
+                "log_dirs": [str(d) for d in self.log_dirs], "log_files": [str(f) for f in self.log_files],
+                "store_format": self.store or "unknown (black box)",
+                "started_by_audit": self.command is not None, "host": socket.gethostname(),
+                "auditor_uid": os.getuid()}
+
+
+def _expand(value: str, where: str) -> str:
+    def var(m: re.Match) -> str:
+        if m.group(1) not in os.environ:
+            raise AuditError(f"{where}: ${{{m.group(1)}}} is not set in the environment")
+        return os.environ[m.group(1)]
+    return _VAR.sub(var, value)
+
+
+def _bytes(value: object, where: str) -> bytes:
+    if not isinstance(value, str):
+        raise AuditError(f"{where} must be a string")
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:
+        return value.encode("utf-8")
+
+
+def load_target(path: str | os.PathLike[str]) -> Target:
+    p = Path(path)
+    try:
+        doc = tomllib.loads(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise AuditError(f"cannot read the target {p}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise AuditError(f"{p} is not valid TOML: {exc}") from None
+    unknown = set(doc) - _KEYS
+    if unknown:
+        raise AuditError(f"{p}: unknown key(s) {', '.join(sorted(unknown))}")
+    tdir = p.resolve().parent
+    root = Path(_expand(str(doc.get("root", tdir)), "root"))
+    root = root if root.is_absolute() else tdir / root
+
+    def path_of(value: object, where: str) -> Path:
+        if not isinstance(value, str) or not value:
+            raise AuditError(f"{p}: {where} must be a path")
+        q = Path(_expand(value, where))
+        return q if q.is_absolute() else root / q
+
+    sock = doc.get("socket") or {}
+    ans = doc.get("answer") or {}
+    if "path" not in sock:
+        raise AuditError(f"{p}: [socket] path is required")
+    request = _bytes(sock.get("request", "VERIFY\n"), "[socket] request")
+    rx = {k: re.compile(_bytes(ans[k], f"[answer] {k}")) for k in ("yes_regex", "no_regex") if k in ans}
+    lit = {k: _bytes(ans[k], f"[answer] {k}") for k in ("yes", "no") if k in ans}
+    if not (("yes" in lit or "yes_regex" in rx) and ("no" in lit or "no_regex" in rx)):
+        raise AuditError(f"{p}: [answer] needs yes (or yes_regex) and no (or no_regex)")
+    kind = ans.get("malformed", "generic")
+    if kind == "fr-pbd":
+        malformed = FRPBD_MALFORMED
+    elif kind == "generic":
+        malformed = tuple((lbl, pl if pl is not None else request * 2, cw) for lbl, pl, cw in GENERIC_MALFORMED)
+    else:
+        raise AuditError(f"{p}: [answer] malformed must be \"generic\" or \"fr-pbd\"")
+    protocol = Protocol(f"{doc.get('name', p.stem)} (declared in {p.name})", request, lit.get("yes"), lit.get("no"),
+                        rx.get("yes_regex"), rx.get("no_regex"), malformed,
+                        silent_close_ok=bool(ans.get("silent_close_ok", kind == "generic")))
+    probe = doc.get("probe") or {}
+    frames = None
+    if "frames" in probe:
+        frames = FramePlan(path_of(probe["frames"], "[probe] frames"), str(probe.get("frame_name", "current.jpg")),
+                           {"no-face": no_face_png()})
+        for cls in ("genuine", "impostor", "attack"):
+            if cls in probe:
+                img = path_of(probe[cls], f"[probe] {cls}")
+                try:
+                    frames.images[cls] = img.read_bytes()
+                except OSError as exc:
+                    raise AuditError(f"{p}: [probe] {cls} {img}: {exc.strerror or exc}") from None
+    data = doc.get("data") or {}
+    logs = doc.get("logs") or {}
+    proc = doc.get("process") or {}
+    command = None
+    if "command" in proc:
+        if not isinstance(proc["command"], list) or not all(isinstance(a, str) for a in proc["command"]):
+            raise AuditError(f"{p}: [process] command must be a list of strings")
+        command = [_expand(a, "[process] command").replace("{python}", sys.executable).replace("{target_dir}",
+                                                                                            str(tdir))
+                   for a in proc["command"]]
+    store = data.get("store")
+    if store not in (None, "fr-pbd"):
+        raise AuditError(f"{p}: [data] store can only be \"fr-pbd\" (leave it out for any other product)")
+    dpia = doc.get("dpia") or {}
+    return Target(
+        path=p, name=str(doc.get("name", p.stem)), root=root, socket=path_of(sock["path"], "[socket] path"),
+        protocol=protocol, frames=frames,
+        data_dirs=[path_of(d, "[data] dirs") for d in data.get("dirs", [])],
+        metadata=tuple(str(m) for m in data.get("metadata", [])), store=store,
+        log_dirs=[path_of(d, "[logs] dirs") for d in logs.get("dirs", [])],
+        log_files=[path_of(f, "[logs] files") for f in logs.get("files", [])],
+        command=command, ready_timeout=float(proc.get("ready_timeout", 60)),
+        eval_report=path_of(dpia["eval"], "[dpia] eval") if "eval" in dpia else None)
+
+
+class running:
+    """Start the target's command (if it has one) and stop it afterwards; its stdout/stderr become logs."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.proc: subprocess.Popen | None = None
+        self.tmp: str | None = None
+        self.outputs: list[Path] = []
+
+    def __enter__(self) -> running:
+        t = self.target
+        if t.command is None:
+            if not t.socket.exists():
+                raise AuditError(f"{t.socket} does not exist: start the product, or give [process] command")
+            return self
+        self.tmp = tempfile.mkdtemp(prefix="fr-pbd-audit-target-")
+        self.outputs = [Path(self.tmp) / "stdout.log", Path(self.tmp) / "stderr.log"]
+        with open(self.outputs[0], "wb") as out, open(self.outputs[1], "wb") as err:
+            try:
+                self.proc = subprocess.Popen(t.command, cwd=t.root, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                             start_new_session=True)
+            except OSError as exc:
+                raise AuditError(f"cannot start the target: {exc.strerror or exc}") from None
+        end = time.monotonic() + t.ready_timeout
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                code = self.proc.returncode
+                self.__exit__()
+                raise AuditError(f"the target's command exited with status {code} before {t.socket} appeared "
+                                 f"(run it by hand in {t.root} to see why)")
+            if t.socket.exists():
+                return self
+            time.sleep(0.05)
+        self.__exit__()
+        raise AuditError(f"{t.socket} did not appear within {t.ready_timeout:g} s of starting the target")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def cleanup(self) -> None:
+        if self.tmp:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------
+# checks that read fr-pbd's store, made generic or declared out of reach
+# --------------------------------------------------------------------------------------
+def black_box(cid: str, cond: str, title: str) -> Check:
+    return inconclusive(cid, cond, title, "black-box target: its store is not fr-pbd's, so this cannot be checked "
+                        "from outside", NOT_FROM_OUTSIDE)
+
+
+def _walk(dirs: list[Path]):
+    for d in dirs:
+        yield d
+        for base, dnames, files in os.walk(d, followlinks=False):
+            for n in dnames + files:
+                yield Path(base) / n
+
+
+def c3_data_modes(t: Target, product_uid: int | None) -> Check:
+    """The product's data: no file or directory readable or writable by others, none writable by its group."""
+    title = "The product's data and logs: not readable by other users, owned by the product or root"
+    bad, checked = [], 0
+    for p in _walk(t.data_dirs + t.log_dirs):
+        try:
+            st = os.lstat(p)
+        except OSError as exc:
+            bad.append(f"{p}: {exc.strerror}")
+            continue
+        checked += 1
+        m = stat.S_IMODE(st.st_mode)
+        if stat.S_ISLNK(st.st_mode):
+            bad.append(f"{p} is a symbolic link (it can point anywhere)")
+        elif m & 0o006 or m & 0o020:
+            bad.append(f"{p} mode {m:04o}: {'readable' if m & 0o004 else 'open'} to other users")
+        elif product_uid is not None and st.st_uid not in (product_uid, 0):
+            bad.append(f"{p} is owned by uid {st.st_uid}, neither the product's uid {product_uid} nor root")
+    if not t.data_dirs:
+        return inconclusive("C3.file-modes", "C3", title, "the target declares no data directory",
+                            "[data] dirs in the TARGET.toml")
+    if bad:
+        return Check("C3.file-modes", "C3", title, FAIL, bad[0], bad[:50], {"checked": checked})
+    return Check("C3.file-modes", "C3", title, PASS, f"{checked} files and directories: none open to other users",
+                 values={"checked": checked})
+
+
+def c4_data_ciphertext(t: Target) -> Check:
+    """Every data file that is not declared metadata is ciphertext: >= 7.9 bits/byte over >= 1 KiB."""
+    title = "The product's data files look like ciphertext (~8 bits/byte)"
+    bad, small, details = [], [], []
+    for p in _walk(t.data_dirs):
+        if not p.is_file() or p.is_symlink():
+            continue
+        size = p.stat().st_size
+        if size == 0 or (p.name in t.metadata and size <= 64 << 10):
+            continue
+        try:
+            with open(p, "rb") as f:
+                data = f.read(1 << 20)
+        except OSError as exc:
+            bad.append(f"{p}: cannot be read ({exc.strerror})")
+            continue
+        h = scan.entropy_bits_per_byte(data)
+        if size < 1024:
+            small.append(f"{p}: {size} bytes, too small to tell ciphertext from plaintext")
+        elif h < 7.9:
+            bad.append(f"{p}: {scan.fmt_bits(h)} bits/byte: not ciphertext")
+        else:
+            details.append(f"{p}: {scan.fmt_bits(h)} bits/byte")
+    if bad:
+        return Check("C4.ciphertext", "C4", title, FAIL, bad[0], bad + small + details)
+    if small:
+        return inconclusive("C4.ciphertext", "C4", title, small[0], "declare small metadata files in [data] "
+                            "metadata, or review them by hand", small + details)
+    if not details:
+        return inconclusive("C4.ciphertext", "C4", title, "no data file found", "[data] dirs in the TARGET.toml")
+    return Check("C4.ciphertext", "C4", title, PASS, f"{len(details)} data file(s), each >= 7.9 bits/byte", details)
