@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from fr_pbd.cli._common import EXIT_NO, EXIT_OK, HOME_HELP, add_board
 
@@ -16,11 +17,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_ask(args: argparse.Namespace) -> int:
     from fr_pbd import egress
-    from fr_pbd.daemon import ask, socket_from_config
+    from fr_pbd.daemon import ask, claim_for, daemon_identity
+    from fr_pbd.errors import DaemonError
 
     egress.install()
-    path = args.socket if args.socket is not None else socket_from_config(args.home)
-    ok = ask(path, args.user, timeout=args.timeout)
+    user = claim_for(os.environ, args.user, args.pam)
+    daemon_uid, cfg = daemon_identity(args.home)
+    path = args.socket if args.socket is not None else cfg.daemon.socket
+    if path is None:
+        raise DaemonError("no socket path: give --socket or set [daemon] socket in the home's config.toml")
+    ok = ask(path, user, timeout=args.timeout, daemon_uid=daemon_uid)
     print("yes" if ok else "no")
     return EXIT_OK if ok else EXIT_NO
 
@@ -41,9 +47,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="append the daemon's log here (created 0600; default: stderr); never holds scores")
     s.set_defaults(func=cmd_serve)
 
-    a = sub.add_parser("ask", help="ask the daemon: prints yes or no (exit 0/1; 2 if it cannot be reached)")
+    a = sub.add_parser("ask", help="ask the daemon: prints yes or no (exit 0/1; 2 if it cannot be reached "
+                       "or cannot be trusted)")
     a.add_argument("--socket", default=None, metavar="PATH", help="the daemon's socket (default: from config.toml)")
-    a.add_argument("--user", default=None, help="the claimed user (default: any enrolled user)")
-    a.add_argument("--home", default=None, help="where to find config.toml when --socket is not given")
+    who = a.add_mutually_exclusive_group()
+    who.add_argument("--user", default=None, help="the account to check (default: your own; root: any enrolled "
+                     "user)")
+    who.add_argument("--pam", action="store_true", help="run by pam_exec: check the face of PAM_USER's account "
+                     "only (docs/pam.md)")
+    a.add_argument("--home", default=None, help="the daemon's home: its config.toml gives the socket and "
+                   "daemon_uid, its owner is the uid the daemon must run as (default: your own home, else your uid)")
     a.add_argument("--timeout", type=float, default=ASK_TIMEOUT_S, help=argparse.SUPPRESS)
     a.set_defaults(func=cmd_ask)
