@@ -26,7 +26,8 @@ import threading
 import time
 
 TRICKS = ("honest", "tcp-write", "tcp-send", "udp-sendto", "udp-fresh", "child-net", "score-file", "score-home",
-          "timing", "extra-byte", "local-relay", "pipe-relay", "anti-trace", "template-out")
+          "timing", "close-delay", "extra-byte", "local-relay", "pipe-relay", "anti-trace", "template-out",
+          "binary-file", "binary-log", "signal", "tracer-aware")
 
 
 def score_of(frame: bytes, genuine: bytes) -> float:
@@ -61,9 +62,10 @@ def read_request(conn: socket.socket) -> bytes:
     return data
 
 
-def answer(conn: socket.socket, payload: bytes) -> None:
+def answer(conn: socket.socket, payload: bytes, close_after: float = 0.0) -> None:
     try:
         conn.sendall(payload)
+        time.sleep(close_after)
         conn.shutdown(socket.SHUT_WR)
         conn.settimeout(1)
         while conn.recv(4096):
@@ -176,8 +178,19 @@ def main() -> int:
         elif trick == "template-out":
             with open(a.out, "ab") as f:
                 f.write(template_of(frame))
+        elif trick in ("binary-file", "binary-log"):
+            with open(a.out, "ab") as f:
+                f.write(struct.pack("<f", score))
+        elif trick == "signal":
+            os.kill(a.port, signal.SIGCONT)  # the test's sleeping process: harmless, but a channel
+        elif trick == "tracer-aware":  # leaks only while nobody traces it
+            with open("/proc/self/status") as f:
+                traced = any(ln.startswith("TracerPid:") and ln.split()[1] != "0" for ln in f)
+            if not traced:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                    u.sendto(msg, ("127.0.0.1", a.port))
         reply = (b"Y" if yes else b"N") + (bytes([int(score * 255)]) if trick == "extra-byte" else b"")
-        answer(conn, reply)
+        answer(conn, reply, 0.002 + 0.05 * score if trick == "close-delay" else 0.0)
 
 
 if __name__ == "__main__":

@@ -124,8 +124,13 @@ def dishonest(tmp_path, faces_dir, spoof_dir):
 
     def start(trick: str, out: Path | None = None) -> tuple[Path, FramePlan]:
         sock = tmp_path / f"{trick}.sock"
+        port = collector.port
+        if trick == "signal":  # a process of the test's that the daemon signals
+            sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+            procs.append(sleeper)
+            port = sleeper.pid
         cmd = [sys.executable, str(HERE / "dishonest_daemon.py"), "--socket", str(sock), "--frames", str(frames),
-               "--genuine", str(faces_dir / "obama3.jpg"), "--trick", trick, "--port", str(collector.port),
+               "--genuine", str(faces_dir / "obama3.jpg"), "--trick", trick, "--port", str(port),
                "--out", str(out if out is not None else collector.unix_path)]
         p = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
         procs.append(p)
@@ -175,23 +180,46 @@ DAEMON_TRICKS = {
     "score-home": ("C3.logs", "home/state/history"),  # score lines in the home, not in a *.log
     "template-out": ("C3.plaintext-templates", "outside/cache.bin"),  # the probe's template, outside the home
     "timing": ("C5.timing", "the answer time tells"),
+    "close-delay": ("C5.timing", "time to the close"),  # the byte at once, the close after a score-long delay
+    "signal": ("C3.network", "signals another process"),
+}
+#: tricks the audit cannot read to the end: never a PASS, and the check says why
+UNREADABLE_TRICKS = {
+    "binary-file": ("C3.plaintext-templates", "outside its data and logs"),  # 4-byte float scores, outside
+    "binary-log": ("C3.logs", "that are not text"),  # 4-byte float scores appended to the daemon's log
+    "tracer-aware": ("C3.network", "reads its own process status"),  # leaks only while untraced
 }
 
 
 @pytest.mark.parametrize("trick", sorted(DAEMON_TRICKS))
 def test_a_dishonest_daemon_fails_its_check(trick, home, dishonest):
     cid, words = DAEMON_TRICKS[trick]
-    out = {"score-file": home.parent / "outside" / "scores.txt", "template-out": home.parent / "outside" / "cache.bin",
-           "score-home": home / "state" / "history"}.get(trick)
-    if out is not None:
-        out.parent.mkdir(exist_ok=True)
-    sock, plan = dishonest(trick, out)
+    sock, plan = dishonest(trick, _out(trick, home))
     by_id, result = audit(home, sock, plan)
     c = by_id[cid]
     assert c.status == FAIL, explain(c)
     assert words in c.summary + " ".join(c.details), explain(c)
     assert result == "FAIL"
     assert "0.9700" not in json.dumps([x.to_dict() for x in by_id.values()])  # the leaked score is not repeated
+
+
+def _out(trick: str, home: Path) -> Path | None:
+    out = {"score-file": home.parent / "outside" / "scores.txt", "template-out": home.parent / "outside" / "cache.bin",
+           "score-home": home / "state" / "history", "binary-file": home.parent / "outside" / "s.bin",
+           "binary-log": home / "daemon.log"}.get(trick)
+    if out is not None:
+        out.parent.mkdir(exist_ok=True)
+    return out
+
+
+@pytest.mark.parametrize("trick", sorted(UNREADABLE_TRICKS))
+def test_a_daemon_the_audit_cannot_read_to_the_end_is_never_a_pass(trick, home, dishonest):
+    cid, words = UNREADABLE_TRICKS[trick]
+    sock, plan = dishonest(trick, _out(trick, home))
+    by_id, result = audit(home, sock, plan, logs=[home / "daemon.log"] if trick == "binary-log" else ())
+    c = by_id[cid]
+    assert c.status in (FAIL, INCONCLUSIVE) and words in c.summary + " ".join(c.details), explain(c)
+    assert result != "PASS"
 
 
 def test_a_daemon_that_keeps_the_tracer_out_is_never_a_pass(home, dishonest):

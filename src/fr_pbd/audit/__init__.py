@@ -37,7 +37,8 @@ from fr_pbd.audit.probe import FramePlan
 from fr_pbd.errors import AuditError
 
 __all__ = ["Check", "run_audit", "run_target", "build_report", "write_reports", "overall", "DEFAULT_ROUNDS",
-           "DEFAULT_VERIFICATIONS", "FramePlan", "PASS", "FAIL", "INCONCLUSIVE", "RESULT_PASS", "RESULT_FAIL", "RESULT_INCOMPLETE"]
+           "DEFAULT_VERIFICATIONS", "FramePlan", "PASS", "FAIL", "INCONCLUSIVE", "RESULT_PASS", "RESULT_FAIL",
+           "RESULT_INCOMPLETE"]
 
 DEFAULT_VERIFICATIONS = 3
 #: Untraced timing rounds of every probe frame class (C5.timing).
@@ -72,9 +73,8 @@ def run_audit(home: str | os.PathLike[str], *, socket_path: str | os.PathLike[st
     result = probe(sock, FRPBD_PROTOCOL, verifications=verifications, use_strace=use_strace, frames=frames,
                    rounds=rounds) if sock is not None else None
     nf = analyse(result) if result is not None and not result.error else None
-    src = _f.gather([home_p], [Path(p) for p in logs], [], nf,
-                    result.after.writable_files() if result is not None and result.after is not None else [],
-                    why_not_observed=_why_not_observed(result))
+    src = _f.gather([home_p], [Path(p) for p in logs], [], nf, _writable(result),
+                    why_not_observed=_why_not_observed(result), also_allowed=_egress_record_of(sock))
     ev = Path(eval_report) if eval_report else None
     return [
         _c.c1_profile(home_p),
@@ -119,9 +119,9 @@ def run_target(target: str | os.PathLike[str], *, verifications: int = DEFAULT_V
             result = probe(t.socket, t.protocol, verifications=verifications, use_strace=use_strace,
                            frames=t.frames, rounds=rounds)
             nf = analyse(result) if not result.error else None
-            src = _f.gather(t.data_dirs, [*t.log_files, *run.outputs], t.log_dirs, nf,
-                            result.after.writable_files() if result.after is not None else [],
-                            metadata=t.metadata, why_not_observed=_why_not_observed(result))
+            src = _f.gather(t.data_dirs, [*t.log_files, *run.outputs], t.log_dirs, nf, _writable(result),
+                            metadata=t.metadata, why_not_observed=_why_not_observed(result),
+                            also_allowed=_egress_record_of(t.socket) if home is not None else None)
             src.findings()  # scan while the product still runs (and before its temporary output goes)
             sock_check = _o.c3_socket(t.socket, result)
             modes = _c.c3_file_modes(home) if home is not None else _t.c3_data_modes(t, result.server_uid)
@@ -153,6 +153,25 @@ def run_target(target: str | os.PathLike[str], *, verifications: int = DEFAULT_V
     info = t.describe()
     info["live_verifications"] = verifications
     return checks, info
+
+
+def _writable(result) -> list[str]:
+    """Files open for writing, or mapped shared and writable, in any snapshot of the probe."""
+    if result is None:
+        return []
+    return list(dict.fromkeys(p for snap in result.snapshots for p in snap.writable_files()))
+
+
+def _egress_record_of(sock: Path | None):
+    """fr-pbd's daemon writes its egress-guard record beside its socket (a temporary file, then a rename)."""
+    if sock is None:
+        return None
+    folder, record = os.path.abspath(sock.parent), os.path.abspath(f"{sock}.egress.json")
+
+    def allowed(path: str) -> bool:
+        p = os.path.abspath(path)
+        return p == record or (os.path.dirname(p) == folder and os.path.basename(p).startswith(".fr-pbd-tmp-"))
+    return allowed
 
 
 def _why_not_observed(result) -> str | None:

@@ -397,7 +397,8 @@ def dpia_provenance(facts: StoreFacts) -> Check:
         missing = [k for k in ("provenance", "training_data", "licence") if not str(getattr(spec, k)).strip()]
         if missing:
             bad.append(f"model {name}: no {', '.join(missing)} statement")
-        details.append(f"{name} ({spec.role}, {spec.licence}; file {'verified against' if verified else 'NOT verified against'}"
+        how = "verified against" if verified else "NOT verified against"
+        details.append(f"{name} ({spec.role}, {spec.licence}; file {how}"
                        f" its pinned sha256): provenance: {spec.provenance}")
         details.append(f"{name}: training data: {spec.training_data}")
         values[name] = {"role": spec.role, "licence": spec.licence, "sha256": spec.sha256,

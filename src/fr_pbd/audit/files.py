@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,12 +48,14 @@ class Item:
     kind: str  # "file" | "log" | "output"
     data: bytes = field(repr=False, default=b"")
     metadata: bool = False
+    text_only: bool = False  # a log or log stream: anything but text is a place to hide a score
 
 
 @dataclass
 class Sources:
     items: list[Item] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)  # written outside the product's own places
     observed: bool = False  # the daemon's writes were traced
     why_not_observed: str | None = None
     _found: list[tuple[Item, list[scan.Finding]]] | None = field(default=None, repr=False)
@@ -94,10 +97,22 @@ def _walk(root: Path):
             yield Path(base) / name
 
 
+def _inside(path: str, places: list[Path]) -> bool:
+    p = os.path.abspath(path)
+    return any(p == os.path.abspath(q) or p.startswith(os.path.abspath(q).rstrip("/") + "/") for q in places)
+
+
 def gather(data_dirs: list[Path], logs: list[Path], log_dirs: list[Path], nf: NetworkFacts | None,
-           writable: list[str], *, metadata: tuple[str, ...] = (), why_not_observed: str | None = None) -> Sources:
+           writable: list[str], *, metadata: tuple[str, ...] = (), why_not_observed: str | None = None,
+           also_allowed: Callable[[str], bool] | None = None) -> Sources:
+    """Everything to scan. ``also_allowed``: files the product may write besides its data and logs."""
     src = Sources(observed=nf is not None and nf.traced, why_not_observed=why_not_observed)
     seen: set[str] = set()
+    places = [*data_dirs, *log_dirs, *logs]
+    log_places = [*log_dirs, *logs]
+
+    def expected(path: str) -> bool:
+        return _inside(path, places) or (also_allowed is not None and also_allowed(path))
 
     def add(path: Path, kind: str, label: str | None = None) -> None:
         key = os.path.abspath(path)
@@ -109,7 +124,7 @@ def gather(data_dirs: list[Path], logs: list[Path], log_dirs: list[Path], nf: Ne
             return
         is_log = kind == "log" or path.suffix == ".log" or path.parent.name in ("log", "logs")
         src.items.append(Item(label or str(path), "log" if is_log else kind, data,
-                              not is_log and _is_metadata(path, len(data), metadata)))
+                              not is_log and _is_metadata(path, len(data), metadata), text_only=is_log))
 
     for d in data_dirs:
         for p in _walk(d):
@@ -123,8 +138,15 @@ def gather(data_dirs: list[Path], logs: list[Path], log_dirs: list[Path], nf: Ne
         add(Path(p), "log")
     if nf is not None:
         for out in nf.outputs.values():
-            src.items.append(Item(f"written by the daemon during the probe: {out.label}", "output", bytes(out.data)))
+            stream = out.kind != "file" or (out.path is not None and _inside(out.path, log_places))
+            src.items.append(Item(f"written by the daemon during the probe: {out.label}", "output", bytes(out.data),
+                                  text_only=stream))
+            if out.kind == "file" and out.path and not expected(out.path):
+                src.unexpected.append(f"the daemon wrote {len(out.data)} byte(s) to {out.path}, outside its data and "
+                                      "logs: the audit cannot tell what they are")
         for p in nf.written_files:
+            if not expected(p) and not any(p in u for u in src.unexpected):
+                src.unexpected.append(f"the daemon wrote to {p}, outside its data and logs")
             add(Path(p), "file", f"{p} (written by the daemon during the probe)")
     for p in writable:
         add(Path(p), "file", f"{p} (open for writing by the daemon)")
@@ -160,12 +182,21 @@ def _verdict(cid: str, title: str, src: Sources, kinds: tuple[str, ...], what: s
               "daemon_writes_observed": src.observed}
     if bad:
         return Check(cid, "C3", title, FAIL, f"{what} found: {bad[0]}", bad[:50] + src.unreadable + details, values)
+    if "score" in kinds:
+        for it, _fs in src.findings():
+            if it.text_only and it.data and not scan.looks_like_text(it.data):
+                opaque.append(f"{it.label}: {len(it.data)} bytes of a log that are not text (a score could hide "
+                              "there in binary)")
+    else:
+        opaque += src.unexpected
     gaps = opaque + src.unreadable
     if not src.observed:
         gaps.append(f"what the daemon writes was not observed ({src.why_not_observed or 'no daemon given'})")
     if gaps:
         return Check(cid, "C3", title, INCONCLUSIVE, gaps[0], gaps + details, values,
-                     needs=OBSERVE_NEEDS if not src.observed else "read access to every file listed (run as root)")
+                     needs=OBSERVE_NEEDS if not src.observed else
+                     "read access to every file listed (run as root); files the product writes outside its data and "
+                     "logs declared (--log FILE, or [data]/[logs] of a TARGET.toml); logs that are text")
     return Check(cid, "C3", title, PASS, f"{_summary(src)}: {clean}", details, values)
 
 

@@ -125,6 +125,17 @@ def analyse(res: ProbeResult) -> NetworkFacts:
         if ev.call.startswith("io_uring"):
             nf._once(nf.inconclusive, f"uses io_uring, which moves data without system calls a trace can see: {line}")
             continue
+        if ev.call in ("kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo"):
+            m = re.match(r"^[a-z_]+\((-?\d+)(?:, (-?\d+))?", ev.text)
+            target = int(m.group(1)) if m else None
+            if ev.call == "tkill" and target is not None:  # a thread id: find its process
+                target = procfs.tgid(target)
+            if target is not None and target not in tree and "SIG_0" not in ev.text and ", 0)" not in ev.text:
+                nf._once(nf.fail, f"signals another process (a signal can carry data): {line}")
+            continue
+        if ev.call in ("setxattr", "lsetxattr", "fsetxattr") and not ev.failed:
+            nf._once(nf.inconclusive, f"writes extended attributes, which the audit does not read: {line}")
+            continue
         if ev.call == "ptrace" and not re.search(r"PTRACE_(POKE|SETREGS|SETFPREGS|SETREGSET)", ev.text):
             nf._once(nf.inconclusive, f"controls another process with ptrace: {line}")
             continue
@@ -138,6 +149,10 @@ def analyse(res: ProbeResult) -> NetworkFacts:
             else:
                 nf._once(nf.fail, f"contacted another local service at {path!r}: {line}")
             continue
+        if ev.call in ("open", "openat", "openat2") and re.search(r'"/proc/(self|thread-self|\d+)(/task/\d+)?/status"',
+                                                                 ev.text):
+            nf._once(nf.inconclusive, "reads its own process status, where an attached tracer shows (TracerPid): it "
+                                      f"may behave differently while watched: {line}")
         if ev.call in ("open", "openat", "openat2", "creat") and not ev.failed:
             if ev.call == "creat" or re.search(r"O_WRONLY|O_RDWR|O_CREAT|O_APPEND|O_TRUNC", ev.text):
                 target = ev.fds[-1][1] if ev.fds else None

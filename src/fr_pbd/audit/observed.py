@@ -102,7 +102,8 @@ def c3_network(res: ProbeResult | None, nf: NetworkFacts | None) -> Check:
         if nf.outputs:
             outs = [f"{o.label}: {len(o.data)} bytes in {o.calls} call(s)" for o in nf.outputs.values()]
             more = f"; and {len(outs) - 8} more" if len(outs) > 8 else ""
-            details.append("data written (scanned by C3.plaintext-templates and C3.logs): " + "; ".join(outs[:8]) + more)
+            details.append("data written (scanned by C3.plaintext-templates and C3.logs): "
+                           + "; ".join(outs[:8]) + more)
     values = {"method": "strace" if nf.traced else "kernel inventory only", "pid": pid,
               "syscalls": dict(nf.calls), "families": dict(nf.families), "failures": len(nf.fail)}
     self_report = _egress_record(res)
@@ -173,18 +174,25 @@ def c5_answer(res: ProbeResult | None) -> Check:
                      problems + details, values)
     return Check("C5.answer", "C5", title, PASS,
                  f"{len(res.answers)} requests: every answer the declared yes or no "
-                 f"({', '.join(f'{k} {v}' for k, v in out.items())}), then closed; malformed requests answered no; alive after a client vanished mid-request",
+                 f"({', '.join(f'{k} {v}' for k, v in out.items())}), then closed; malformed requests answered "
+                 "no; alive after a client vanished mid-request",
                  details, values)
 
 
 def c5_timing(res: ProbeResult | None) -> Check:
-    title = "The answer time does not tell the outcome or the reason apart"
+    title = "The answer time (and the close) does not tell the outcome or the reason apart"
     early = _unreachable("C5.timing", "C5", title, res, "no answer was timed")
     if early:
         return early
     assert res is not None
     samples = res.timing
     v = stats.judge(samples)
+    closes = stats.judge(res.close_timing)  # the close can carry what the answer byte does not
+    if closes.tells_apart and not v.tells_apart:
+        v = closes
+        v.lines.insert(0, "time to the close (the answer byte itself came at times that do not differ):")
+    else:
+        v.lines.append("time to the close: " + closes.lines[0] if closes.lines else "time to the close: not measured")
     outcomes = {cls: Counter(a.outcome or "undeclared" for a in res.answers if a.cls == cls and not a.error)
                 for cls in samples}
     details = list(v.lines) + [f"{cls}: answers {dict(c)}" for cls, c in outcomes.items()]

@@ -38,6 +38,7 @@ __all__ = ["Protocol", "FRPBD_PROTOCOL", "FramePlan", "Answer", "ProbeResult", "
 
 LIVE_TIMEOUT_S = 60.0
 BAD_TIMEOUT_S = 10.0
+AFTER_ANSWER_S = 5.0
 MAX_ANSWER = 4096
 #: Probe frame classes, in the order of a round.
 CLASSES = ("genuine", "impostor", "no-face", "attack")
@@ -157,6 +158,7 @@ class Answer:
     outcome: str | None = None  # "yes" | "no" | None
     closed: bool = False
     seconds: float | None = None  # request sent -> first answer byte
+    close_seconds: float | None = None  # request sent -> the daemon closed
     error: str | None = None
     cls: str | None = None  # probe frame class of a timing request
 
@@ -210,12 +212,21 @@ class ProbeResult:
         return out
 
     @property
+    def close_timing(self) -> dict[str, list[float]]:
+        out: dict[str, list[float]] = {}
+        for a in self.answers:
+            if a.kind == "timing" and a.cls and a.close_seconds is not None and not a.error:
+                out.setdefault(a.cls, []).append(a.close_seconds)
+        return out
+
+    @property
     def snapshots(self) -> list[procfs.Snapshot]:
         return [s for s in (self.before, *self.during, self.after) if s is not None]
 
 
 def _exchange(path: Path, payload: bytes, close_write: bool, timeout: float, inodes: set[int]
-              ) -> tuple[bytes, bool, tuple[int, int, int] | None, float | None]:
+              ) -> tuple[bytes, bool, tuple[int, int, int] | None, float | None, float | None]:
+    """(answer, closed, peer credentials, seconds to the first byte, seconds to the close)."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
@@ -225,22 +236,28 @@ def _exchange(path: Path, payload: bytes, close_write: bool, timeout: float, ino
         if payload:
             s.sendall(payload)
         t0 = time.perf_counter()
+        deadline = time.monotonic() + timeout
         if close_write:
             s.shutdown(socket.SHUT_WR)
         out = bytearray()
-        closed, first = False, None
+        closed, first, end = False, None, None
         try:
             while len(out) < MAX_ANSWER:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                s.settimeout(left)
                 chunk = s.recv(MAX_ANSWER)
                 if not chunk:
-                    closed = True
+                    closed, end = True, time.perf_counter() - t0
                     break
                 if first is None:
                     first = time.perf_counter() - t0
+                    deadline = min(deadline, time.monotonic() + AFTER_ANSWER_S)  # the rest must follow at once
                 out += chunk
         except TimeoutError:
             pass
-        return bytes(out), closed, cred, first
+        return bytes(out), closed, cred, first, end
     finally:
         s.close()
 
@@ -298,11 +315,12 @@ class _Session:
     def ask(self, label: str, kind: str, payload: bytes, close_write: bool, timeout: float,
             cls: str | None = None) -> Answer:
         try:
-            data, closed, cred, first = _exchange(self.path, payload, close_write, timeout, self.res.client_inodes)
+            data, closed, cred, first, end = _exchange(self.path, payload, close_write, timeout,
+                                                       self.res.client_inodes)
         except OSError as exc:
             a = Answer(label, kind, error=exc.strerror or type(exc).__name__, cls=cls)
         else:
-            a = Answer(label, kind, data, self.protocol.outcome(data), closed, first, cls=cls)
+            a = Answer(label, kind, data, self.protocol.outcome(data), closed, first, end, cls=cls)
             if cred and self.res.server_pid is None:
                 self.res.server_pid, self.res.server_uid, self.res.server_gid = cred
         self.res.answers.append(a)

@@ -60,6 +60,17 @@ def _ppid(pid: int) -> int | None:
         return None
 
 
+def tgid(tid: int) -> int | None:
+    """The process a thread id belongs to."""
+    try:
+        for line in Path(f"/proc/{tid}/status").read_text().splitlines():
+            if line.startswith("Tgid:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def _all_pids() -> list[int]:
     return [int(n) for n in os.listdir("/proc") if n.isdigit()]
 

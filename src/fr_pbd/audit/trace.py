@@ -34,7 +34,8 @@ CALLS = ("socket", "socketpair", "connect", "bind", "listen", "accept", "accept4
          "io_uring_setup", "io_uring_enter", "io_uring_register",
          "execve", "execveat", "fork", "vfork", "clone", "clone3",
          "open", "openat", "openat2", "creat", "rename", "renameat", "renameat2", "link", "linkat",
-         "memfd_create", "ptrace", "process_vm_writev", "msgsnd", "mq_timedsend", "shmat")
+         "memfd_create", "ptrace", "process_vm_writev", "msgsnd", "mq_timedsend", "shmat",
+         "kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "setxattr", "lsetxattr", "fsetxattr")
 MAX_STRING = 1 << 20  # bytes of each buffer strace prints
 MAX_TRACE = 256 << 20  # bytes of trace kept; beyond that the trace is incomplete
 ATTACH_TIMEOUT_S = 15.0

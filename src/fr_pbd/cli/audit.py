@@ -98,7 +98,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--attack", default=None, metavar="IMG", help="a presentation attack, e.g. a printed photo of "
                    "an enrolled person (C5.timing)")
     a.add_argument("--timing-rounds", type=int, default=None, metavar="N",
-                   help="timed rounds of every probe frame (default 8); the daemon is left locked out for a while (the audit sends failed attempts to time that state)")
+                   help="timed rounds of every probe frame (default 8); the daemon is left locked out for a while "
+                   "(the audit sends failed attempts to time that state)")
     a.add_argument("--no-strace", action="store_true", help="do not trace the daemon (C3.network is then "
                    "INCONCLUSIVE)")
     a.add_argument("--passphrase-stdin", action="store_true", help="read the store passphrase from stdin "
