@@ -428,7 +428,8 @@ class Daemon:
                 self._close(c)
             sel.close()
             self._sock.close()
-            for fd in (self._wake_r, self._wake_w):
+            fds, (self._wake_r, self._wake_w) = (self._wake_r, self._wake_w), (-1, -1)
+            for fd in fds:  # a late signal's _wake() now writes to -1 (EBADF), never to a reused number
                 os.close(fd)
             try:
                 if stat.S_ISSOCK(os.lstat(self.socket_path).st_mode):
@@ -619,9 +620,7 @@ class Daemon:
     def _verify(self, user: str | None) -> tuple[bool, str]:
         """Decision and a reason for the log (no score: the verifier does not even return one)."""
         try:
-            view = self.verifier.store().read()  # locked: the camera is not even opened
-            lock = view.lockout_of(user) if hasattr(view, "lockout_of") else view.lockout
-            if lock.is_locked():
+            if self.verifier.store().read().lockout_of(user).is_locked():  # locked: the camera is not even opened
                 return False, "locked out (too many failed attempts; the fallback PIN unlocks)"
             image = self.frames.read()
             decision = self.verifier.verify(image, user=user)
@@ -795,9 +794,11 @@ def ask(socket_path: str | os.PathLike[str], user: str | None = None, timeout: f
     end are checked before the question is sent.
     """
     uid = os.geteuid() if daemon_uid is None else daemon_uid
-    line = b"VERIFY\n" if user is None else b"VERIFY " + user.encode("ascii", "replace") + b"\n"
-    try:
+    try:  # strict: a replaced character could turn one name into another
+        line = b"VERIFY\n" if user is None else b"VERIFY " + user.encode("ascii") + b"\n"
         parse_request(line)
+    except UnicodeEncodeError:
+        raise DaemonError("invalid user name: only printable ASCII") from None
     except ProtocolError as exc:
         raise DaemonError(f"invalid user name: {exc}") from None
     path = Path(os.fspath(socket_path))
