@@ -153,3 +153,20 @@ def test_cli_enrol_verify_end_to_end(tmp_path, faces_dir, extractor):
     assert run("erase", "--yes", home=home).returncode == 0
     p = run("status", home=home)
     assert p.returncode == 2 and "Traceback" not in p.stderr
+
+
+def test_a_home_below_a_directory_others_may_write_is_refused(tmp_path):
+    """ssh StrictModes for the store: another user could swap the home (and the key beside it)."""
+    from fr_pbd.errors import ConfigError
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # writable by all, no sticky bit
+    with pytest.raises(ConfigError, match="writable"):
+        Verifier(shared / "home").set_fallback("correct horse battery")
+    assert not (shared / "home").exists()  # refused before anything was created
+    shared.chmod(0o1777)  # sticky, like /tmp: others cannot rename or delete our entries
+    Verifier(shared / "home").set_fallback("correct horse battery")
+    with pytest.raises(ConfigError, match="writable"):
+        (shared / "home").chmod(0o770)
+        Verifier(shared / "home").store()

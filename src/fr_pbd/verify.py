@@ -50,7 +50,7 @@ from typing import Iterable
 import numpy as np
 
 from fr_pbd import models
-from fr_pbd.config import default_home
+from fr_pbd.config import check_home_parents, default_home
 from fr_pbd.capture.extractor import TemplateExtractor
 from fr_pbd.capture.image import ImageSource
 from fr_pbd.capture.liveness import LivenessDetector
@@ -108,6 +108,7 @@ def check_user_name(user: object) -> str:
 
 def open_or_create_store(home: Path, model_id: str, dim: int) -> Store:
     """The store in ``home``; created (empty, with a fresh device key) only if there is none."""
+    check_home_parents(home)  # a home another user could swap is refused before it is created
     if not os.path.lexists(home / STORE_FILE):
         try:
             return Store.create(home, model_id=model_id, dim=dim)
@@ -136,6 +137,7 @@ class Verifier:
         self.home = Path(home) if home is not None else default_home()
         self._extractor = extractor
         self._injected = extractor is not None
+        self._home_checked = False
         if liveness is False:
             warnings.warn("presentation-attack detection is OFF: a photo or a screen may be accepted "
                           "(research and tests only)", stacklevel=2)
@@ -199,6 +201,9 @@ class Verifier:
         return models.threshold(model_id)
 
     def store(self) -> Store:
+        if not self._home_checked:  # ssh StrictModes: nobody else may swap the home or a directory above it
+            check_home_parents(self.home)
+            self._home_checked = True
         return Store.open(self.home)
 
     def _open_for_enrolment(self) -> Store:
