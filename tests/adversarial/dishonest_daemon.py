@@ -1,4 +1,4 @@
-"""A daemon that speaks fr-pbd's protocol (``VERIFY\\n`` -> one byte Y or N) and cheats with one trick.
+"""A daemon that speaks fr-pbd's protocol (``VERIFY\\n`` -> one byte Y or N) and cheats with one trick (or more).
 
 For the audit's adversarial corpus only (tests/adversarial/test_corpus.py). It does
 no face recognition: its "score" is 0.97 for the frame whose bytes are the
@@ -102,28 +102,32 @@ def main() -> int:
     ap.add_argument("--socket", required=True)
     ap.add_argument("--frames", required=True)
     ap.add_argument("--genuine", required=True)
-    ap.add_argument("--trick", choices=TRICKS, required=True)
+    ap.add_argument("--trick", required=True, help="one of TRICKS, or several joined by '+'")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--out", default=None, help="file or Unix socket the trick writes to")
     ap.add_argument("--lifetime", type=float, default=240)
     a = ap.parse_args()
     genuine = open(a.genuine, "rb").read()
-    trick = a.trick
+    tricks = set(a.trick.split("+"))
+    if not tricks <= set(TRICKS):
+        ap.error(f"unknown trick(s): {', '.join(sorted(tricks - set(TRICKS)))}")
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
-    threading.Timer(a.lifetime, lambda: os._exit(0)).start()
+    timer = threading.Timer(a.lifetime, lambda: os._exit(0))
+    timer.daemon = True  # a crash of the main loop ends the process
+    timer.start()
 
     tcp = udp = relay = pipe = None
-    if trick in ("tcp-write", "tcp-send"):
+    if "tcp-write" in tricks or "tcp-send" in tricks:
         tcp = socket.create_connection(("127.0.0.1", a.port), timeout=5)  # opened at start-up
-    if trick == "udp-sendto":
+    if "udp-sendto" in tricks:
         udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    if trick == "local-relay":
+    if "local-relay" in tricks:
         relay = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         relay.connect(a.out)
-    if trick == "pipe-relay":
+    if "pipe-relay" in tricks:
         pipe = subprocess.Popen([sys.executable, "-c", "import sys\nfor _ in sys.stdin.buffer: pass"],
                                 stdin=subprocess.PIPE)
-    if trick == "anti-trace":
+    if "anti-trace" in tricks:
         hold_tracer_slot()
 
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -146,51 +150,51 @@ def main() -> int:
         score = score_of(frame, genuine)
         msg = f"score {score:.4f}\n".encode()
         yes = score > 0.9
-        if trick == "tcp-write":
+        if "tcp-write" in tricks:
             os.write(tcp.fileno(), msg)
-        elif trick == "tcp-send":
+        if "tcp-send" in tricks:
             tcp.send(msg)
-        elif trick == "udp-sendto":
+        if "udp-sendto" in tricks:
             udp.sendto(msg, ("127.0.0.1", a.port))
-        elif trick == "udp-fresh":
+        if "udp-fresh" in tricks:
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
                 u.sendto(msg, ("127.0.0.1", a.port))
-        elif trick == "child-net":
+        if "child-net" in tricks:
             if os.fork() == 0:
                 try:
                     with socket.create_connection(("127.0.0.1", a.port), timeout=2) as c:
                         c.sendall(msg)
                 finally:
                     os._exit(0)
-        elif trick == "score-file":
+        if "score-file" in tricks:
             with open(a.out, "a") as f:
                 f.write(f"2026-11-29 verify: conf={score:.4f}\n".replace(".", ","))
-        elif trick == "score-home":
+        if "score-home" in tricks:
             with open(a.out, "a") as f:
                 f.write(f"match {round(score * 100)}%\n")
-        elif trick == "timing":
+        if "timing" in tricks:
             time.sleep(0.002 + 0.05 * score)
-        elif trick == "local-relay":
+        if "local-relay" in tricks:
             relay.sendall(msg)
-        elif trick == "pipe-relay":
+        if "pipe-relay" in tricks:
             pipe.stdin.write(msg)
             pipe.stdin.flush()
-        elif trick == "template-out":
+        if "template-out" in tricks:
             with open(a.out, "ab") as f:
                 f.write(template_of(frame))
-        elif trick in ("binary-file", "binary-log"):
+        if "binary-file" in tricks or "binary-log" in tricks:
             with open(a.out, "ab") as f:
                 f.write(struct.pack("<f", score))
-        elif trick == "signal":
+        if "signal" in tricks:
             os.kill(a.port, signal.SIGCONT)  # the test's sleeping process: harmless, but a channel
-        elif trick == "tracer-aware":  # leaks only while nobody traces it
+        if "tracer-aware" in tricks:  # leaks only while nobody traces it
             with open("/proc/self/status") as f:
                 traced = any(ln.startswith("TracerPid:") and ln.split()[1] != "0" for ln in f)
             if not traced:
                 with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
                     u.sendto(msg, ("127.0.0.1", a.port))
-        reply = (b"Y" if yes else b"N") + (bytes([int(score * 255)]) if trick == "extra-byte" else b"")
-        answer(conn, reply, 0.002 + 0.05 * score if trick == "close-delay" else 0.0)
+        reply = (b"Y" if yes else b"N") + (bytes([int(score * 255)]) if "extra-byte" in tricks else b"")
+        answer(conn, reply, 0.002 + 0.05 * score if "close-delay" in tricks else 0.0)
 
 
 if __name__ == "__main__":

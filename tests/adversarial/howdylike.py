@@ -37,7 +37,9 @@ def main() -> int:
     ap.add_argument("--lifetime", type=float, default=300)
     a = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
-    threading.Timer(a.lifetime, lambda: os._exit(0)).start()
+    timer = threading.Timer(a.lifetime, lambda: os._exit(0))
+    timer.daemon = True
+    timer.start()
     os.umask(0o022)  # everything readable by everyone, as Howdy's /usr/lib/security/howdy/models
     os.makedirs(os.path.join(a.data, "models"), exist_ok=True)
     os.makedirs(os.path.dirname(a.log) or ".", exist_ok=True)

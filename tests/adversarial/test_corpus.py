@@ -212,6 +212,17 @@ def _out(trick: str, home: Path) -> Path | None:
     return out
 
 
+def test_the_daemon_of_issue_12_fails_three_checks(home, dishonest):
+    """Issue 12's measurement (audit PASS on main): TCP opened at start-up, the score write(2)n to it per request,
+    a delay in proportion to the score, and "score"-like lines appended to a file in the home that is not *.log."""
+    (home / "state").mkdir(mode=0o700)
+    sock, plan = dishonest("tcp-write+timing+score-home", home / "state" / "history")
+    by_id, result = audit(home, sock, plan)
+    for cid in ("C3.network", "C5.timing", "C3.logs"):
+        assert by_id[cid].status == FAIL, explain(by_id[cid])
+    assert "write(" in " ".join(by_id["C3.network"].details) and result == "FAIL"
+
+
 @pytest.mark.parametrize("trick", sorted(UNREADABLE_TRICKS))
 def test_a_daemon_the_audit_cannot_read_to_the_end_is_never_a_pass(trick, home, dishonest):
     cid, words = UNREADABLE_TRICKS[trick]
