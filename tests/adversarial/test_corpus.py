@@ -338,3 +338,36 @@ def test_the_howdy_like_product_fails_with_evidence(tmp_path, data_dir):
         assert st[cid] == INCONCLUSIVE and "not fr-pbd's" in by_id[cid]["needs"]
     assert "0.35" not in json.dumps(doc) and "0.3500" not in json.dumps(doc)  # its distances are not repeated
 
+
+
+# --------------------------------------------------------------------------------------
+# missing evidence is never a pass
+# --------------------------------------------------------------------------------------
+def test_without_strace_the_network_check_is_inconclusive(home, dishonest, eval_report):
+    sock, plan = dishonest("honest")
+    by_id, result = audit(home, sock, plan, eval_report=eval_report, use_strace=False)
+    c = by_id["C3.network"]
+    assert c.status == INCONCLUSIVE and "strace" in c.needs, explain(c)
+    assert by_id["C3.logs"].status == INCONCLUSIVE and by_id["C3.plaintext-templates"].status == INCONCLUSIVE
+    assert result == "INCOMPLETE"
+
+
+def test_without_the_right_to_read_proc_the_evidence_is_missing_not_clean():
+    """An auditor who is neither root nor the daemon's user: /proc/PID/fd and ptrace are refused, and said so."""
+    if os.getuid() != 0 or shutil.which("setpriv") is None or shutil.which("strace") is None:
+        from tests.conftest import missing
+
+        missing("needs root, setpriv (util-linux) and strace")
+    victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        code = ("from fr_pbd.audit import procfs, trace\n"
+                f"s = procfs.snapshot({victim.pid}); t = trace.Tracer({victim.pid})\n"
+                "print(s.gaps); print(t.start(), t.error)\n")
+        p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
+                            code], capture_output=True, text=True, timeout=60, check=False)
+    finally:
+        victim.kill()
+        victim.wait()
+    assert p.returncode == 0, p.stderr
+    assert f"cannot list /proc/{victim.pid}/fd (Permission denied): run the audit as root" in p.stdout
+    assert "False strace could not attach" in p.stdout

@@ -66,13 +66,13 @@ from fr_pbd.errors import AuditError
 __all__ = ["Target", "load_target", "running", "GENERIC_MALFORMED", "black_box", "c3_data_modes",
            "c4_data_ciphertext"]
 
-GENERIC_MALFORMED: tuple[tuple[str, bytes, bool], ...] = (
+GENERIC_MALFORMED: tuple[tuple[str, bytes | None, bool], ...] = (  # None: the request, twice
     ("oversized request (4 KiB)", b"V" * 4096 + b"\n", True),
     ("non-ASCII bytes", b"\xc3\xa9\xff\xfe\n", True),
     ("unknown command", b"HELLO\n", True),
     ("empty request", b"", True),
     ("control bytes", b"\x00\x01\x02\n", True),
-    ("the request twice", None, True),  # filled in from the target's request
+    ("the request twice", None, True),
 )
 _KEYS = {"name", "root", "socket", "answer", "probe", "data", "logs", "process", "dpia"}
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
