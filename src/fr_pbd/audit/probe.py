@@ -32,6 +32,7 @@ from pathlib import Path
 
 from fr_pbd.audit import procfs
 from fr_pbd.audit.trace import Event, Tracer, parse
+from fr_pbd.errors import AuditError
 
 __all__ = ["Protocol", "FRPBD_PROTOCOL", "FramePlan", "Answer", "ProbeResult", "probe", "no_face_png",
            "CLASSES", "TIMING_CLASSES"]
@@ -118,8 +119,12 @@ class FramePlan:
                 self._original = None
             self._saved = True
         tmp = self.directory / f".fr-pbd-audit-{os.getpid()}.tmp"
-        tmp.write_bytes(self.images[cls])
-        os.replace(tmp, self.path)
+        try:
+            tmp.write_bytes(self.images[cls])
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            raise AuditError(f"cannot show the daemon a probe frame in {self.directory}: "
+                             f"{exc.strerror or exc}") from None
 
     def restore(self) -> None:
         if not self._saved:
