@@ -86,8 +86,8 @@ answer same
 run 1 "printed photo (must be no)" "$FR" verify --home "$H" --user sample --image "$S/spoof_print_F1.jpg"
 answer no
 
-echo "4. Audit the home against the five conditions (no daemon here, so the socket checks do not"
-echo "   apply; the report is erased with the home)."
+echo "4. Audit the home against the five conditions (no daemon here, so the daemon's checks are"
+echo "   INCONCLUSIVE and the verdict is INCOMPLETE, never PASS; the report is erased with the home)."
 AUDIT_RC=0
 AUDIT_OUT=$("$FR" audit --home "$H" --out "$H/audit") || AUDIT_RC=$?
 echo "\$ fr-pbd audit --home \$HOME_DEMO --out \$HOME_DEMO/audit"

@@ -4,7 +4,7 @@ One module per command group (:mod:`.household`, :mod:`.faces`, :mod:`.models`,
 :mod:`.daemon`, :mod:`.audit`, :mod:`.eval`, :mod:`.bench`), each with a
 ``register(subparsers)``; the libraries below never import this package. Errors are
 handled once, in :func:`run_command`: one line on stderr and an exit status (0 yes,
-1 no, 2 error, 3 internal error), never a traceback.
+1 no, 2 error, 3 an incomplete audit, 4 internal error), never a traceback.
 """
 
 from __future__ import annotations
