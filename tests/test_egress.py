@@ -166,3 +166,295 @@ def test_cli_main_installs_the_guard_for_every_other_command(tmp_path):
     """)
     assert "INSTALLED True" in p.stdout, p.stderr
     assert "TCP REFUSED EgressError" in p.stdout, p.stdout
+
+
+# --------------------------------------------------------------------------------------
+# the kernel filter (seccomp): the bypasses of the audit hook, each against a real listener
+
+class Listener:
+    """A TCP and a UDP listener on 127.0.0.1 (only) in the pytest process: what reached them."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.tcp.bind(("127.0.0.1", 0))
+        self.tcp.listen(8)
+        self.tcp.settimeout(0.2)
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.bind(("127.0.0.1", 0))
+        self.udp.settimeout(0.2)
+        self.tcp_port, self.udp_port = self.tcp.getsockname()[1], self.udp.getsockname()[1]
+        self.connections = 0
+        self.received = b""
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._serve_tcp, daemon=True),
+                         threading.Thread(target=self._serve_udp, daemon=True)]
+        for t in self._threads:
+            t.start()
+
+    def _serve_tcp(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.tcp.accept()
+            except OSError:
+                continue
+            self.connections += 1
+            conn.settimeout(2)
+            try:
+                while chunk := conn.recv(4096):
+                    self.received += chunk
+            except OSError:
+                pass
+            conn.close()
+
+    def _serve_udp(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.received += self.udp.recv(4096)
+            except OSError:
+                continue
+
+    def reached(self) -> bool:
+        return self.connections > 0 or bool(self.received)
+
+    def close(self) -> None:
+        import time
+
+        time.sleep(0.3)  # a late datagram or connection still counts
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=5)
+        self.tcp.close()
+        self.udp.close()
+
+
+@pytest.fixture
+def listener():
+    lst = Listener()
+    yield lst
+    lst.close()
+
+
+GUARDS = {
+    "none": "",  # the control: proves each bypass does reach the listener when nothing stops it
+    "kernel": "egress.install_kernel_filter()",  # the kernel filter alone, below the audit hook
+    "full": "egress.install()",  # what fr-pbd processes run: audit hook + kernel filter
+}
+
+# Each snippet tries to send b"leak" to the listener; it sets OUT["outcome"] to what happened to it.
+BYPASSES = {
+    "python-socket": """
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM); s.settimeout(3)
+        s.connect(("127.0.0.1", TCP_PORT)); s.sendall(b"leak"); s.close()
+    """,
+    "ctypes-libc": """
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = libc.socket(socket.AF_INET, socket.SOCK_STREAM, 0)
+        if fd < 0:
+            raise OSError(ctypes.get_errno(), "socket")
+        addr = struct.pack("=HH4s8x", socket.AF_INET, socket.htons(TCP_PORT), socket.inet_aton("127.0.0.1"))
+        if libc.connect(fd, addr, len(addr)) != 0:
+            raise OSError(ctypes.get_errno(), "connect")
+        libc.write(fd, b"leak", 4); libc.close(fd)
+    """,
+    "os-system-bash": """
+        rc = os.system(f"bash -c 'echo leak > /dev/tcp/127.0.0.1/{TCP_PORT}' 2>/dev/null")
+        if rc:
+            raise OSError(0, f"bash exited {rc}")
+    """,
+    "subprocess-bash": """
+        p = subprocess.run(["bash", "-c", f"echo leak > /dev/tcp/127.0.0.1/{TCP_PORT}"], capture_output=True,
+                           timeout=20)
+        if p.returncode:
+            raise OSError(0, p.stderr.decode().strip().splitlines()[-1])
+    """,
+    "multiprocessing-spawn": """
+        ctx = multiprocessing.get_context("spawn")
+        child = ctx.Process(target=leak_tcp, args=(TCP_PORT,))
+        child.start(); child.join(30)
+        if child.exitcode:
+            raise OSError(0, f"spawned child exited {child.exitcode}")
+    """,
+    "fileno-wrapping": """
+        # an inet descriptor connected by the C library, wrapped in a socket object that says AF_UNIX
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = libc.socket(socket.AF_INET, socket.SOCK_STREAM, 0)
+        if fd < 0:
+            raise OSError(ctypes.get_errno(), "socket")
+        addr = struct.pack("=HH4s8x", socket.AF_INET, socket.htons(TCP_PORT), socket.inet_aton("127.0.0.1"))
+        if libc.connect(fd, addr, len(addr)) != 0:
+            raise OSError(ctypes.get_errno(), "connect")
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, fileno=fd)
+        s.sendall(b"leak"); s.close()
+    """,
+    "udp-sendto": """
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.sendto(b"leak", ("127.0.0.1", UDP_PORT)); s.close()
+    """,
+}
+
+CHILD = """
+import ctypes, errno, json, multiprocessing, os, socket, struct, subprocess, sys
+from fr_pbd import egress
+
+TCP_PORT, UDP_PORT = {tcp_port}, {udp_port}
+
+
+def leak_tcp(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM); s.settimeout(3)
+    s.connect(("127.0.0.1", port)); s.sendall(b"leak"); s.close()
+
+
+if __name__ == "__main__":
+    {guard}
+    OUT = {{"enforcement": egress.enforcement()}}
+    try:
+{body}
+        OUT["outcome"] = "sent"
+    except Exception as exc:
+        code = getattr(exc, "errno", None)
+        OUT["outcome"] = "refused: " + type(exc).__name__ + (" " + errno.errorcode[code] if code else "")
+        OUT["message"] = str(exc)
+    print(json.dumps(OUT))
+"""
+
+
+def run_bypass(tmp_path: Path, name: str, guard: str, lst: Listener) -> dict:
+    body = textwrap.indent(textwrap.dedent(BYPASSES[name]).strip(), " " * 8)
+    script = tmp_path / f"bypass_{name.replace('-', '_')}.py"
+    script.write_text(CHILD.format(tcp_port=lst.tcp_port, udp_port=lst.udp_port, guard=GUARDS[guard], body=body))
+    p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=90, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def kernel_filter_available():
+    p = run_child("from fr_pbd import egress; egress.install_kernel_filter(); print(egress.enforcement())")
+    if not p.stdout.startswith("kernel"):
+        missing(f"no kernel filter here: {p.stdout.strip() or p.stderr.strip()}")
+
+
+@pytest.mark.parametrize("guard", ["none", "kernel", "full"])
+@pytest.mark.parametrize("name", list(BYPASSES))
+def test_bypass_of_the_audit_hook_fails_under_the_kernel_filter(name, guard, tmp_path, listener,
+                                                                kernel_filter_available):
+    out = run_bypass(tmp_path, name, guard, listener)
+    listener.close()
+    if guard == "none":
+        assert out["outcome"] == "sent" and listener.reached(), (out, "the control must reach the listener")
+        assert b"leak" in listener.received
+        return
+    assert out["enforcement"].startswith("kernel (seccomp"), out
+    assert out["outcome"].startswith("refused"), out
+    assert not listener.reached(), (out, listener.connections, listener.received)
+    if guard == "kernel" and name in ("python-socket", "ctypes-libc", "fileno-wrapping", "udp-sendto"):
+        # in this process the kernel itself answers: socket() fails with EACCES
+        assert out["outcome"].endswith("EACCES"), out
+    if guard == "full" and name in ("python-socket", "udp-sendto"):
+        assert out["outcome"] == "refused: EgressError", out  # the hook speaks first, with its message
+
+
+def test_kernel_filter_keeps_unix_sockets_and_refuses_io_uring_and_inet_socketpair(tmp_path, kernel_filter_available):
+    p = run_child(f"""
+        import ctypes, errno, json, multiprocessing, socket, threading
+        from fr_pbd import egress
+        libc = ctypes.CDLL(None, use_errno=True)
+        res = {{}}
+        started, go = threading.Event(), threading.Event()
+        def worker():  # a thread that exists before the filter: TSYNC gives it the filter too
+            started.set(); go.wait()
+            res["thread"] = libc.socket(socket.AF_INET6, socket.SOCK_DGRAM, 0), ctypes.get_errno()
+        t = threading.Thread(target=worker); t.start(); started.wait()
+        egress.install()
+        go.set(); t.join()
+        out = {{"enforcement": egress.enforcement()}}
+        out["thread"] = [res["thread"][0], errno.errorcode.get(res["thread"][1])]
+        a, b = socket.socketpair(); a.sendall(b"x"); out["socketpair"] = b.recv(1).decode(); a.close(); b.close()
+        srv = socket.socket(socket.AF_UNIX); srv.bind({str(tmp_path / "s.sock")!r}); srv.listen(1)
+        cli = socket.socket(socket.AF_UNIX); cli.connect({str(tmp_path / "s.sock")!r}); cli.sendall(b"y")
+        conn, _ = srv.accept(); out["unix"] = conn.recv(1).decode(); conn.close(); cli.close(); srv.close()
+        r, w = multiprocessing.Pipe(); w.send("z"); out["pipe"] = r.recv()
+        pair = (ctypes.c_int * 2)()
+        out["inet_socketpair"] = [libc.socketpair(socket.AF_INET, socket.SOCK_STREAM, 0, pair),
+                                  errno.errorcode.get(ctypes.get_errno())]
+        ring = ctypes.create_string_buffer(120)
+        out["io_uring_setup"] = [libc.syscall(425, 4, ring), errno.errorcode.get(ctypes.get_errno())]
+        out["status"] = [l.split()[1] for l in open("/proc/self/status") if l.startswith(("NoNewPrivs", "Seccomp:"))]
+        print(json.dumps(out))
+    """)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["enforcement"] == "kernel (seccomp: socket() of any family but AF_UNIX refused, io_uring refused) " \
+                                 "+ audit hook"
+    assert out["thread"] == [-1, "EACCES"]
+    assert (out["socketpair"], out["unix"], out["pipe"]) == ("x", "y", "z")
+    assert out["inet_socketpair"] == [-1, "EACCES"]
+    assert out["io_uring_setup"] == [-1, "EACCES"]  # 425 on x86_64 and aarch64 alike
+    assert out["status"] == ["1", "2"]
+
+
+def test_kernel_filter_program_per_architecture():
+    from fr_pbd import egress
+
+    for arch, audit_arch, numbers in (("x86_64", 0xC000003E, (41, 53, 425)), ("aarch64", 0xC00000B7, (198, 199, 425))):
+        prog = egress.filter_program(arch)
+        ks = [k for _c, _t, _f, k in prog]
+        assert ks[0] == 4 and ks[1] == audit_arch  # load seccomp_data.arch, compare
+        assert all(n in ks for n in numbers)
+        assert (0x40000000 in ks) == (arch == "x86_64")  # x32 system calls refused on x86_64
+        assert 0x00050000 | 13 in ks and 0x7FFF0000 in ks  # ERRNO(EACCES), ALLOW
+        assert len(prog) < 20
+
+
+def test_unknown_architecture_claims_no_kernel_enforcement():
+    p = run_child("""
+        import platform, socket
+        from fr_pbd import egress
+        platform.machine = lambda: "riscv64"
+        egress.install()
+        print(egress.enforcement())
+        print(open("/proc/self/status").read().count("Seccomp:\\t2"))
+    """)
+    assert p.returncode == 0, p.stderr
+    line, seccomp = p.stdout.splitlines()
+    assert line.startswith("audit hook only: no kernel filter for this architecture (riscv64"), line
+    assert seccomp == "0"
+
+
+def test_models_fetch_runs_without_the_kernel_filter_and_audit_with_the_hook_only():
+    # No network here: the fetch command is replaced by a report of this process's guard.
+    p = run_child("""
+        import sys
+        import fr_pbd.cli.models as m
+        import fr_pbd.cli.audit as a
+        from fr_pbd import cli, egress
+        def report(args):
+            seccomp = [l.split()[1] for l in open("/proc/self/status") if l.startswith("Seccomp:")]
+            print(" ".join(sys.argv[1:3]), "|", egress.enforcement(), "| seccomp", seccomp)
+            return 0
+        m.cmd_models_fetch = report
+        a.cmd_audit = report
+        sys.argv = ["fr-pbd", "models", "fetch", "yunet-2023mar"]
+        cli.main()
+        sys.argv = ["fr-pbd", "audit", "--out", "/nonexistent"]
+        cli.main()
+    """)
+    assert p.returncode == 0, p.stderr
+    fetch, audit = p.stdout.splitlines()
+    assert fetch == "models fetch | none: the egress guard is not installed in this process | seccomp ['0']", fetch
+    # the audit's children are the products under test: they must not inherit a filter
+    assert audit == "audit --out | audit hook only: the kernel filter was not requested | seccomp ['0']", audit
+
+
+def test_every_other_command_gets_the_kernel_filter(kernel_filter_available):
+    p = run_child("""
+        import sys
+        from fr_pbd import cli, egress
+        sys.argv = ["fr-pbd", "models", "list"]
+        cli.main()
+        print("ENFORCEMENT", egress.enforcement())
+    """)
+    assert "ENFORCEMENT kernel (seccomp" in p.stdout, (p.stdout, p.stderr)

@@ -376,6 +376,7 @@ class Daemon:
         self._sock = _bind(self.socket_path)
         self._write_egress_record()
         self.log.info("%s", self.verifier.describe())
+        self.log.info("egress guard: %s", egress.enforcement())
         d = self.cfg.daemon
         self.log.info("listening on %s (mode 0660; allowed uids %s, gids %s; answers %d ms after each request; "
                       "at most %d connection(s) per uid; %s; config %s)",

@@ -19,10 +19,22 @@ cannot be removed once added. The hook keeps its state in a closure and reads
 no module global, so rebinding names in this module does not disable it.
 
 What it cannot see: native code that calls the C library directly (a C
-extension, ``ctypes``) and child processes (which start without the hook). The
-audit (``fr-pbd audit``) therefore also watches the daemon's real system calls
-with ``strace``. Every fr-pbd process installs the guard except
-``fr-pbd models fetch``, the one command that downloads.
+extension, ``ctypes``, onnxruntime's own threads) and child processes (which
+start without the hook). The hook is a tripwire with good error messages, not
+the barrier. The barrier is the kernel filter that :func:`install` adds as well
+(:func:`install_kernel_filter`): a seccomp-BPF program, installed with
+``PR_SET_NO_NEW_PRIVS`` and ``SECCOMP_FILTER_FLAG_TSYNC`` (every thread of the
+process, and every child it starts, inherits it; it cannot be removed) that
+makes ``socket()`` of any family but ``AF_UNIX`` fail with ``EACCES`` (also
+``socketpair()``), ``io_uring_setup()`` fail, and every system call of a
+foreign ABI (32-bit ``int 0x80``, x32) fail. It is written in BPF by hand with
+``ctypes`` (no dependency), for x86_64 and aarch64; on another architecture or
+a kernel without seccomp the process runs with the hook only and says so
+(:func:`enforcement`). The audit (``fr-pbd audit``) still watches the daemon's
+real system calls with ``strace``: it is the check, these are the means.
+Every fr-pbd process installs the guard except ``fr-pbd models fetch``, the one
+command that downloads, and ``fr-pbd audit``, which gets the hook only: the
+products it starts must run as they would without it.
 
 The hook records what it saw, as counts per event and address family (never an
 address or a payload), for the audit: :func:`record`.
@@ -30,6 +42,10 @@ address or a payload), for the audit: :func:`record`.
 
 from __future__ import annotations
 
+import ctypes
+import errno as _errno
+import os
+import platform
 import socket as _socket
 import sys
 import threading
@@ -37,12 +53,13 @@ from typing import Any, Callable
 
 from fr_pbd.errors import EgressError
 
-__all__ = ["install", "installed", "record", "EgressError"]
+__all__ = ["install", "installed", "install_kernel_filter", "enforcement", "record", "EgressError"]
 
 # Set once by install(); reading them is for reporting only: the hook never looks here.
 _record_fn: Callable[[], dict[str, Any]] | None = None
 _installed = False
 _install_lock = threading.Lock()
+_kernel: str | None = None  # None: not tried; "": active; otherwise why not
 
 _ADDRESS_EVENTS = frozenset({"socket.connect", "socket.sendto", "socket.sendmsg", "socket.bind"})
 _RESOLVER_EVENTS = frozenset({"socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyaddr",
@@ -121,16 +138,21 @@ def _make_hook() -> tuple[Callable[[str, tuple], None], Callable[[], dict[str, A
     return hook, report
 
 
-def install() -> None:
-    """Install the guard in this process (idempotent). It cannot be removed afterwards."""
+def install(kernel: bool = True) -> None:
+    """Install the guard in this process (idempotent). It cannot be removed afterwards.
+
+    The audit hook always; the kernel filter too unless ``kernel`` is false (``fr-pbd audit``,
+    whose children are the products under test). :func:`enforcement` says what is active.
+    """
     global _record_fn, _installed
     with _install_lock:
-        if _installed:
-            return
-        hook, report = _make_hook()
-        sys.addaudithook(hook)
-        _record_fn = report
-        _installed = True
+        if not _installed:
+            hook, report = _make_hook()
+            sys.addaudithook(hook)
+            _record_fn = report
+            _installed = True
+    if kernel:
+        install_kernel_filter()
 
 
 def installed() -> bool:
@@ -138,8 +160,140 @@ def installed() -> bool:
     return _installed
 
 
+def enforcement() -> str:
+    """One line for logs and ``fr-pbd doctor``: which layers of the egress guard are active here."""
+    if _kernel == "":
+        layers = "kernel (seccomp: socket() of any family but AF_UNIX refused, io_uring refused)"
+        return layers + (" + audit hook" if _installed else "")
+    if not _installed:
+        return "none: the egress guard is not installed in this process"
+    return f"audit hook only: {_kernel}" if _kernel else "audit hook only: the kernel filter was not requested"
+
+
 def record() -> dict[str, Any]:
     """What the guard saw: counts per socket event and address family, refusals; no addresses, no data."""
     if _record_fn is None:
         return {"installed": False, "seen": {}, "refused": {}, "refused_total": 0}
     return _record_fn()
+
+
+# --------------------------------------------------------------------------------------
+# the kernel filter (seccomp-BPF, by hand: no dependency)
+
+# Per architecture: AUDIT_ARCH_*, and the numbers of seccomp, socket, socketpair, io_uring_setup.
+_ARCHES: dict[str, tuple[int, dict[str, int]]] = {
+    "x86_64": (0xC000003E, {"seccomp": 317, "socket": 41, "socketpair": 53, "io_uring_setup": 425}),
+    "aarch64": (0xC00000B7, {"seccomp": 277, "socket": 198, "socketpair": 199, "io_uring_setup": 425}),
+}
+_MACHINES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
+_X32_SYSCALL_BIT = 0x40000000  # x86_64 only: the x32 ABI shares AUDIT_ARCH_X86_64
+
+_PR_SET_NO_NEW_PRIVS = 38
+_SECCOMP_SET_MODE_FILTER = 1
+_SECCOMP_FILTER_FLAG_TSYNC = 1
+_RET_ALLOW = 0x7FFF0000
+_RET_ERRNO = 0x00050000
+# BPF opcodes: BPF_LD|BPF_W|BPF_ABS, BPF_JMP|BPF_JEQ|BPF_K, BPF_JMP|BPF_JGE|BPF_K, BPF_RET|BPF_K
+_LD_ABS, _JEQ, _JGE, _RET = 0x20, 0x15, 0x35, 0x06
+# struct seccomp_data: int nr; __u32 arch; __u64 instruction_pointer; __u64 args[6] (little-endian)
+_OFF_NR, _OFF_ARCH, _OFF_ARG0 = 0, 4, 16
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint32)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+def _arch() -> str | None:
+    if sys.byteorder != "little" or ctypes.sizeof(ctypes.c_void_p) != 8:
+        return None
+    return _MACHINES.get(platform.machine().lower())
+
+
+def filter_program(arch: str) -> list[tuple[int, int, int, int]]:
+    """The BPF program for ``arch`` as (code, jt, jf, k) tuples (exposed for tests and review).
+
+    foreign ABI -> EACCES; socket/socketpair: domain AF_UNIX -> allow, else EACCES;
+    io_uring_setup -> EACCES; everything else -> allow.
+    """
+    audit_arch, nr = _ARCHES[arch]
+    deny = _RET_ERRNO | _errno.EACCES
+    # (label or None, code, jump-true label or 0, jump-false label or 0, k)
+    asm: list[tuple[str | None, int, Any, Any, int]] = [
+        (None, _LD_ABS, 0, 0, _OFF_ARCH),
+        (None, _JEQ, 0, "deny", audit_arch),
+        (None, _LD_ABS, 0, 0, _OFF_NR),
+    ]
+    if arch == "x86_64":
+        asm.append((None, _JGE, "deny", 0, _X32_SYSCALL_BIT))
+    asm += [
+        (None, _JEQ, "domain", 0, nr["socket"]),
+        (None, _JEQ, "domain", 0, nr["socketpair"]),
+        (None, _JEQ, "deny", 0, nr["io_uring_setup"]),
+        ("allow", _RET, 0, 0, _RET_ALLOW),
+        ("domain", _LD_ABS, 0, 0, _OFF_ARG0),  # low 32 bits of args[0]: the kernel reads an int
+        (None, _JEQ, "allow2", "deny", int(_socket.AF_UNIX)),
+        ("allow2", _RET, 0, 0, _RET_ALLOW),
+        ("deny", _RET, 0, 0, deny),
+    ]
+    where = {label: i for i, (label, *_rest) in enumerate(asm) if label}
+
+    def rel(i: int, target: Any) -> int:
+        if target == 0:
+            return 0
+        off = where[target] - (i + 1)
+        assert 0 <= off < 256
+        return off
+
+    return [(code, rel(i, jt), rel(i, jf), k) for i, (_l, code, jt, jf, k) in enumerate(asm)]
+
+
+def _load_filter() -> str:
+    """Install the filter in this process; '' on success, else why not (one line)."""
+    arch = _arch()
+    if arch is None:
+        return (f"no kernel filter for this architecture ({platform.machine() or 'unknown'}, "
+                f"{8 * ctypes.sizeof(ctypes.c_void_p)}-bit {sys.byteorder}-endian): only x86_64 and aarch64 are "
+                "supported, so no kernel enforcement is claimed")
+    if not sys.platform.startswith("linux"):
+        return f"no seccomp on {sys.platform}"
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError as exc:
+        return f"cannot load the C library: {exc}"
+    prog = filter_program(arch)
+    insns = (_SockFilter * len(prog))(*[_SockFilter(*ins) for ins in prog])
+    fprog = _SockFprog(len(prog), ctypes.cast(insns, ctypes.POINTER(_SockFilter)))
+    if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        return f"prctl(PR_SET_NO_NEW_PRIVS) failed: {os.strerror(ctypes.get_errno())}"
+    rc = libc.syscall(ctypes.c_long(_ARCHES[arch][1]["seccomp"]), ctypes.c_long(_SECCOMP_SET_MODE_FILTER),
+                      ctypes.c_long(_SECCOMP_FILTER_FLAG_TSYNC), ctypes.byref(fprog))
+    if rc != 0:
+        if rc > 0:
+            return f"seccomp(TSYNC) could not apply the filter to thread {rc}"
+        return f"seccomp(SECCOMP_SET_MODE_FILTER) failed: {os.strerror(ctypes.get_errno())} (kernel without seccomp?)"
+    # Check it without a probe socket (a refused socket() is still an attempt in a trace the audit reads).
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            status = dict(line.split(":", 1) for line in f if ":" in line)
+    except OSError:
+        return ""  # no /proc: the syscall's own answer has to do
+    if status.get("Seccomp", "").strip() != "2" or status.get("NoNewPrivs", "").strip() != "1":
+        return "seccomp() returned 0 but /proc/self/status shows no filter mode"
+    return ""
+
+
+def install_kernel_filter() -> bool:
+    """Install the kernel filter in this process (idempotent, irreversible); True when it is active.
+
+    Every thread gets it at once (TSYNC), every thread and child process started later inherits it.
+    """
+    global _kernel
+    with _install_lock:
+        if _kernel is None:  # tried once: a failure is reported, not retried
+            _kernel = _load_filter()
+        return _kernel == ""
+

@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv is None and not getattr(args, "network", False):
         from fr_pbd import egress
 
-        egress.install()
+        egress.install(kernel=getattr(args, "kernel_filter", True))
     return run_command(args)
 
 

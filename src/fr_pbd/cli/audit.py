@@ -38,7 +38,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
                               RESULT_PASS, build_report, run_audit, run_target, write_reports)
     from fr_pbd.errors import AuditError
 
-    egress.install()
+    egress.install(kernel=False)  # the audit hook only: the products it starts must run as they are
     if args.verifications is None:
         args.verifications = DEFAULT_VERIFICATIONS
     if args.timing_rounds is None:
@@ -105,4 +105,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--passphrase-stdin", action="store_true", help="read the store passphrase from stdin "
                    "(stores protected by a passphrase)")
     a.add_argument("--out", required=True, metavar="DIR", help="where to write audit.json and audit.html")
-    a.set_defaults(func=cmd_audit)
+    # The audit's children are the products under test: no kernel filter for them to inherit (fr_pbd.egress).
+    a.set_defaults(func=cmd_audit, kernel_filter=False)

@@ -78,7 +78,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     import numpy as np
     import onnxruntime as ort
 
-    from fr_pbd import config, models
+    from fr_pbd import config, egress, models
     from fr_pbd._version import __version__
     from fr_pbd.pipeline import run_settings
 
@@ -89,6 +89,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     print(f"numpy {np.__version__}, opencv {cv2.__version__}, onnxruntime {ort.__version__}, "
           f"cryptography {cryptography.__version__}")
     print(f"onnxruntime providers: {', '.join(ort.get_available_providers())}")
+    print(f"egress guard: {egress.enforcement()}")
     board = args.board or config.load(args.home).board
     settings = run_settings(board)
     print(f"board: {settings.board} (threads {settings.threads or 'one per core'}, "
