@@ -89,3 +89,21 @@ def extractor(models_env):
         return build_pipeline(liveness=False).extractor
     except Exception as exc:  # noqa: BLE001 - missing or unverified model: fail in CI, skip elsewhere
         missing(f"{exc} (build it: fr-pbd models build dlib-resnet)")
+
+
+@pytest.fixture(scope="session")
+def template_home(tmp_path_factory, extractor, faces_dir) -> Path:
+    """A correct installation, made once: fallback PIN set, Obama enrolled with consent from two photos."""
+    from tests.test_daemon import make_enrolled_home
+
+    return make_enrolled_home(tmp_path_factory.mktemp("enrolled") / "home", faces_dir, extractor)
+
+
+@pytest.fixture()
+def home(tmp_path, template_home) -> Path:
+    """A fresh copy of :func:`template_home` for one test to change."""
+    import shutil
+
+    h = tmp_path / "home"
+    shutil.copytree(template_home, h)
+    return h

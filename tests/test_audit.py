@@ -15,40 +15,11 @@ import pytest
 
 from fr_pbd.audit import FAIL, INCONCLUSIVE, PASS, overall, run_audit, scan
 from tests.conftest import missing
-from tests.test_daemon import PIN, RunningDaemon, set_frame
+from tests.test_daemon import RunningDaemon, set_frame
 
 # The committed `fr-pbd eval lfw --groups` report behind README's figures (aggregates only).
 EVAL_REPORT = json.loads((Path(__file__).resolve().parent.parent / "docs" / "results" / "lfw-eval-fp32.json")
                          .read_text(encoding="utf-8"))["result"]
-
-
-def make_enrolled_home(home: Path, faces_dir: Path, extractor) -> Path:
-    """A correct installation: fallback PIN set, Obama enrolled with consent from two real photos.
-
-    (tests/test_daemon.py has the same helper; this one also follows the enrolment
-    signature of the Verifier while that changes: enrolment may ask for the PIN.)
-    """
-    import inspect
-
-    from fr_pbd.verify import Consent, Verifier
-
-    v = Verifier(home, extractor)
-    v.set_fallback(PIN)
-    proof = {"fallback": PIN} if "fallback" in inspect.signature(v.enroll).parameters else {}
-    v.enroll("obama", [faces_dir / "obama.jpg", faces_dir / "obama2.jpg"], Consent("1", "test-device"), **proof)
-    return home
-
-
-@pytest.fixture(scope="module")
-def template_home(tmp_path_factory, extractor, faces_dir) -> Path:
-    return make_enrolled_home(tmp_path_factory.mktemp("audit-template") / "home", faces_dir, extractor)
-
-
-@pytest.fixture()
-def home(tmp_path, template_home) -> Path:
-    h = tmp_path / "home"
-    shutil.copytree(template_home, h)
-    return h
 
 
 def failing(checks) -> dict[str, str]:
@@ -355,3 +326,23 @@ def test_the_scanners_stay_quiet_on_real_files(faces_dir, spoof_dir, home):
                                       "distance: .41", "cosine 0.88", "p=0.97"])
 def test_every_score_spelling_is_found(spelling):
     assert scan.score_findings(spelling.encode()), spelling
+
+
+def test_a_socket_the_kernel_refused_is_evidence_but_no_leak(tmp_path):
+    """fr-pbd's kernel filter turns onnxruntime's telemetry socket() into -1 EACCES: shown, not a FAIL.
+
+    The same call that succeeds (a descriptor came back) still FAILs C3.network.
+    """
+    from fr_pbd.audit import network
+    from fr_pbd.audit.probe import FRPBD_PROTOCOL, ProbeResult
+    from fr_pbd.audit.trace import parse
+
+    def facts(result: str):
+        res = ProbeResult(socket=tmp_path / "s", protocol=FRPBD_PROTOCOL, server_pid=os.getpid())
+        res.events = parse(f"{os.getpid()} socket(AF_INET, SOCK_DGRAM|SOCK_CLOEXEC|SOCK_NONBLOCK, IPPROTO_IP) = {result}\n")
+        return network.analyse(res)
+
+    refused = facts("-1 EACCES (Permission denied)")
+    assert not refused.fail and any("refused attempt" in line and "AF_INET" in line for line in refused.info)
+    opened = facts("14")
+    assert opened.fail and "AF_INET" in opened.fail[0]

@@ -9,18 +9,16 @@ by the metadata of the loaded session, not by the settings that asked for it.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from fr_pbd import config
 from fr_pbd.errors import ConfigError, FrPbdError
 from tests.conftest import missing
-from tests.test_daemon import ask, make_enrolled_home, set_frame, wait_for_socket
+from tests.test_daemon import ask, set_frame, wait_for_socket
 
 BOARD = "x86-generic"
 
@@ -33,18 +31,6 @@ def int8_pipeline(models_env):
         return build_pipeline(BOARD)
     except FrPbdError as exc:  # the int8 embedder or a YuNet variant is not built here
         missing(f"board {BOARD} cannot be assembled: {exc}")
-
-
-@pytest.fixture(scope="module")
-def home_template(tmp_path_factory, extractor, faces_dir) -> Path:
-    return make_enrolled_home(tmp_path_factory.mktemp("board") / "home", faces_dir, extractor)
-
-
-@pytest.fixture()
-def home(tmp_path, home_template) -> Path:
-    h = tmp_path / "home"
-    shutil.copytree(home_template, h)
-    return h
 
 
 def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -131,11 +131,6 @@ def read_log_until(path: Path, done, timeout: float = 5.0) -> str:
     return text
 
 
-@pytest.fixture(scope="module")
-def template_home(tmp_path_factory, extractor, faces_dir) -> Path:
-    return make_enrolled_home(tmp_path_factory.mktemp("daemon-template") / "home", faces_dir, extractor)
-
-
 def write_config(home: Path, text: str = "", deadline_ms: int = TEST_DEADLINE_MS) -> None:
     """config.toml with the test deadline; ``text``: more ``[daemon]`` lines."""
     (home / "config.toml").write_text(f"[daemon]\nanswer_deadline_ms = {deadline_ms}\n{text}")

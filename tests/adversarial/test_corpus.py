@@ -23,7 +23,7 @@ import pytest
 from fr_pbd.audit import FAIL, INCONCLUSIVE, PASS, FramePlan, overall, run_audit
 from fr_pbd.audit.probe import no_face_png
 from tests.adversarial.plants import SCORE_PLANTS, TEMPLATE_PLANTS, WEAK_KEYS, rekey_store
-from tests.test_audit import EVAL_REPORT, make_enrolled_home, need_strace
+from tests.test_audit import EVAL_REPORT, need_strace
 from tests.test_daemon import wait_for_socket
 
 HERE = Path(__file__).resolve().parent
@@ -87,18 +87,6 @@ class Collector:
             t.join(timeout=2)
         for s in (self.tcp, self.udp, self.unix):
             s.close()
-
-
-@pytest.fixture(scope="module")
-def corpus_home(tmp_path_factory, extractor, faces_dir) -> Path:
-    return make_enrolled_home(tmp_path_factory.mktemp("corpus") / "home", faces_dir, extractor)
-
-
-@pytest.fixture()
-def home(tmp_path, corpus_home) -> Path:
-    h = tmp_path / "home"
-    shutil.copytree(corpus_home, h)
-    return h
 
 
 @pytest.fixture()

@@ -113,6 +113,10 @@ def analyse(res: ProbeResult) -> NetworkFacts:
         line = f"pid {ev.pid}: {ev.text}"
         if ev.call in ("socket", "socketpair", "connect", "bind", "sendto", "sendmsg", "sendmmsg"):
             bad = [f for f in ev.families if f not in _UNIX_FAMILIES]
+            if bad and ev.failed:  # refused (e.g. by the kernel's filter): no endpoint, nothing left
+                nf._once(nf.info, f"refused attempt, {ev.call} with address family {bad[0]} returned "
+                                  f"{ev.result.split(' (')[0]}: {line}")
+                continue
             if bad:
                 nf._once(nf.fail, f"{ev.call} with address family {bad[0]}: {line}")
                 continue
