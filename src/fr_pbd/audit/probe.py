@@ -286,22 +286,14 @@ class _Poller:
                 last_tree = time.monotonic()
             for p in pids:
                 self.result.polled_pids.setdefault(p, procfs.comm(p))
-                try:
-                    names = os.listdir(f"/proc/{p}/fd")
-                except OSError:
-                    continue
-                for name in names:
-                    try:
-                        target = os.readlink(f"/proc/{p}/fd/{name}")
-                    except OSError:
-                        continue
-                    key = (p, int(name), target)
+                for fd, target in procfs.fd_targets(p):
+                    key = (p, fd, target)
                     if key in known or not target.startswith("socket:["):
                         continue
                     known.add(key)
-                    entry = procfs.classify_socket(p, int(name), target, procfs.socket_table(p)[0])
+                    entry = procfs.classify_socket(p, fd, target, procfs.socket_table(p)[0])
                     if entry is not None and not entry.unix:
-                        self.result.polled_sockets[(p, int(name))] = entry
+                        self.result.polled_sockets[(p, fd)] = entry
             self.result.polls += 1
             self._stop.wait(POLL_S)
 

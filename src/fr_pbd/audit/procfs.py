@@ -272,6 +272,21 @@ def snapshot(pid: int, *, ignore_tracer: int | None = None) -> Snapshot:
     return snap
 
 
+def fd_targets(pid: int) -> list[tuple[int, str]]:
+    """(fd, what it points to) for every descriptor of ``pid`` now; best effort (a gone process or fd is skipped)."""
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return []
+    out = []
+    for name in names:
+        try:
+            out.append((int(name), os.readlink(f"/proc/{pid}/fd/{name}")))
+        except OSError:
+            continue
+    return out
+
+
 def holders(kind: str, inodes: set[int]) -> dict[int, list[int]]:
     """Every process on the machine holding a 'socket' or 'pipe' of these inodes (best effort, this instant)."""
     want = {f"{kind}:[{i}]": i for i in inodes}
@@ -279,15 +294,7 @@ def holders(kind: str, inodes: set[int]) -> dict[int, list[int]]:
     if not want:
         return out
     for p in _all_pids():
-        try:
-            names = os.listdir(f"/proc/{p}/fd")
-        except OSError:
-            continue
-        for name in names:
-            try:
-                target = os.readlink(f"/proc/{p}/fd/{name}")
-            except OSError:
-                continue
+        for _fd, target in fd_targets(p):
             if target in want:
                 out.setdefault(want[target], [])
                 if p not in out[want[target]]:
