@@ -138,7 +138,7 @@ import shutil, sys
 from fr_pbd import models
 for name in models.manifest():
     try:
-        path = models.resolve(name)  # hash-checked
+        path = models.resolve(name).path  # hash-checked
     except Exception as exc:  # an optional model that is not here (e.g. sface): the arm64 side lacks it too
         print(f"  {name}: not copied ({type(exc).__name__})")
         continue
