@@ -103,6 +103,11 @@ def cmd_eval_lfw(args: argparse.Namespace) -> int:
               f"{op.impostor_comparisons:,} impostor comparisons)")
     if res.eer is not None:
         print(f"EER {100 * res.eer.eer:.3f} %")
+    if res.groups is not None:  # both thresholds and what each costs, per group
+        from fr_pbd.eval.groups_report import summary_lines
+
+        for line in summary_lines(res.groups.to_dict()):
+            print(line)
     print(f"FTA {res.fta_images} of {res.images} images")
     print(f"report: {files['report.json'].parent}")
     return EXIT_OK

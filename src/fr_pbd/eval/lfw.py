@@ -18,8 +18,8 @@ import numpy as np
 
 from fr_pbd.errors import EvaluationError, ImageError, QualityError
 from fr_pbd.eval import metrics
-from fr_pbd.eval.allpairs import AllPairsScores, impostor_pairs_at_or_above, score_all_pairs
-from fr_pbd.eval.groups import GroupsTable, GroupsResult, demographic_differentials
+from fr_pbd.eval.allpairs import AllPairsScores, score_all_pairs
+from fr_pbd.eval.groups import GroupsTable, GroupsResult, analyse_groups
 
 __all__ = ["Pair", "PairsFile", "parse_pairs", "image_path", "list_images", "LfwResult", "evaluate_lfw"]
 
@@ -222,6 +222,7 @@ def evaluate_lfw(
     progress: Progress | None = None,
     top_k: int = 2**17,
     model_id: str | None = None,
+    group_resamples: int | None = None,
 ) -> LfwResult:
     """Run the LFW protocol and the all-comparisons metrics.
 
@@ -230,6 +231,9 @@ def evaluate_lfw(
     alike; then only the pairs whose two images are among them are scored.
     A pair with a failed image is an error at every threshold; a genuine
     comparison with a failed image is a false non-match at every threshold.
+    With ``groups``, per-group figures at the global threshold and at the worst-group
+    threshold for ``operating_fmr`` (:func:`fr_pbd.eval.groups.analyse_groups`), with
+    ``group_resamples`` per-identity bootstrap resamples (default 1,000).
     """
     lfw_dir = Path(lfw_dir)
     pf_path = Path(pairs_file)
@@ -301,15 +305,10 @@ def evaluate_lfw(
         if op_threshold is None:
             op_threshold = metrics.fnmr_at_fmr(
                 ap.genuine, ap.impostors, operating_fmr, genuine_failed=ap.genuine_failed).threshold
-        if groups is not None:
-            imp = ap.impostors
-            if imp.complete or op_threshold > imp.top_floor:
-                sel = imp.top >= np.float64(op_threshold)
-                pi, pj = imp.top_i[sel].astype(np.int64), imp.top_j[sel].astype(np.int64)
-            else:
-                pi, pj = impostor_pairs_at_or_above(x, identity, op_threshold, ok)
-            gres = demographic_differentials(
-                groups, names, identity, ok, ap, op_threshold, pi, pj,
+        if groups is not None:  # counts at the global threshold, the worst-group threshold, intervals, curves
+            gres = analyse_groups(
+                groups, names, identity, ok, x, ap, op_threshold, target_fmr=operating_fmr, targets=targets,
+                top_k=top_k, resamples=group_resamples,
                 threshold_source=("given" if threshold is not None else f"FMR={metrics.fmr_key(operating_fmr)}"))
     t_all = time.perf_counter() - t0 - t_embed - t_pairs
     return LfwResult(

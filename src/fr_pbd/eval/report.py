@@ -20,6 +20,7 @@ import numpy as np
 from fr_pbd.machine import machine_info
 from fr_pbd.errors import EvaluationError, FrPbdError
 from fr_pbd.eval import metrics
+from fr_pbd.eval.groups_report import det_groups_plot, groups_markdown
 from fr_pbd.eval.lfw import LfwResult
 
 __all__ = ["package_versions", "model_info", "report_dict", "write_report"]
@@ -346,6 +347,7 @@ def _markdown(d: dict[str, Any]) -> str:
                 txt = f"{r['ratio']:.2f} ({r['worst']} / {r['best']})" if r["ratio"] is not None else f"n/a ({r['note']})"
                 lines.append(f"\n{m.upper()} worst/best: {txt}")
             lines.append("")
+        lines += groups_markdown(g, figures="det-groups.png" in d.get("figures", []))
     ms = ", ".join(f"{m['name']} (sha256 {str(m.get('sha256'))[:12]}…)" for m in d["models"])
     mc = d["machine"]
     lines += ["", f"Models: {ms or 'n/a'}. Machine: {mc['cpu_model']}, {mc['cores']} cores, {mc['memory_gib']} GiB, "
@@ -377,6 +379,10 @@ def write_report(
         title = f"LFW ({res.pairs_file}{', limited' if res.limited else ''}): DET, all comparisons"
         for p in _det_plot(res, out, title) + _hist_plot(res, out, f"LFW ({res.pairs_file})"):
             files[p.name] = p
+        if res.groups is not None and res.groups.fairness is not None:
+            gtitle = f"LFW ({res.pairs_file}{', limited' if res.limited else ''}): DET per group, same-group impostors"
+            for p in det_groups_plot(res.groups.fairness, out, gtitle):
+                files[p.name] = p
         d["figures"] = sorted(files)
     (out / "report.json").write_text(json.dumps(d, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     (out / "report.md").write_text(_markdown(d), encoding="utf-8")
