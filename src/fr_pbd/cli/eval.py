@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from fr_pbd.cli._common import EXIT_OK, subcommands
+from fr_pbd.cli._common import EXIT_OK, add_board, subcommands
 
 
 class ProgressBar:
@@ -76,11 +76,18 @@ def cmd_eval_lfw(args: argparse.Namespace) -> int:
         raise EvaluationError("--limit must be at least 2")
     if not (0.0 < args.fmr < 1.0):
         raise EvaluationError("--fmr must be in (0, 1)")
-    embed, model_id = pipeline_embedder()
+    enrol, fusion, tx_threshold = _transactions_args(args)
+    embed, model_id = pipeline_embedder(args.board) if args.board else pipeline_embedder()
     bar = None if args.quiet else ProgressBar("templates")
     t0 = time.monotonic()
+    tx_source = "given"
+    if enrol and tx_threshold is None:
+        tx_threshold, tx_source = _installed_threshold(model_id), "manifest"
     res = evaluate_lfw(lfw_dir, pairs_path, embed, limit=args.limit, groups=groups, operating_fmr=args.fmr,
-                       threshold=args.threshold, progress=bar, model_id=model_id)
+                       threshold=args.threshold, progress=bar, model_id=model_id,
+                       enrol=enrol, enrol_threshold=tx_threshold,
+                       enrol_threshold_source=tx_source, enrol_draws=args.enrol_draws, fusion=fusion,
+                       enrol_progress=None if args.quiet or not enrol else ProgressBar("transactions"))
     argv = ["fr-pbd", "eval", "lfw", "--data", str(args.data), "--pairs", str(args.pairs), "--out", str(args.out)]
     if args.groups:
         argv += ["--groups", str(args.groups)]
@@ -90,6 +97,14 @@ def cmd_eval_lfw(args: argparse.Namespace) -> int:
         argv += ["--threshold", repr(args.threshold)]
     if args.fmr != 1e-4:
         argv += ["--fmr", repr(args.fmr)]
+    if args.board:
+        argv += ["--board", str(args.board)]
+    for v in args.enrol or ():
+        argv += ["--enrol", str(v)]
+    if args.fusion:
+        argv += ["--fusion", args.fusion]
+    if args.enrol_draws != 5:
+        argv += ["--enrol-draws", str(args.enrol_draws)]
     res.timings["total_s"] = time.monotonic() - t0
     files = write_report(res, args.out, models=DEFAULT_MODELS, command=shlex.join(argv), data_dir=lfw_dir,
                          pairs_path=pairs_path)
@@ -108,9 +123,68 @@ def cmd_eval_lfw(args: argparse.Namespace) -> int:
 
         for line in summary_lines(res.groups.to_dict()):
             print(line)
+    if res.transactions is not None:
+        for line in _transactions_summary(res.transactions.to_dict()):
+            print(line)
     print(f"FTA {res.fta_images} of {res.images} images")
     print(f"report: {files['report.json'].parent}")
     return EXIT_OK
+
+
+def _transactions_args(args: argparse.Namespace) -> tuple[tuple[int, ...], str, float | None]:
+    """--enrol, --fusion, --enrol-draws checked before any template is computed."""
+    from fr_pbd.errors import EvaluationError
+    from fr_pbd.eval.transactions import DEFAULT_FUSION, FUSIONS, parse_enrol
+
+    if not args.enrol:
+        if args.fusion or args.enrol_draws != 5:
+            raise EvaluationError("--fusion and --enrol-draws need --enrol")
+        return (), DEFAULT_FUSION, None
+    fusion = args.fusion or DEFAULT_FUSION
+    if fusion not in FUSIONS:
+        raise EvaluationError(f"--fusion must be one of {', '.join(FUSIONS)}")
+    if not 1 <= args.enrol_draws <= 100:
+        raise EvaluationError("--enrol-draws must be 1 to 100")
+    return parse_enrol(args.enrol), fusion, args.threshold
+
+
+def _installed_threshold(model_id: str) -> float | None:
+    """The manifest's default threshold for the embedder: what an installation decides with."""
+    from fr_pbd import models
+    from fr_pbd.errors import FrPbdError
+
+    try:
+        return models.threshold(model_id)
+    except FrPbdError:
+        return None
+
+
+def _transactions_summary(t: dict) -> list[str]:
+    """What a user should expect: FRR per K at each FAR, and at the threshold in force."""
+    out = []
+    for k, r in t["K"].items():
+        parts = ", ".join(f"{100 * v['frr']:.2f} % at FAR {key}" + ("" if v["resolvable"] else " (not resolved)")
+                          for key, v in r["frr_at_far"].items())
+        out.append(f"K={k} ({r['enrolled_users']:,} users, {r['genuine_attempts']:,} genuine and "
+                   f"{r['impostor_attempts']:,} impostor attempts, {t['fusion']}): FRR {parts}")
+    if t["threshold"] is not None:
+        src = "the manifest's default" if t["threshold_source"] == "manifest" else t["threshold_source"]
+        for k, r in t["K"].items():
+            a = r["at_threshold"]
+            out.append(f"at threshold {t['threshold']:.5f} ({src}), enrolled with {k} image(s): refused in "
+                       f"{100 * a['frr']:.2f} % of attempts ({a['false_rejects']:,} of {a['genuine_attempts']:,}); "
+                       f"impostors accepted {a['far']:.2e} ({a['false_accepts']:,} of {a['impostor_attempts']:,})")
+    op = t.get("operating_point")
+    if op:
+        h = op["held_out_half"]["transactions"]["all"]
+        out.append(f"operating point (transaction FAR <= {op['target_far']:g} at K={op['k']} in every group, "
+                   f"chosen on half of the identities): {op['threshold']:.5f}; on the other half: FRR "
+                   f"{100 * h['frr']:.2f} %, FAR {h['far']:.2e}")
+        for key, v in op["held_out_half"]["transactions"].items():
+            if key != "all" and v:
+                out.append(f"  held-out {key}: FRR {100 * v['frr']:.2f} %, FAR {v['far']:.2e} "
+                           f"({v['false_accepts']:,} of {v['impostor_attempts']:,})")
+    return out
 
 
 def cmd_eval_pad(args: argparse.Namespace) -> int:
@@ -154,6 +228,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="target FMR of the operating threshold for per-group figures (default 1e-4)")
     lf.add_argument("--threshold", type=float, default=None,
                     help="use this operating threshold for per-group figures instead of the FMR one")
+    lf.add_argument("--enrol", action="append", default=None, metavar="K",
+                    help="transaction error rates with K enrolled images per user: K, K1-K2 or K1,K2 (repeatable; "
+                         "e.g. --enrol 1-5); also chooses the operating point on half of the identities")
+    lf.add_argument("--fusion", default=None, metavar="NAME",
+                    help="with --enrol: how a probe meets a user's K templates: max, top2, mean or centroid "
+                         "(default: fr_pbd.eval.transactions.DEFAULT_FUSION)")
+    lf.add_argument("--enrol-draws", type=int, default=5, metavar="N",
+                    help="with --enrol: seeded draws of which images are enrolled, pooled (default 5)")
+    add_board(lf)
     lf.add_argument("--quiet", action="store_true", help="no progress bar")
     lf.set_defaults(func=cmd_eval_lfw)
     p = esub.add_parser(

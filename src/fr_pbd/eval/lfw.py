@@ -20,6 +20,7 @@ from fr_pbd.errors import EvaluationError, ImageError, QualityError
 from fr_pbd.eval import metrics
 from fr_pbd.eval.allpairs import AllPairsScores, score_all_pairs
 from fr_pbd.eval.groups import GroupsTable, GroupsResult, analyse_groups
+from fr_pbd.eval.transactions import DEFAULT_DRAWS, DEFAULT_FUSION, TransactionsReport, evaluate_transactions
 
 __all__ = ["Pair", "PairsFile", "parse_pairs", "image_path", "list_images", "LfwResult", "evaluate_lfw"]
 
@@ -167,6 +168,7 @@ class LfwResult:
     limited: bool
     timings: dict[str, float]
     model_id: str | None = None
+    transactions: TransactionsReport | None = None  # --enrol: fr_pbd.eval.transactions
 
 
 def _embed_all(paths: Sequence[Path], embed: Embedder, progress: Progress | None):
@@ -223,6 +225,12 @@ def evaluate_lfw(
     top_k: int = 2**17,
     model_id: str | None = None,
     group_resamples: int | None = None,
+    enrol: Sequence[int] = (),
+    enrol_threshold: float | None = None,
+    enrol_threshold_source: str = "given",
+    enrol_draws: int = DEFAULT_DRAWS,
+    fusion: str = DEFAULT_FUSION,
+    enrol_progress: Progress | None = None,
 ) -> LfwResult:
     """Run the LFW protocol and the all-comparisons metrics.
 
@@ -269,6 +277,11 @@ def evaluate_lfw(
     names = sorted({n for n, _, _ in listing})
     code = {n: c for c, n in enumerate(names)}
     identity = np.array([code[n] for n, _, _ in listing], dtype=np.int64)
+    if enrol:  # before the templates: a K no identity can serve is an error now, not in ten minutes
+        most = int(np.bincount(identity).max()) if identity.size else 0
+        if max(enrol) + 1 > most:
+            raise EvaluationError(f"--enrol {max(enrol)}: no identity has {max(enrol) + 1} images "
+                                  f"(the most any has is {most}, so K can be at most {most - 1})")
 
     x, ok, reasons = _embed_all([p for _, _, p in listing], embed, progress)
     t_embed = time.perf_counter() - t0
@@ -311,6 +324,11 @@ def evaluate_lfw(
                 top_k=top_k, resamples=group_resamples,
                 threshold_source=("given" if threshold is not None else f"FMR={metrics.fmr_key(operating_fmr)}"))
     t_all = time.perf_counter() - t0 - t_embed - t_pairs
+    tx = None
+    if enrol:  # the same template matrix: templates are computed once
+        tx = evaluate_transactions(x, identity, ok, names, enrol, groups=groups, threshold=enrol_threshold,
+                                   threshold_source=enrol_threshold_source,
+                                   draws=enrol_draws, fusion=fusion, progress=enrol_progress)
     return LfwResult(
         pairs_file=pf_path.name,
         pairs=int(a.size),
@@ -332,6 +350,7 @@ def evaluate_lfw(
         timings={"templates_s": t_embed, "pairs_protocol_s": t_pairs, "all_comparisons_s": t_all,
                  "per_image_ms": 1000.0 * t_embed / max(1, len(listing))},
         model_id=model_id,
+        transactions=tx,
     )
 
 

@@ -21,6 +21,7 @@ from fr_pbd.machine import machine_info
 from fr_pbd.errors import EvaluationError, FrPbdError
 from fr_pbd.eval import metrics
 from fr_pbd.eval.groups_report import det_groups_plot, groups_markdown
+from fr_pbd.eval import transactions
 from fr_pbd.eval.lfw import LfwResult
 
 __all__ = ["package_versions", "model_info", "report_dict", "write_report"]
@@ -141,6 +142,7 @@ def report_dict(
             "exact_top_k": int(ap.impostors.top.size) if ap else None,
         },
         "groups": res.groups.to_dict() if res.groups else None,
+        "transactions": res.transactions.to_dict() if res.transactions else None,
         "model_id": res.model_id,
         "models": model_info(models),
         "versions": package_versions(),
@@ -348,6 +350,8 @@ def _markdown(d: dict[str, Any]) -> str:
                 lines.append(f"\n{m.upper()} worst/best: {txt}")
             lines.append("")
         lines += groups_markdown(g, figures="det-groups.png" in d.get("figures", []))
+    if d.get("transactions"):
+        lines += transactions.markdown(d["transactions"])
     ms = ", ".join(f"{m['name']} (sha256 {str(m.get('sha256'))[:12]}…)" for m in d["models"])
     mc = d["machine"]
     lines += ["", f"Models: {ms or 'n/a'}. Machine: {mc['cpu_model']}, {mc['cores']} cores, {mc['memory_gib']} GiB, "
@@ -382,6 +386,10 @@ def write_report(
         if res.groups is not None and res.groups.fairness is not None:
             gtitle = f"LFW ({res.pairs_file}{', limited' if res.limited else ''}): DET per group, same-group impostors"
             for p in det_groups_plot(res.groups.fairness, out, gtitle):
+                files[p.name] = p
+        if res.transactions is not None:
+            ttitle = f"LFW{' (limited)' if res.limited else ''}: DET per attempt, K enrolled images"
+            for p in transactions.det_plot(res.transactions, out, ttitle):
                 files[p.name] = p
         d["figures"] = sorted(files)
     (out / "report.json").write_text(json.dumps(d, indent=2, allow_nan=False) + "\n", encoding="utf-8")
