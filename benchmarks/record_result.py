@@ -102,7 +102,8 @@ def derive_config(result: dict[str, Any], machine: dict[str, Any]) -> dict[str, 
         precision = "int8" if str(p["embedder"]).endswith("-int8") else "fp32"
         liveness, threads = bool(p["liveness"]), p.get("threads") or cores
     elif str(result.get("schema", "")).startswith("fr-pbd/eval-lfw/"):  # fr-pbd eval lfw
-        precision = "int8" if str(result.get("model_id", "")).endswith("-int8") else "fp32"
+        names = [str(result.get("model_id", ""))] + [str(m.get("name", "")) for m in result.get("models") or []]
+        precision = "int8" if any(n.endswith("-int8") for n in names) else "fp32"  # eval lfw --board: models
         liveness, threads = False, cores  # templates only; fr_pbd.runtime's default: every core
     elif str(result.get("standard", "")).startswith("ISO/IEC 30107-3"):  # fr-pbd eval pad
         precision, liveness, threads = "fp32", True, cores  # the MiniFASNet models alone; no embedder

@@ -106,7 +106,13 @@ def cmd_eval_lfw(args: argparse.Namespace) -> int:
     if args.enrol_draws != 5:
         argv += ["--enrol-draws", str(args.enrol_draws)]
     res.timings["total_s"] = time.monotonic() - t0
-    files = write_report(res, args.out, models=DEFAULT_MODELS, command=shlex.join(argv), data_dir=lfw_dir,
+    used = DEFAULT_MODELS
+    if args.board:  # an int8 board: the report names the int8 file (its templates carry the fp32 model id)
+        from fr_pbd.pipeline import run_settings
+
+        rs = run_settings(args.board)
+        used = (DEFAULT_MODELS[0], rs.embedder + ("-int8" if rs.embedder_variant == "int8" else ""))
+    files = write_report(res, args.out, models=used, command=shlex.join(argv), data_dir=lfw_dir,
                          pairs_path=pairs_path)
     tf = res.tenfold
     if tf is not None:
