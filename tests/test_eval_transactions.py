@@ -60,6 +60,7 @@ def test_k1_counts_every_attempt() -> None:
     assert r.at_threshold["frr"] == 0.0 and r.at_threshold["far"] == 0.0
     r = tx.summarise(tx.score_transactions(x, ids, ok, 1, draws=4, fusion="max"), threshold=0.3)
     assert r.at_threshold["false_accepts"] == 4  # Z (0.4) in every draw, Y (0.0) never
+    assert r.at_threshold["false_accept_identity_pairs"] == 1 and r.at_threshold["false_accepts_of_one_pair_max"] == 4
 
 
 def test_failures_to_acquire() -> None:

@@ -163,6 +163,19 @@ def _enrolment(identity: np.ndarray, k: int, rng: np.random.Generator, eligible:
     return enrolled
 
 
+def _add(dist: StreamedScores, sub: np.ndarray, keep: np.ndarray, probe_id: np.ndarray, user_id: np.ndarray) -> None:
+    """Count ``sub[keep]``; the top scores keep (probe identity, user identity), for the pair count at a threshold."""
+    vals = sub[keep]
+    if vals.size == 0:
+        return
+    dist.add_hist(vals)
+    floor = dist.top_floor
+    sel = vals > floor if math.isfinite(floor) else np.ones(vals.size, dtype=bool)
+    if sel.any():
+        ri, ci = np.nonzero(keep)
+        dist.add_top(vals[sel], probe_id[ri[sel]], user_id[ci[sel]])
+
+
 def score_transactions(
     templates: np.ndarray,
     identity: np.ndarray,
@@ -272,14 +285,14 @@ def score_transactions(
                 ro = own[rows]
                 hit = np.flatnonzero((ro >= 0) & (col_of[np.maximum(ro, 0)] >= 0))
                 keep[hit, col_of[ro[hit]]] = False
-                imp.add(sub[keep])
+                p_id, u_id = ids[r0:r1][rows], user_ids[cols]
+                _add(imp, sub, keep, p_id, u_id)
                 for attr, (names, of_id) in gcodes.items():
-                    gp = of_id[ids[r0:r1][rows]]
-                    gu = of_id[user_ids[cols]]
+                    gp, gu = of_id[p_id], of_id[u_id]
                     for gi, g in enumerate(names):
                         rr, cc = np.flatnonzero(gp == gi), np.flatnonzero(gu == gi)
                         if rr.size and cc.size:
-                            gimp[attr][g].add(sub[np.ix_(rr, cc)][keep[np.ix_(rr, cc)]])
+                            _add(gimp[attr][g], sub[np.ix_(rr, cc)], keep[np.ix_(rr, cc)], p_id[rr], u_id[cc])
             step += 1
             if progress is not None:
                 progress(step, total_steps)
@@ -317,6 +330,11 @@ def _at(genuine: np.ndarray, failed: int, imp: StreamedScores, t: float) -> dict
     rej = int(np.count_nonzero(genuine < np.float64(t))) + failed
     fa = imp.count_ge(t) if imp.n else 0
     exact = bool(imp.complete or (imp.top.size and t > float(imp.top[-1])))
+    pairs = most = None
+    if exact and fa:  # which (impostor identity, user) pairs the false accepts come from: a few lookalikes?
+        hit = imp.top >= np.float64(t)
+        _, per_pair = np.unique(np.stack([imp.top_i[hit], imp.top_j[hit]]), axis=1, return_counts=True)
+        pairs, most = int(per_pair.size), int(per_pair.max())
     return {
         "threshold": float(t),
         "frr": rej / total if total else None,
@@ -326,6 +344,8 @@ def _at(genuine: np.ndarray, failed: int, imp: StreamedScores, t: float) -> dict
         "false_accepts": int(fa),
         "impostor_attempts": int(imp.n),
         "far_exact": exact,
+        "false_accept_identity_pairs": pairs,  # distinct (impostor identity, enrolled user) pairs behind them
+        "false_accepts_of_one_pair_max": most,
     }
 
 
