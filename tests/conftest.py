@@ -107,3 +107,21 @@ def home(tmp_path, template_home) -> Path:
     h = tmp_path / "home"
     shutil.copytree(template_home, h)
     return h
+
+
+@pytest.fixture(scope="session")
+def swtpm(tmp_path_factory):
+    """A fresh software TPM for the test session (swtpm on a Unix socket), stopped at the end.
+
+    Missing swtpm or tpm2-pytss: FAIL under CI=true, skip elsewhere (tests/tpm_fixture.py).
+    """
+    from tests.tpm_fixture import SoftwareTpm, unavailable
+
+    why = unavailable()
+    if why:
+        missing(why)
+    tpm = SoftwareTpm(tmp_path_factory.mktemp("swtpm")).start()
+    try:
+        yield tpm
+    finally:
+        tpm.stop()

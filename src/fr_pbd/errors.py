@@ -88,6 +88,17 @@ class WrongKeyError(KeyProviderError, StoreIntegrityError):
     """
 
 
+class TpmError(KeyProviderError):
+    """The TPM cannot be reached, or refuses the store's key (cleared, another TPM, PCR values changed)."""
+
+
+class StaleStoreError(StoreIntegrityError):
+    """Rollback: the store file is older than its TPM counter says (a stale copy was restored).
+
+    Refused, and never written over: the current copy is somewhere else, or was lost.
+    """
+
+
 class ConsentError(FrPbdError):
     """Enrolment without a recorded opt-in, or without a fallback credential."""
 

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 
 MAGIC = b"FRPBDSTR"
 AEAD_NAMES = {1: "AES-256-GCM"}
-PROVIDER_NAMES = {1: "device key file", 2: "passphrase (scrypt)"}
+PROVIDER_NAMES = {1: "device key file", 2: "passphrase (scrypt)", 3: "TPM 2.0 (sealed data key)"}
 KEYFILE_MAGIC = b"FRPBDKEK"
 NONCE_LEN, TAG_LEN = 12, 16
 
@@ -46,6 +46,8 @@ class StoreFacts:
     kdf: dict[str, Any] | None = None
     wrapped_len: int | None = None
     wrapped: bytes = field(default=b"", repr=False)
+    provider_params: bytes = field(default=b"", repr=False)
+    key_id: bytes = field(default=b"", repr=False)
     key_file_bits: int | None = None
     #: key material, in memory only, for the key checks (C4.key); never reported
     kek: bytes = field(default=b"", repr=False)
@@ -84,6 +86,8 @@ def _parse_header(f: StoreFacts) -> None:
             kdf_id, log2_n, r, p = struct.unpack_from("<BBII", params, 0)
             f.kdf = {"kdf": "scrypt" if kdf_id == 1 else f"id {kdf_id}", "log2_n": log2_n, "r": r, "p": p,
                      "salt": params[10:26]}
+        f.provider_params = params
+        f.key_id = d[pos: pos + 16]
         pos += 16  # key id
         (f.wrapped_len,) = struct.unpack_from("<H", d, pos)
         f.wrapped = d[pos + 2: pos + 2 + f.wrapped_len]
@@ -111,8 +115,23 @@ def _kek(home: Path, f: StoreFacts, passphrase: str | None) -> bytes | None:
 
         kdf = Scrypt(salt=f.kdf["salt"], length=32, n=1 << f.kdf["log2_n"], r=f.kdf["r"], p=f.kdf["p"])
         return kdf.derive(unicodedata.normalize("NFC", passphrase).encode())
+    if f.provider_id == 3:
+        return None  # no key-encryption key outside the TPM: read_store asks the TPM for the data key
     f.decrypt_error = f"unknown key provider {f.provider_id}"
     return None
+
+
+def _tpm_unseal(home: Path, f: StoreFacts) -> bytes | None:
+    """The data key unsealed by the TPM (only the TPM can); the payload is then decrypted here, independently."""
+    from fr_pbd.errors import FrPbdError
+    from fr_pbd.store.keys import WrappedKey
+    from fr_pbd.store.tpm import TpmKeyProvider
+
+    try:
+        return TpmKeyProvider.for_home(home).unwrap(WrappedKey(3, f.provider_params, f.key_id, f.wrapped))
+    except FrPbdError as exc:
+        f.decrypt_error = f"the TPM did not unseal the data key: {exc}"
+        return None
 
 
 def read_store(home: str | os.PathLike[str], passphrase: str | None = None) -> StoreFacts:
@@ -133,12 +152,14 @@ def read_store(home: str | os.PathLike[str], passphrase: str | None = None) -> S
     except OSError as exc:
         f.decrypt_error = f"cannot read the key: {exc.strerror or exc}"
         return f
-    if kek is None:
+    if kek is None and f.provider_id != 3:
         return f
-    f.kek = kek
+    f.kek = kek or b""
     f.nonce = f.data[(f.header_len or 0): (f.header_len or 0) + NONCE_LEN]
     try:
-        dek = aes_key_unwrap(kek, f.wrapped)
+        dek = aes_key_unwrap(kek, f.wrapped) if kek is not None else _tpm_unseal(home, f)
+        if dek is None:
+            return f
         f.dek = dek
         hlen = f.header_len or 0
         payload = AESGCM(dek).decrypt(f.data[hlen: hlen + NONCE_LEN], f.data[hlen + NONCE_LEN:], f.data[:hlen])

@@ -110,8 +110,37 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         print(f"models were looked for only in {models.cache_dir()}: if you have the model files already, "
               f"point {models.ENV_MODELS} at their folder (e.g. {models.ENV_MODELS}=/path/to/models) "
               "before downloading anything")
+    _doctor_keys(args.home)
     print("pipeline: ready" if ok else "pipeline: NOT ready (see above)")
     return EXIT_OK if ok else EXIT_ERROR
+
+
+def _doctor_keys(home_arg: str | None) -> None:
+    """The TPM (present, version, manufacturer, PCR banks) and who holds this home's store key."""
+    from pathlib import Path
+
+    from fr_pbd.config import default_home
+    from fr_pbd.errors import FrPbdError
+    from fr_pbd.store import STORE_FILE
+    from fr_pbd.store.store import provider_for
+    from fr_pbd.store.tpm import tpm_info
+
+    home = Path(home_arg) if home_arg else default_home()
+    info = tpm_info(home=home)
+    print(info.line())
+    if not os.path.lexists(home / STORE_FILE):
+        print(f"store key: no store in {home} yet (fr-pbd keys init --provider "
+              f"{'tpm2' if info.present else 'tpm2|file|passphrase'})")
+        return
+    try:
+        provider = provider_for(home)
+    except FrPbdError as exc:
+        print(f"store key: {exc}")
+        return
+    print(f"store key: {provider.custody()}")
+    if not provider.rollback_protection:
+        print("  rollback: NOT detected: restoring an older copy of the store brings back old lockouts and "
+              "withdrawn users" + ("; a TPM is here: fr-pbd keys migrate --to tpm2" if info.present else ""))
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -22,7 +22,7 @@ Modules: ``store`` (the :class:`Store` handle: locking, file I/O),
 ``transaction`` (views and transactions), ``records`` (plaintext records and
 the payload state), ``protection`` (template protection, matcher),
 ``envelope`` (encryption), ``fallback`` (the PIN hash), ``keys`` (key
-providers), ``erasure`` (crypto-shredding), ``_format`` (bytes on disk),
+providers), ``tpm`` (the TPM 2.0 provider and rollback counter), ``erasure`` (crypto-shredding), ``_format`` (bytes on disk),
 ``_fs`` (private modes, locks, shredding).
 
 Typical use (the verifier)::
@@ -53,6 +53,7 @@ from fr_pbd.store.keys import DeviceFileKeyProvider, KeyProvider, PassphraseKeyP
 from fr_pbd.store.protection import ProtectedMatcher
 from fr_pbd.store.records import ConsentRecord, LockoutState
 from fr_pbd.store.store import LOCK_FILE, STORE_FILE, Store
+from fr_pbd.store.tpm import TpmKeyProvider
 from fr_pbd.store.transaction import StoreView, Transaction
 
 __all__ = [
@@ -67,6 +68,7 @@ __all__ = [
     "WrappedKey",
     "DeviceFileKeyProvider",
     "PassphraseKeyProvider",
+    "TpmKeyProvider",
     "STORE_FILE",
     "LOCK_FILE",
 ]

@@ -36,7 +36,8 @@ MAX_BUCKET = 2**34  # 16 GiB of payload: far above any gallery we write
 
 PROVIDER_DEVICE_FILE = 1
 PROVIDER_PASSPHRASE = 2
-KNOWN_PROVIDERS = (PROVIDER_DEVICE_FILE, PROVIDER_PASSPHRASE)
+PROVIDER_TPM2 = 3
+KNOWN_PROVIDERS = (PROVIDER_DEVICE_FILE, PROVIDER_PASSPHRASE, PROVIDER_TPM2)
 
 KDF_SCRYPT = 1
 SCRYPT_PARAMS_LEN = 1 + 1 + 4 + 4 + 16  # kdf id, log2(N), r, p, salt
@@ -107,6 +108,75 @@ class ScryptParams:
                 "(weaker than the minimum, or too large); refusing to open it"
             )
         return params
+
+
+# --------------------------------------------------------------------------------------
+# TPM 2.0 provider parameters (docs/store-format.md, section 2.2; docs/tpm.md)
+# --------------------------------------------------------------------------------------
+TPM_PARAMS_VERSION = 1
+TPM_FLAG_PCR_POLICY = 1
+TPM_NV_FIRST = 0x01800000  # the owner range of NV indices (TCG "Registry of Reserved TPM 2.0 Handles")
+TPM_NV_LAST = 0x01BFFFFF
+TPM_AUTH_LEN = 32
+TPM_MAX_NAME = 66  # TPM2B_NAME of a SHA-512 name
+TPM_MAX_BLOB = 1024
+_TPM_FIXED = struct.Struct("<BBHIIqH")  # version, flags, pcr bank, pcr mask, nv index, nv base, name length
+
+
+@dataclass(frozen=True)
+class TpmParams:
+    """What the TPM provider keeps in the header: the sealed data key and the rollback counter.
+
+    ``public``/``private`` are the marshalled TPM2B_PUBLIC / TPM2B_PRIVATE of the sealed
+    object (the private part is encrypted by the TPM's storage root key and useless
+    without that TPM); ``srk_name`` the name of the storage root key it was sealed under;
+    ``nv_index``/``nv_auth``/``nv_base`` the NV counter (0: none yet) with the invariant
+    ``counter == nv_base + generation`` after every committed write.
+    """
+
+    pcr_bank: int
+    pcr_mask: int
+    nv_index: int
+    nv_auth: bytes
+    nv_base: int
+    srk_name: bytes
+    public: bytes
+    private: bytes
+
+    @property
+    def pcrs(self) -> tuple[int, ...]:
+        return tuple(i for i in range(24) if self.pcr_mask >> i & 1)
+
+    def encode(self) -> bytes:
+        flags = TPM_FLAG_PCR_POLICY if self.pcr_mask else 0
+        out = _TPM_FIXED.pack(TPM_PARAMS_VERSION, flags, self.pcr_bank, self.pcr_mask, self.nv_index,
+                              self.nv_base, len(self.srk_name))
+        return b"".join([out, self.srk_name, self.nv_auth, struct.pack("<H", len(self.public)), self.public,
+                         struct.pack("<H", len(self.private)), self.private])
+
+    @classmethod
+    def decode(cls, raw: bytes) -> "TpmParams":
+        r = _Reader(bytes(raw), 0, len(raw))
+        version, flags, bank, mask, nv_index, nv_base, nlen = _TPM_FIXED.unpack(r.take(_TPM_FIXED.size, "TPM fields"))
+        if version != TPM_PARAMS_VERSION or flags & ~TPM_FLAG_PCR_POLICY:
+            raise _bad("TPM parameters version")
+        if bool(flags) != bool(mask) or mask >> 24 or (mask and bank == 0):
+            raise _bad("TPM PCR selection")
+        if nv_index and not TPM_NV_FIRST <= nv_index <= TPM_NV_LAST:
+            raise _bad("TPM counter index")
+        if not 0 < nlen <= TPM_MAX_NAME:
+            raise _bad("TPM storage key name")
+        name = r.take(nlen, "TPM storage key name")
+        nv_auth = r.take(TPM_AUTH_LEN, "TPM counter authorisation")
+        blobs = []
+        for what in ("TPM sealed public part", "TPM sealed private part"):
+            n = r.u16(what)
+            if not 0 < n <= TPM_MAX_BLOB:
+                raise _bad(what)
+            blobs.append(r.take(n, what))
+        if r.pos != r.end:
+            raise _bad("TPM parameters length")
+        return cls(bank, mask, nv_index, nv_auth, nv_base, name, blobs[0], blobs[1])
 
 
 # --------------------------------------------------------------------------------------
@@ -205,6 +275,8 @@ def parse_header(data: bytes) -> tuple[Header, int]:
         raise _bad("key provider parameters")
     if provider_id == PROVIDER_PASSPHRASE:
         ScryptParams.decode(params)  # validates, incl. the minimums
+    if provider_id == PROVIDER_TPM2:
+        TpmParams.decode(params)
     key_id = r.take(KEY_ID_LEN, "key id")
     wlen = r.u16("wrapped key length")
     if wlen != WRAPPED_DEK_LEN:

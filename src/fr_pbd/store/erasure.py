@@ -10,8 +10,8 @@ from fr_pbd import fileio
 from fr_pbd.store import _format as fmt
 from fr_pbd.store import _fs
 from fr_pbd.store.envelope import MAX_FILE, open_bytes
-from fr_pbd.store.keys import DeviceFileKeyProvider, KeyProvider, check_provider
-from fr_pbd.store.store import LOCK_FILE, STORE_FILE
+from fr_pbd.store.keys import KeyProvider, check_provider
+from fr_pbd.store.store import LOCK_FILE, STORE_FILE, provider_for
 
 __all__ = ["erase"]
 
@@ -28,7 +28,7 @@ def erase(home: str | os.PathLike[str], *, key_provider: KeyProvider | None = No
     destroying the keys. ``home`` itself is left in place.
     """
     home = Path(home)
-    provider = check_provider(key_provider if key_provider is not None else DeviceFileKeyProvider.default(home))
+    provider = check_provider(key_provider if key_provider is not None else provider_for(home))
     _fs.check_home(home)
     path = home / STORE_FILE
     with _fs.file_lock(home / LOCK_FILE, exclusive=True):

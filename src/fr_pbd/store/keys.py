@@ -7,14 +7,20 @@ wraps and unwraps DEKs, so a hardware provider (a TPM 2.0 that seals the DEK,
 or a secure element) can implement the same interface later without the KEK
 ever entering process memory.
 
-Two providers ship:
+Three providers ship:
 
 * :class:`DeviceFileKeyProvider` (the default): a 256-bit random KEK in a key
   file (mode 0600) inside a directory (mode 0700), separate from the store file,
-  by default ``$home/keys/kek``.
+  by default ``$home/keys/kek``. A copy of the disk holds both: it reveals the
+  templates.
 * :class:`PassphraseKeyProvider`: the KEK is derived from a passphrase with
   scrypt (N = 2**17, r = 8, p = 1, the OWASP minimum; readers refuse anything
   weaker), with a fresh random 128-bit salt kept in the store header.
+* :class:`fr_pbd.store.tpm.TpmKeyProvider`: the data key is sealed by a TPM 2.0
+  under its storage root key, which never leaves the TPM; the store's generation
+  is bound to a TPM NV counter (rollback protection). ``docs/tpm.md``.
+
+:func:`fr_pbd.store.store.provider_for` picks the provider a store's header names.
 
 There are no knobs: no cipher choice, no KDF cost parameter, no nonce.
 """
@@ -110,9 +116,28 @@ class KeyProvider(abc.ABC):
     """
 
     provider_id: ClassVar[int]
+    #: True iff opening refuses a stale copy of the store (a hardware monotonic counter).
+    rollback_protection: ClassVar[bool] = False
 
     @abc.abstractmethod
     def wrap(self, dek: bytes) -> WrappedKey: ...
+
+    def custody(self) -> str:
+        """One line: where the key-encryption key is, what a copy of the disk gives a thief."""
+        return "a key provider supplied by the caller"
+
+    # -- rollback hooks (the store calls them; no-ops without a monotonic counter) --------
+    def bind(self, wrapped: WrappedKey, generation: int) -> WrappedKey:
+        """Before a new header is written with store generation ``generation``: add a counter binding."""
+        return wrapped
+
+    def check_fresh(self, wrapped: WrappedKey, generation: int) -> None:
+        """After a store opened: raise StaleStoreError if this copy is older than the counter."""
+        return None
+
+    def committed(self, wrapped: WrappedKey, generation: int) -> None:
+        """After a write of ``generation`` is durable: advance the counter to it."""
+        return None
 
     @abc.abstractmethod
     def unwrap(self, wrapped: WrappedKey) -> bytes: ...
@@ -147,6 +172,14 @@ def check_provider(p: object) -> KeyProvider:
     if not isinstance(p, KeyProvider):
         raise TypeError("key_provider must be a fr_pbd.store.KeyProvider")
     return p
+
+
+PROVIDER_NAMES = {fmt.PROVIDER_DEVICE_FILE: "a key file", fmt.PROVIDER_PASSPHRASE: "a passphrase",
+                  fmt.PROVIDER_TPM2: "a TPM 2.0"}
+
+
+def protected_by(provider_id: int) -> str:
+    return PROVIDER_NAMES.get(provider_id, f"unknown key provider {provider_id}")
 
 
 def _aes_wrap(kek: bytes, dek: bytes) -> bytes:
@@ -212,6 +245,10 @@ class DeviceFileKeyProvider(KeyProvider):
     def __repr__(self) -> str:
         return f"DeviceFileKeyProvider(path={str(self._path)!r})"
 
+    def custody(self) -> str:
+        return (f"key file {self._path} on the same machine (software only): a copy of the disk reveals the "
+                "templates; rollback (restoring an older store) is not detected")
+
     def _load(self, path: Path) -> bytes:
         _fs.check_private(path.parent, directory=True)
         raw = _fs.read_private_file(path, max_size=_KEYFILE_LEN)
@@ -254,7 +291,7 @@ class DeviceFileKeyProvider(KeyProvider):
 
     def unwrap(self, wrapped: WrappedKey) -> bytes:
         if wrapped.provider_id != self.provider_id:
-            raise WrongKeyError("this store is protected by a passphrase, not a key file")
+            raise WrongKeyError(f"this store is protected by {protected_by(wrapped.provider_id)}, not a key file")
         for kek in self._candidates():
             if hmac.compare_digest(key_id_of(kek), wrapped.key_id):
                 return _aes_unwrap(kek, wrapped.wrapped, "the key file")
@@ -352,6 +389,10 @@ class PassphraseKeyProvider(KeyProvider):
     def __repr__(self) -> str:
         return "PassphraseKeyProvider(<hidden>)"
 
+    def custody(self) -> str:
+        return ("derived from a passphrase (scrypt): a copy of the disk is only as safe as the passphrase is hard "
+                "to guess; rollback (restoring an older store) is not detected")
+
     def _derive(self, params: fmt.ScryptParams) -> bytes:
         enc = params.encode()
         kek = self._cache.get(enc)
@@ -367,7 +408,7 @@ class PassphraseKeyProvider(KeyProvider):
 
     def unwrap(self, wrapped: WrappedKey) -> bytes:
         if wrapped.provider_id != self.provider_id:
-            raise WrongKeyError("this store is protected by a key file, not a passphrase")
+            raise WrongKeyError(f"this store is protected by {protected_by(wrapped.provider_id)}, not a passphrase")
         try:
             params = fmt.ScryptParams.decode(wrapped.params)
         except StoreError as e:  # parameters out of range: refuse before deriving

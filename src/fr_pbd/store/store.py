@@ -21,12 +21,12 @@ from fr_pbd.store import _format as fmt
 from fr_pbd.store import _fs, protection
 from fr_pbd.store.envelope import MAX_FILE, Opened, make_header, new_dek, open_bytes, seal
 from fr_pbd.store.fallback import check_fallback as _compare_fallback
-from fr_pbd.store.keys import DeviceFileKeyProvider, KeyProvider, check_provider, normalise_secret
+from fr_pbd.store.keys import DeviceFileKeyProvider, KeyProvider, WrappedKey, check_provider, normalise_secret
 from fr_pbd.store.records import ConsentRecord, LockoutState, StoreState
 from fr_pbd.store.transaction import StoreView, Transaction
 from fr_pbd.template import Template
 
-__all__ = ["Store", "STORE_FILE", "LOCK_FILE"]
+__all__ = ["Store", "STORE_FILE", "LOCK_FILE", "provider_for", "stored_provider_id"]
 
 STORE_FILE = "store.frpbd"
 LOCK_FILE = "store.lock"
@@ -67,6 +67,11 @@ class Store:
     def path(self) -> Path:
         return self._home / STORE_FILE
 
+    @property
+    def key_provider(self) -> KeyProvider:
+        """The provider that opens this store (for ``status`` and the audit: what custody the key has)."""
+        return self._provider
+
     # -- construction -----------------------------------------------------------
     @classmethod
     def create(
@@ -94,8 +99,9 @@ class Store:
                 raise StoreError(f"a store already exists in {home}; fr-pbd never replaces a store")
             state = StoreState.new(model_id, dim, protection.random_rotation(dim))
             dek = new_dek()
-            header = make_header(state, provider.wrap(dek))
-            _write(home, header.encode(), dek, state)
+            wrapped = provider.bind(provider.wrap(dek), state.generation)
+            _write(home, make_header(state, wrapped).encode(), dek, state)
+            provider.committed(wrapped, state.generation)
         return cls(home, provider, _CONSTRUCT)
 
     @classmethod
@@ -104,10 +110,12 @@ class Store:
 
         Raises StoreError (no store), StorePermissionError (modes), KeyProviderError
         (key missing), WrongKeyError (another key/passphrase), StoreIntegrityError
-        (damaged/tampered/truncated). Nothing is written on any failure.
+        (damaged/tampered/truncated), StaleStoreError (an older copy than the TPM counter says),
+        TpmError (TPM missing or cleared). Nothing is written on any failure. ``key_provider``
+        defaults to the provider the store's header names (:func:`fr_pbd.store.keys.provider_for`).
         """
         home = Path(home)
-        provider = check_provider(key_provider if key_provider is not None else DeviceFileKeyProvider.default(home))
+        provider = check_provider(key_provider if key_provider is not None else provider_for(home))
         store = cls(home, provider, _CONSTRUCT)
         store.read()
         return store
@@ -120,7 +128,9 @@ class Store:
             data = _fs.read_private_file(self.path, max_size=MAX_FILE)
         except FileNotFoundError:
             raise StoreError(f"no fr-pbd store in {self._home}") from None
-        return open_bytes(data, self._provider)
+        opened = open_bytes(data, self._provider)
+        self._provider.check_fresh(_wrapped_of(opened.header), opened.state.generation)  # rollback (TPM counter)
+        return opened
 
     def read(self) -> StoreView:
         """A decrypted, read-only snapshot (shared lock while reading)."""
@@ -147,13 +157,14 @@ class Store:
         The lock is held for the whole block; keep it short (do not run the
         face model inside it unless you mean to serialise verifications).
         """
-        with self._exclusive() as (hbytes, _header, dek, state):
+        with self._exclusive() as (hbytes, header, dek, state):
             tx = Transaction(state)
             try:
                 yield tx
                 if tx._dirty:
                     state.generation += 1
                     _write(self._home, hbytes, dek, state)
+                    self._provider.committed(_wrapped_of(header), state.generation)
             finally:
                 tx._open = False
 
@@ -242,13 +253,14 @@ class Store:
             staged = target_owner.begin_rotation()
             try:
                 dek = new_dek()
-                header = make_header(state, staged.wrap(dek))
                 state.generation += 1
-                _write(self._home, header.encode(), dek, state)
+                wrapped = staged.bind(staged.wrap(dek), state.generation)
+                _write(self._home, make_header(state, wrapped).encode(), dek, state)
             except BaseException:
                 staged.abort_rotation()
                 raise
             staged.commit_rotation()
+            staged.committed(wrapped, state.generation)
             if not self._provider.same_key_material(target_owner):
                 self._provider.destroy()
             self._provider = target_owner
@@ -256,6 +268,40 @@ class Store:
 
 
 _CONSTRUCT = object()
+
+
+def stored_provider_id(home: str | os.PathLike[str]) -> int | None:
+    """The provider id in the header of ``home``'s store (None: no store, or no readable header).
+
+    A hint to pick the provider; the store re-reads and authenticates everything under its lock.
+    """
+    try:
+        with open(Path(home) / STORE_FILE, "rb") as f:
+            head = f.read(fmt.MAX_HEADER_LEN)
+    except OSError:
+        return None
+    try:
+        return fmt.parse_header(head)[0].provider_id
+    except StoreError:
+        return None
+
+
+def provider_for(home: str | os.PathLike[str]) -> KeyProvider:
+    """The provider that opens ``home``'s store by default: the one its header names.
+
+    A TPM store gets :class:`~fr_pbd.store.tpm.TpmKeyProvider` on the transport of
+    ``$FR_PBD_TPM`` / ``tpm`` in config.toml; anything else the device key file (which
+    refuses a passphrase store with WrongKeyError: the caller must give the passphrase).
+    """
+    if stored_provider_id(home) == fmt.PROVIDER_TPM2:
+        from fr_pbd.store.tpm import TpmKeyProvider
+
+        return TpmKeyProvider.for_home(home)
+    return DeviceFileKeyProvider.default(home)
+
+
+def _wrapped_of(header: fmt.Header) -> WrappedKey:
+    return WrappedKey(header.provider_id, header.provider_params, header.key_id, header.wrapped_dek)
 
 
 def _write(home: Path, header_bytes: bytes, dek: bytes, state: StoreState) -> None:
