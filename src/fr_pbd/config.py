@@ -15,6 +15,7 @@ File: ``$FR_PBD_HOME/config.toml`` (optional)::
 
     profile = "household-device-access"
     board = "rpi4"               # optional: how the models run here (fr_pbd.boards); default: the defaults
+    tpm = "device:/dev/tpmrm0"   # optional: the TPM 2.0 a tpm2 store uses ($FR_PBD_TPM overrides; docs/tpm.md)
 
     [daemon]
     allowed_uids = [1000, 0]     # peers (SO_PEERCRED) that may ask the daemon; default: the daemon's own uid
@@ -67,7 +68,7 @@ PROFILE_HOUSEHOLD = "household-device-access"
 PROFILES = (PROFILE_HOUSEHOLD,)
 MAX_CONFIG_BYTES = 64 * 1024
 _MAX_ID = 2**32 - 2  # (uid_t)-1 is "no id"
-_TOP_KEYS = {"profile", "board", "daemon"}
+_TOP_KEYS = {"profile", "board", "tpm", "daemon"}
 ENV_HOME = "FR_PBD_HOME"
 _DAEMON_KEYS = {"allowed_uids", "allowed_gids", "socket", "daemon_uid", "answer_deadline_ms",
                 "max_connections_per_uid"}
@@ -107,6 +108,7 @@ class Config:
 
     profile: str = PROFILE_HOUSEHOLD
     board: str | None = None  # a board name (fr_pbd.boards); None = the built-in defaults
+    tpm: str | None = None  # the TPM transport (fr_pbd.store.tpm.parse_transport); None = /dev/tpmrm0
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     path: Path | None = None  # the file it came from; None = built-in defaults
 
@@ -153,7 +155,7 @@ def parse(text: str, source: str = CONFIG_FILE) -> Config:
         raise ConfigError(f"{source} is not valid TOML: {exc}") from None
     unknown = sorted(set(doc) - _TOP_KEYS)
     if unknown:
-        raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)}; known: profile, board, [daemon]")
+        raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)}; known: profile, board, tpm, [daemon]")
     profile = doc.get("profile", PROFILE_HOUSEHOLD)
     if profile != PROFILE_HOUSEHOLD:
         raise ConfigError(
@@ -163,6 +165,9 @@ def parse(text: str, source: str = CONFIG_FILE) -> Config:
     board = doc.get("board")
     if board is not None and (not isinstance(board, str) or not board.replace("-", "").isalnum()):
         raise ConfigError(f"{source}: board must be a board name such as \"rpi4\" (see fr_pbd/_data/boards)")
+    tpm = doc.get("tpm")
+    if tpm is not None:
+        tpm = _tpm_transport(tpm, source)
     raw = doc.get("daemon", {})
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: daemon must be a table ([daemon])")
@@ -188,7 +193,18 @@ def parse(text: str, source: str = CONFIG_FILE) -> Config:
     if "max_connections_per_uid" in raw:
         kwargs["max_connections_per_uid"] = _int(raw["max_connections_per_uid"], "max_connections_per_uid",
                                                  source, *MAX_CONNECTIONS_PER_UID_RANGE)
-    return Config(profile=profile, board=board, daemon=DaemonConfig(**kwargs), path=None)
+    return Config(profile=profile, board=board, tpm=tpm, daemon=DaemonConfig(**kwargs), path=None)
+
+
+def _tpm_transport(value: Any, source: str) -> str:
+    """``device:/dev/...`` or ``swtpm:path=/abs/socket``: never a TCP transport (no network)."""
+    if (isinstance(value, str) and "\x00" not in value and "," not in value
+            and ((value.startswith("device:/dev/") and len(value) > 12)
+                 or (value.startswith("swtpm:path=/") and len(os.fsencode(value)) <= 111))):
+        return value
+    raise ConfigError(f"{source}: tpm must be \"device:/dev/tpmrm0\" (a TPM device node) or "
+                      f"\"swtpm:path=/absolute/socket\" (a software TPM's Unix socket), not {value!r}; "
+                      "TCP transports are refused (no network)")
 
 
 def _check_file(path: Path, owner: int | None = None) -> None:
@@ -224,7 +240,7 @@ def load(home: str | os.PathLike[str] | None = None, *, owner: int | None = None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from None
     cfg = parse(text, str(path))
-    return Config(profile=cfg.profile, board=cfg.board, daemon=cfg.daemon, path=path)
+    return Config(profile=cfg.profile, board=cfg.board, tpm=cfg.tpm, daemon=cfg.daemon, path=path)
 
 
 def _ancestors(path: Path) -> list[Path]:

@@ -239,7 +239,9 @@ def c4_cipher(facts: StoreFacts) -> Check:
     if facts.decrypt_error and "passphrase" not in facts.decrypt_error:
         bad.append(facts.decrypt_error)
     details = [f"header: format v{facts.version}, AEAD id {facts.aead_id} = {facts.aead_name}, flags {facts.flags}",
-               f"data key: 256 bits, wrapped with RFC 3394 AES key wrap ({facts.wrapped_len} bytes)",
+               (f"data key: 256 bits, sealed by the TPM (the header's {facts.wrapped_len}-byte key field holds its "
+                "authorisation value)" if facts.provider_id == 3 else
+                f"data key: 256 bits, wrapped with RFC 3394 AES key wrap ({facts.wrapped_len} bytes)"),
                f"key-encryption key: {facts.provider_name}"
                + (f", {facts.key_file_bits} bits" if facts.key_file_bits else ""),
                "GCM tag verified with the device's key: " + ("yes" if facts.decrypted else "not checked"),
@@ -263,6 +265,8 @@ def c4_kdf(facts: StoreFacts) -> Check:
             bad.append("store passphrase KDF below scrypt N=2^17, r=8, p=1")
     elif facts.provider_id == 1:
         items.append("store key: a random 256-bit key file, no key derivation")
+    elif facts.provider_id == 3:
+        items.append("store key: a random 256-bit data key sealed by the TPM, no key derivation")
     fb = (facts.meta or {}).get("fallback")
     if isinstance(fb, dict):
         try:
@@ -305,14 +309,21 @@ def c4_ciphertext(facts: StoreFacts) -> Check:
 
 #: Who holds the key-encryption key, and what that protects against (C4.key).
 CUSTODY = {
-    1: ("a random 256-bit key in a file beside the store (keys/kek, 0600)",
-        "protects a copy of the store made without the key (a backup, a synced folder, a stolen store file); "
-        "not against anyone who can read the user's files: the user, root, malware running as the user"),
+    1: ("a key file beside the store (keys/kek, 0600), software only: a copy of the disk reveals the templates",
+        "protects a copy of the store file made without the key (a backup, a synced folder); not a copy of the "
+        "disk or home, and not anyone who can read the user's files: the user, root, malware running as the user"),
     2: ("derived from a passphrase with scrypt when the store is opened; not stored",
         "protects the store on a device that is off or stolen, against anyone without the passphrase, as strong "
         "as the passphrase (which the audit cannot measure); not against anyone on the running device who sees "
         "the passphrase typed or the key in memory"),
+    3: ("sealed by the TPM 2.0 under its storage root key, which never leaves the TPM (hardware custody)",
+        "protects the key against a copy of the whole disk (the sealed object opens on this TPM only, and not "
+        "after a TPM clear); not against code running on the device that asks this TPM to unseal it"),
 }
+#: Whether restoring an older copy of the store is detected (a TPM NV counter; docs/tpm.md).
+ROLLBACK = {3: "rollback detected: the store's generation is bound to a TPM NV monotonic counter"}
+NO_ROLLBACK = ("rollback NOT detected: no TPM counter, so restoring an older copy of the store brings back "
+               "old lockout counters and withdrawn users")
 HARDWARE_CUSTODY = ("sealed by hardware (a TPM or secure element)", "protects the key even against a copy of the "
                     "whole disk; not against code running on the unlocked device that asks the hardware to unseal it")
 
@@ -343,9 +354,12 @@ def c4_key(facts: StoreFacts) -> Check:
         where, protects = CUSTODY[facts.provider_id]
     else:
         where, protects = (f"unknown key provider {facts.provider_id}", "unknown")
-    details = [f"key-encryption key: {where}", f"what that protects against: {protects}",
-               f"not in use here: {HARDWARE_CUSTODY[0]} ({HARDWARE_CUSTODY[1]})"]
-    values = {"custody": where, "provider_id": facts.provider_id}
+    rollback = ROLLBACK.get(facts.provider_id or -1, NO_ROLLBACK)
+    details = [f"key-encryption key: {where}", f"what that protects against: {protects}", rollback]
+    if facts.provider_id != 3:
+        details.append(f"not in use here: {HARDWARE_CUSTODY[0]} ({HARDWARE_CUSTODY[1]})")
+    values = {"custody": where, "provider_id": facts.provider_id, "hardware_custody": facts.provider_id == 3,
+              "rollback_detected": facts.provider_id == 3}
     if not facts.decrypted:
         if facts.decrypt_error and "passphrase" in facts.decrypt_error:
             return Check("C4.key", "C4", title, INCONCLUSIVE, "the keys cannot be checked without the passphrase",
@@ -369,7 +383,8 @@ def c4_key(facts: StoreFacts) -> Check:
                    "(all-equal bytes, a repeated pattern, a counting sequence, printable text, < 16 byte values)"))
     if bad:
         return Check("C4.key", "C4", title, FAIL, bad[0], bad + details, values)
-    return Check("C4.key", "C4", title, PASS, f"keys and nonce look random; key custody: {where}", details, values)
+    return Check("C4.key", "C4", title, PASS, f"keys and nonce look random; key custody: {where}; "
+                 f"{rollback.split(':')[0]}", details, values)
 
 
 # --------------------------------------------------------------------------------------

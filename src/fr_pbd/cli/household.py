@@ -1,4 +1,4 @@
-"""``fr-pbd enroll | verify | unenroll | erase | status | keys | fallback``: the household's own commands.
+"""``fr-pbd enroll | verify | unenroll | erase | status | fallback``: the household's own commands.
 
 Verification prints only ``yes`` or ``no`` on stdout (condition 5); when a ``no``
 was not a comparison (locked, no face, several faces, a user not enrolled) it
@@ -160,7 +160,8 @@ def cmd_erase(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     v = _verifier(args)
-    view = v.store().read()
+    store = v.store()
+    view = store.read()
     print(f"store: {v.home} (encrypted, AES-256-GCM; opens with its key)")
     print(f"model: {view.model_id}")
     if not view.has_fallback:
@@ -188,13 +189,7 @@ def _lock_text(lock) -> str:
     if lock.is_locked():
         return f"locked for {lock.retry_after()} s more ({lock.failures} consecutive failures)"
     return f"available ({lock.failures} consecutive failures)"
-
-
-def cmd_keys_rotate(args: argparse.Namespace) -> int:
-    _verifier(args).store().renew()
-    print("rotated: new data key, new key-encryption key, new template protection "
-          "(older copies of the store no longer open; old leaks no longer link)")
-    return EXIT_OK
+    print(f"key: {store.key_provider.custody()}")
 
 
 def cmd_fallback_set(args: argparse.Namespace) -> int:
@@ -251,11 +246,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     add_home(sub.add_parser("status", help="users, template counts, store and key health (no biometric data)")
              ).set_defaults(func=cmd_status)
-
-    ksub = subcommands(sub.add_parser("keys", help="key management"), "keys_command")
-    kr = add_home(ksub.add_parser("rotate", help="new data key and key-encryption key"))
-    kr.add_argument("--renew", action="store_true", help=argparse.SUPPRESS)  # always done now; kept for scripts
-    kr.set_defaults(func=cmd_keys_rotate)
 
     fsub = subcommands(sub.add_parser("fallback", help="the PIN/passphrase alternative to the face"),
                        "fallback_command")
