@@ -19,7 +19,8 @@ stage hook (:mod:`fr_pbd.timing`; nothing is copied here):
 ``decode`` (JPEG bytes -> BGR), ``detect`` (YuNet: letterbox, inference, decoding, NMS),
 ``align`` (face choice, similarity transform, chip warp), ``quality`` (measures and
 gate), ``liveness`` (both MiniFASNet models), ``embed`` (chip + mirror through the
-embedder, template), ``store_read`` (open the store file, unwrap the key, decrypt,
+embedder, template), ``liveness_embed`` (the wall time of those two: they run side by side
+in :mod:`fr_pbd.runtime`'s lanes, so ``liveness`` and ``embed`` overlap and do not add up), ``store_read`` (open the store file, unwrap the key, decrypt,
 parse), ``match`` (protected gallery, best score per user, threshold), ``decide``
 (the lockout transactions: the attempt counted under the exclusive lock before the
 comparison, one fsync'd write; a success clears it with a second one). A frame that stops early (no usable face, attack)
@@ -49,7 +50,8 @@ from typing import TYPE_CHECKING, Any, Callable
 from fr_pbd.errors import ConfigError, FrPbdError
 from fr_pbd.machine import MACHINE_KEYS, machine_info
 
-STAGES = ("decode", "detect", "align", "quality", "liveness", "embed", "store_read", "match", "decide")
+STAGES = ("decode", "detect", "align", "quality", "liveness", "embed", "liveness_embed", "store_read", "match",
+          "decide")
 FRAME_SIZE = (640, 480)
 JPEG_QUALITY = 90
 LFW_FRAMES = 20
@@ -150,8 +152,13 @@ class _Clock:
 
 
 # ----------------------------------------------------------------------------------- the run
-def _make_store(home: Path, pipeline: Any, data_dir: Path, hook: Callable[[str, float], None]) -> Any:
-    """The temporary household store (module docstring): real enrolment plus stand-in members."""
+def _make_store(home: Path, pipeline: Any, data_dir: Path, hook: Callable[[str, float], None],
+                key_provider: str = "file") -> Any:
+    """The temporary household store (module docstring): real enrolment plus stand-in members.
+
+    ``key_provider="tpm2"``: the store is created sealed by the TPM ($FR_PBD_TPM / config), so
+    ``store_read`` and ``decide`` include the TPM's unseal and counter commands.
+    """
     import numpy as np
 
     from fr_pbd.template import Template
@@ -159,6 +166,11 @@ def _make_store(home: Path, pipeline: Any, data_dir: Path, hook: Callable[[str, 
 
     v = Verifier(home=home, extractor=pipeline.extractor,
                  liveness=pipeline.liveness if pipeline.liveness is not None else False, stage_hook=hook)
+    if key_provider == "tpm2":
+        from fr_pbd.store import Store
+        from fr_pbd.store.tpm import TpmKeyProvider
+
+        Store.create(home, model_id=v.extractor.model_id, dim=128, key_provider=TpmKeyProvider())
     pin = "bench-0000-" + os.urandom(4).hex()
     v.set_fallback(pin)
     consent = Consent(text_version="bench", device_id="bench")
@@ -179,7 +191,8 @@ def _reset_lockout(v: Any) -> None:
 
 
 def run_bench(board: str | None = None, data_dir: Path | None = None, rounds: int = 10,
-              liveness: bool = True, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+              liveness: bool = True, progress: Callable[[str], None] | None = None,
+              key_provider: str = "file") -> dict[str, Any]:
     """Measure; return the result document (schema in hardware/results/README.md)."""
     import onnxruntime as ort
 
@@ -209,7 +222,7 @@ def run_bench(board: str | None = None, data_dir: Path | None = None, rounds: in
     home = Path(tempfile.mkdtemp(prefix="fr-pbd-bench."))
     try:
         os.chmod(home, 0o700)
-        v = _make_store(home, pipeline, data, hook)
+        v = _make_store(home, pipeline, data, hook, key_provider)
         t0 = time.perf_counter()
         v.verify(frames[0].jpeg)
         first_ms = (time.perf_counter() - t0) * 1e3
@@ -266,6 +279,7 @@ def run_bench(board: str | None = None, data_dir: Path | None = None, rounds: in
                      "frame_format": f"JPEG q{JPEG_QUALITY}", "enrolled": 1,
                      "gallery_users": 1 + HOUSEHOLD_USERS,
                      "gallery_templates": 1 + HOUSEHOLD_USERS * TEMPLATES_PER_USER,
+                     "store_key": key_provider,
                      "decisions": decisions, "reasons": reasons, "detector_inputs_used": inputs},
         "cold_start_ms": {"models_load": round(load_ms, 1), "first_decision": round(first_ms, 1)},
         "end_to_end_ms": summary(e2e),

@@ -119,8 +119,9 @@ def _build(settings: RunSettings, liveness: bool) -> Pipeline:
 def _extractor(settings: RunSettings) -> "TemplateExtractor":
     from fr_pbd import models
     from fr_pbd.capture import extractor as _ex
+    from fr_pbd.capture import yunet
     from fr_pbd.capture.detect import create_detector
-    from fr_pbd.runtime import create_session
+    from fr_pbd.runtime import LANES, cores, create_session, lane_pool, lane_threads
 
     if settings.embedder not in _ex.EMBEDDERS:
         raise ModelError(f"{settings.embedder!r} is not an embedder fr-pbd can use; "
@@ -128,16 +129,23 @@ def _extractor(settings: RunSettings) -> "TemplateExtractor":
     file_model = settings.embedder + ("-int8" if settings.embedder_variant == "int8" else "")
     embedder_model = models.resolve(file_model)  # hash-checked before any session exists
     detector = create_detector(threads=settings.threads, score_threshold=_ex.DETECTION_THRESHOLD,
-                               max_input=settings.detector_input, providers=settings.providers)
-    session = create_session(embedder_model, threads=settings.threads, providers=settings.providers)
-    return _ex.TemplateExtractor(detector, _ex.EMBEDDERS[settings.embedder](session))
+                               max_input=settings.detector_input, providers=settings.providers,
+                               first_input=yunet.FIRST_PASS_INPUT)
+    # The embedder runs in a lane (chip and mirror side by side, liveness beside them):
+    # fr_pbd.runtime's lanes, measured in docs/performance.md.
+    lanes = lane_pool() if cores(settings.threads) >= LANES else None
+    session = create_session(embedder_model, threads=lane_threads(settings.threads) if lanes else settings.threads,
+                             providers=settings.providers)
+    return _ex.TemplateExtractor(detector, _ex.EMBEDDERS[settings.embedder](session), lanes=lanes)
 
 
 @lru_cache(maxsize=8)
 def _liveness(settings: RunSettings) -> "LivenessDetector":
     from fr_pbd import models
     from fr_pbd.capture.liveness import MODEL_NAMES, LivenessDetector
-    from fr_pbd.runtime import create_session
+    from fr_pbd.runtime import LANES, cores, create_session, lane_threads
 
-    return LivenessDetector({name: create_session(models.resolve(name), threads=settings.threads,
+    # One lane for both models (they run beside the embedder's two runs).
+    threads = lane_threads(settings.threads) if cores(settings.threads) >= LANES else settings.threads
+    return LivenessDetector({name: create_session(models.resolve(name), threads=threads,
                                                   providers=settings.providers) for name in MODEL_NAMES})

@@ -16,12 +16,22 @@ machine (``fr-pbd bench --sweep-sessions``; figures in hardware/results/):
   arena and the pattern stay on (inputs have a fixed shape per session).
 
 Board profiles (``fr_pbd.profiles``) override threads and execution providers.
+
+Lanes (issue 16, docs/performance.md). After detection, a verification has three
+independent jobs: the embedder on the chip, the embedder on its mirror image, and the two
+liveness models. Each is too small for two intra-op threads to pay (per-operator
+wake-ups and barriers, no spinning), so they run side by side instead: :data:`LANES`
+parallel lanes (the caller's thread and :func:`lane_pool`), each session in a lane with
+``cores // LANES`` intra-op threads (1 on a 2-core machine), so the cores are never
+oversubscribed by barriers. The detector runs alone and keeps every core.
 """
 
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal, Sequence
 
 import onnxruntime as ort
@@ -29,6 +39,9 @@ import onnxruntime as ort
 from fr_pbd.models import VerifiedModel
 
 DEFAULT_PROVIDERS: tuple[str, ...] = ("CPUExecutionProvider",)
+
+# Parallel lanes of one verification's post-detection work (module docstring).
+LANES = 2
 
 # Execution providers a profile may name, in onnxruntime's spelling. Anything else
 # is a typo or a provider fr-pbd has never been checked with.
@@ -79,6 +92,27 @@ def session_options(threads: int | None = None, tuning: SessionTuning | None = N
     so.add_session_config_entry("session.intra_op.allow_spinning", "1" if t.spinning else "0")
     so.log_severity_level = 3  # warnings and up only; onnxruntime never sees tensors in logs
     return so
+
+
+def cores(threads: int | None = None) -> int:
+    """The cores a pipeline uses: ``threads``, else every core."""
+    return threads if threads else (os.cpu_count() or 1)
+
+
+def lane_threads(threads: int | None = None) -> int:
+    """Intra-op threads of a session that runs in one of :data:`LANES` parallel lanes."""
+    return max(1, cores(threads) // LANES)
+
+
+@lru_cache(maxsize=1)
+def lane_pool() -> ThreadPoolExecutor:
+    """The worker threads that run the lanes beside the caller's (created once per process, on first use).
+
+    ``LANES`` workers: a verification submits at most two jobs (the mirror chip and the
+    liveness models) and does the third itself; jobs never submit jobs, so a busy pool
+    only queues, never deadlocks. onnxruntime releases the GIL while a session runs.
+    """
+    return ThreadPoolExecutor(max_workers=LANES, thread_name_prefix="fr-pbd-lane")
 
 
 def available_providers(wanted: Sequence[str] | None) -> tuple[list[str], list[str]]:

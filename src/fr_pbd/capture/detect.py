@@ -41,12 +41,14 @@ def _useful_sizes(max_input: tuple[int, int]) -> list[tuple[int, int]]:
 
 def create_detector(threads: int | None = None, score_threshold: float = yunet.SCORE_THRESHOLD,
                     max_input: tuple[int, int] = yunet.INPUT_SIZE,
-                    providers: Sequence[str] | None = None) -> AdaptiveYuNet:
+                    providers: Sequence[str] | None = None,
+                    first_input: tuple[int, int] | None = None) -> AdaptiveYuNet:
     """YuNet on every input size the policy may use, sessions created now (not per frame).
 
     The 640x640 file is required. A variant that is not built is skipped (the frame
     runs on a larger graph at the same scale); a variant that fails its hash check is
-    an error, never skipped.
+    an error, never skipped. ``first_input``: the first pass's size (policy rule 4 in
+    :mod:`fr_pbd.capture.yunet`), e.g. ``yunet.FIRST_PASS_INPUT``; its graph is loaded too.
     """
     def make(name: str) -> YuNet:
         session = create_session(models.resolve(name), threads=threads, providers=providers)
@@ -54,12 +56,15 @@ def create_detector(threads: int | None = None, score_threshold: float = yunet.S
 
     detectors = {yunet.INPUT_SIZE: make(yunet.MODEL_NAME)}
     missing: list[str] = []
-    for size in _useful_sizes(max_input):
+    wanted = _useful_sizes(max_input)
+    if first_input is not None:
+        wanted += [s for s in _useful_sizes(first_input) if s not in wanted]
+    for size in wanted:
         try:
             detectors[size] = make(VARIANT_MODELS[size])
         except ModelNotFoundError:
             missing.append(VARIANT_MODELS[size])
-    return AdaptiveYuNet(detectors, max_input=max_input, missing_variants=tuple(missing))
+    return AdaptiveYuNet(detectors, max_input=max_input, missing_variants=tuple(missing), first_input=first_input)
 
 
 @lru_cache(maxsize=4)

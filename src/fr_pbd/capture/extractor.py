@@ -7,6 +7,8 @@ many threads is decided in one place, :func:`fr_pbd.pipeline.build_pipeline`.
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, Protocol
 
@@ -74,11 +76,14 @@ def choose_face(faces: list[Face], image_shape: tuple[int, ...], select: Selecti
 class TemplateExtractor:
     """Detector + aligner + embedder, created once and reused."""
 
-    def __init__(self, detector: YuNet | AdaptiveYuNet, embedder: Embedder) -> None:
+    def __init__(self, detector: YuNet | AdaptiveYuNet, embedder: Embedder, lanes: Executor | None = None) -> None:
+        """``lanes``: workers that run the mirror chip and the ``check`` beside the caller's thread
+        (:func:`fr_pbd.runtime.lane_pool`); None runs everything in the caller's thread, in turn."""
         if embedder.channel_order not in ("RGB", "BGR"):
             raise ModelError(f"unsupported channel order {embedder.channel_order!r} for {embedder.model_id}")
         self.detector = detector
         self.embedder = embedder
+        self.lanes = lanes
         self.model_id = embedder.model_id
         # The quality gate's sharpness and exposure limits were measured on dlib-geometry
         # chips (tools/measure_quality_lfw.py), so it always looks at one: the embedder's
@@ -103,7 +108,10 @@ class TemplateExtractor:
         """Find, check and align the face; raise QualityError with a reason code if unusable."""
         policy = quality.POLICIES[purpose]
         with stage(hook, "detect"):
-            found = self.detector.detect(image)
+            if isinstance(self.detector, AdaptiveYuNet):  # the first pass only where it cannot change the answer
+                found = self.detector.detect(image, first_pass=purpose == "verify" and select == "largest")
+            else:
+                found = self.detector.detect(image)
         with stage(hook, "align"):
             faces = [f for f in found if f.score >= policy.min_face_score]
             if not faces:
@@ -126,9 +134,19 @@ class TemplateExtractor:
         chips = np.stack([c.chip_bgr[:, :, ::-1] if rgb else c.chip_bgr for c in captures])  # the embedder's order
         if not self.embedder.flip_average:
             return [Template(v, self.model_id) for v in self.embedder.embed(chips)]
-        # One batch: the chips and their mirror images; the template is the mean of
-        # both unit vectors (see the embedder module's FLIP_AVERAGE).
-        out = self.embedder.embed(np.concatenate([chips, chips[:, :, ::-1]]))
+        # The chips and their mirror images; the template is the mean of both unit
+        # vectors (see the embedder module's FLIP_AVERAGE). With lanes, the mirrors run in a
+        # worker while this thread runs the chips (docs/performance.md); else one batch.
+        mirrors = np.ascontiguousarray(chips[:, :, ::-1])
+        if self.lanes is None:
+            out = self.embedder.embed(np.concatenate([chips, mirrors]))
+        else:
+            pending = self.lanes.submit(self.embedder.embed, mirrors)
+            try:
+                first = self.embedder.embed(chips)
+            finally:
+                second = pending.result()
+            out = np.concatenate([first, second])
         out /= np.linalg.norm(out, axis=1, keepdims=True)
         n = len(captures)
         return [Template(out[i] + out[n + i], self.model_id) for i in range(n)]
@@ -136,15 +154,45 @@ class TemplateExtractor:
     def template(self, image: ImageSource, purpose: Purpose = "verify", select: Selection = "largest",
                  check: Callable[[np.ndarray, Face], None] | None = None,
                  hook: StageHook | None = None) -> Template:
-        """``check`` (e.g. liveness) sees the raw decoded frame and the chosen face before embedding; it may raise.
+        """``check`` (e.g. liveness) sees the raw decoded frame and the chosen face; it may raise.
+
+        With lanes, ``check`` runs in a worker while the face is embedded; its exception (an
+        attack) is raised after both are done and takes precedence, so the caller sees what it
+        saw when the check ran first; the template is then dropped.
 
         ``hook`` receives each stage's duration (``fr-pbd bench``); it never sees pixels or vectors.
+        With lanes, ``liveness`` and ``embed`` overlap; ``liveness_embed`` is their wall time.
         """
         with stage(hook, "decode"):
             frame = load_image(image)
         capture = self.capture(frame, purpose, select, hook)
-        if check is not None:
+        if check is not None and self.lanes is None:
             with stage(hook, "liveness"):
                 check(frame, capture.face)
-        with stage(hook, "embed"):
-            return self.embed([capture])[0]
+            check = None
+        if check is None:
+            with stage(hook, "embed"):
+                return self.embed([capture])[0]
+        assert self.lanes is not None
+        with stage(hook, "liveness_embed"):
+            pending = self.lanes.submit(_timed, check, frame, capture.face)
+            try:
+                with stage(hook, "embed"):
+                    template = self.embed([capture])[0]
+            finally:
+                seconds, error = pending.result()
+                if hook is not None:
+                    hook("liveness", seconds)
+                if error is not None:
+                    raise error
+        return template
+
+
+def _timed(check: Callable[[np.ndarray, Face], None], frame: np.ndarray, face: Face) -> tuple[float, Exception | None]:
+    """Run ``check`` in a lane: (its duration, the exception it raised or None), for the caller's thread."""
+    t0 = time.perf_counter()
+    try:
+        check(frame, face)
+    except Exception as exc:  # noqa: BLE001 - handed back to the caller's thread and raised there
+        return time.perf_counter() - t0, exc
+    return time.perf_counter() - t0, None

@@ -20,6 +20,13 @@ Which graph runs a frame (:class:`AdaptiveYuNet`, the policy):
 3. A variant whose file is missing (not built) is skipped with no error: the frame
    then runs on the next larger one, at worst on the 640x640 file, at the same
    scale, so results agree and only speed is lost (``missing_variants`` says so).
+4. First pass (``first_input``, a verification of the largest face only): a face at
+   unlock distance is large, so the frame first runs at the scale that fits
+   ``first_input`` (320x240: a quarter of the work). Its faces are kept when the largest
+   has eyes at least :data:`FIRST_PASS_MIN_EYE_PX` apart at that scale; otherwise (no
+   face, or only small ones) the frame runs again at the detection scale of rule 1, and
+   only that second answer counts. Enrolment and the ``center`` choice (LFW) never take
+   the first pass: a smaller face the first pass might miss could change their answer.
 """
 
 from __future__ import annotations
@@ -38,6 +45,13 @@ LANDMARK_NAMES = ("right_eye", "left_eye", "nose_tip", "right_mouth_corner", "le
 SCORE_THRESHOLD = 0.9  # OpenCV's default; score = sqrt(cls * obj)
 NMS_THRESHOLD = 0.3
 TOP_K = 5000
+
+# The first pass (policy rule 4): its input, and the smallest face it may answer for,
+# as the distance between the eyes at the first pass's scale, in pixels. 32 px there
+# is 64 px in a 640x480 frame (a face about 25 cm wide at 50 cm from a 60-degree
+# webcam); docs/performance.md gives the template agreement measured with it.
+FIRST_PASS_INPUT = (320, 240)
+FIRST_PASS_MIN_EYE_PX = 32.0
 
 
 @dataclass(frozen=True)
@@ -215,7 +229,8 @@ class AdaptiveYuNet:
     """
 
     def __init__(self, detectors: dict[tuple[int, int], YuNet], max_input: tuple[int, int] = INPUT_SIZE,
-                 missing_variants: tuple[str, ...] = ()) -> None:
+                 missing_variants: tuple[str, ...] = (), first_input: tuple[int, int] | None = None,
+                 first_min_eye_px: float = FIRST_PASS_MIN_EYE_PX) -> None:
         if INPUT_SIZE not in detectors:
             raise ValueError("the 640x640 YuNet is required as the fallback")
         mw, mh = max_input
@@ -224,7 +239,11 @@ class AdaptiveYuNet:
         self.detectors = dict(sorted(detectors.items(), key=lambda kv: kv[0][0] * kv[0][1]))
         self.max_input = (int(mw), int(mh))
         self.missing_variants = missing_variants
+        self.first_input = first_input
+        self.first_min_eye_px = float(first_min_eye_px)
         self.last_input_size: tuple[int, int] | None = None  # for the benchmark's record
+        self.first_pass_kept = 0  # counts, for the benchmark: first passes kept / run again
+        self.first_pass_rerun = 0
 
     @property
     def score_threshold(self) -> float:
@@ -240,8 +259,37 @@ class AdaptiveYuNet:
         self.last_input_size = size
         return self.detectors[size], scale
 
-    def detect(self, image: np.ndarray) -> list[Face]:
-        """Faces in a BGR uint8 image, in its own pixel coordinates, best first."""
+    def first_plan(self, image_wh: tuple[int, int]) -> tuple[YuNet, float] | None:
+        """The first pass's detector and scale (rule 4), or None when it would not be smaller than the full one."""
+        if self.first_input is None:
+            return None
+        sizes = list(self.detectors)
+        full_size, scale = choose_input(image_wh, self.max_input, sizes)
+        size, first = choose_input(image_wh, self.first_input, sizes)
+        if size == full_size or first >= scale:
+            return None
+        return self.detectors[size], first
+
+    def detect(self, image: np.ndarray, first_pass: bool = False) -> list[Face]:
+        """Faces in a BGR uint8 image, in its own pixel coordinates, best first.
+
+        ``first_pass``: try the first pass (rule 4) before the full one; only for a
+        verification that will take the largest face.
+        """
         h, w = image.shape[:2]
+        first = self.first_plan((w, h)) if first_pass else None
+        if first is not None:
+            det, scale = first
+            faces = det.detect_at(image, scale)
+            if faces and max(eye_distance(f) for f in faces) * scale >= self.first_min_eye_px:
+                self.last_input_size = det.input_size
+                self.first_pass_kept += 1
+                return faces
+            self.first_pass_rerun += 1
         det, scale = self.plan((w, h))
         return det.detect_at(image, scale)
+
+
+def eye_distance(face: Face) -> float:
+    """Distance between the two eye landmarks, in the face's (image) pixels."""
+    return float(np.hypot(*(face.landmarks[1] - face.landmarks[0])))

@@ -16,10 +16,14 @@ slower.) The output column order is the order given by the caller
 (``Gallery.users``), independent of the internal layout.
 
 Scoring a batch of probes ``P`` (``B x D``) with ``B > 1`` costs one GEMM per
-chunk into a reused, cache-resident ``B x 4096`` buffer, then the fold. With
+*span* of whole chunks (up to 65536 rows, fewer when ``B`` is large so that the
+reused score buffer stays at most 16 MiB), then the fold of every chunk in the
+span at once. One GEMM per 4096-row chunk reached 0.44 of numpy's large GEMM
+rate at N = 10**6, B = 64 (K = 128 is small: each call's packing and thread
+start dominate); spans of 16 chunks amortise them (docs/performance.md). With
 ``B == 1`` it is one GEMV per 16 chunks (about 65536 rows), which is
 memory-bandwidth bound. Nothing ``N x B``-sized is ever allocated: the largest
-temporary is one score block, the output is ``B x U``.
+temporary is one score span, the output is ``B x U``.
 
 Privacy contract
 ----------------
@@ -47,6 +51,8 @@ __all__ = ["Gallery"]
 # Rows per chunk of whole users (layout), and rows per GEMV call when B == 1.
 _CHUNK_ROWS = 4096
 _GEMV_ROWS = 65536
+# Rows per GEMM call when B > 1: up to _GEMV_ROWS, with a score buffer of at most this many floats.
+_SPAN_FLOATS = 1 << 22
 # Above this many templates per user, fold with one np.max(axis=1) call instead of c-1 np.maximum.
 _LOOP_FOLD_MAX_C = 32
 _NORM_TOL = 1e-3
@@ -279,8 +285,10 @@ class Gallery:
                 self._score_group_1(vec, p[0], g, out1)
             return out1[None, :]
         out = np.empty((b, u), dtype=np.float32)
-        rows = max(c * cu if c <= self._chunk_rows else 1 for c, _, _, _, cu in self._groups)
-        s_buf = np.empty(b * rows, dtype=np.float32)  # one chunk's scores, reused
+        span = max(self._chunk_rows, min(_GEMV_ROWS, _SPAN_FLOATS // b))  # rows per GEMM call
+        rows = max(c * cu * max(1, span // (c * cu)) if c <= self._chunk_rows else 1
+                   for c, _, _, _, cu in self._groups)
+        s_buf = np.empty(b * rows, dtype=np.float32)  # one span's scores, reused
         for g in self._groups:
             self._score_group(vec, p, g, out, s_buf)
         return out
@@ -326,22 +334,26 @@ class Gallery:
                     np.maximum(best, (p @ vec[s0 : min(s0 + step, r + c)].T).max(axis=1), out=best)
                 out[:, _col(cols, k)] = best
             return
-        for k0 in range(0, n_users, cu):
-            n = min(cu, n_users - k0)
+        nf = n_users // cu
+        kb = max(1, (s_buf.size // b) // (c * cu))  # full chunks per GEMM call
+        spans = [(k0, min(kb, nf - k0 // cu), cu) for k0 in range(0, nf * cu, kb * cu)]
+        if n_users > nf * cu:
+            spans.append((nf * cu, 1, n_users - nf * cu))
+        for k0, nchunks, n in spans:
             r0 = row0 + k0 * c
-            s = s_buf[: b * c * n].reshape(b, c * n)
-            np.matmul(p, vec[r0 : r0 + c * n].T, out=s)  # (B, rows): the faster GEMM orientation here
-            dst = _cols(cols, k0, k0 + n)
+            rows = nchunks * c * n
+            s = s_buf[: b * rows].reshape(b, rows)
+            np.matmul(p, vec[r0 : r0 + rows].T, out=s)  # (B, rows): the faster GEMM orientation here
+            dst = _cols(cols, k0, k0 + nchunks * n)
             if c == 1:
                 out[:, dst] = s
                 continue
-            s3 = s.reshape(b, c, n)
-            if isinstance(dst, slice):
-                _fold(s3, out[:, dst], c)
-            else:
-                o = np.empty((b, n), np.float32)
-                _fold(s3, o, c)
-                out[:, dst] = o
+            if nchunks == 1 and isinstance(dst, slice):
+                _fold(s.reshape(b, c, n), out[:, dst], c)
+                continue
+            o = np.empty((b * nchunks, n), np.float32)  # (probe, chunk) rows; users of a chunk along a row
+            _fold(s.reshape(b * nchunks, c, n), o, c)
+            out[:, dst] = o.reshape(b, nchunks * n)
 
     def matches(self, probe: np.ndarray, threshold: float, user: str | None = None) -> bool:
         """Yes or no: does ``probe`` (a unit ``(D,)`` vector) match?
