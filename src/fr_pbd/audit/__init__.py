@@ -93,7 +93,7 @@ def run_audit(home: str | os.PathLike[str], *, socket_path: str | os.PathLike[st
         _o.c5_timing(result),
         _c.dpia_provenance(facts),
         _c.dpia_accuracy(ev, facts),
-        _c.dpia_bias(ev),
+        _c.dpia_bias(ev, facts),
     ]
 
 
@@ -130,7 +130,7 @@ def run_target(target: str | os.PathLike[str], *, verifications: int = DEFAULT_V
     if facts is not None and home is not None:
         store_checks = [_c.c1_profile(home), _c.c2_consent(facts), _c.c2_fallback(home, facts), modes]
         c4 = [_c.c4_cipher(facts), _c.c4_kdf(facts), _c.c4_ciphertext(facts), _c.c4_key(facts)]
-        dpia = [_c.dpia_provenance(facts), _c.dpia_accuracy(t.eval_report, facts), _c.dpia_bias(t.eval_report)]
+        dpia = [_c.dpia_provenance(facts), _c.dpia_accuracy(t.eval_report, facts), _c.dpia_bias(t.eval_report, facts)]
     else:
         bb = _t.black_box
         store_checks = [bb("C1.profile", "C1", "Deployment profile is household-device-access"),
@@ -143,7 +143,7 @@ def run_target(target: str | os.PathLike[str], *, verifications: int = DEFAULT_V
               bb("C4.key", "C4", "Keys are random, nonces not fixed; key custody stated")]
         dpia = [bb("DPIA.model-provenance", "DPIA", "Model provenance and training data stated for every model"),
                 bb("DPIA.accuracy", "DPIA", "Accuracy measured by the book (ISO/IEC 19795-1, FNMR at FMR)"),
-                bb("DPIA.bias", "DPIA", "Demographic differentials measured (ISO/IEC 19795-10)")]
+                bb("DPIA.bias", "DPIA", _c.BIAS_TITLE)]
     checks = [*store_checks, _f.c3_plaintext_templates(src), sock_check,
               _o.c3_network(result, nf), _f.c3_logs(src), *c4, _o.c5_answer(result), _o.c5_timing(result), *dpia]
     order = ["C1.profile", "C2.consent", "C2.fallback", "C3.file-modes", "C3.plaintext-templates", "C3.socket",

@@ -461,8 +461,47 @@ def dpia_accuracy(eval_path: Path | None, facts: StoreFacts) -> Check:
                  f"evaluation report for {d.get('model_id')} with FNMR at target FMRs", details, values)
 
 
-def dpia_bias(eval_path: Path | None) -> Check:
-    title = "Demographic differentials measured (ISO/IEC 19795-10)"
+BIAS_TITLE = "Every labelled group within the claimed FMR at the installation's threshold (ISO/IEC 19795-10)"
+
+
+def _claim(model_id: str) -> tuple[float | None, float | None, str | None]:
+    """(installation threshold, claimed pairwise FMR, why not) from the model manifest.
+
+    fr-pbd has no per-installation threshold: every decision uses the manifest's
+    ``default_threshold`` (fr_pbd.models.threshold); the claim is its ``target_fmr``.
+    """
+    from fr_pbd import models
+    from fr_pbd.errors import FrPbdError
+
+    try:
+        spec = models.spec(model_id)
+    except FrPbdError:
+        return None, None, f"model {model_id!r} has no manifest entry"
+    target = spec.extra.get("target_fmr")
+    if spec.default_threshold is None:
+        return None, None, f"the manifest gives no threshold for {model_id}"
+    if not isinstance(target, (int, float)) or not 0 < float(target) < 1:
+        return spec.default_threshold, None, f"the manifest entry of {model_id} claims no target_fmr"
+    return float(spec.default_threshold), float(target), None
+
+
+def _curve_point(curve: dict, threshold: float) -> tuple[float, int, int, int, int] | None:
+    """The curve point at or just below ``threshold`` (over-states FMR), or None below the curve."""
+    ts = curve.get("thresholds") or []
+    best = None
+    for k, t in enumerate(ts):
+        if t <= threshold and (best is None or t > ts[best]):
+            best = k
+    if best is None:
+        return None
+    return (float(ts[best]), int(curve["false_matches"][best]), int(curve["impostor_comparisons"]),
+            int(curve["false_non_matches"][best]), int(curve["genuine_comparisons"]))
+
+
+def dpia_bias(eval_path: Path | None, facts: StoreFacts | None = None) -> Check:
+    """FAIL when the installation's threshold gives any labelled group a same-group FMR above
+    the target the manifest claims, or when the report has no per-group curve to show it."""
+    title = BIAS_TITLE
     d, err = _load_eval(eval_path)
     if eval_path is None:
         return inconclusive("DPIA.bias", "DPIA", title, "no evaluation report was given", EVAL_NEEDS)
@@ -470,13 +509,71 @@ def dpia_bias(eval_path: Path | None) -> Check:
         return inconclusive("DPIA.bias", "DPIA", title, f"no usable evaluation report: {err}", EVAL_NEEDS)
     groups = d.get("groups")
     if not isinstance(groups, dict) or not groups.get("attributes"):
-        return inconclusive("DPIA.bias", "DPIA", title, "the evaluation report has no per-group analysis",
-                            "--eval REPORT.json from `fr-pbd eval lfw --groups FILE.csv`")
-    details = [f"one global threshold {groups.get('threshold')} ({groups.get('threshold_source')})"]
+        return Check("DPIA.bias", "DPIA", title, FAIL,
+                     "the evaluation report has no per-group analysis: nothing shows that every group gets the "
+                     "false-match rate the product promises (run `fr-pbd eval lfw --groups FILE.csv`)")
+    model_id = (facts.model_id if facts is not None and facts.model_id else None) or d.get("model_id")
+    if facts is not None and facts.model_id and d.get("model_id") and d.get("model_id") != facts.model_id:
+        return inconclusive("DPIA.bias", "DPIA", title,
+                            f"the report evaluates {d.get('model_id')}, but the store uses {facts.model_id}: "
+                            "no per-group figures for the installed model", EVAL_NEEDS)
+    if not model_id:
+        return inconclusive("DPIA.bias", "DPIA", title, "neither the store nor the report names the model",
+                            EVAL_NEEDS)
+    threshold, target, why = _claim(str(model_id))
+    if why:
+        return inconclusive("DPIA.bias", "DPIA", title, f"no claim to check: {why}",
+                            "a default_threshold and a target_fmr in the model's manifest entry")
+    details = [f"installation: model {model_id}, threshold {threshold} (the manifest's default_threshold; fr-pbd "
+               f"has no per-installation threshold); claimed FMR <= {target:g} for every labelled group "
+               "(same-group impostors: both identities in the group)",
+               f"report {eval_path}: groups file {groups.get('groups_file')}, created {d.get('created_utc')}"]
+    wg = groups.get("worst_group") or {}
+    if wg:
+        details.append(f"the report's own operating points: global threshold {groups.get('threshold')} "
+                       f"({groups.get('threshold_source')}), worst-group threshold {wg.get('threshold')} for FMR "
+                       f"{wg.get('target_fmr')} (bound by {wg.get('binding')})")
+    bad, unresolved, values_g, det = [], [], {}, {}
     for attr, a in groups["attributes"].items():
-        for what in ("fnmr", "fmr"):
-            wb = a.get(f"{what}_worst_best") or {}
-            details.append(f"{attr}: {what.upper()} worst group {wb.get('worst')}, best {wb.get('best')}, "
-                           f"ratio {wb.get('ratio')}" + (f" ({wb['note']})" if wb.get("note") else ""))
+        for name, s in (a.get("groups") or {}).items():
+            key = f"{attr}={name}"
+            curve = s.get("curve")
+            if not isinstance(curve, dict):
+                bad.append(f"{key}: the report gives no per-group curve, so the FMR at {threshold} cannot be read "
+                           "(a report made before per-group curves; run the evaluation again)")
+                continue
+            pt = _curve_point(curve, threshold)
+            if pt is None:
+                bad.append(f"{key}: the installation's threshold {threshold} is below the report's curve")
+                continue
+            t, fm, im, fnm, gn = pt
+            fmr = fm / im if im else None
+            fnmr = fnm / gn if gn else None
+            line = (f"{key}: FMR {fmr:.3g} ({fm:,} of {im:,} same-group impostor comparisons), FNMR "
+                    f"{'n/a' if fnmr is None else f'{100 * fnmr:.1f} %'} at {t:.6g}, the curve point at or below "
+                    f"{threshold} (FMR there is at least the FMR at {threshold}: a conservative reading)"
+                    if fmr is not None else f"{key}: no same-group impostor comparisons")
+            boot = (s.get("at_worst_group_threshold") or {}).get("fmr_ci95_bootstrap")
+            if boot and wg:
+                line += (f"; per-identity bootstrap 95 % at the report's worst-group threshold: "
+                         f"[{boot[0]:.3g}, {boot[1]:.3g}]")
+            details.append(line)
+            values_g[key] = {"curve_threshold": t, "fmr": fmr, "false_matches": fm, "impostor_comparisons": im,
+                             "fnmr": fnmr}
+            if isinstance(s.get("det"), dict):
+                det[key] = {"fmr": s["det"].get("fmr"), "fnmr": s["det"].get("fnmr"), "point": [fmr, fnmr]}
+            if fmr is None or im * target < 1.0:
+                unresolved.append(f"{key}: {im:,} impostor comparisons cannot show FMR {target:g}")
+            elif fmr > target:
+                bad.append(f"{key}: FMR {fmr:.3g} at threshold {threshold} is {fmr / target:.2f} times the claimed "
+                           f"{target:g}")
+    values = {"model_id": model_id, "threshold": threshold, "target_fmr": target, "groups": values_g,
+              "det_per_group": det}
+    if bad:
+        return Check("DPIA.bias", "DPIA", title, FAIL, "; ".join(bad), details, values)
+    if unresolved:
+        return inconclusive("DPIA.bias", "DPIA", title, "; ".join(unresolved),
+                            "an evaluation with more comparisons per group", details, values)
     return Check("DPIA.bias", "DPIA", title, PASS,
-                 f"per-group FNMR/FMR for {len(groups['attributes'])} attribute(s)", details)
+                 f"at threshold {threshold}, every one of {len(values_g)} labelled group(s) has a same-group FMR "
+                 f"<= the claimed {target:g} (read conservatively from the report's curve)", details, values)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import json
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 from fr_pbd.audit.checks import FAIL, INCONCLUSIVE, PASS, RESULT_FAIL, RESULT_PASS, Check
@@ -93,6 +94,82 @@ def verdict_words(result: str, checks: list[Check]) -> str:
             + "; ".join(f"{c.id}: {c.needs}" for c in missing) + ".")
 
 
+_GROUP_COLOURS = ("#c2185b", "#1f5aa6", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b")
+
+
+def bias_figure(values: dict[str, Any]) -> str:
+    """DPIA.bias as a picture: an inline SVG DET plot, one curve per labelled group, each group's
+    point at the installation's threshold, the claimed FMR as a line, and a table under it.
+
+    Drawn here from the evaluation report's aggregates (no image file, no script, no external
+    resource: the report stays one self-contained file; the audit does not import fr_pbd.eval).
+    """
+    det = values.get("det_per_group") or {}
+    groups = values.get("groups") or {}
+    target = values.get("target_fmr")
+    if not det or not groups:
+        return ""
+    e = html.escape
+    nd = NormalDist()
+    x_lo, x_hi, y_lo, y_hi = 1e-7, 0.5, 2e-3, 0.95
+    w, h, ml, mr, mt, mb = 560, 380, 64, 14, 14, 52
+
+    def px(p: float) -> float:
+        p = min(max(p, x_lo), x_hi)
+        return ml + (nd.inv_cdf(p) - nd.inv_cdf(x_lo)) / (nd.inv_cdf(x_hi) - nd.inv_cdf(x_lo)) * (w - ml - mr)
+
+    def py(p: float) -> float:
+        p = min(max(p, y_lo), y_hi)
+        return h - mb - (nd.inv_cdf(p) - nd.inv_cdf(y_lo)) / (nd.inv_cdf(y_hi) - nd.inv_cdf(y_lo)) * (h - mt - mb)
+
+    parts = [f'<rect x="{ml}" y="{mt}" width="{w - ml - mr}" height="{h - mt - mb}" fill="#fff" stroke="#9aa3b2"/>']
+    for t in (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 0.5):
+        x = px(t)
+        parts.append(f'<line x1="{x:.1f}" y1="{mt}" x2="{x:.1f}" y2="{h - mb}" stroke="#e7eaf0"/>'
+                     f'<text x="{x:.1f}" y="{h - mb + 14}" font-size="10" text-anchor="middle">{t:g}</text>')
+    for t in (0.005, 0.01, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9):
+        y = py(t)
+        parts.append(f'<line x1="{ml}" y1="{y:.1f}" x2="{w - mr}" y2="{y:.1f}" stroke="#e7eaf0"/>'
+                     f'<text x="{ml - 5}" y="{y + 3:.1f}" font-size="10" text-anchor="end">{100 * t:g}%</text>')
+    parts.append(f'<text x="{(ml + w - mr) / 2}" y="{h - 12}" font-size="11" text-anchor="middle">'
+                 'false match rate, same-group impostors (normal-deviate scale)</text>'
+                 f'<text x="14" y="{(mt + h - mb) / 2}" font-size="11" text-anchor="middle" '
+                 f'transform="rotate(-90 14 {(mt + h - mb) / 2})">false non-match rate</text>')
+    if isinstance(target, (int, float)) and x_lo < target < x_hi:
+        x = px(target)
+        parts.append(f'<line x1="{x:.1f}" y1="{mt}" x2="{x:.1f}" y2="{h - mb}" stroke="#5b6577" '
+                     f'stroke-dasharray="5 4"/><text x="{x + 4:.1f}" y="{mt + 12}" font-size="10" '
+                     f'fill="#5b6577">claimed FMR {target:g}</text>')
+    rows = []
+    for k, (name, d) in enumerate(det.items()):
+        colour = _GROUP_COLOURS[k % len(_GROUP_COLOURS)]
+        fmr, fnmr = d.get("fmr") or [], d.get("fnmr") or []
+        pts = " ".join(f"{px(a):.1f},{py(b):.1f}" for a, b in zip(fmr, fnmr)
+                       if isinstance(a, (int, float)) and isinstance(b, (int, float)))
+        if pts:
+            parts.append(f'<polyline points="{pts}" fill="none" stroke="{colour}" stroke-width="2"/>')
+        pt = d.get("point") or [None, None]
+        if all(isinstance(v, (int, float)) for v in pt):
+            parts.append(f'<circle cx="{px(pt[0]):.1f}" cy="{py(pt[1]):.1f}" r="5" fill="{colour}" '
+                         f'stroke="#fff" stroke-width="1.5"/>')
+        parts.append(f'<text x="{w - mr - 8}" y="{mt + 16 + 14 * k}" font-size="11" text-anchor="end" '
+                     f'fill="{colour}">{e(name)}</text>')
+        g = groups.get(name) or {}
+        fm, fn = g.get("fmr"), g.get("fnmr")
+        over = isinstance(fm, (int, float)) and isinstance(target, (int, float)) and fm > target
+        rows.append(f'<tr><td style="color:{colour};font-weight:600">{e(name)}</td>'
+                    f'<td>{"n/a" if fm is None else f"{fm:.3g}"}</td><td>{"n/a" if fn is None else f"{100 * fn:.1f} %"}'
+                    f'</td><td>{g.get("impostor_comparisons", 0):,}</td><td>{"above the claim" if over else "within"}'
+                    f'</td></tr>')
+    svg = (f'<svg viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" '
+           f'aria-label="DET curve per group" font-family="sans-serif">{"".join(parts)}</svg>')
+    return (f'<div class="fig">{svg}<table class="meta"><tr><td><b>group</b></td><td><b>FMR</b></td>'
+            f'<td><b>FNMR</b></td><td><b>impostor comparisons</b></td><td><b>claim</b></td></tr>{"".join(rows)}'
+            f'</table><p class="self">Dots: each group at the installation\'s threshold {values.get("threshold")} '
+            f'(read at the report\'s curve point at or below it, which over-states FMR). Curves: the '
+            f'evaluation report\'s per-group DET.</p></div>')
+
+
 def render_html(report: dict[str, Any], checks: list[Check]) -> str:
     e = html.escape
     result = report["result"]
@@ -122,9 +199,10 @@ def render_html(report: dict[str, Any], checks: list[Check]) -> str:
                 lis = "".join(f"<li>{e(d)}</li>" for d in c.self_report)
                 own = (f'<div class="self">Self-report of the audited product (shown, not used for the verdict):'
                        f'<ul class=d>{lis}</ul></div>')
+            fig = bias_figure(c.values) if c.id == "DPIA.bias" else ""
             items.append(f'<div class="check"><div class="row">{_badge(c.status)}<div>'
                          f'<span class="title">{e(c.title)}</span><span class="id">{e(c.id)}</span>'
-                         f'<p class="ev">{e(c.summary)}</p>{needs}{det}{own}</div></div></div>')
+                         f'<p class="ev">{e(c.summary)}</p>{needs}{fig}{det}{own}</div></div></div>')
         sections.append(f'<section id="{cond}"><header><span class="tag">{e(cond)}</span><h2>{e(name)}</h2></header>'
                         f'<p class="what">{e(what)}</p>{"".join(items)}</section>')
     meta_rows = "".join(f"<tr><td>{e(k)}</td><td>{e(str(v))}</td></tr>" for k, v in meta.items())
