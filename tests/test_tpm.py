@@ -287,3 +287,35 @@ def test_cli_migrate_file_to_tpm_keeps_everything(tpm_env, tmp_path):
     assert stored_provider_id(home) == fmt.PROVIDER_TPM2 and not (home / "keys" / "kek").exists()
     st = Store.open(home)
     assert st.read().generation == gen + 1 and st.check_fallback(PIN)
+
+
+# -- the egress filter lets the TPM transport through, and nothing else --------------------------
+_UNDER_FILTER = r"""
+import os, sys
+from fr_pbd import egress
+assert egress.install_kernel_filter()
+from fr_pbd.store.tpm import tpm_info
+print("unix", tpm_info(sys.argv[1]).present)
+os.environ["TSS2_LOG"] = "all+NONE"
+import tpm2_pytss
+try:
+    tpm2_pytss.ESAPI(f"swtpm:host=127.0.0.1,port={sys.argv[2]}")
+    print("tcp connected")
+except Exception:
+    print("tcp refused")
+"""
+
+
+def test_under_the_kernel_filter_the_unix_transport_works_and_a_tcp_one_is_refused(swtpm):
+    import socket
+
+    with socket.socket() as listener:  # a TCP "TPM simulator" outside the filter, to see what arrives
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        listener.settimeout(0.5)
+        port = listener.getsockname()[1]
+        r = subprocess.run([sys.executable, "-c", _UNDER_FILTER, swtpm.transport, str(port)], capture_output=True,
+                           text=True, timeout=120, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+        assert r.stdout.split("\n")[:2] == ["unix True", "tcp refused"], r.stdout + r.stderr
+        with pytest.raises(socket.timeout):
+            listener.accept()  # nothing reached it

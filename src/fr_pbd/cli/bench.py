@@ -20,7 +20,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.rounds < 1:
         raise ConfigError("--rounds must be at least 1")
     result = run_bench(args.board, Path(args.data) if args.data else None, args.rounds,
-                       liveness=not args.no_liveness, progress=say)
+                       liveness=not args.no_liveness, progress=say, key_provider=args.key_provider)
     if args.sweep_sessions:
         say("session option sweep")
         result["session_sweep_ms"] = sweep_session_options()
@@ -49,6 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--rounds", type=int, default=10, help="passes over the frame set (default 10)")
     b.add_argument("--no-liveness", action="store_true",
                    help="leave presentation-attack detection out (to compare with pipelines that have none)")
+    b.add_argument("--key-provider", choices=("file", "tpm2"), default="file",
+                   help="the bench store's key: a key file (default) or sealed by the TPM ($FR_PBD_TPM), to time "
+                        "the TPM path per verification")
     b.add_argument("--sweep-sessions", action="store_true",
                    help="also time each model under each onnxruntime session option (session_sweep_ms)")
     b.set_defaults(func=cmd_bench)
