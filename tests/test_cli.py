@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import json
 import os
 import subprocess
@@ -110,7 +112,9 @@ def test_every_command_group_is_a_module_of_the_cli_package():
     for name, sub in commands.items():
         funcs = {sub.get_default("func")}
         for action in sub._actions:  # sub-commands (keys rotate, models list, eval lfw, ...)
-            for leaf in getattr(action, "choices", None) or {}:
+            if not isinstance(action, argparse._SubParsersAction):
+                continue  # an option with choices
+            for leaf in action.choices:
                 funcs.add(action.choices[leaf].get_default("func"))
         for f in funcs - {None}:
             assert f.__module__.startswith("fr_pbd.cli."), f"{name}: {f.__module__}.{f.__name__}"

@@ -25,6 +25,10 @@ File: ``$FR_PBD_HOME/config.toml`` (optional)::
     answer_deadline_ms = 1000    # every verification is answered this long after its request arrived
     max_connections_per_uid = 4  # open connections one uid may hold; more are answered N at once
 
+    [capture]
+    max_frames = 5               # frames one camera attempt may look at (yes at the first live match)
+    frame_budget_ms = 1000       # and the time they may take; the daemon also keeps its answer deadline
+
 The home and every directory above it must be safe from other users
 (:func:`check_home_parents`, as ssh's ``StrictModes``): whoever can rename a
 parent can swap the store, the key or this file.
@@ -32,6 +36,7 @@ parent can swap the store, the key or this file.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 import sys
@@ -53,6 +58,7 @@ __all__ = [
     "check_home_parents",
     "PROFILE_HOUSEHOLD",
     "PROFILES",
+    "CaptureConfig",
     "Config",
     "DaemonConfig",
     "config_path",
@@ -68,7 +74,7 @@ PROFILE_HOUSEHOLD = "household-device-access"
 PROFILES = (PROFILE_HOUSEHOLD,)
 MAX_CONFIG_BYTES = 64 * 1024
 _MAX_ID = 2**32 - 2  # (uid_t)-1 is "no id"
-_TOP_KEYS = {"profile", "board", "tpm", "daemon"}
+_TOP_KEYS = {"profile", "board", "tpm", "daemon", "capture"}
 ENV_HOME = "FR_PBD_HOME"
 _DAEMON_KEYS = {"allowed_uids", "allowed_gids", "socket", "daemon_uid", "answer_deadline_ms",
                 "max_connections_per_uid"}
@@ -80,6 +86,13 @@ DEFAULT_ANSWER_DEADLINE_MS = 1000
 ANSWER_DEADLINE_RANGE_MS = (50, 10_000)
 DEFAULT_MAX_CONNECTIONS_PER_UID = 4
 MAX_CONNECTIONS_PER_UID_RANGE = (1, 64)
+_CAPTURE_KEYS = {"max_frames", "frame_budget_ms"}
+#: A camera attempt: up to 5 frames within 1 s (issue 15; docs/lockout.md). One frame of
+#: the pipeline takes 25-60 ms on x86 and about 4x that on a Raspberry Pi 4.
+DEFAULT_MAX_FRAMES = 5
+MAX_FRAMES_RANGE = (1, 30)
+DEFAULT_FRAME_BUDGET_MS = 1000
+FRAME_BUDGET_RANGE_MS = (50, 10_000)
 
 
 @dataclass(frozen=True)
@@ -103,6 +116,14 @@ class DaemonConfig:
 
 
 @dataclass(frozen=True)
+class CaptureConfig:
+    """How many camera frames one attempt may use, and for how long (one attempt for the lockout)."""
+
+    max_frames: int = DEFAULT_MAX_FRAMES
+    frame_budget_ms: int = DEFAULT_FRAME_BUDGET_MS
+
+
+@dataclass(frozen=True)
 class Config:
     """The parsed configuration; :func:`load` gives the defaults when there is no file."""
 
@@ -110,6 +131,7 @@ class Config:
     board: str | None = None  # a board name (fr_pbd.boards); None = the built-in defaults
     tpm: str | None = None  # the TPM transport (fr_pbd.store.tpm.parse_transport); None = /dev/tpmrm0
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
     path: Path | None = None  # the file it came from; None = built-in defaults
 
     @property
@@ -130,9 +152,9 @@ def config_path(home: str | os.PathLike[str]) -> Path:
     return Path(home) / CONFIG_FILE
 
 
-def _int(value: Any, key: str, source: str, lo: int, hi: int, unit: str = "") -> int:
+def _int(value: Any, key: str, source: str, lo: int, hi: int, unit: str = "", table: str = "daemon") -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-        raise ConfigError(f"{source}: [daemon] {key} must be an integer in {lo}..{hi}{unit}, not {value!r}")
+        raise ConfigError(f"{source}: [{table}] {key} must be an integer in {lo}..{hi}{unit}, not {value!r}")
     return value
 
 
@@ -155,7 +177,8 @@ def parse(text: str, source: str = CONFIG_FILE) -> Config:
         raise ConfigError(f"{source} is not valid TOML: {exc}") from None
     unknown = sorted(set(doc) - _TOP_KEYS)
     if unknown:
-        raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)}; known: profile, board, tpm, [daemon]")
+        raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)}; known: profile, board, tpm, [daemon], "
+                          "[capture]")
     profile = doc.get("profile", PROFILE_HOUSEHOLD)
     if profile != PROFILE_HOUSEHOLD:
         raise ConfigError(
@@ -193,7 +216,25 @@ def parse(text: str, source: str = CONFIG_FILE) -> Config:
     if "max_connections_per_uid" in raw:
         kwargs["max_connections_per_uid"] = _int(raw["max_connections_per_uid"], "max_connections_per_uid",
                                                  source, *MAX_CONNECTIONS_PER_UID_RANGE)
-    return Config(profile=profile, board=board, tpm=tpm, daemon=DaemonConfig(**kwargs), path=None)
+    return Config(profile=profile, board=board, tpm=tpm, daemon=DaemonConfig(**kwargs),
+                  capture=_capture(doc, source), path=None)
+
+
+def _capture(doc: dict, source: str) -> CaptureConfig:
+    raw = doc.get("capture", {})
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: capture must be a table ([capture])")
+    unknown = sorted(set(raw) - _CAPTURE_KEYS)
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) in [capture]: {', '.join(unknown)}; "
+                          f"known: {', '.join(sorted(_CAPTURE_KEYS))}")
+    kwargs = {}
+    if "max_frames" in raw:
+        kwargs["max_frames"] = _int(raw["max_frames"], "max_frames", source, *MAX_FRAMES_RANGE, table="capture")
+    if "frame_budget_ms" in raw:
+        kwargs["frame_budget_ms"] = _int(raw["frame_budget_ms"], "frame_budget_ms", source, *FRAME_BUDGET_RANGE_MS,
+                                         " (milliseconds)", table="capture")
+    return CaptureConfig(**kwargs)
 
 
 def _tpm_transport(value: Any, source: str) -> str:
@@ -240,7 +281,7 @@ def load(home: str | os.PathLike[str] | None = None, *, owner: int | None = None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from None
     cfg = parse(text, str(path))
-    return Config(profile=cfg.profile, board=cfg.board, tpm=cfg.tpm, daemon=cfg.daemon, path=path)
+    return dataclasses.replace(cfg, path=path)
 
 
 def _ancestors(path: Path) -> list[Path]:

@@ -55,12 +55,17 @@ disconnects at any point only ends its own connection.
 
 ``--frames DIR`` is the test camera: each ``VERIFY`` reads ``DIR/current.jpg``
 (or the file itself if a file was given) at that moment, so a test can swap
-the frame between requests. With ``--camera`` the camera is opened for each
-verification and closed after it: it is never on while nobody asks.
+the frame between requests (a still: one frame per attempt). With ``--camera``
+the camera is opened for each verification and closed after it: it is never on
+while nobody asks. One attempt looks at up to ``[capture] max_frames`` frames
+within ``frame_budget_ms`` and 90 % of the answer deadline, and says yes at the
+first live match; a claim that cannot succeed (locked, not enrolled, account
+changed) never opens the camera.
 """
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import json
 import logging
@@ -79,7 +84,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 from fr_pbd import config as _config
 from fr_pbd import egress, hardening
@@ -151,10 +156,15 @@ def parse_request(data: bytes) -> str | None:
 # frame sources
 # --------------------------------------------------------------------------------------
 class FrameSource:
-    """Gives one image per verification."""
+    """Gives the frames of one verification attempt."""
 
     def read(self) -> "ImageSource":  # pragma: no cover - interface
         raise NotImplementedError
+
+    @contextlib.contextmanager
+    def attempt(self) -> "Iterator[Iterator[ImageSource]]":
+        """The frames of one attempt (a still source: one frame), released at the end."""
+        yield iter((self.read(),))
 
     def describe(self) -> str:  # pragma: no cover - interface
         raise NotImplementedError
@@ -190,6 +200,14 @@ class CameraFrames(FrameSource):
 
         with CameraSource(self.source) as cam:
             return cam.read()
+
+    @contextlib.contextmanager
+    def attempt(self) -> "Iterator[Iterator[ImageSource]]":
+        """The camera, opened for one attempt: frames as the verifier asks for them, then closed."""
+        from fr_pbd.capture.camera import CameraSource
+
+        with CameraSource(self.source) as cam:
+            yield cam.frames()
 
     def describe(self) -> str:
         return f"camera {self.source}"
@@ -372,7 +390,7 @@ class Daemon:
     def start(self) -> None:
         """Check the store and model before listening, so a broken installation fails at start."""
         self.verifier.store()  # raises StoreError & co. with a one-line message
-        _ = self.verifier.extractor  # model files hashed and loaded now, not at the first request
+        self.verifier.load_models()  # model files hashed and loaded now, not at the first request
         self._sock = _bind(self.socket_path)
         self._write_egress_record()
         self.log.info("%s", self.verifier.describe())
@@ -603,7 +621,7 @@ class Daemon:
             if self._stop.is_set():
                 accepted, reason = False, "daemon stopping, not verified"
             else:
-                accepted, reason = self._verify(job.user)
+                accepted, reason = self._verify(job.user, job.arrived)
             took = time.monotonic() - job.arrived
             due = job.arrived + self.deadline_s
             if took > self.deadline_s:
@@ -618,13 +636,20 @@ class Daemon:
                 self._due_cv.notify()
             self._egress_dirty = True  # written by the reader loop after the answer, not before it
 
-    def _verify(self, user: str | None) -> tuple[bool, str]:
+    def _verify(self, user: str | None, started: float) -> tuple[bool, str]:
         """Decision and a reason for the log (no score: the verifier does not even return one)."""
         try:
-            if self.verifier.store().read().lockout_of(user).is_locked():  # locked: the camera is not even opened
+            refused = self.verifier.refusal_without_look(user)  # the camera is not even opened
+            if refused == "locked_out":
                 return False, "locked out (too many failed attempts; the fallback PIN unlocks)"
-            image = self.frames.read()
-            decision = self.verifier.verify(image, user=user)
+            if refused:
+                return False, f"not accepted ({refused}; no frame taken)"
+            # One attempt: up to max_frames frames within the frame budget, and never past
+            # the answer deadline less one frame (the verifier stops before a frame that would overrun).
+            until = min(started + self.cfg.capture.frame_budget_ms / 1000, started + 0.9 * self.deadline_s)
+            with self.frames.attempt() as frames:
+                decision = self.verifier.verify_frames(frames, user=user, max_frames=self.cfg.capture.max_frames,
+                                                       until=until)
         except FrPbdError as exc:  # one-line messages that never hold biometric data
             return False, f"error: {exc}"
         except Exception as exc:  # noqa: BLE001

@@ -45,7 +45,7 @@ import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -55,10 +55,11 @@ from fr_pbd.capture.extractor import TemplateExtractor
 from fr_pbd.capture.image import ImageSource
 from fr_pbd.capture.liveness import LivenessDetector
 from fr_pbd.capture.yunet import Face
-from fr_pbd.errors import ConsentError, QualityError, StoreError
+from fr_pbd.errors import CameraError, ConsentError, QualityError, StoreError
 from fr_pbd.pipeline import Pipeline, build_pipeline
 from fr_pbd.store import STORE_FILE, Store
 from fr_pbd.store.fallback import check_strength
+from fr_pbd.store.protection import ProtectedMatcher
 from fr_pbd.store.records import (
     LOCKOUT_AFTER_FAILURES,
     LOCKOUT_BASE_SECONDS,
@@ -184,6 +185,10 @@ class Verifier:
         if pad is not None and not pad.is_live(frame, face):
             raise _PresentationAttack()
 
+    def load_models(self) -> None:
+        """Load the embedder and the PAD models now (a camera attempt's time budget is for frames)."""
+        _ = self.extractor, self.liveness
+
     @property
     def extractor(self) -> TemplateExtractor:
         if self._extractor is None:
@@ -304,8 +309,25 @@ class Verifier:
             return "account_changed"
         return None
 
+    def refusal_without_look(self, user: str | None = None) -> str | None:
+        """Why an attempt for ``user`` would be a no before any frame is taken, else None.
+
+        "unknown_user", "account_changed" or "locked_out" (then :attr:`retry_after`
+        is set). The daemon asks this before it opens the camera: a claim that
+        cannot succeed never costs a frame.
+        """
+        view = self.store().read()
+        if user is not None:
+            refused = self._claim(view, user)
+            if refused:
+                return refused
+        if view.lockout_of(user).is_locked(_now()):
+            self.retry_after = view.lockout_of(user).retry_after(_now())
+            return "locked_out"
+        return None
+
     def verify(self, image: ImageSource, user: str | None = None) -> Decision:
-        """Yes or no. ``user``: compare with that user's templates only; None: with any enrolled user's.
+        """Yes or no for one image. ``user``: that user's templates only; None: any enrolled user's.
 
         Locked out, or a claimed user that is not enrolled (or whose account
         changed): no, without looking at the image, not counted. No usable face:
@@ -313,6 +335,24 @@ class Verifier:
         exclusive lock before the comparison and cleared if it succeeds. A
         presentation attack: no, counted.
         """
+        return self.verify_frames(iter((image,)), user)
+
+    def verify_frames(self, frames: Iterator[ImageSource], user: str | None = None, *,
+                      max_frames: int = 1, until: float | None = None) -> Decision:
+        """One attempt over up to ``max_frames`` frames: yes at the first frame that is live and matches.
+
+        The camera path (``docs/lockout.md``): a user who blinked or turned away in
+        the first frame is not refused for it. Each frame goes through liveness and
+        the embedder; the attempt is counted once, under the exclusive lock, before
+        the first comparison (so a multi-frame attempt is one attempt for the
+        lockout), and cleared if a frame matches. A presentation attack in any
+        frame, with no frame matching, is a counted no. No new frame is started
+        once ``until`` (``time.monotonic()``) would be passed by a frame as slow as
+        the slowest so far. A source that fails after the first frame ends the
+        attempt; one that fails on the first frame raises (CameraError).
+        """
+        if max_frames < 1:
+            raise ValueError("an attempt needs at least one frame")
         hook = self.stage_hook
         self.last_reason, self.retry_after = None, 0
         with stage(hook, "store_read"):
@@ -325,48 +365,86 @@ class Verifier:
                 return Decision(False)
         if view.lockout_of(user).is_locked(_now()):
             return self._locked(view, user)
-        attack = False
-        try:
-            probe = self.extractor.template(image, "verify", check=self._check_presentation, hook=hook)
-        except QualityError as exc:
-            self.last_reason = exc.reason
-            return Decision(False)
-        except _PresentationAttack:
-            attack = True
-        t0 = time.perf_counter()
-        with store.transaction() as tx:  # count the attempt first, under the exclusive lock
+        matcher = None  # set when the attempt is counted (before the first comparison)
+        attack, quality, decide, slowest = False, None, 0.0, 0.0
+        for k in range(max_frames):
+            t_frame = time.monotonic()
+            if k and until is not None and t_frame + slowest > until:
+                break
+            try:
+                image = next(frames)
+            except StopIteration:
+                break
+            except CameraError:
+                if k == 0:
+                    raise
+                break
+            try:
+                probe = self.extractor.template(image, "verify", check=self._check_presentation, hook=hook)
+            except QualityError as exc:
+                quality = exc.reason
+                slowest = max(slowest, time.monotonic() - t_frame)
+                continue
+            except _PresentationAttack:
+                attack = True
+                slowest = max(slowest, time.monotonic() - t_frame)
+                continue
+            if matcher is None:
+                t0 = time.perf_counter()
+                counted = self._count_attempt(store, user)
+                decide += time.perf_counter() - t0
+                if counted is None:
+                    return self._refused_late(store, user, hook, decide)
+                matcher, thr = counted
+            with stage(hook, "match"):
+                accepted = matcher.matches(probe, thr, user)
+            if accepted:
+                t0 = time.perf_counter()
+                with store.transaction() as tx:
+                    tx.reset_lockout(user)
+                decide += time.perf_counter() - t0
+                if hook is not None:
+                    hook("decide", decide)
+                self.last_reason = "accepted"
+                return Decision(True)
+            slowest = max(slowest, time.monotonic() - t_frame)
+        if attack and matcher is None:  # an attack is a presentation to the lock: it counts
+            t0 = time.perf_counter()
+            counted = self._count_attempt(store, user)
+            decide += time.perf_counter() - t0
+            if counted is None:
+                return self._refused_late(store, user, hook, decide)
+            matcher = counted[0]
+        if hook is not None and matcher is not None:
+            hook("decide", decide)
+        if attack:
+            self.last_reason = "presentation_attack"
+        elif matcher is not None:
+            self.last_reason = "no_match"
+        else:
+            self.last_reason = quality or "no_face"
+        return Decision(False)
+
+    def _count_attempt(self, store: Store, user: str | None) -> "tuple[ProtectedMatcher, float] | None":
+        """Count a failure first, under the exclusive lock: the matcher and threshold, or None if refused now."""
+        with store.transaction() as tx:
             now = _now()
             lock = tx.lockout_of(user)
             if lock.is_locked(now) or (user is not None and self._claim(tx, user)):
-                matcher = None
-            else:
-                tx.set_lockout(lock.after_failure(now), user)
-                matcher = tx.matcher(exclude=tx.locked_users(now) if user is None else frozenset())
-                model_id = tx.model_id
-        decide = time.perf_counter() - t0
-        if matcher is None:
-            if hook is not None:
-                hook("decide", decide)
-            view = store.read()
-            if user is not None and self._claim(view, user):
-                self.last_reason = self._claim(view, user)
-                return Decision(False)
-            return self._locked(view, user)
-        if attack:
-            accepted = False
-            self.last_reason = "presentation_attack"
-        else:
-            with stage(hook, "match"):
-                accepted = matcher.matches(probe, self.threshold(model_id), user)
-            self.last_reason = "accepted" if accepted else "no_match"
-        if accepted:
-            t0 = time.perf_counter()
-            with store.transaction() as tx:
-                tx.reset_lockout(user)
-            decide += time.perf_counter() - t0
+                return None
+            tx.set_lockout(lock.after_failure(now), user)
+            matcher = tx.matcher(exclude=tx.locked_users(now) if user is None else frozenset())
+            return matcher, self.threshold(tx.model_id)
+
+    def _refused_late(self, store: Store, user: str | None, hook: StageHook | None, decide: float) -> Decision:
+        """Locked (or the claim went away) between the first look and the count: a no, not counted."""
         if hook is not None:
             hook("decide", decide)
-        return Decision(accepted)
+        view = store.read()
+        if user is not None and self._claim(view, user):
+            self.last_reason = self._claim(view, user)
+            return Decision(False)
+        return self._locked(view, user)
 
     def _locked(self, view, user: str | None) -> Decision:
         self.last_reason = "locked_out"

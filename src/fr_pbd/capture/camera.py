@@ -12,6 +12,7 @@ import queue
 import re
 import threading
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -73,6 +74,11 @@ class CameraSource:
         if frame is None:
             raise CameraError(f"camera source {self.source} stopped delivering frames")
         return frame
+
+    def frames(self) -> Iterator[np.ndarray]:
+        """Frames as they are asked for (one verification attempt takes several); CameraError ends it."""
+        while True:
+            yield self.read()
 
     def close(self) -> None:
         self._stop.set()

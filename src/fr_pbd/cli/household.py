@@ -16,6 +16,10 @@ from importlib import resources
 from fr_pbd.cli._common import EXIT_NO, EXIT_OK, add_board, add_home, subcommands
 
 CONSENT_TEXT_VERSION = "1"
+#: Enrolment asks for this many captures by default (issue 15: fewer refusals with more).
+MIN_CAPTURES = 3
+#: Between camera captures: time to turn the head slightly.
+CAPTURE_PAUSE_S = 0.7
 
 
 def consent_text() -> str:
@@ -77,10 +81,10 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         if input("> ").strip().lower() != "yes":
             raise ConsentError("no consent given; nothing was stored")
     if args.camera is not None:
-        from fr_pbd.capture.camera import CameraSource
-
-        with CameraSource(args.camera) as cam:
-            images.append(cam.read())
+        images += _camera_captures(args.camera, args.captures)
+    if len(images) < MIN_CAPTURES:
+        _say(f"note: {len(images)} capture(s); enrol at least {MIN_CAPTURES} (head turned slightly, other light) "
+             f"and the user is refused far less often (docs/evaluation.md, 'Several enrolled images')")
     count = v.enroll(args.user, images, Consent(CONSENT_TEXT_VERSION), fallback=pin)
     print(f"enrolled {args.user}: {count} template(s)")
     uid = v.store().read().uid_of(args.user)
@@ -90,6 +94,22 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     else:
         print(f"bound to the Unix account {args.user} (uid {uid}): it can unlock only that account")
     return EXIT_OK
+
+
+def _camera_captures(source: str, n: int) -> list:
+    """``n`` frames from the camera, with a prompt to turn the head slightly between them."""
+    import time
+
+    from fr_pbd.capture.camera import CameraSource
+
+    frames = []
+    with CameraSource(source) as cam:
+        for k in range(n):
+            if k:
+                _say(f"capture {k + 1} of {n}: turn your head slightly and keep looking at the camera")
+                time.sleep(CAPTURE_PAUSE_S)
+            frames.append(cam.read())
+    return frames
 
 
 _WHY = {
@@ -107,9 +127,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
         from fr_pbd.capture.camera import CameraSource
         from fr_pbd.errors import CameraError
 
+        import time
+
+        from fr_pbd import config
+
+        capture = config.load(v.home).capture
+        v.load_models()  # before the clock starts: the frame budget is for frames, not for loading
         cam = CameraSource(args.camera)  # cannot be opened: CameraError, exit 2
-        try:
-            image = cam.read()
+        try:  # one attempt: up to max_frames frames within the budget, yes at the first live match
+            decision = v.verify_frames(cam.frames(), user=args.user, max_frames=capture.max_frames,
+                                       until=time.monotonic() + capture.frame_budget_ms / 1000)
         except CameraError as exc:
             print("no")  # a camera that stops delivering is a no, not a hang
             _say(f"{exc}: nothing was compared")
@@ -117,8 +144,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         finally:
             cam.close()
     else:
-        image = args.image
-    decision = v.verify(image, user=args.user)
+        decision = v.verify(args.image, user=args.user)
     print("yes" if decision.accepted else "no")
     reason = v.last_reason
     if reason == "locked_out":
@@ -163,6 +189,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     store = v.store()
     view = store.read()
     print(f"store: {v.home} (encrypted, AES-256-GCM; opens with its key)")
+    print(f"key: {store.key_provider.custody()}")
     print(f"model: {view.model_id}")
     if not view.has_fallback:
         print("fallback credential: NOT SET")
@@ -189,7 +216,6 @@ def _lock_text(lock) -> str:
     if lock.is_locked():
         return f"locked for {lock.retry_after()} s more ({lock.failures} consecutive failures)"
     return f"available ({lock.failures} consecutive failures)"
-    print(f"key: {store.key_provider.custody()}")
 
 
 def cmd_fallback_set(args: argparse.Namespace) -> int:
@@ -224,6 +250,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--image", action="append", metavar="PATH", help="an enrolment photo (repeatable)")
     e.add_argument("--camera", default=None, metavar="SRC",
                    help="device index, /dev/videoN, GStreamer pipeline or video file")
+    e.add_argument("--captures", type=int, default=MIN_CAPTURES, choices=range(1, 11), metavar="N",
+                   help=f"frames taken from --camera, with a prompt between them (default {MIN_CAPTURES})")
     e.add_argument("--consent", action="store_true", help="the user has read and accepted consent text v1")
     e.add_argument("--secret-stdin", action="store_true",
                    help="read the fallback PIN (the proof enrolment needs) from standard input")
