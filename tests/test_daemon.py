@@ -628,10 +628,11 @@ def test_idle_connections_of_one_uid_do_not_delay_another(tmp_path, template_hom
         assert idle.stdout is not None
         counts = json.loads(idle.stdout.readline())
         times = []
-        for _ in range(4):
-            answer, seconds = timed_request(d.sock, b"VERIFY obama\n")
-            assert answer == b"Y"
-            times.append(seconds * 1e3)
+        with realtime_priority():  # a loaded machine must not delay the measuring client (it did: +69 ms)
+            for _ in range(4):
+                answer, seconds = timed_request(d.sock, b"VERIFY obama\n")
+                assert answer == b"Y"
+                times.append(seconds * 1e3)
         assert counts == ({"answered_at_once": 46, "held": 4} if allowed else {"answered_at_once": 50, "held": 0})
         log = read_log_until(d.log, lambda text: text.count("VERIFY user 'obama'") >= len(times))
         assert "holds 4 (limit 4)" in log if allowed else "not on the allowlist" in log
