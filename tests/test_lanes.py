@@ -28,6 +28,22 @@ def camera_frame(img: np.ndarray, zoom: float, centre: tuple[float, float]) -> n
 
 
 @pytest.fixture(scope="module")
+def first_pass(extractor):
+    """The default pipeline's embedder with a detector that has the first pass on (it is off by default)."""
+    from fr_pbd.capture.detect import create_detector
+    from fr_pbd.capture.extractor import DETECTION_THRESHOLD
+
+    det = create_detector(score_threshold=DETECTION_THRESHOLD, first_input=yunet.FIRST_PASS_INPUT)
+    if det.first_plan((640, 480)) is None:
+        pytest.skip("the 320x256 YuNet variant is not built")
+    return TemplateExtractor(det, extractor.embedder, lanes=extractor.lanes)
+
+
+def test_default_pipeline_has_no_first_pass(extractor):
+    assert extractor.detector.first_input is None and extractor.detector.first_plan((640, 480)) is None
+
+
+@pytest.fixture(scope="module")
 def obama(extractor, faces_dir):
     """obama.jpg and the centre of its face."""
     img = load_image(faces_dir / "obama.jpg")
@@ -77,10 +93,9 @@ def test_check_runs_in_a_lane_and_its_attack_wins(extractor, faces_dir):
     np.testing.assert_allclose(t, extractor.template(faces_dir / "obama.jpg", "verify").vector, atol=2e-6)
 
 
-def test_first_pass_answers_for_a_large_face(extractor, obama):
+def test_first_pass_answers_for_a_large_face(first_pass, obama):
+    extractor = first_pass
     det = extractor.detector
-    if det.first_plan((640, 480)) is None:
-        pytest.skip("the 320x256 YuNet variant is not built")
     frame = camera_frame(obama[0], 0.6, obama[1])
     full = det.detect(frame)
     kept = det.first_pass_kept
@@ -101,10 +116,9 @@ def test_first_pass_answers_for_a_large_face(extractor, obama):
     assert float(a @ b) / float(np.linalg.norm(a) * np.linalg.norm(b)) > 0.99
 
 
-def test_small_face_runs_again_at_full_scale_with_the_full_answer(extractor, obama):
+def test_small_face_runs_again_at_full_scale_with_the_full_answer(first_pass, obama):
+    extractor = first_pass
     det = extractor.detector
-    if det.first_plan((640, 480)) is None:
-        pytest.skip("the 320x256 YuNet variant is not built")
     frame = camera_frame(obama[0], 0.3, obama[1])
     full = det.detect(frame)
     assert full, "the full pass finds the small face"
@@ -114,7 +128,8 @@ def test_small_face_runs_again_at_full_scale_with_the_full_answer(extractor, oba
     assert [f.to_dict() for f in again] == [f.to_dict() for f in full]
 
 
-def test_enrolment_and_centre_choice_never_take_the_first_pass(extractor, obama):
+def test_enrolment_and_centre_choice_never_take_the_first_pass(first_pass, obama):
+    extractor = first_pass
     det = extractor.detector
     frame = camera_frame(obama[0], 0.6, obama[1])
     counts = (det.first_pass_kept, det.first_pass_rerun)

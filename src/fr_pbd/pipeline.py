@@ -119,7 +119,6 @@ def _build(settings: RunSettings, liveness: bool) -> Pipeline:
 def _extractor(settings: RunSettings) -> "TemplateExtractor":
     from fr_pbd import models
     from fr_pbd.capture import extractor as _ex
-    from fr_pbd.capture import yunet
     from fr_pbd.capture.detect import create_detector
     from fr_pbd.runtime import LANES, cores, create_session, lane_pool, lane_threads
 
@@ -129,8 +128,9 @@ def _extractor(settings: RunSettings) -> "TemplateExtractor":
     file_model = settings.embedder + ("-int8" if settings.embedder_variant == "int8" else "")
     embedder_model = models.resolve(file_model)  # hash-checked before any session exists
     detector = create_detector(threads=settings.threads, score_threshold=_ex.DETECTION_THRESHOLD,
-                               max_input=settings.detector_input, providers=settings.providers,
-                               first_input=yunet.FIRST_PASS_INPUT)
+                               max_input=settings.detector_input, providers=settings.providers)
+    # No first pass (yunet policy rule 4): its box is up to 24 px off at 320x240 and turned two
+    # genuine bench frames into liveness refusals (docs/performance.md).
     # The embedder runs in a lane (chip and mirror side by side, liveness beside them):
     # fr_pbd.runtime's lanes, measured in docs/performance.md.
     lanes = lane_pool() if cores(settings.threads) >= LANES else None

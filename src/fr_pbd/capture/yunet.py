@@ -20,7 +20,9 @@ Which graph runs a frame (:class:`AdaptiveYuNet`, the policy):
 3. A variant whose file is missing (not built) is skipped with no error: the frame
    then runs on the next larger one, at worst on the 640x640 file, at the same
    scale, so results agree and only speed is lost (``missing_variants`` says so).
-4. First pass (``first_input``, a verification of the largest face only): a face at
+4. First pass (``first_input``; **off** in :func:`fr_pbd.pipeline.build_pipeline`: measured
+   in docs/performance.md, its face box is too coarse for the liveness crop), for a
+   verification of the largest face only: a face at
    unlock distance is large, so the frame first runs at the scale that fits
    ``first_input`` (320x240: a quarter of the work). Its faces are kept when the largest
    has eyes at least :data:`FIRST_PASS_MIN_EYE_PX` apart at that scale; otherwise (no
