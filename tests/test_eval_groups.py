@@ -218,3 +218,16 @@ def test_cli_prints_both_thresholds_and_their_price(tmp_path: Path, monkeypatch,
     for ln in glob + worst:
         assert "FNMR" in ln and "overall" in ln and " A FMR " in ln and " B FMR " in ln
     assert "bound by group=" in worst[0]
+
+
+def test_a_given_threshold_is_named_as_given(tmp_path: Path) -> None:
+    from fr_pbd.eval.groups_report import summary_lines
+
+    lfw = make_lfw(tmp_path)
+    table = read_groups(write_groups(tmp_path / "groups.csv"))
+    res = evaluate_lfw(lfw, "pairs.txt", fake_embedder(noise=0.9), groups=table, threshold=0.3, operating_fmr=2e-2,
+                       group_resamples=50)
+    lines = summary_lines(res.groups.to_dict())
+    assert lines[0].startswith("global threshold 0.3000 (given with --threshold)")
+    assert res.groups.fairness.global_threshold == 0.3
+    assert res.groups.fairness.worst["2e-2"].threshold != 0.3  # the worst-group rule ignores the given one

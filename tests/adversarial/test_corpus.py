@@ -337,7 +337,10 @@ def test_without_strace_the_network_check_is_inconclusive(home, dishonest, eval_
     c = by_id["C3.network"]
     assert c.status == INCONCLUSIVE and "strace" in c.needs, explain(c)
     assert by_id["C3.logs"].status == INCONCLUSIVE and by_id["C3.plaintext-templates"].status == INCONCLUSIVE
-    assert result == "INCOMPLETE"
+    # nothing else fails, but for fr-pbd's own known DPIA.bias failure (tests/test_audit.known_product_failures)
+    failed = {cid for cid, chk in by_id.items() if chk.status == FAIL}
+    assert failed <= {"DPIA.bias"} and all("times the claimed" in by_id[cid].summary for cid in failed)
+    assert result == ("FAIL" if failed else "INCOMPLETE")
 
 
 def test_without_the_right_to_read_proc_the_evidence_is_missing_not_clean():

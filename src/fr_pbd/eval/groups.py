@@ -374,6 +374,7 @@ class FairnessResult:
     details: tuple[GroupDetail, ...]
     resamples: int
     seed: int
+    global_source: str = ""  # how the global threshold was set: "FMR=1e-4" or "given"
 
     def detail(self, attribute: str, group: str) -> GroupDetail:
         return next(d for d in self.details if d.attribute == attribute and d.group == group)
@@ -542,6 +543,6 @@ def analyse_groups(
         det = metrics.det_curve(ap_g.genuine, gi_imp, genuine_failed=ap_g.genuine_failed)
         details.append(GroupDetail(attr, g, own, p_glob, p_worst, by_target, curve, det, ap_g))
     fair = FairnessResult(target_fmr, t_global, worst, overall(t_global), overall(t_worst), tuple(details),
-                          resamples, seed)
+                          resamples, seed, threshold_source)
     return GroupsResult(base.threshold, base.threshold_source, base.attributes, base.source,
                         base.identities_not_in_data, fair)

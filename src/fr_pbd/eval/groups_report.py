@@ -34,6 +34,13 @@ def _ci(lohi, fmt) -> str:
     return "n/a" if not lohi else f"[{fmt(lohi[0])}, {fmt(lohi[1])}]"
 
 
+def _source(src: str) -> str:
+    """``"FMR=1e-4"`` -> "FMR 1e-4 over all comparisons"; ``"given"`` -> "given with --threshold"."""
+    if src.startswith("FMR="):
+        return f"FMR {src[4:]} over all comparisons"
+    return "given with --threshold" if src == "given" else (src or "global")
+
+
 def _tick(p: float) -> str:
     v = 100 * p
     return f"{v:g}%" if v >= 0.01 else f"{v:.10f}".rstrip("0") + "%"
@@ -75,7 +82,7 @@ def det_groups_plot(fair: FairnessResult, out: Path, title: str) -> list[Path]:
             ax.plot([x], [y], marker="o", ms=7, mfc=c if filled else "white", mec=c, mew=1.8, ls="none", zorder=4)
         rows.append((label, c, d))
     ax.plot([], [], marker="o", ms=7, mfc="white", mec="0.3", mew=1.8, ls="none",
-            label=f"at the global threshold {fair.global_threshold:.4f} (FMR {key} over all comparisons)")
+            label=f"at the global threshold {fair.global_threshold:.4f} ({_source(fair.global_source)})")
     ax.plot([], [], marker="o", ms=7, mfc="0.3", mec="0.3", mew=1.8, ls="none",
             label=f"at the worst-group threshold {t_w:.4f} (every group FMR <= {key})")
     ax.axvline(metrics.probit(target), color="0.45", ls="--", lw=1.0, zorder=1)
@@ -146,7 +153,7 @@ def summary_lines(g: dict[str, Any]) -> list[str]:
             for name, s in a["groups"].items():
                 p = s.get(where) or {}
                 parts.append(f"{name} FMR {_sci(p.get('fmr'))} FNMR {_pct(p.get('fnmr'))}")
-        rule = (f"FMR {key} over all comparisons" if label == "global"
+        rule = (_source(g.get("threshold_source", "")) if label == "global"
                 else f"every group FMR <= {key}, bound by {w['binding']}")
         out.append(f"{label} threshold {t:.4f} ({rule}): FNMR {_pct(over['fnmr'])} overall; " + "; ".join(parts))
     return out
