@@ -30,7 +30,7 @@ from fr_pbd.eval.metrics import wilson_interval
 
 if TYPE_CHECKING:
     from fr_pbd.eval.allpairs import AllPairsScores
-    from fr_pbd.eval.bootstrap import BootstrapInterval
+    from fr_pbd.eval.bootstrap import BootstrapInterval, IdentityCounts
     from fr_pbd.eval.metrics import ScoreDistribution
 
 __all__ = ["GroupsTable", "read_groups", "GroupStats", "AttributeResult", "GroupsResult", "demographic_differentials",
@@ -434,6 +434,34 @@ def _accepted_pairs(templates, identity, ok, idx: np.ndarray, ap_g: "AllPairsSco
     return idx[pi], idx[pj]
 
 
+class _GroupCounter:
+    """One group's exact counts at any threshold: per identity (for the bootstrap) and in total."""
+
+    def __init__(self, x, identity, ok, img_ok, members: np.ndarray, idx: np.ndarray, ap_g: "AllPairsScores"):
+        n_ids = members.size
+        self.x, self.identity, self.ok, self.idx, self.ap_g = x, identity, ok, idx, ap_g
+        self.codes = np.flatnonzero(members)  # identity codes of the group, local index = position
+        self.local = np.full(n_ids, -1, np.int64)
+        self.local[self.codes] = np.arange(self.codes.size)
+        self.gen_total = _c2(np.bincount(identity, minlength=n_ids))[self.codes]
+        self.failed = np.zeros(n_ids, np.int64)
+        self.failed[:ap_g.genuine_failed_per_identity.size] = ap_g.genuine_failed_per_identity
+        self.images = img_ok[self.codes]
+        self.n_genuine = int(ap_g.genuine.size + ap_g.genuine_failed)
+
+    def at(self, t: float) -> "tuple[IdentityCounts, GroupPoint]":
+        from fr_pbd.eval.bootstrap import IdentityCounts
+
+        ap_g, n = self.ap_g, self.codes.size
+        rej = np.bincount(ap_g.genuine_identity[ap_g.genuine < np.float64(t)], minlength=self.local.size)
+        rej = (rej + self.failed)[self.codes]
+        a, b = _accepted_pairs(self.x, self.identity, self.ok, self.idx, ap_g, t)
+        la, lb = self.local[self.identity[a]], self.local[self.identity[b]]
+        key, cnt = np.unique(np.minimum(la, lb) * n + np.maximum(la, lb), return_counts=True)
+        ic = IdentityCounts(self.gen_total, rej, self.images, key // n, key % n, cnt)
+        return ic, GroupPoint(float(t), self.n_genuine, int(rej.sum()), int(ap_g.impostors.n), int(a.size))
+
+
 def analyse_groups(
     table: GroupsTable,
     names: Sequence[str],
@@ -455,7 +483,7 @@ def analyse_groups(
     curve per group for the audit, and per-group DET data. Scores stay in memory."""
     from fr_pbd.eval import metrics
     from fr_pbd.eval.allpairs import impostor_pairs_at_or_above
-    from fr_pbd.eval.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED, IdentityCounts, identity_bootstrap
+    from fr_pbd.eval.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED, identity_bootstrap
 
     resamples = DEFAULT_RESAMPLES if resamples is None else resamples
     seed = DEFAULT_SEED if seed is None else seed
@@ -505,23 +533,10 @@ def analyse_groups(
     details = []
     img_ok = np.bincount(identity[ok], minlength=n_ids)
     for ai, gi, attr, g, members, idx, ap_g in scored:
-        codes = np.flatnonzero(members)  # identity codes of the group, local index = position
-        local = np.full(n_ids, -1, np.int64)
-        local[codes] = np.arange(codes.size)
-        gen_total = _c2(np.bincount(identity, minlength=n_ids))[codes]
-        failed = np.zeros(n_ids, np.int64)
-        failed[:ap_g.genuine_failed_per_identity.size] = ap_g.genuine_failed_per_identity
+        counter = _GroupCounter(x, identity, ok, img_ok, members, idx, ap_g)
+        point_counts = counter.at
         gs = np.sort(ap_g.genuine)
-        n_g_gen = int(ap_g.genuine.size + ap_g.genuine_failed)
-
-        def point_counts(t: float) -> tuple[IdentityCounts, GroupPoint]:
-            rej = np.bincount(ap_g.genuine_identity[ap_g.genuine < np.float64(t)], minlength=n_ids) + failed
-            a, b = _accepted_pairs(x, identity, ok, idx, ap_g, t)
-            la, lb = local[identity[a]], local[identity[b]]
-            lo_, hi_ = np.minimum(la, lb), np.maximum(la, lb)
-            key, cnt = np.unique(lo_ * codes.size + hi_, return_counts=True)
-            ic = IdentityCounts(gen_total, rej[codes], img_ok[codes], key // codes.size, key % codes.size, cnt)
-            return ic, GroupPoint(float(t), n_g_gen, int(rej[codes].sum()), int(ap_g.impostors.n), int(a.size))
+        n_g_gen = counter.n_genuine
 
         c_glob, p_glob = point_counts(t_global)
         c_worst, p_worst = point_counts(t_worst)

@@ -191,7 +191,8 @@ def groups_markdown(g: dict[str, Any], figures: bool = True) -> list[str]:
     for k, v in w["by_target"].items():
         fn = [s["at_worst_group_threshold_by_target"][k]["fnmr"] for a in g["attributes"].values()
               for s in a["groups"].values() if "at_worst_group_threshold_by_target" in s]
-        lines.append(f"| {k} | {v['threshold']:.4f} | {v['binding']} | " + " | ".join(_pct(f) for f in fn) + " |")
+        cells = " | ".join(_pct(f) for f in fn)
+        lines.append(f"| {k} | {v['threshold']:.4f} | {v['binding']} | {cells} |")
     if figures:
         lines += ["", "![DET per group](det-groups.png)"]
     return lines
