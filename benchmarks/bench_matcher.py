@@ -199,9 +199,20 @@ def gemm_rate(n: int = 4096) -> float:
     return 2 * n**3 / median_time(lambda: x @ x, min_rounds=3, budget_s=2.0) / 1e9
 
 
-def headline(rounds: int = 9, n: int = 1_000_000) -> dict[str, float]:
+def load_baseline(path: str):
+    """Another version's ``gallery.py`` (e.g. from ``git show REV:src/fr_pbd/match/gallery.py``), as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("baseline_gallery", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.Gallery
+
+
+def headline(rounds: int = 9, n: int = 1_000_000, baseline=None) -> dict[str, float]:
     """The two ratios, from *interleaved* rounds: each round times every reference and the matcher
-    back to back, so a change in machine load affects all of them alike. Medians over rounds."""
+    back to back, so a change in machine load affects all of them alike. Medians over rounds.
+    ``baseline``: another Gallery class, timed in the same rounds ("baseline B=1", "baseline B=64")."""
     g = gallery(n)
     q, p64 = probes(1), probes(64)
     a = np.random.default_rng(0).standard_normal(BANDWIDTH_BYTES // 4, dtype=np.float32)
@@ -225,6 +236,12 @@ def headline(rounds: int = 9, n: int = 1_000_000) -> dict[str, float]:
         "matcher B=64": (lambda: g.best_per_user(p64), 2 * n * D * 64),
         "raw blocked sgemm, same gallery": (raw_gemm, 2 * (n // 4096) * 4096 * D * 64),
     }
+    if baseline is not None:
+        v0, users, counts, _ = data(n)
+        gb = baseline.from_counts(v0, users, counts)
+        assert np.array_equal(gb.best_per_user(p64), g.best_per_user(p64)), "baseline and matcher disagree"
+        work["baseline B=1"] = (lambda: gb.best_per_user(q), vec.nbytes)
+        work["baseline B=64"] = (lambda: gb.best_per_user(p64), 2 * n * D * 64)
     times: dict[str, list[float]] = {k: [] for k in work}
     for f, _ in work.values():
         f()
@@ -294,7 +311,12 @@ if pytest is not None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="skip N = 10**6 (smoke run)")
+    ap.add_argument("--headline-only", action="store_true", help="only the interleaved N = 10**6 ratios")
+    ap.add_argument("--baseline", help="another version's gallery.py, timed in the same interleaved rounds")
+    ap.add_argument("--out", help="write the headline figures and ratios here (JSON)")
     args = ap.parse_args(argv)
+    if args.headline_only:
+        return _headline_only(args)
     sizes = SIZES[:-1] if args.quick else SIZES
     threads = set_blas_threads()
     print(f"# fr-pbd matcher benchmark: {platform.machine()}, {os.cpu_count()} CPUs, numpy {np.__version__}")
@@ -350,6 +372,36 @@ def main(argv: list[str] | None = None) -> int:
               f"{h['gemm 4096^2']:.1f} GFLOP/s (target >= 0.70); "
               f"{h['matcher B=64'] / h['raw blocked sgemm, same gallery']:.2f} of raw blocked sgemm")
         print("# load average after headline: %.2f %.2f %.2f" % os.getloadavg())
+    return 0
+
+
+def _headline_only(args) -> int:
+    import json
+
+    threads = set_blas_threads()
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    h = headline(baseline=load_baseline(args.baseline) if args.baseline else None)
+    load_after = [round(x, 2) for x in os.getloadavg()]
+    bw = max(h["read a.sum()"], h["read a.max()"], h["read sgemv(a, ones)"])
+    ratios = {"b1_over_bandwidth": h["matcher B=1"] / bw, "b64_over_gemm": h["matcher B=64"] / h["gemm 4096^2"]}
+    if args.baseline:
+        ratios["baseline_b1_over_bandwidth"] = h["baseline B=1"] / bw
+        ratios["baseline_b64_over_gemm"] = h["baseline B=64"] / h["gemm 4096^2"]
+    for k, v in h.items():
+        print(f"#   {k:<32} {v:8.1f}")
+    for k, v in ratios.items():
+        print(f"# {k}: {v:.2f}")
+    if args.out:
+        doc = {"benchmark": "bench_matcher --headline-only", "n": 1_000_000, "d": D, "per_user": PER_USER,
+               "rates": {k: round(v, 2) for k, v in h.items()},
+               "rate_units": "GB/s for reads and B=1, GFLOP/s for GEMMs and B=64",
+               "ratios": {k: round(v, 3) for k, v in ratios.items()},
+               "targets": {"b1_over_bandwidth": 0.85, "b64_over_gemm": 0.70},
+               "baseline": args.baseline, "config": {"blas": threads, "precision": "fp32", "liveness": False},
+               "load": {"loadavg_before": load_before, "loadavg_after": load_after}}
+        with open(args.out, "w") as f:
+            json.dump(doc, f, indent=2)
+            f.write("\n")
     return 0
 
 

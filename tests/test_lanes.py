@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from fr_pbd.capture import yunet
+from fr_pbd.capture import quality, yunet
 from fr_pbd.capture.extractor import TemplateExtractor
 from fr_pbd.capture.image import load_image
 from fr_pbd.runtime import LANES, cores, lane_threads
@@ -136,3 +136,19 @@ def test_enrolment_and_centre_choice_never_take_the_first_pass(first_pass, obama
     extractor.capture(frame, "enrol")
     extractor.capture(frame, "verify", "center")
     assert (det.first_pass_kept, det.first_pass_rerun) == counts
+
+
+def test_quality_refusal_wins_over_a_check_started_early(extractor, faces_dir):
+    from fr_pbd.errors import QualityError
+
+    img = cv2.GaussianBlur(load_image(faces_dir / "obama.jpg"), (0, 0), 15)
+    calls = []
+
+    def attack(frame, face):
+        calls.append(face.box.shape)
+        raise RuntimeError("attack")
+
+    with pytest.raises(QualityError) as e:
+        extractor.template(img, "verify", check=attack)
+    assert e.value.reason == quality.TOO_BLURRED
+    assert calls == ([(4,)] if extractor.lanes is not None else [])  # started at the face, outcome dropped

@@ -19,8 +19,9 @@ stage hook (:mod:`fr_pbd.timing`; nothing is copied here):
 ``decode`` (JPEG bytes -> BGR), ``detect`` (YuNet: letterbox, inference, decoding, NMS),
 ``align`` (face choice, similarity transform, chip warp), ``quality`` (measures and
 gate), ``liveness`` (both MiniFASNet models), ``embed`` (chip + mirror through the
-embedder, template), ``liveness_embed`` (the wall time of those two: they run side by side
-in :mod:`fr_pbd.runtime`'s lanes, so ``liveness`` and ``embed`` overlap and do not add up), ``store_read`` (open the store file, unwrap the key, decrypt,
+embedder, template), ``liveness_embed`` (the wall time of those two: liveness starts in one of
+:mod:`fr_pbd.runtime`'s lanes as soon as the face is chosen and runs beside ``align``,
+``quality`` and ``embed``, so the stages overlap and do not add up), ``store_read`` (open the store file, unwrap the key, decrypt,
 parse), ``match`` (protected gallery, best score per user, threshold), ``decide``
 (the lockout transactions: the attempt counted under the exclusive lock before the
 comparison, one fsync'd write; a success clears it with a second one). A frame that stops early (no usable face, attack)

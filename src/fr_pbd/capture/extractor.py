@@ -104,8 +104,12 @@ class TemplateExtractor:
                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
     def capture(self, image: np.ndarray, purpose: Purpose = "verify", select: Selection = "largest",
-                hook: StageHook | None = None) -> Capture:
-        """Find, check and align the face; raise QualityError with a reason code if unusable."""
+                hook: StageHook | None = None, on_face: Callable[[Face], None] | None = None) -> Capture:
+        """Find, check and align the face; raise QualityError with a reason code if unusable.
+
+        ``on_face`` is called with the chosen face as soon as it is chosen, before the
+        alignment and the quality gate (:meth:`template` starts the liveness lane there).
+        """
         policy = quality.POLICIES[purpose]
         with stage(hook, "detect"):
             if isinstance(self.detector, AdaptiveYuNet):  # the first pass only where it cannot change the answer
@@ -119,6 +123,8 @@ class TemplateExtractor:
             if policy.exactly_one_face and len(faces) > 1:
                 raise quality.fail(quality.MULTIPLE_FACES)
             face = choose_face(faces, image.shape, select)
+            if on_face is not None:
+                on_face(face)
             chip = self.align(image, face.landmarks)
         with stage(hook, "quality"):
             gate_chip = chip if self._gate_on_chip else align_face(
@@ -156,7 +162,9 @@ class TemplateExtractor:
                  hook: StageHook | None = None) -> Template:
         """``check`` (e.g. liveness) sees the raw decoded frame and the chosen face; it may raise.
 
-        With lanes, ``check`` runs in a worker while the face is embedded; its exception (an
+        With lanes, ``check`` starts in a worker as soon as the face is chosen and runs while
+        the face is aligned, gated and embedded. A quality refusal still wins (the check's
+        outcome is then dropped, as if it had not run); otherwise the check's exception (an
         attack) is raised after both are done and takes precedence, so the caller sees what it
         saw when the check ran first; the template is then dropped.
 
@@ -165,26 +173,35 @@ class TemplateExtractor:
         """
         with stage(hook, "decode"):
             frame = load_image(image)
-        capture = self.capture(frame, purpose, select, hook)
-        if check is not None and self.lanes is None:
-            with stage(hook, "liveness"):
-                check(frame, capture.face)
-            check = None
-        if check is None:
+        if check is None or self.lanes is None:
+            capture = self.capture(frame, purpose, select, hook)
+            if check is not None:
+                with stage(hook, "liveness"):
+                    check(frame, capture.face)
             with stage(hook, "embed"):
                 return self.embed([capture])[0]
-        assert self.lanes is not None
-        with stage(hook, "liveness_embed"):
-            pending = self.lanes.submit(_timed, check, frame, capture.face)
-            try:
-                with stage(hook, "embed"):
-                    template = self.embed([capture])[0]
-            finally:
-                seconds, error = pending.result()
-                if hook is not None:
-                    hook("liveness", seconds)
-                if error is not None:
-                    raise error
+        lanes, started = self.lanes, []
+
+        def start(face: Face) -> None:
+            started.append((time.perf_counter(), lanes.submit(_timed, check, frame, face)))
+
+        try:
+            capture = self.capture(frame, purpose, select, hook, on_face=start)
+        except BaseException:
+            for _, pending in started:  # the refusal stands; the check's outcome is dropped
+                pending.exception()
+            raise
+        t0, pending = started[0]
+        try:
+            with stage(hook, "embed"):
+                template = self.embed([capture])[0]
+        finally:
+            seconds, error = pending.result()
+            if hook is not None:
+                hook("liveness", seconds)
+                hook("liveness_embed", time.perf_counter() - t0)  # from the check's start to both done
+            if error is not None:
+                raise error
         return template
 
 
