@@ -55,11 +55,12 @@ from fr_pbd.capture.extractor import TemplateExtractor
 from fr_pbd.capture.image import ImageSource
 from fr_pbd.capture.liveness import LivenessDetector
 from fr_pbd.capture.yunet import Face
-from fr_pbd.errors import CameraError, ConsentError, QualityError, StoreError
+from fr_pbd.errors import CameraError, ConsentError, KeyProviderError, QualityError, StoreError
 from fr_pbd.pipeline import Pipeline, build_pipeline
 from fr_pbd.store import STORE_FILE, Store
 from fr_pbd.store.fallback import check_strength
 from fr_pbd.store.protection import ProtectedMatcher
+from fr_pbd.store.transaction import StoreView
 from fr_pbd.store.records import (
     LOCKOUT_AFTER_FAILURES,
     LOCKOUT_BASE_SECONDS,
@@ -139,6 +140,7 @@ class Verifier:
         self._extractor = extractor
         self._injected = extractor is not None
         self._home_checked = False
+        self._store: Store | None = None
         if liveness is False:
             warnings.warn("presentation-attack detection is OFF: a photo or a screen may be accepted "
                           "(research and tests only)", stacklevel=2)
@@ -206,10 +208,25 @@ class Verifier:
         return models.threshold(model_id)
 
     def store(self) -> Store:
-        if not self._home_checked:  # ssh StrictModes: nobody else may swap the home or a directory above it
-            check_home_parents(self.home)
-            self._home_checked = True
-        return Store.open(self.home)
+        """The store handle, opened once (it holds no decrypted data: every operation re-reads the file)."""
+        if self._store is None:
+            if not self._home_checked:  # ssh StrictModes: nobody else may swap the home or a directory above it
+                check_home_parents(self.home)
+                self._home_checked = True
+            self._store = Store.open(self.home)
+        return self._store
+
+    def _read(self) -> "tuple[Store, StoreView]":
+        """The handle and a fresh snapshot; the handle is opened afresh once if the key custody changed."""
+        store = self.store()
+        try:
+            return store, store.read()
+        except KeyProviderError:
+            if not os.path.lexists(self.home / STORE_FILE):
+                raise
+            self._store = None  # e.g. `fr-pbd keys migrate` in another process: the header names a new provider
+            store = self.store()
+            return store, store.read()
 
     def _open_for_enrolment(self) -> Store:
         if not os.path.lexists(self.home / STORE_FILE):
@@ -316,7 +333,7 @@ class Verifier:
         is set). The daemon asks this before it opens the camera: a claim that
         cannot succeed never costs a frame.
         """
-        view = self.store().read()
+        _store, view = self._read()
         if user is not None:
             refused = self._claim(view, user)
             if refused:
@@ -356,8 +373,7 @@ class Verifier:
         hook = self.stage_hook
         self.last_reason, self.retry_after = None, 0
         with stage(hook, "store_read"):
-            store = self.store()
-            view = store.read()
+            store, view = self._read()
         if user is not None:
             refused = self._claim(view, user)
             if refused:
