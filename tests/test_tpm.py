@@ -319,3 +319,30 @@ def test_under_the_kernel_filter_the_unix_transport_works_and_a_tcp_one_is_refus
         assert r.stdout.split("\n")[:2] == ["unix True", "tcp refused"], r.stdout + r.stderr
         with pytest.raises(socket.timeout):
             listener.accept()  # nothing reached it
+
+
+# -- the header fields, fuzzed like the rest of the format (no TPM needed) -------------------------
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as hst  # noqa: E402
+
+from fr_pbd.errors import StoreIntegrityError  # noqa: E402
+
+
+@given(hst.binary(max_size=600))
+def test_tpm_params_parser_refuses_garbage_with_a_typed_error(raw):
+    try:
+        p = fmt.TpmParams.decode(raw)
+    except StoreIntegrityError:
+        return
+    assert p.encode() == raw  # whatever it accepts, it accepts exactly
+
+
+@given(hst.integers(0, 2**24 - 1), hst.integers(-(2**62), 2**62), hst.binary(min_size=1, max_size=66),
+       hst.binary(min_size=1, max_size=1024), hst.binary(min_size=1, max_size=1024))
+def test_tpm_params_round_trip(mask, base, name, public, private):
+    p = fmt.TpmParams(0x000B if mask else 0, mask, fmt.TPM_NV_FIRST + 5, b"\x01" * 32, base, name, public, private)
+    assert fmt.TpmParams.decode(p.encode()) == p
+    with pytest.raises(StoreIntegrityError):
+        fmt.TpmParams.decode(p.encode() + b"\x00")
+    with pytest.raises(StoreIntegrityError):
+        fmt.TpmParams.decode(p.encode()[:-1])

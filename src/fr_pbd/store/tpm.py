@@ -292,7 +292,7 @@ class TpmKeyProvider(KeyProvider):
                                                       objectAttributes=attrs, authPolicy=policy))
             public.publicArea.parameters.keyedHashDetail.scheme.scheme = tss.TPM2_ALG.NULL
             sensitive = tss.TPM2B_SENSITIVE_CREATE(tss.TPMS_SENSITIVE_CREATE(
-                userAuth=tss.TPM2B_AUTH(auth), data=tss.TPM2B_SENSITIVE_DATA(dek)))
+                userAuth=tss.TPM2B_AUTH(auth), data=tss.TPM2B_SENSITIVE_DATA(bytes(dek))))  # cffi wants bytes
             with _session(ectx, srk) as sess:
                 try:
                     private, out_public, *_ = ectx.create(srk, sensitive, public, session1=sess)
