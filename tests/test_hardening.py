@@ -51,3 +51,31 @@ def test_lock_all_memory_only_where_nothing_can_fail_later():
         prefix = ["setpriv", "--bounding-set=-ipc_lock", "--inh-caps=-ipc_lock"]  # root without CAP_IPC_LOCK
     out = run("import resource; resource.setrlimit(resource.RLIMIT_MEMLOCK, (65536, 65536)); " + code, *prefix)
     assert out.startswith("memory not locked (RLIMIT_MEMLOCK 65536 bytes, no CAP_IPC_LOCK)") and out.endswith("False")
+
+
+def test_the_store_overwrites_every_data_key_buffer_when_its_operation_ends(tmp_path, monkeypatch):
+    """Issue 13, item 9: the data key lives in its own buffer, zeroed after create, read, transaction,
+    re-key and erase; a fresh key is random (the store it seals opens again)."""
+    from fr_pbd.store import Store, erase
+
+    made: list[bytearray] = []
+    real = hardening.secret_buffer
+
+    def spy(data=None, size=0):
+        buf = real(data, size)
+        made.append(buf)
+        return buf
+
+    monkeypatch.setattr(hardening, "secret_buffer", spy)
+    home = tmp_path / "home"
+    store = Store.create(home, model_id="m", dim=4)
+    assert len(made) == 1 and made[0] == bytearray(32)  # zeroed once the new store was written
+    store.read()
+    with store.transaction() as tx:
+        tx.set_fallback("246813")
+        live = made[-1]
+        assert any(live)  # inside the transaction the key is there
+    store.rotate_key()
+    assert Store.open(home).read().has_fallback  # the keys drawn into the buffers really sealed the store
+    erase(home)
+    assert len(made) >= 6 and all(b == bytearray(len(b)) for b in made)

@@ -246,6 +246,7 @@ def test_a_format_1_store_opens_and_is_written_as_format_2(tmp_path):
     store = Store.create(home, model_id="m", dim=4)
     with store._exclusive() as (hbytes, header, dek, state):
         rot = state.rotation
+        dek = bytes(dek)  # the store overwrites its own buffer when the block ends
     fb = hash_fallback("246813")
     del fb["min_len"]
     meta = {

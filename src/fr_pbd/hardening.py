@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import resource
 import sys
 import warnings
 
-__all__ = ["harden_process", "lock_all_memory", "lock_buffer", "unlock_buffer", "wipe", "is_dumpable"]
+__all__ = ["harden_process", "lock_all_memory", "lock_buffer", "unlock_buffer", "wipe", "is_dumpable",
+           "secret_buffer", "release"]
 
 PR_SET_DUMPABLE = 4
 PR_GET_DUMPABLE = 3
@@ -140,3 +142,48 @@ def wipe(buf: bytearray | memoryview) -> None:
     """Overwrite a mutable buffer with zeros, in place (the only copy Python lets us reach)."""
     mv = memoryview(buf).cast("B")
     mv[:] = bytes(len(mv))
+
+
+def secret_buffer(data: bytes | bytearray | None = None, size: int = 0) -> bytearray:
+    """A key's own buffer: mutable (so :func:`release` can overwrite it) and mlocked where allowed.
+
+    With ``data``, a copy of it (the caller drops the original, which Python cannot
+    overwrite); without, ``size`` random bytes drawn by ``getrandom(2)`` straight into
+    the buffer, so that no other copy of a fresh key ever exists in Python.
+    """
+    buf = bytearray(len(data) if data is not None else size)
+    lock_buffer(buf)
+    if data is not None:
+        buf[:] = data
+    else:
+        _random_into(buf)
+    return buf
+
+
+def release(buf: bytearray) -> None:
+    """Overwrite a :func:`secret_buffer` and unlock its pages (mlock is per page: a neighbour on the
+    same page is unlocked too; the daemon locks all its memory instead where it may)."""
+    wipe(buf)
+    unlock_buffer(buf)
+
+
+_GRND_FLAGS = 0
+
+
+def _random_into(buf: bytearray) -> None:
+    libc = _c()
+    n = len(buf)
+    if libc is not None and hasattr(libc, "getrandom"):
+        c_buf = (ctypes.c_char * n).from_buffer(buf)
+        done = 0
+        while done < n:
+            got = libc.getrandom(ctypes.byref(c_buf, done), ctypes.c_size_t(n - done), _GRND_FLAGS)
+            if got < 0:
+                if ctypes.get_errno() == 4:  # EINTR
+                    continue
+                break
+            done += got
+        del c_buf
+        if done == n:
+            return
+    buf[:] = os.urandom(n)  # no getrandom(2): a transient bytes copy, as everywhere in Python

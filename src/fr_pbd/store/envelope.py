@@ -16,6 +16,7 @@ from typing import NamedTuple
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from fr_pbd import hardening
 from fr_pbd.errors import StoreIntegrityError
 from fr_pbd.store import _format as fmt
 from fr_pbd.store.keys import KeyProvider, WrappedKey
@@ -32,20 +33,21 @@ class Opened(NamedTuple):
 
     header_bytes: bytes
     header: fmt.Header
-    dek: bytes
+    dek: bytearray  # a hardening.secret_buffer: the store overwrites it when the operation ends
     state: StoreState
 
 
-def new_dek() -> bytes:
-    """A fresh 256-bit data key (one per store; re-drawn by key rotation)."""
-    return os.urandom(DEK_LEN)
+def new_dek() -> bytearray:
+    """A fresh 256-bit data key (one per store; re-drawn by key rotation), drawn into its own
+    mlocked buffer; the caller overwrites it with :func:`fr_pbd.hardening.release` after use."""
+    return hardening.secret_buffer(size=DEK_LEN)
 
 
 def make_header(state: StoreState, w: WrappedKey) -> fmt.Header:
     return fmt.Header(state.store_id, state.model_id, w.provider_id, w.params, w.key_id, w.wrapped)
 
 
-def seal(header_bytes: bytes, dek: bytes, state: StoreState) -> bytes:
+def seal(header_bytes: bytes, dek: bytes | bytearray, state: StoreState) -> bytes:
     """The whole store file: header ‖ fresh random nonce ‖ AES-256-GCM(payload, AAD = header)."""
     payload = state.encode()
     nonce = os.urandom(fmt.NONCE_LEN)
@@ -62,13 +64,21 @@ def open_bytes(data: bytes, provider: KeyProvider) -> Opened:
     fmt.check_body_length(len(data) - hlen)
     if not any(header.wrapped_dek):
         raise StoreIntegrityError("this store was erased (its data key is destroyed); run erase again to finish")
-    dek = provider.unwrap(WrappedKey(header.provider_id, header.provider_params, header.key_id, header.wrapped_dek))
+    unwrapped = provider.unwrap(WrappedKey(header.provider_id, header.provider_params, header.key_id,
+                                           header.wrapped_dek))
+    dek = hardening.secret_buffer(unwrapped)  # the provider's bytes cannot be overwritten: dropped at once
+    del unwrapped
     hbytes = bytes(data[:hlen])
     nonce = bytes(data[hlen : hlen + fmt.NONCE_LEN])
     try:
         payload = AESGCM(dek).decrypt(nonce, bytes(data[hlen + fmt.NONCE_LEN :]), hbytes)
+        state = StoreState.decode(payload, header)
     except InvalidTag:
+        hardening.release(dek)
         raise StoreIntegrityError(
             "the store failed authentication: it was modified, truncated, or is not the file this key protects"
         ) from None
-    return Opened(hbytes, header, dek, StoreState.decode(payload, header))
+    except BaseException:
+        hardening.release(dek)
+        raise
+    return Opened(hbytes, header, dek, state)

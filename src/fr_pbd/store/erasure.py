@@ -6,7 +6,7 @@ import contextlib
 import os
 from pathlib import Path
 
-from fr_pbd import fileio
+from fr_pbd import fileio, hardening
 from fr_pbd.store import _format as fmt
 from fr_pbd.store import _fs
 from fr_pbd.store.envelope import MAX_FILE, open_bytes
@@ -36,7 +36,7 @@ def erase(home: str | os.PathLike[str], *, key_provider: KeyProvider | None = No
             data = _fs.read_private_file(path, max_size=MAX_FILE)
             header, hlen = fmt.parse_header(data)
             if any(header.wrapped_dek):
-                open_bytes(data, provider)  # must open: raises and touches nothing otherwise
+                hardening.release(open_bytes(data, provider).dek)  # must open: raises and touches nothing otherwise
                 _fs.overwrite(path, bytes(fmt.WRAPPED_DEK_LEN), fmt.wrapped_dek_offset(hlen))
             provider.destroy()
             _fs.shred_file(path)

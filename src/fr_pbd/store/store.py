@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 
-from fr_pbd import fileio
+from fr_pbd import fileio, hardening
 from fr_pbd.errors import StoreError
 from fr_pbd.store import _format as fmt
 from fr_pbd.store import _fs, protection
@@ -99,8 +99,11 @@ class Store:
                 raise StoreError(f"a store already exists in {home}; fr-pbd never replaces a store")
             state = StoreState.new(model_id, dim, protection.random_rotation(dim))
             dek = new_dek()
-            wrapped = provider.bind(provider.wrap(dek), state.generation)
-            _write(home, make_header(state, wrapped).encode(), dek, state)
+            try:
+                wrapped = provider.bind(provider.wrap(dek), state.generation)
+                _write(home, make_header(state, wrapped).encode(), dek, state)
+            finally:
+                hardening.release(dek)
             provider.committed(wrapped, state.generation)
         return cls(home, provider, _CONSTRUCT)
 
@@ -129,14 +132,19 @@ class Store:
         except FileNotFoundError:
             raise StoreError(f"no fr-pbd store in {self._home}") from None
         opened = open_bytes(data, self._provider)
-        self._provider.check_fresh(_wrapped_of(opened.header), opened.state.generation)  # rollback (TPM counter)
+        try:
+            self._provider.check_fresh(_wrapped_of(opened.header), opened.state.generation)  # rollback (TPM counter)
+        except BaseException:
+            hardening.release(opened.dek)
+            raise
         return opened
 
     def read(self) -> StoreView:
         """A decrypted, read-only snapshot (shared lock while reading)."""
         with _fs.file_lock(self._lock_path(), exclusive=False):
-            state = self._load().state
-        return StoreView(state)
+            opened = self._load()
+        hardening.release(opened.dek)  # a snapshot needs no key
+        return StoreView(opened.state)
 
     def _lock_path(self) -> Path:
         _fs.check_home(self._home)
@@ -146,9 +154,12 @@ class Store:
     def _exclusive(self) -> Iterator[Opened]:
         with _fs.file_lock(self._lock_path(), exclusive=True):
             loaded = self._load()
-            self._provider.after_open(loaded.header.key_id)
-            _fs.remove_stale_temps(self._home)
-            yield loaded
+            try:
+                self._provider.after_open(loaded.header.key_id)
+                _fs.remove_stale_temps(self._home)
+                yield loaded
+            finally:
+                hardening.release(loaded.dek)  # overwritten when the transaction ends, whatever happened
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Transaction]:
@@ -251,14 +262,16 @@ class Store:
             if renew:
                 protection.renew(state)
             staged = target_owner.begin_rotation()
+            dek = new_dek()
             try:
-                dek = new_dek()
                 state.generation += 1
                 wrapped = staged.bind(staged.wrap(dek), state.generation)
                 _write(self._home, make_header(state, wrapped).encode(), dek, state)
             except BaseException:
                 staged.abort_rotation()
                 raise
+            finally:
+                hardening.release(dek)
             staged.commit_rotation()
             staged.committed(wrapped, state.generation)
             if not self._provider.same_key_material(target_owner):
