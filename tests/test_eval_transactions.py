@@ -238,3 +238,29 @@ def test_cli_enrol_errors(tmp_path: Path, monkeypatch) -> None:
     with contextlib.redirect_stderr(err):
         assert run_command(args) == 2
     assert err.getvalue().count("\n") == 1 and "K can be at most 3" in err.getvalue()
+
+
+# --- the shipped operating point ---------------------------------------------------------------------------
+RESULT = Path(__file__).resolve().parent.parent / "docs" / "results" / "lfw-transactions-fp32-selection.json"
+
+
+def test_the_default_threshold_is_the_recorded_operating_point() -> None:
+    """The manifest's threshold is the one the real command chose on half of LFW's identities (issue 15)."""
+    from fr_pbd import models
+
+    rec = json.loads(RESULT.read_text(encoding="utf-8"))
+    r = rec["result"]
+    t = r["transactions"]
+    op = t["operating_point"]
+    assert rec["config"]["precision"] == "fp32" and r["images"] == 13233 and not r["dataset"]["limited"]
+    assert "--enrol 1-5" in rec["command"] and "sex.csv" in rec["command"] and not rec["git"]["dirty"]
+    assert t["fusion"] == tx.DEFAULT_FUSION and op["k"] == tx.DEFAULT_K and op["target_far"] == tx.OPERATING_FAR
+    for name in ("dlib-resnet-v1", "dlib-resnet-v1-int8"):  # int8 templates carry the fp32 model id
+        assert models.spec(name).default_threshold == op["threshold"]
+    # the rule: no candidate of the selection half (each group, transactions and pairwise) above it
+    sel = op["selection_half"]
+    cands = [v["threshold"] for part in ("transactions", "pairwise") for v in sel[part].values() if "threshold" in v]
+    assert len(cands) == 6 and max(cands) == op["threshold_exact"] <= op["threshold"] < op["threshold_exact"] + 1e-5
+    assert all(v["rule_of_three"] for v in sel["transactions"].values())
+    # issue 15's target: FRR <= 5 % at transaction FAR 1e-4 with 3 enrolled images
+    assert t["K"]["3"]["frr_at_far"]["1e-4"]["frr"] <= 0.05
