@@ -26,13 +26,16 @@ from tests.conftest import missing
 from tests.test_accuracy import best_threshold_accuracy, devtest
 
 MAX_LOSS = 0.002  # 0.2 percentage points of best-threshold accuracy
-MIN_AGREEMENT = 0.985
-"""int8 and fp32 give the same yes/no at the default threshold on >= 98.5 % of the 1,000 pairs.
+MIN_AGREEMENT = 0.975
+"""int8 and fp32 give the same yes/no at the default threshold on >= 97.5 % of the 1,000 pairs.
 
-Measured 2026-11-29 (commit 2a00db0, x86-64 CPU, onnxruntime): 991 of 1,000 (99.10 %); the 9
-differences are all matched pairs whose fp32 score lies within 0.016 of the threshold (the
-largest int8-fp32 score difference), and int8 FNMR there is 17.80 % vs 17.60 %. 98.5 % leaves
-room for 6 more such near-threshold flips on another CPU's int8 kernels, no more.
+Measured 2026-11-29 (commit 0f79efe, x86-64 CPU, onnxruntime) at the default 0.95831: 982 of
+1,000 (98.20 %); the 18 differences are all matched pairs (int8 FNMR 49.00 % vs 47.40 %): the
+threshold chosen for transaction FAR 2e-5 (issue 15) lies where matched pairs' scores are
+denser than at the earlier 0.94365, where the same chips gave 991 of 1,000 (9 matched pairs
+within 0.016 of the threshold, the largest int8-fp32 score difference). 97.5 % leaves room
+for 7 more such near-threshold flips on another CPU's int8 kernels, no more; impostor flips
+stay at none (MAX_IMPOSTOR_FLIPS).
 """
 MAX_IMPOSTOR_FLIPS = 0  # measured 0: int8 never accepts a mismatched pair that fp32 rejects
 
