@@ -176,6 +176,10 @@ def _add(dist: StreamedScores, sub: np.ndarray, keep: np.ndarray, probe_id: np.n
         dist.add_top(vals[sel], probe_id[ri[sel]], user_id[ci[sel]])
 
 
+def _cat(parts: list[np.ndarray], dtype) -> np.ndarray:
+    return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+
+
 def score_transactions(
     templates: np.ndarray,
     identity: np.ndarray,
@@ -296,11 +300,10 @@ def score_transactions(
             step += 1
             if progress is not None:
                 progress(step, total_steps)
-    cat = lambda parts, dt: np.concatenate(parts).astype(dt) if parts else np.zeros(0, dt)  # noqa: E731
     return TransactionScores(
         k=int(k), fusion=fusion, draws=int(draws), users=u,
-        genuine=cat(gen_s, np.float32), genuine_user=cat(gen_u, np.int64), genuine_draw=cat(gen_d, np.int32),
-        failed_user=cat(f_u, np.int64), failed_draw=cat(f_d, np.int32),
+        genuine=_cat(gen_s, np.float32), genuine_user=_cat(gen_u, np.int64), genuine_draw=_cat(gen_d, np.int32),
+        failed_user=_cat(f_u, np.int64), failed_draw=_cat(f_d, np.int32),
         impostors=imp, impostor_failed=int(imp_total - imp.n), enrolment_failed=enrol_failed,
         group_impostors=gimp, group_of_identity={a: c for a, (_n, c) in gcodes.items()},
     )
