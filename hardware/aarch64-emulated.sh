@@ -114,7 +114,10 @@ cleanup() {
 }
 trap cleanup EXIT
 mountpoint -q "$ROOT/proc" || mount -t proc proc "$ROOT/proc"
-mountpoint -q "$ROOT/sys" || mount --bind /sys "$ROOT/sys" || true
+# No /sys: it would be the x86 host's, and onnxruntime's arm64 cpuinfo parses
+# /sys/devices/system/cpu and crashes under qemu-user (SIGSEGV on import). Without it, it
+# warns "cpuinfo_initialize failed" and runs its default arm64 kernels.
+mountpoint -q "$ROOT/sys" && umount -l "$ROOT/sys"
 mountpoint -q "$ROOT/dev" || mount --bind /dev "$ROOT/dev"
 cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf"   # pip reaches PyPI from inside the root
 
@@ -170,11 +173,19 @@ EOF
 )"
 echo "pins: $PINS"
 [ -x "$ROOT/opt/fr-pbd/venv/bin/python" ] || in_root /usr/bin/python3 -m venv /opt/fr-pbd/venv
+# The host's CA bundle, for a host whose traffic passes a TLS-inspecting proxy (its CA is
+# trusted on the host, not in the fresh root): pip in the root verifies PyPI with it.
+PIP_ENV=()
+HOST_CA="${PIP_CERT:-${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}}"
+if [ -f "$HOST_CA" ]; then
+  cp -L "$HOST_CA" "$ROOT/opt/fr-pbd/host-ca-bundle.crt"
+  PIP_ENV=(PIP_CERT=/opt/fr-pbd/host-ca-bundle.crt)  # env, not --cert: pip's build-isolation child needs it too
+fi
 # --only-binary: a source build under emulation would take hours; a missing aarch64 wheel is a finding.
-in_root pip install -q --disable-pip-version-check --only-binary=numpy,opencv-python-headless,onnxruntime,cryptography \
+in_root /usr/bin/env "${PIP_ENV[@]}" pip install -q --disable-pip-version-check --only-binary=numpy,opencv-python-headless,onnxruntime,cryptography \
   $PINS
-in_root pip install -q --disable-pip-version-check --force-reinstall --no-deps /opt/fr-pbd/src
-in_root pip list --disable-pip-version-check 2>/dev/null | grep -iE '^(fr-pbd|numpy|opencv|onnxruntime|cryptography) '
+in_root /usr/bin/env "${PIP_ENV[@]}" pip install -q --disable-pip-version-check --force-reinstall --no-deps /opt/fr-pbd/src
+in_root pip list --disable-pip-version-check 2>/dev/null | grep -iE '^(fr-pbd|numpy|opencv-python-headless|onnxruntime|cryptography) '
 T_INSTALL=$(date +%s)
 
 step "arm64: fr-pbd --version, doctor"
@@ -247,25 +258,29 @@ if [ "$RECORD" = 1 ]; then
     "$(dpkg-query -W -f='${Version}' qemu-user-static)" "$(cat "$ROOT/etc/debian_version")" "$WORK/doctor.txt" \
     "$WORK/arm64-answers.txt" "$WORK/x86-answers.txt" <<'EOF'
 import json, sys
-a = sys.argv[1:]
-cmp = json.load(open(a[0]))
+(cmp_file, out_file, commit, total, root, install, arm_ev, arm_tpl, same, expected, doctor_rc, ok, qemu, debian,
+ doctor_txt, arm_answers, x86_answers) = sys.argv[1:18]
+lines = lambda path: [ln for ln in open(path).read().splitlines() if "cpuinfo" not in ln]  # noqa: E731
 doc = {
     "schema": "fr-pbd/aarch64-emulated/1",
-    "made_by": "hardware/aarch64-emulated.sh (issue 16, item 3); figures from hardware/aarch64_templates.py compare",
-    "commit": a[2], "pass": a[12] == "0",
-    "emulation": {"qemu_user_static": a[13], "debian_arm64_root": a[14], "binfmt_misc": True},
-    "doctor_exit": int(a[11]), "doctor_arm64": open(a[15]).read().splitlines(),
-    "enrol_verify": {"arm64_same_as_x86_64": a[9] == "yes", "as_expected": a[10] == "yes",
+    "made_by": "hardware/aarch64-emulated.sh (issue 16, item 3); templates: hardware/aarch64_templates.py compare",
+    "commit": commit, "pass": ok == "0",
+    "emulation": {"qemu_user_static": qemu, "debian_arm64_root": debian, "binfmt_misc": "qemu-aarch64, flags PF",
+                  "seccomp_filter": "not available under qemu-user (see doctor_arm64)",
+                  "sys_mounted": False},
+    "doctor_exit": int(doctor_rc), "doctor_arm64": lines(doctor_txt),
+    "enrol_verify": {"arm64_same_as_x86_64": same == "yes", "as_expected": expected == "yes",
                      "enrolled": "obama.jpg + obama2.jpg (../shared/data/faces)",
-                     "arm64": open(a[16]).read().splitlines(), "x86_64": open(a[17]).read().splitlines(),
+                     "arm64": lines(arm_answers), "x86_64": lines(x86_answers),
                      "expected": {"obama3.jpg": "yes", "obama4.jpg": "yes", "biden2.jpg": "no", "astronaut.png": "no"}},
-    "templates": cmp,
-    "wall_s_emulated_not_board_timings": {"total": int(a[3]), "root": int(a[4]), "install": int(a[5]),
-                                          "arm64_enrol_and_4_verifies": int(a[6]), "arm64_20_lfw_templates": int(a[7])},
+    "templates": json.load(open(cmp_file)),
+    "wall_s_emulated_not_board_timings": {"total": int(total), "root": int(root), "install": int(install),
+                                          "arm64_enrol_and_4_verifies": int(arm_ev),
+                                          "arm64_20_lfw_templates": int(arm_tpl)},
 }
-open(a[1], "w").write(json.dumps(doc, indent=2) + "\n")
+open(out_file, "w").write(json.dumps(doc, indent=2) + "\n")
 EOF
-  cp "$LOG" "$OUT.log"
+  grep -v cpuinfo "$LOG" > "$OUT.log" || true   # less onnxruntime's cpuinfo warnings (no /sys: see README)
   echo "recorded: $OUT.json and $OUT.log"
 fi
 exit $OK

@@ -86,7 +86,8 @@ def extract(args: argparse.Namespace) -> int:
                               "threshold": models.threshold(ex.model_id), "pairs": pairs, "templates": {},
                               "failures": {}, "load_s": round(load_s, 3)}
     t0 = time.perf_counter()
-    for name in images:
+    for k, name in enumerate(images, 1):
+        print(f"  image {k}/{len(images)} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
         try:
             out["templates"][name] = [float(x) for x in ex.template(args.lfw / name, purpose="verify",
                                                                     select="center").vector]
