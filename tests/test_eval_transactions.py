@@ -264,3 +264,8 @@ def test_the_default_threshold_is_the_recorded_operating_point() -> None:
     assert all(v["rule_of_three"] for v in sel["transactions"].values())
     # issue 15's target: FRR <= 5 % at transaction FAR 1e-4 with 3 enrolled images
     assert t["K"]["3"]["frr_at_far"]["1e-4"]["frr"] <= 0.05
+    # the run at the shipped threshold (docs quote its at_threshold figures) chose the same, deterministically
+    shipped = json.loads((RESULT.parent / "lfw-transactions-fp32.json").read_text(encoding="utf-8"))["result"]
+    assert shipped["transactions"]["threshold_source"] == "manifest"
+    assert shipped["transactions"]["threshold"] == op["threshold"]
+    assert shipped["transactions"]["operating_point"] == op
