@@ -15,8 +15,8 @@ from tests.conftest import missing
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "tools" / "demo.sh"
-IMAGES = ("faces/obama.jpg", "faces/obama2.jpg", "faces/obama3.jpg", "faces/biden2.jpg",
-          "spoof/live_T1.jpg", "spoof/spoof_print_F1.jpg")
+IMAGES = ("faces/obama.jpg", "faces/obama2.jpg", "faces/obama4.jpg", "faces/obama3.jpg", "faces/biden2.jpg",
+          "spoof/live_T1.jpg", "spoof/spoof_replay_F2.jpg")
 
 
 def fr_pbd_executable() -> str:
@@ -52,9 +52,9 @@ def test_demo_runs_and_summarises(data_dir, models_env, extractor):
     lines = proc.stdout.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("enrolled: "))
     summary = lines[start:start + 5]
-    assert summary[0] == "enrolled: 2 templates of obama + 1 of the sample person (consent recorded)"
+    assert summary[0] == "enrolled: 3 templates of obama + 1 of the sample person (consent recorded)"
     assert summary[1:4] == ["same person: yes", "another person: no",
-                            "printed photo: no (presentation attack)"]
+                            "screen replay: no (presentation attack)"]
     assert summary[4].startswith("audit: PASS ") or summary[4].startswith("audit: INCOMPLETE "), summary[4]
     assert "test data" in proc.stdout and "(test data erased)" in proc.stdout
     assert "demo FAILED" not in proc.stderr

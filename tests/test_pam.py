@@ -77,14 +77,18 @@ def pam(service: str, user: str) -> bool:
 
 
 @pytest.mark.slow
-def test_one_persons_face_opens_only_their_own_account(pam_service, tmp_path, extractor, faces_dir):
+def test_one_persons_face_opens_only_their_own_account(pam_service, tmp_path, extractor, faces_dir, lfw_dir):
     from fr_pbd.verify import Consent, Verifier
 
+    # the second person: three LFW photos of Colin Powell enrolled (as the `enroll` default asks), a
+    # fourth one shown (the two Biden photos of faces/ score below the default threshold as 1 vs 1)
+    powell = [lfw_dir / "Colin_Powell" / f"Colin_Powell_{i:04d}.jpg" for i in range(1, 5)]
     home = tmp_path / "home"
     v = Verifier(home, extractor)
     v.set_fallback(PIN)
-    v.enroll(OBAMA, [faces_dir / "obama.jpg", faces_dir / "obama2.jpg"], Consent("1", "test"), fallback=PIN)
-    v.enroll(BIDEN, [faces_dir / "biden.jpg"], Consent("1", "test"), fallback=PIN)
+    v.enroll(OBAMA, [faces_dir / "obama.jpg", faces_dir / "obama2.jpg", faces_dir / "obama4.jpg"],
+             Consent("1", "test"), fallback=PIN)
+    v.enroll(BIDEN, powell[:3], Consent("1", "test"), fallback=PIN)
     sock = tmp_path / "d.sock"
     write_config(home, f'socket = "{sock}"\n')
     frames = tmp_path / "frames"
@@ -99,11 +103,11 @@ def test_one_persons_face_opens_only_their_own_account(pam_service, tmp_path, ex
         assert not pam(safe, BIDEN)  # another enrolled person's account
         assert not pam(safe, "root")  # root did not enrol: no face opens root
         assert not pam(old, "root")  # before: `successfully authenticated` with Obama's face
-        set_frame(frames, faces_dir / "biden2.jpg")
+        set_frame(frames, powell[3])
         assert pam(safe, BIDEN)
         assert not pam(safe, OBAMA)
 
-        v.enroll("root", [faces_dir / "biden.jpg"], Consent("1", "test"), fallback=PIN)
+        v.enroll("root", powell[:3], Consent("1", "test"), fallback=PIN)
         assert pam(safe, "root")  # root's own (enrolled) face
         set_frame(frames, faces_dir / "obama3.jpg")
         assert not pam(safe, "root")

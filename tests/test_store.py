@@ -105,10 +105,12 @@ def test_round_trip(home, base):
     assert view.lockout == LockoutState()
     m = view.matcher()
     assert m.users == ("alice", "bob", "carol")
-    for u, tpls in raw.items():
-        for t in tpls:
-            assert m.matches(t, 0.999, user=u)
-            assert m.matches(t, 0.999)
+    for u, tpls in raw.items():  # a user's templates are matched as one: their normalised sum
+        c = np.sum([t.vector.astype(np.float64) for t in tpls], axis=0)
+        probe = Template((c / np.linalg.norm(c)).astype(np.float32), MODEL)
+        assert m.matches(probe, 0.999, user=u)
+        assert m.matches(probe, 0.999)
+        assert all(m.matches(probe, 0.999, user=o) is False for o in raw if o != u)
 
 
 def test_create_layout_and_modes(tmp_path):
@@ -480,7 +482,8 @@ def test_rotate_and_renew_preserve_every_decision(tmp_path):
     pv = np.concatenate([noisy, rng.standard_normal((12, d))])
     probes = [Template(x, MODEL) for x in pv]
     # reference decisions on unprotected templates; thresholds well clear of every score
-    scores = np.array([[max(float(p.vector @ t) for t in raw[u]) for p in probes] for u in raw])
+    cent = {u: v.sum(axis=0) / np.linalg.norm(v.sum(axis=0)) for u, v in raw.items()}  # the matcher's fusion
+    scores = np.array([[float(p.vector @ cent[u]) for p in probes] for u in raw])
     grid = np.linspace(-0.5, 0.99, 200)
     thr = np.array([t for t in grid if np.abs(scores - t).min() > 1e-5])
     assert len(thr) > 100

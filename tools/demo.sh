@@ -65,11 +65,12 @@ echo "\$ echo $PIN | fr-pbd fallback set --home \$HOME_DEMO --secret-stdin"
 OUT=$(echo "$PIN" | "$FR" fallback set --home "$H" --secret-stdin) || fail "fallback PIN: 'fr-pbd fallback set --secret-stdin' exited $?"
 printf '  %s\n' "$OUT"
 
-echo "2. Enrol, with the PIN as proof and consent recorded: Obama from two photos; the person in the presentation-attack"
+echo "2. Enrol, with the PIN as proof and consent recorded: Obama from three photos (enrolment asks for 3 captures);"
+echo "   the person in the presentation-attack"
 echo "   samples from one live photo (spoof/live_T1.jpg)."
-STDIN=$PIN run 0 enrolment "$FR" enroll --home "$H" --user obama --image "$F/obama.jpg" --image "$F/obama2.jpg" --consent --secret-stdin
+STDIN=$PIN run 0 enrolment "$FR" enroll --home "$H" --user obama --image "$F/obama.jpg" --image "$F/obama2.jpg" --image "$F/obama4.jpg" --consent --secret-stdin
 [[ $OUT =~ ([0-9]+)\ template ]] && N_OBAMA=${BASH_REMATCH[1]} || fail "enrolment: no template count in its output"
-[ "$N_OBAMA" -eq 2 ] || fail "enrolment: obama has $N_OBAMA templates, expected 2"
+[ "$N_OBAMA" -eq 3 ] || fail "enrolment: obama has $N_OBAMA templates, expected 3"
 STDIN=$PIN run 0 enrolment "$FR" enroll --home "$H" --user sample --image "$S/live_T1.jpg" --consent --secret-stdin
 [[ $OUT =~ ([0-9]+)\ template ]] && N_SAMPLE=${BASH_REMATCH[1]} || fail "enrolment: no template count in its output"
 run 0 status "$FR" status --home "$H"
@@ -79,11 +80,11 @@ run 0 "same person (must be yes)" "$FR" verify --home "$H" --user obama --image 
 answer yes
 run 1 "another person (must be no)" "$FR" verify --home "$H" --image "$F/biden2.jpg"
 answer no
-echo "   The printed photo shows the enrolled 'sample' person (compare, which has no liveness check,"
+echo "   The screen replay shows the enrolled 'sample' person (compare, which has no liveness check,"
 echo "   says same), yet verify says no: the presentation-attack check refuses it."
-run 0 "printed photo (control: it must show the enrolled person)" "$FR" compare "$S/live_T1.jpg" "$S/spoof_print_F1.jpg"
+run 0 "screen replay (control: it must show the enrolled person)" "$FR" compare "$S/live_T1.jpg" "$S/spoof_replay_F2.jpg"
 answer same
-run 1 "printed photo (must be no)" "$FR" verify --home "$H" --user sample --image "$S/spoof_print_F1.jpg"
+run 1 "screen replay (must be no)" "$FR" verify --home "$H" --user sample --image "$S/spoof_replay_F2.jpg"
 answer no
 
 echo "4. Audit the home against the five conditions (no daemon here, so the daemon's checks are"
@@ -104,7 +105,7 @@ echo
 echo "enrolled: $N_OBAMA templates of obama + $N_SAMPLE of the sample person (consent recorded)"
 echo "same person: yes"
 echo "another person: no"
-echo "printed photo: no (presentation attack)"
+echo "screen replay: no (presentation attack)"
 echo "$VERDICT (exit $AUDIT_RC)"
 echo "(test data erased)"
 # A FAIL verdict on a home this demo just made is a broken product; INCOMPLETE (no daemon) is not.

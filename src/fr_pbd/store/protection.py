@@ -20,7 +20,7 @@ from fr_pbd.store import _format as fmt
 from fr_pbd.store.records import StoreState
 from fr_pbd.template import Template
 
-__all__ = ["random_rotation", "protect_rows", "renew", "ProtectedMatcher"]
+__all__ = ["random_rotation", "protect_rows", "renew", "centroid", "ProtectedMatcher"]
 
 
 def random_rotation(d: int) -> np.ndarray:
@@ -67,6 +67,15 @@ def renew(state: StoreState) -> None:
     state.store_id = os.urandom(fmt.STORE_ID_LEN)
 
 
+def centroid(templates: np.ndarray) -> np.ndarray:
+    """One user's K unit templates as one: the L2-normalised sum (the matcher's fusion)."""
+    c = np.asarray(templates, dtype=np.float64).sum(axis=0)
+    n = float(np.linalg.norm(c))
+    if not n > 0.0:
+        raise StoreError("a user's templates cancel out (corrupt store)")
+    return (c / n).astype(np.float32)
+
+
 class ProtectedMatcher:
     """Matches *raw* probe templates against the store's *protected* gallery; answers only bool.
 
@@ -85,14 +94,19 @@ class ProtectedMatcher:
 
     @classmethod
     def of(cls, state: StoreState, exclude: frozenset[str] = frozenset()) -> "ProtectedMatcher":
-        """A matcher over every user's templates but ``exclude``'s (users without templates are absent)."""
+        """A matcher over every user's templates but ``exclude``'s (users without templates are absent).
+
+        A user's K templates are fused into one: their L2-normalised sum (the "centroid"
+        fusion, chosen on LFW View 1 and the one the default threshold was derived for:
+        ``fr_pbd.eval.transactions.DEFAULT_FUSION``, docs/evaluation.md). The rotation is
+        orthogonal, so the centroid of the protected templates is the protected centroid.
+        """
         names = [n for n in sorted(state.users) if state.users[n].templates.shape[0] > 0 and n not in exclude]
-        counts = [int(state.users[n].templates.shape[0]) for n in names]
         if names:
-            vec = np.concatenate([state.users[n].templates for n in names], axis=0)
+            vec = np.stack([centroid(state.users[n].templates) for n in names])
         else:
             vec = np.zeros((0, state.dim), dtype=np.float32)
-        return cls(Gallery.from_counts(vec, names, counts, dim=state.dim), state.rotation, state.model_id)
+        return cls(Gallery.from_counts(vec, names, [1] * len(names), dim=state.dim), state.rotation, state.model_id)
 
     @property
     def users(self) -> tuple[str, ...]:
