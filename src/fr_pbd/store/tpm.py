@@ -121,22 +121,57 @@ _RC_HANDLE, _RC_NV_UNINITIALIZED, _RC_NV_DEFINED = 0x8B, 0x14A, 0x14C
 def _esapi(transport: str) -> Iterator[Any]:
     """One connection to the TPM; flushes what it loaded on the way out.
 
-    A software TPM or a raw ``/dev/tpm0`` has no resource manager: objects and
-    sessions a killed process left loaded are flushed first (those transports
-    serve one connection at a time, so nothing flushed belongs to anyone else).
+    A software TPM has no resource manager and serves several connections at once, and
+    holds only three objects: fr-pbd processes take turns on it (an ``flock`` on
+    ``<socket>.lock``) and each flushes, under that lock, what a killed process left
+    loaded. ``/dev/tpm0`` (no resource manager) opens for one process at a time anyway;
+    ``/dev/tpmrm0``, the kernel's resource manager, needs neither.
     """
     tss = _tss()
+    with _turn(transport):
+        try:
+            ectx = tss.ESAPI(transport)
+        except Exception as exc:  # noqa: BLE001 - TSS2_Exception, OSError from the TCTI
+            raise TpmError(f"no TPM reachable at {transport} ({_short(exc)}); "
+                           "check the device node or tpm in config.toml") from None
+        try:
+            _set_timeout(ectx)
+            if not transport.startswith("device:/dev/tpmrm"):
+                _flush_stale(ectx, tss)
+            yield ectx
+        finally:
+            ectx.close()
+
+
+#: A TPM answers in well under a second; one that does not answer in this long is an error, not a hang.
+TPM_TIMEOUT_MS = 10_000
+
+
+def _set_timeout(ectx: Any) -> None:
+    """Bound every response wait (libtss2 waits forever by default)."""
+    with contextlib.suppress(Exception):  # an older binding without Esys_SetTimeout: keep the default
+        from tpm2_pytss._libtpm2_pytss import lib
+
+        lib.Esys_SetTimeout(ectx._ctx, TPM_TIMEOUT_MS)
+
+
+@contextlib.contextmanager
+def _turn(transport: str) -> Iterator[None]:
+    """Exclusive use of a software TPM among fr-pbd processes (no-op for a device node)."""
+    if not transport.startswith("swtpm:path="):
+        yield
+        return
+    import fcntl
+
     try:
-        ectx = tss.ESAPI(transport)
-    except Exception as exc:  # noqa: BLE001 - TSS2_Exception, OSError from the TCTI
-        raise TpmError(f"no TPM reachable at {transport} ({_short(exc)}); "
-                       "check the device node or tpm in config.toml") from None
+        fd = os.open(transport[len("swtpm:path="):] + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise TpmError(f"cannot take turns on the software TPM ({exc.strerror or exc})") from None
     try:
-        if not transport.startswith("device:/dev/tpmrm"):
-            _flush_stale(ectx, tss)
-        yield ectx
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
     finally:
-        ectx.close()
+        os.close(fd)
 
 
 def _short(exc: BaseException) -> str:
