@@ -50,15 +50,16 @@ def test_aligned_landmarks_land_on_the_reference(extractor, faces_dir):
 
 
 def test_genuine_pairs_same_impostor_pairs_different(templates, threshold):
+    """Every impostor pair is refused and scores below every genuine pair. Since the default
+    threshold became 0.95831 (per-attempt FRR about 11 %, manifest), two of the seven genuine
+    pairs (obama2/obama4, biden/biden2) fall below it: at most two may."""
     score = lambda a, b: float(templates[a].vector @ templates[b].vector)  # noqa: E731
-    for a, b in itertools.combinations(OBAMA, 2):
-        assert score(a, b) >= threshold, (a, b)
-    assert score(*BIDEN) >= threshold
-    for a in OBAMA:
-        for b in BIDEN + ["astronaut.png"]:
-            assert score(a, b) < threshold, (a, b)
-    for b in BIDEN:
-        assert score(b, "astronaut.png") < threshold
+    genuine = [score(a, b) for a, b in itertools.combinations(OBAMA, 2)] + [score(*BIDEN)]
+    impostor = [score(a, b) for a in OBAMA for b in BIDEN + ["astronaut.png"]]
+    impostor += [score(b, "astronaut.png") for b in BIDEN]
+    assert max(impostor) < threshold
+    assert min(genuine) > max(impostor)
+    assert sum(g >= threshold for g in genuine) >= len(genuine) - 2
 
 
 def test_template_is_unit_length_tagged_and_opaque(templates):
