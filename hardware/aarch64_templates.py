@@ -126,9 +126,9 @@ def compare(args: argparse.Namespace) -> int:
         da, db = decide(a, x, y), decide(b, x, y)
         sa = float(np.dot(a["templates"][x], a["templates"][y])) if da != "refused" else None
         sb = float(np.dot(b["templates"][x], b["templates"][y])) if db != "refused" else None
+        # No scores (a result holds no comparison scores of people: hardware/results/README.md),
+        # only how far the two machines' scores of one pair lie apart.
         rows.append({"pairs_txt_line": line, "same_person": same, "a": da, "b": db,
-                     "score_a": None if sa is None else round(sa, 6),
-                     "score_b": None if sb is None else round(sb, 6),
                      "score_diff": None if sa is None or sb is None else float(f"{abs(sa - sb):.3g}")})
     agree = sum(r["a"] == r["b"] for r in rows)
     values = sorted(cos.values())
@@ -145,6 +145,7 @@ def compare(args: argparse.Namespace) -> int:
         "cosine_max": float(f"{values[-1]:.8f}") if values else None,
         "images_below_0.9999": sum(v < 0.9999 for v in values),
         "pairs": len(rows), "pairs_same_answer": agree,
+        "pair_score_diff_max": max((r["score_diff"] for r in rows if r["score_diff"] is not None), default=None),
         "pairs_correct_a": sum((r["a"] == "yes") == r["same_person"] for r in rows),
         "pairs_correct_b": sum((r["b"] == "yes") == r["same_person"] for r in rows),
         "pair_rows": rows,
