@@ -18,8 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 HERE = Path(__file__).resolve().parent
 BEGIN = "<!-- estimates-table: begin (hardware/estimates.py --write) -->"
@@ -70,7 +71,10 @@ def compute() -> dict:
     from fr_pbd import boards, models
 
     cfg = tomllib.loads((HERE / "estimates.toml").read_text(encoding="utf-8"))
-    resolve = lambda name: models.resolve(name).path  # noqa: E731 - hash-checked model files
+
+    def resolve(name: str) -> Path:  # hash-checked model files
+        return models.resolve(name).path
+
     graphs = {name: count_macs(resolve(name)) for name in YUNET_GRAPHS.values()}
     embed_macs = count_macs(resolve("dlib-resnet-v1"), batch=2)  # chip + mirror, one batch
     live_macs = count_macs(resolve("minifasnet-v2")) + count_macs(resolve("minifasnet-v1se"))
