@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 
@@ -162,3 +163,16 @@ def test_the_config_of_the_homes_owner_is_trusted_only_when_asked(tmp_path):
     with pytest.raises(ConfigError, match="owned by uid 65534"):
         config.load(tmp_path / "h")
     assert config.load(tmp_path / "h", owner=65534).daemon.daemon_uid == 7
+
+
+def test_capture_table_defaults_values_and_refusals():
+    from fr_pbd.config import CaptureConfig
+
+    assert config.parse("").capture == CaptureConfig(max_frames=5, frame_budget_ms=1000)
+    assert config.parse("[capture]\nmax_frames = 2\nframe_budget_ms = 300\n").capture == CaptureConfig(2, 300)
+    for text, msg in (("[capture]\nmax_frames = 0\n", "max_frames must be an integer in 1..30"),
+                      ("[capture]\nframe_budget_ms = 20000\n", "frame_budget_ms must be an integer in 50..10000"),
+                      ("[capture]\nframes = 5\n", "unknown key(s) in [capture]: frames"),
+                      ("capture = 5\n", "capture must be a table")):
+        with pytest.raises(ConfigError, match=re.escape(msg)):
+            config.parse(text)

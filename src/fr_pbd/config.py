@@ -191,13 +191,7 @@ def parse(text: str, source: str = CONFIG_FILE) -> Config:
     tpm = doc.get("tpm")
     if tpm is not None:
         tpm = _tpm_transport(tpm, source)
-    raw = doc.get("daemon", {})
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: daemon must be a table ([daemon])")
-    unknown = sorted(set(raw) - _DAEMON_KEYS)
-    if unknown:
-        raise ConfigError(f"{source}: unknown key(s) in [daemon]: {', '.join(unknown)}; "
-                          f"known: {', '.join(sorted(_DAEMON_KEYS))}")
+    raw = _table(doc, "daemon", _DAEMON_KEYS, source)
     kwargs: dict[str, Any] = {}
     if "allowed_uids" in raw:
         kwargs["allowed_uids"] = _ids(raw["allowed_uids"], "allowed_uids", source)
@@ -220,14 +214,20 @@ def parse(text: str, source: str = CONFIG_FILE) -> Config:
                   capture=_capture(doc, source), path=None)
 
 
-def _capture(doc: dict, source: str) -> CaptureConfig:
-    raw = doc.get("capture", {})
+def _table(doc: dict, name: str, known: set[str], source: str) -> dict:
+    """The ``[name]`` table (empty if absent); a key it does not know is an error, never ignored."""
+    raw = doc.get(name, {})
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: capture must be a table ([capture])")
-    unknown = sorted(set(raw) - _CAPTURE_KEYS)
+        raise ConfigError(f"{source}: {name} must be a table ([{name}])")
+    unknown = sorted(set(raw) - known)
     if unknown:
-        raise ConfigError(f"{source}: unknown key(s) in [capture]: {', '.join(unknown)}; "
-                          f"known: {', '.join(sorted(_CAPTURE_KEYS))}")
+        raise ConfigError(f"{source}: unknown key(s) in [{name}]: {', '.join(unknown)}; "
+                          f"known: {', '.join(sorted(known))}")
+    return raw
+
+
+def _capture(doc: dict, source: str) -> CaptureConfig:
+    raw = _table(doc, "capture", _CAPTURE_KEYS, source)
     kwargs = {}
     if "max_frames" in raw:
         kwargs["max_frames"] = _int(raw["max_frames"], "max_frames", source, *MAX_FRAMES_RANGE, table="capture")
