@@ -14,6 +14,7 @@ import numpy as np
 
 from fr_pbd.eval import metrics
 from fr_pbd.eval.groups import FairnessResult
+from fr_pbd.eval.plotting import finish_det_axes
 
 __all__ = ["det_groups_plot", "groups_markdown", "summary_lines"]
 
@@ -93,17 +94,10 @@ def det_groups_plot(fair: FairnessResult, out: Path, title: str) -> list[Path]:
     ax.plot([lo, hi], [lo, hi], ls=":", lw=0.8, color="0.6", zorder=1)
     xt = [t for t in _TICKS if x_lo <= t <= x_hi]
     yt = [t for t in _Y_TICKS if y_lo <= t <= y_hi]
-    ax.set_xticks(metrics.probit(np.array(xt)), [_tick(t) for t in xt])
-    ax.set_yticks(metrics.probit(np.array(yt)), [_tick(t) for t in yt])
-    ax.set_xlim(metrics.probit(x_lo), metrics.probit(x_hi))
-    ax.set_ylim(metrics.probit(y_lo), metrics.probit(y_hi))
-    ax.tick_params(axis="x", labelrotation=35, labelsize=8)
-    ax.tick_params(axis="y", labelsize=8)
-    ax.grid(True, color="0.88", lw=0.7)
-    ax.set_xlabel("False match rate (same-group impostors), normal-deviate scale")
-    ax.set_ylabel("False non-match rate, normal-deviate scale")
-    ax.set_title(title, fontsize=10)
-    ax.legend(loc="upper right", fontsize=7, framealpha=0.95)
+    finish_det_axes(ax, x=(x_lo, x_hi), y=(y_lo, y_hi), xticks=xt, yticks=yt, label=_tick,
+                    xlabel="False match rate (same-group impostors), normal-deviate scale",
+                    ylabel="False non-match rate, normal-deviate scale", title=title,
+                    legend_loc="upper right", legend_size=7)
     tab = fig.add_subplot(gs[1])
     tab.axis("off")
     tg = f"{fair.global_threshold:.4f}"

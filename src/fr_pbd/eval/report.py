@@ -21,6 +21,7 @@ from fr_pbd.machine import machine_info
 from fr_pbd.errors import EvaluationError, FrPbdError
 from fr_pbd.eval import metrics
 from fr_pbd.eval.groups_report import det_groups_plot, groups_markdown
+from fr_pbd.eval.plotting import finish_det_axes
 from fr_pbd.eval import transactions
 from fr_pbd.eval.lfw import LfwResult
 
@@ -230,17 +231,10 @@ def _det_plot(res: LfwResult, out: Path, title: str) -> list[Path]:
     yt = [t for t in _TICKS if y_lo <= t <= y_hi]
     if y_lo < 1e-3:  # a long axis: keep decades only below 1 %
         yt = [t for t in yt if t >= 0.01 or math.isclose(math.log10(t), round(math.log10(t)))]
-    ax.set_xticks(metrics.probit(np.array(xt)), [_pct(t) for t in xt])
-    ax.set_yticks(metrics.probit(np.array(yt)), [_pct(t) for t in yt])
-    ax.set_xlim(metrics.probit(x_lo), metrics.probit(x_hi))
-    ax.set_ylim(metrics.probit(y_lo), metrics.probit(y_hi))
-    ax.tick_params(axis="x", labelrotation=35, labelsize=8)
-    ax.tick_params(axis="y", labelsize=8)
-    ax.grid(True, color="0.88", lw=0.7)
-    ax.set_xlabel("False match rate (FMR), normal-deviate scale")
-    ax.set_ylabel("False non-match rate (FNMR), normal-deviate scale")
-    ax.set_title(title, fontsize=10)
-    ax.legend(loc="lower left", fontsize=7.5, framealpha=0.95)
+    finish_det_axes(ax, x=(x_lo, x_hi), y=(y_lo, y_hi), xticks=xt, yticks=yt, label=_pct,
+                    xlabel="False match rate (FMR), normal-deviate scale",
+                    ylabel="False non-match rate (FNMR), normal-deviate scale", title=title,
+                    legend_loc="lower left", legend_size=7.5)
     sub = (f"{n_gen:,} genuine, {n_imp:,} impostor comparisons; FTA {res.fta_images} of {res.images:,} images "
            "(failed genuine comparisons count as non-matches)")
     fig.text(0.01, 0.005, sub, fontsize=6.5, color="0.35")
