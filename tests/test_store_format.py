@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+from datetime import datetime
 
 import numpy as np
 import pytest
@@ -268,3 +269,66 @@ def test_a_format_1_store_opens_and_is_written_as_format_2(tmp_path):
     with store._exclusive() as (_h, _hd, _d, state):
         assert fmt.decode_payload(state.encode())[0]["format"] == 2
     assert Store.open(home).read().uid_of(me) == os.getuid()
+
+
+# --------------------------------------------------------------------------------------
+# stored times: the fast parser refuses exactly what strptime refused (issue 16)
+# --------------------------------------------------------------------------------------
+def _strptime_reference(v: object):
+    """The parser before issue 16: the shape regex, then strptime; None where it refused."""
+    import re
+    from datetime import timezone
+
+    if not isinstance(v, str) or re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z", v) is None:
+        return None
+    try:
+        return datetime.strptime(v, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
+
+
+def _fast(v: object):
+    try:
+        return fmt.parse_time(v, "time")
+    except StoreIntegrityError:
+        return None
+
+
+def _same(v: object) -> None:
+    want, got = _strptime_reference(v), _fast(v)
+    assert want == got, v
+    if got is not None:
+        assert got.tzinfo is not None and got.utcoffset().total_seconds() == 0
+
+
+def test_every_value_of_every_time_field_is_accepted_or_refused_as_strptime_did():
+    base = ["2024", "02", "29", "12", "30", "45"]
+    spans = [(0, 4), (5, 7), (8, 10), (11, 13), (14, 16), (17, 19)]
+    for i, (a, b) in enumerate(spans):
+        for n in range(10 ** (b - a) if b - a == 2 else 0):  # every 2-digit value of the field
+            parts = list(base)
+            parts[i] = f"{n:02d}"
+            _same("{}-{}-{}T{}:{}:{}Z".format(*parts))
+    for year in ("0000", "0001", "1900", "1970", "2000", "2023", "2024", "2100", "9999"):  # leap years, month ends
+        for month in range(0, 14):
+            for day in range(0, 33):
+                _same(f"{year}-{month:02d}-{day:02d}T23:59:59Z")
+    for bad in ("", "2024-01-01T00:00:00", "2024-01-01 00:00:00Z", "2024-01-01T00:00:00z", " 2024-01-01T00:00:00Z",
+                "2024-01-01T00:00:00Z\n", "2024-1-01T00:00:00Z", "+024-01-01T00:00:00Z", "2024-01-01T00:00:0Z",
+                "\u0662\u0660\u0662\u0664-01-01T00:00:00Z", "2024-\u0660\u0661-01T00:00:00Z", None, 2024, b"x"):
+        _same(bad)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.text(alphabet="0123456789-TZ:\u0660\u0662\u0669 x", min_size=18, max_size=22))
+def test_random_time_strings_are_accepted_or_refused_as_strptime_did(v):
+    _same(v)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59)))
+def test_written_times_read_back(t):
+    s = t.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if len(s) == 20:
+        _same(s)
+        assert fmt.parse_time(s, "time").replace(tzinfo=None) == t.replace(microsecond=0)

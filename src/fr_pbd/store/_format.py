@@ -14,6 +14,7 @@ import math
 import re
 import struct
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import numpy as np
 
@@ -370,14 +371,30 @@ def _hex(v: object, nbytes: int, what: str) -> bytes:
     return bytes.fromhex(v)  # type: ignore[arg-type]
 
 
-def _time(v: object, what: str) -> str:
-    _req(isinstance(v, str) and _TIME_RE.fullmatch(v) is not None, what)
-    from datetime import datetime
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+# The usual case, "YYYY-MM-DDTHH:MM:SSZ" in ASCII digits: fields by position, checked by datetime() itself,
+# which refuses exactly what strptime refuses for such a string (tests/test_store_format.py compares the two
+# over every value of every field). Anything else (other digits than ASCII) takes strptime, as before.
+_TIME_ASCII_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
 
+
+def parse_time(v: object, what: str) -> datetime:
+    """A stored time (UTC, whole seconds) as an aware datetime; StoreIntegrityError naming ``what`` if malformed."""
+    if type(v) is str and len(v) == 20 and v.isascii() and _TIME_ASCII_RE.fullmatch(v) is not None:
+        try:
+            return datetime(int(v[0:4]), int(v[5:7]), int(v[8:10]), int(v[11:13]), int(v[14:16]), int(v[17:19]),
+                            tzinfo=timezone.utc)
+        except ValueError:
+            raise _bad(what) from None
+    _req(isinstance(v, str) and _TIME_RE.fullmatch(v) is not None, what)
     try:
-        datetime.strptime(v, "%Y-%m-%dT%H:%M:%SZ")  # type: ignore[arg-type]
+        return datetime.strptime(v, TIME_FORMAT).replace(tzinfo=timezone.utc)  # type: ignore[arg-type]
     except ValueError:
         raise _bad(what) from None
+
+
+def _time(v: object, what: str) -> str:
+    parse_time(v, what)
     return v  # type: ignore[return-value]
 
 

@@ -80,7 +80,7 @@ def _fmt_time(t: datetime) -> str:
 
 
 def _parse_time(s: str) -> datetime:
-    return datetime.strptime(s, _TIME_FMT).replace(tzinfo=timezone.utc)
+    return fmt.parse_time(s, "time")  # strptime's strictness, without its cost in the usual case
 
 
 @dataclass(frozen=True)
