@@ -121,6 +121,56 @@ def test_wrong_models_and_thresholds_are_refused(pad_models):
         liveness.LivenessDetector(pad_models._sessions, threshold=1.5)
 
 
+def _onnxruntime_pad():
+    """The same two models on onnxruntime: the oracle for OpenCV's DNN module (fr_pbd.runtime.OpenCvNet)."""
+    from fr_pbd import models
+    from fr_pbd.runtime import create_session
+
+    return liveness.LivenessDetector({m: create_session(models.resolve(m), threads=1) for m in liveness.MODEL_NAMES})
+
+
+def test_opencv_dnn_scores_as_onnxruntime_on_samples_and_photos(pad_models, detector, spoof_dir, faces_dir):
+    """The pipeline runs the MiniFASNets on OpenCV's DNN module (issue 16): same probabilities as onnxruntime."""
+    from fr_pbd.runtime import OpenCvNet
+
+    assert all(isinstance(s, OpenCvNet) for s in pad_models._sessions.values())
+    oracle = _onnxruntime_pad()
+    paths = [spoof_dir / n for n in ("spoof_print_F1.jpg", "spoof_replay_F2.jpg", "live_T1.jpg")]
+    paths += [faces_dir / n for n in ("obama.jpg", "obama2.jpg", "biden.jpg", "astronaut.png")]
+    for path in paths:
+        frame = load_image(path)
+        face = _face(detector, frame)
+        got, want = pad_models.probabilities(frame, face), oracle.probabilities(frame, face)
+        assert np.abs(got - want).max() < 1e-5, path.name
+        assert pad_models.is_live(frame, face) == oracle.is_live(frame, face), path.name
+
+
+def test_an_opencv_net_gives_each_thread_its_own_answer(pad_models, detector, spoof_dir):
+    """OpenCV's Net keeps its blobs inside: concurrent verifications must not read each other's logits."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    frames = [load_image(spoof_dir / n) for n in ("spoof_print_F1.jpg", "live_T1.jpg")]
+    faces = [_face(detector, f) for f in frames]
+    want = [pad_models.probabilities(f, face) for f, face in zip(frames, faces)]
+    jobs = [i % 2 for i in range(64)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        got = list(pool.map(lambda i: pad_models.probabilities(frames[i], faces[i]), jobs))
+    assert all(np.array_equal(g, want[i]) for g, i in zip(got, jobs))
+    assert not np.allclose(want[0], want[1])  # the two answers differ, so a mix-up would show
+
+
+def test_a_file_opencv_cannot_read_is_a_one_line_model_error(models_env):
+    from fr_pbd import models
+    from fr_pbd.errors import ModelError
+    from fr_pbd.models import VerifiedModel
+    from fr_pbd.runtime import create_opencv_net
+
+    spec = models.spec(liveness.MODEL_V2)
+    with pytest.raises(ModelError, match="OpenCV cannot load minifasnet-v2") as e:
+        create_opencv_net(VerifiedModel(spec, models_env / spec.file, b"not an onnx graph"))
+    assert "\n" not in str(e.value)
+
+
 # --- the verifier ---------------------------------------------------------------------
 class StubPad:
     """Records what liveness was given; answers as told."""

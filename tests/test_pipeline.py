@@ -153,3 +153,15 @@ def test_quality_check_order_and_policies():
         assert getattr(quality.ENROL, field) >= getattr(quality.VERIFY, field), field
     for field in ("max_brightness", "max_abs_roll_deg", "max_abs_yaw", "max_pitch"):
         assert getattr(quality.ENROL, field) <= getattr(quality.VERIFY, field), field
+
+
+def test_a_built_pipeline_holds_numpys_blas_at_one_thread(extractor):
+    """Issue 16: OpenBLAS's idle workers spin and wake late; a verification's products are tiny (fr_pbd.runtime)."""
+    import threadpoolctl
+
+    from fr_pbd.pipeline import build_pipeline
+
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        build_pipeline()
+        blas = [i for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+        assert blas and all(i["num_threads"] == 1 for i in blas)

@@ -112,6 +112,9 @@ def build_pipeline(board: "str | _boards.Board | RunSettings | None" = None, *, 
 
 
 def _build(settings: RunSettings, liveness: bool) -> Pipeline:
+    from fr_pbd.runtime import one_blas_thread
+
+    one_blas_thread()  # the process's BLAS: one thread (why: fr_pbd.runtime.one_blas_thread)
     return Pipeline(_extractor(settings), _liveness(settings) if liveness else None, settings)
 
 
@@ -143,9 +146,9 @@ def _extractor(settings: RunSettings) -> "TemplateExtractor":
 def _liveness(settings: RunSettings) -> "LivenessDetector":
     from fr_pbd import models
     from fr_pbd.capture.liveness import MODEL_NAMES, LivenessDetector
-    from fr_pbd.runtime import LANES, cores, create_session, lane_threads
+    from fr_pbd.runtime import create_opencv_net
 
-    # One lane for both models (they run beside the embedder's two runs).
-    threads = lane_threads(settings.threads) if cores(settings.threads) >= LANES else settings.threads
-    return LivenessDetector({name: create_session(models.resolve(name), threads=threads,
-                                                  providers=settings.providers) for name in MODEL_NAMES})
+    # On OpenCV's DNN module, not onnxruntime: 2.3-2.6x faster for these two small
+    # graphs, same logits to 1e-6 (fr_pbd.runtime.OpenCvNet, docs/performance.md).
+    # A board's execution providers do not apply to them.
+    return LivenessDetector({name: create_opencv_net(models.resolve(name)) for name in MODEL_NAMES})

@@ -29,11 +29,14 @@ oversubscribed by barriers. The detector runs alone and keeps every core.
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal, Sequence
+from typing import Literal, NamedTuple, Sequence
 
+import cv2
+import numpy as np
 import onnxruntime as ort
 
 from fr_pbd.models import VerifiedModel
@@ -94,6 +97,25 @@ def session_options(threads: int | None = None, tuning: SessionTuning | None = N
     return so
 
 
+def one_blas_thread() -> None:
+    """Numpy's BLAS (OpenBLAS) down to one thread for the whole process; :func:`fr_pbd.pipeline.build_pipeline` calls it.
+
+    Why: every matrix product of a verification is tiny (the store's 128x128 rotation
+    check, 26 templates x 128, one probe), far below what a second BLAS thread can pay
+    for. OpenBLAS's idle workers spin after each call and take the cores from
+    onnxruntime, and once asleep they cost a wake-up: on the 2-core VM, a 128x128
+    float64 product took 0.07 ms back to back but 7 ms when the calling thread had
+    done 1 ms of other work first, and ``fr-pbd bench`` went from 27-68 ms to 20-21 ms
+    p50 per verification with one BLAS thread (issue 16, docs/performance.md). The
+    matcher's large galleries split their work over threads themselves.
+    threadpoolctl does this for every BLAS numpy may be built with (OpenBLAS, MKL,
+    BLIS, Accelerate), on x86 and aarch64 alike.
+    """
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+
+
 def cores(threads: int | None = None) -> int:
     """The cores a pipeline uses: ``threads``, else every core."""
     return threads if threads else (os.cpu_count() or 1)
@@ -141,6 +163,69 @@ def create_session(model: VerifiedModel, threads: int | None = None,
     so = session_options(threads, tuning)
     return ort.InferenceSession(model.data, sess_options=so, providers=chosen,
                                 provider_options=_provider_options(chosen, so.intra_op_num_threads))
+
+
+class IoName(NamedTuple):
+    """An input or output of :class:`OpenCvNet`, as onnxruntime's ``NodeArg`` names it."""
+
+    name: str
+
+
+class OpenCvNet:
+    """An ONNX graph on OpenCV's DNN module, made from verified bytes; onnxruntime's ``run`` signature.
+
+    Why a second runtime: the two MiniFASNets (80x80 input, a hundred small depthwise
+    and pointwise convolutions each) are dispatch-bound on onnxruntime's CPU provider:
+    3.5 ms per run on one thread here, against 1.3-1.5 ms on OpenCV's DNN module with
+    logits equal to 1.4e-6 (issue 16; ``benchmarks/bench_models_raw.py``,
+    docs/performance.md). The larger graphs (YuNet, the ResNet) stay on onnxruntime,
+    which is 1.7-2x faster for them.
+
+    OpenCV's ``Net`` keeps its input and output blobs inside the object, so one net
+    must not run in two threads at once: a lock serialises runs (two verifications at
+    the same time take turns for about 1.5 ms). OpenCV's own thread pool is
+    process-wide (``cv2.setNumThreads``); fr-pbd leaves it as OpenCV sets it.
+    """
+
+    def __init__(self, model: VerifiedModel) -> None:
+        from fr_pbd.errors import ModelError
+
+        try:
+            self._net = cv2.dnn.readNetFromONNX(np.frombuffer(model.data, dtype=np.uint8))
+            self._inputs = tuple(_onnx_input_names(model.data))
+        except Exception as e:  # noqa: BLE001 - cv2.error, or onnxruntime's own exception types
+            lines = str(e).strip().splitlines() or [type(e).__name__]
+            raise ModelError(f"OpenCV cannot load {model.spec.name}: {lines[-1][:200]}") from None
+        self._outputs = tuple(self._net.getUnconnectedOutLayersNames())
+        self._lock = threading.Lock()
+
+    def get_inputs(self) -> list[IoName]:
+        return [IoName(n) for n in self._inputs]
+
+    def get_outputs(self) -> list[IoName]:
+        return [IoName(n) for n in self._outputs]
+
+    def run(self, output_names: Sequence[str] | None, input_feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """The outputs named (all if None) for the inputs fed, as ``InferenceSession.run`` returns them."""
+        names = list(output_names) if output_names else list(self._outputs)
+        with self._lock:
+            for name, value in input_feed.items():
+                self._net.setInput(np.ascontiguousarray(value, dtype=np.float32), name)
+            return [np.array(o, copy=True) for o in self._net.forward(names)]
+
+
+def _onnx_input_names(data: bytes) -> list[str]:
+    """The graph's input names, read by onnxruntime from the same bytes (OpenCV does not list them)."""
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(data, sess_options=so, providers=["CPUExecutionProvider"])
+    return [i.name for i in sess.get_inputs()]
+
+
+def create_opencv_net(model: VerifiedModel) -> OpenCvNet:
+    """An :class:`OpenCvNet` from the bytes that were hashed, never from the path."""
+    return OpenCvNet(model)
 
 
 def session_from_file(path: "str | os.PathLike[str]", session_options: ort.SessionOptions | None = None,
