@@ -7,6 +7,15 @@ verifier (pre/post-processing, lanes and contention included); this times each g
 default board runs, alone, at 1 and 2 intra-op threads, so the difference between the two
 is the overhead around the models. Input shapes: the 640x480 YuNet graph (a 640x480 frame),
 the dlib ResNet on a batch of 2 (chip and mirror), each MiniFASNet on one 80x80 crop.
+
+Two more comparisons, each interleaved run by run so that the load falls on both alike:
+
+* ``opencv_dnn``: each graph on onnxruntime and on OpenCV's DNN module (``cv2.dnn``, the
+  runtime ``fr_pbd.runtime.OpenCvNet`` uses for the MiniFASNets), 1 and 2 threads, and the
+  largest difference between their outputs;
+* ``blas_wakeup``: a 128x128 float64 product (the store's rotation check) back to back and
+  after the calling thread has done 1 ms of other work, with numpy's BLAS at 2 threads and
+  at 1 (``fr_pbd.runtime.one_blas_thread``).
 """
 
 from __future__ import annotations
@@ -89,8 +98,79 @@ def main(argv: list[str] | None = None) -> int:
         del sessions
         print(f"the four in turn (2 threads, spinning {'on' if spin else 'off'}): p50 {statistics.median(cycle):.2f} ms "
               f"per cycle")
+    out["opencv_dnn"] = _opencv_vs_onnxruntime(args.runs, rng)
+    out["blas_wakeup"] = _blas_wakeup(args.runs)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     return 0
+
+
+def _opencv_vs_onnxruntime(runs: int, rng: np.random.Generator) -> dict:
+    import cv2
+    import onnxruntime as ort
+
+    from fr_pbd import models
+
+    res: dict = {}
+    before = cv2.getNumThreads()
+    for name, shape in GRAPHS:
+        data = models.resolve(name).data
+        x = (rng.random(shape, dtype=np.float32) * 255).astype(np.float32)
+        net = cv2.dnn.readNetFromONNX(np.frombuffer(data, dtype=np.uint8))
+        outs = list(net.getUnconnectedOutLayersNames())
+        for threads in (1, 2):
+            so = ort.SessionOptions()
+            so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            sess = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+            feed = {sess.get_inputs()[0].name: x}
+            cv2.setNumThreads(threads)
+            t_ort, t_cv = [], []
+            for k in range(runs + 5):
+                t0 = time.perf_counter()
+                want = sess.run(outs, feed)
+                t1 = time.perf_counter()
+                net.setInput(x)
+                got = net.forward(outs)
+                t2 = time.perf_counter()
+                if k >= 5:
+                    t_ort.append(1000 * (t1 - t0))
+                    t_cv.append(1000 * (t2 - t1))
+            diff = max(float(np.abs(np.asarray(g).reshape(w.shape) - w).max()) for g, w in zip(got, want))
+            o, c = statistics.median(t_ort), statistics.median(t_cv)
+            res.setdefault(name, {"input": list(shape)})[f"threads_{threads}"] = {
+                "onnxruntime_p50_ms": o, "opencv_dnn_p50_ms": c, "onnxruntime_over_opencv": o / c,
+                "max_abs_output_difference": diff}
+            print(f"{name} threads {threads}: onnxruntime {o:.2f} ms, cv2.dnn {c:.2f} ms ({o / c:.2f}x), "
+                  f"outputs differ by at most {diff:.1e}")
+    cv2.setNumThreads(before)
+    return res
+
+
+def _blas_wakeup(runs: int) -> dict:
+    from threadpoolctl import threadpool_limits
+
+    r = np.linalg.qr(np.random.default_rng(1).normal(size=(128, 128)))[0]
+    res: dict = {}
+    for threads in (2, 1):
+        with threadpool_limits(limits=threads, user_api="blas"):
+            hot, cold = [], []
+            for k in range(runs + 5):
+                t0 = time.perf_counter()
+                r @ r.T
+                t1 = time.perf_counter()
+                while time.perf_counter() - t1 < 0.001:  # 1 ms of other work in this thread
+                    pass
+                t2 = time.perf_counter()
+                r @ r.T
+                t3 = time.perf_counter()
+                if k >= 5:
+                    hot.append(1000 * (t1 - t0))
+                    cold.append(1000 * (t3 - t2))
+        res[f"blas_threads_{threads}"] = {"back_to_back_p50_ms": statistics.median(hot),
+                                          "after_1ms_of_other_work_p50_ms": statistics.median(cold)}
+        print(f"128x128 float64 product, BLAS {threads} thread(s): back to back {statistics.median(hot):.3f} ms, "
+              f"after 1 ms of other work {statistics.median(cold):.3f} ms")
+    return res
 
 
 if __name__ == "__main__":

@@ -118,10 +118,12 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 class LivenessDetector:
-    """Two MiniFASNet sessions; ``score`` is the averaged probability that the face is real."""
+    """Two MiniFASNet networks; ``score`` is the averaged probability that the face is real."""
 
     def __init__(self, sessions: dict[str, Any], threshold: float = DEFAULT_THRESHOLD) -> None:
-        """``sessions``: manifest name -> onnxruntime session made from verified bytes."""
+        """``sessions``: manifest name -> a network made from verified bytes with onnxruntime's ``run``:
+        :class:`fr_pbd.runtime.OpenCvNet` in the pipeline (2.3-2.6x faster for these graphs), or an
+        onnxruntime session (the tests' oracle)."""
         if set(sessions) != set(MODEL_NAMES):
             raise ModelError(f"liveness needs both {', '.join(MODEL_NAMES)}")
         for name, s in sessions.items():
