@@ -178,3 +178,157 @@ def test_gallery_is_private_copy_readonly_unpicklable():
     assert "0." not in repr(g)
     with pytest.raises(TypeError):
         pickle.dumps(g)
+
+
+# -- issue 16, second pass: spans sized for L2, (rows, B) scores, one part per core -----------------
+from fr_pbd.match import gallery as gallery_mod  # noqa: E402
+
+
+class _FakeBlas:
+    """Stands in for OpenBLAS's thread setter where numpy has none (the parallel path still runs)."""
+
+    def __init__(self):
+        self.n = 3
+        self.calls = []
+
+    def get(self):
+        return self.n
+
+    def set(self, n):
+        self.calls.append(n)
+        self.n = n
+
+
+def _force_parallel(monkeypatch, workers, fake=False):
+    monkeypatch.setattr(gallery_mod, "_PAR_MIN_WORK", 0)
+    monkeypatch.setattr(gallery_mod, "_MAX_WORKERS", workers)
+    monkeypatch.setattr(gallery_mod, "_cores", lambda: workers)
+    if fake or gallery_mod._blas_handle().set is None:
+        fb = _FakeBlas()
+        monkeypatch.setattr(gallery_mod, "_blas_handle", lambda: fb)
+        return fb
+    return None
+
+
+def _ragged(rng, n_users, d, max_c):
+    counts = rng.integers(1, max_c + 1, size=n_users)
+    vec = unit_rows(rng, int(counts.sum()), d)
+    users = [f"u{k}" for k in range(n_users)]
+    return vec, users, [int(c) for c in counts]
+
+
+def _reduceat_ref(vec, counts, probes):
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    return np.maximum.reduceat(vec.astype(np.float64) @ probes.T.astype(np.float64), starts, axis=0).T
+
+
+@pytest.mark.parametrize("b", [1, 2, 63, 64, 65])
+@pytest.mark.parametrize("span_floats,gemv_rows", [(1, 1), (64, 7), (1000, 100), (1 << 18, 65536)])
+def test_span_boundaries_ragged_and_batch_sizes(monkeypatch, b, span_floats, gemv_rows):
+    """Spans of one chunk up to many, ragged users, B around 64: equal to the float64 reference."""
+    monkeypatch.setattr(gallery_mod, "_SPAN_FLOATS", span_floats)
+    monkeypatch.setattr(gallery_mod, "_GEMV_ROWS", gemv_rows)
+    rng = np.random.default_rng(b * 7 + span_floats)
+    vec, users, counts = _ragged(rng, 300, 24, 9)
+    probes = unit_rows(rng, b, 24)
+    ref = _reduceat_ref(vec, counts, probes)
+    for block in (None, 1, 5, 64, 100):
+        g = Gallery.from_counts(vec, users, counts, _block_rows=block)
+        got = g.best_per_user(probes)
+        assert got.shape == (b, len(users)) and got.dtype == np.float32 and got.flags.c_contiguous
+        np.testing.assert_allclose(got, ref, atol=2e-6, rtol=0)
+
+
+@pytest.mark.parametrize("workers", [2, 3, 8])
+@pytest.mark.parametrize("b", [1, 2, 63, 64, 65])
+def test_parallel_path_equals_single_path_exactly(monkeypatch, workers, b):
+    """One part per core (each a one-thread BLAS) gives the same bits as one thread with BLAS's threads."""
+    rng = np.random.default_rng(workers * 100 + b)
+    vec, users, counts = _ragged(rng, 2000, 32, 12)
+    counts[7] = 700  # one user bigger than a chunk (block 512 below)
+    vec = unit_rows(rng, sum(counts), 32)
+    labels = [u for u, c in zip(users, counts) for _ in range(c)]
+    perm = rng.permutation(len(labels))  # users' rows interleaved: non-contiguous output columns
+    probes = unit_rows(rng, b, 32)
+    for g in (Gallery.from_counts(vec, users, counts, _block_rows=512),
+              Gallery(vec[perm], [labels[i] for i in perm], _block_rows=64)):
+        monkeypatch.setattr(gallery_mod, "_MAX_WORKERS", 1)
+        single = g.best_per_user(probes)
+        with monkeypatch.context() as m:
+            _force_parallel(m, workers)
+            m.setattr(gallery_mod, "_SPAN_FLOATS", 4096)
+            m.setattr(gallery_mod, "_GEMV_ROWS", 1000)
+            par = g.best_per_user(probes)
+            np.testing.assert_array_equal(par, g.best_per_user(probes))
+        monkeypatch.setattr(gallery_mod, "_SPAN_FLOATS", 4096)
+        monkeypatch.setattr(gallery_mod, "_GEMV_ROWS", 1000)
+        np.testing.assert_array_equal(par, g.best_per_user(probes))  # same spans, one thread
+        np.testing.assert_allclose(par, single, atol=2e-6, rtol=0)  # other spans: GEMV/GEMM per span differ
+        order = {u: k for k, u in enumerate(g.users)}
+        col = [order[u] for u in users]
+        np.testing.assert_allclose(par[:, col], _reduceat_ref(vec, counts, probes), atol=2e-6, rtol=0)
+        monkeypatch.undo()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    counts=st.lists(st.integers(1, 30), min_size=1, max_size=60),
+    b=st.sampled_from([1, 2, 5, 64, 65]),
+    block=st.sampled_from([None, 1, 4, 16, 37]),
+    span_floats=st.sampled_from([1, 100, 5000]),
+    workers=st.sampled_from([1, 2, 3]),
+)
+def test_parallel_equals_naive_reference(seed, counts, b, block, span_floats, workers):
+    rng = np.random.default_rng(seed)
+    d = 16
+    vec = unit_rows(rng, sum(counts), d)
+    users = [f"u{k}" for k in range(len(counts))]
+    probes = unit_rows(rng, b, d)
+    with pytest.MonkeyPatch.context() as m:
+        _force_parallel(m, workers)
+        m.setattr(gallery_mod, "_SPAN_FLOATS", span_floats)
+        m.setattr(gallery_mod, "_GEMV_ROWS", max(1, span_floats // 10))
+        got = Gallery.from_counts(vec, users, counts, _block_rows=block).best_per_user(probes)
+    np.testing.assert_allclose(got, _reduceat_ref(vec, counts, probes), atol=2e-6, rtol=0)
+
+
+def test_parallel_path_restores_blas_threads_and_reports_errors(monkeypatch):
+    fb = _force_parallel(monkeypatch, 2, fake=True)
+    monkeypatch.setattr(gallery_mod, "_SPAN_FLOATS", 64)
+    rng = np.random.default_rng(3)
+    vec, users, counts = _ragged(rng, 200, 8, 5)
+    g = Gallery.from_counts(vec, users, counts, _block_rows=8)
+    g.best_per_user(unit_rows(rng, 4, 8))
+    assert fb.calls == [1, 3] and fb.n == 3  # one thread during the call, the caller's count after
+
+    def boom(*a, **k):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(gallery_mod, "_span", boom)
+    with pytest.raises(RuntimeError):
+        g.best_per_user(unit_rows(rng, 4, 8))
+    assert fb.n == 3
+
+
+def test_split_keeps_order_and_balances_rows():
+    g5, g1 = (5, 0, 0, None, 10), (1, 0, 0, None, 10)
+    tasks = [(g5, k, 1, 10) for k in range(0, 100, 10)] + [(g1, k, 2, 10) for k in range(0, 60, 20)]
+    for w in (1, 2, 3, 4, 20):
+        parts = gallery_mod._split(tasks, w)
+        assert [t for p in parts for t in p] == tasks and 1 <= len(parts) <= w and all(parts)
+    rows = [sum(t[0][0] * t[2] * t[3] for t in p) for p in gallery_mod._split(tasks, 2)]
+    assert abs(rows[0] - rows[1]) <= 50
+    assert gallery_mod._split(tasks[:1], 4) == [tasks[:1]]
+
+
+def test_empty_gallery_and_empty_batch_on_parallel_path(monkeypatch):
+    _force_parallel(monkeypatch, 2)
+    g = Gallery.from_counts(np.zeros((0, 8), np.float32), [], [], dim=8)
+    rng = np.random.default_rng(0)
+    assert g.best_per_user(unit_rows(rng, 64, 8)).shape == (64, 0)
+    assert g.matches(unit_rows(rng, 1, 8)[0], -1.0) is False
+    vec = unit_rows(rng, 10, 8)
+    g2 = Gallery.from_counts(vec, ["a", "b"], [4, 6])
+    assert g2.best_per_user(np.zeros((0, 8), np.float32)).shape == (0, 2)
+    assert g2.matches(vec[5], 0.999, user="b") is True and g2.matches(vec[5], 0.999, user="a") is False

@@ -42,7 +42,11 @@ guarantee at the numpy level, not a cycle-exact constant-time claim.)
 from __future__ import annotations
 
 import math
+import os
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -51,11 +55,14 @@ __all__ = ["Gallery"]
 # Rows per chunk of whole users (layout), and rows per GEMV call when B == 1.
 _CHUNK_ROWS = 4096
 _GEMV_ROWS = 65536
-# Rows per GEMM call when B > 1: up to _GEMV_ROWS, with a score buffer of at most this many floats.
-_SPAN_FLOATS = 1 << 22
+# Floats in one span's score block when B > 1 (whole chunks, at least one): kept in L2 while folded.
+_SPAN_FLOATS = 1 << 18
 # Above this many templates per user, fold with one np.max(axis=1) call instead of c-1 np.maximum.
 _LOOP_FOLD_MAX_C = 32
 _NORM_TOL = 1e-3
+# Split the work over one thread per core (each with a one-thread BLAS) above this many multiply-adds.
+_PAR_MIN_WORK = 1 << 24
+_MAX_WORKERS = 8
 
 
 def _check_user_id(u: object) -> str:
@@ -83,6 +90,145 @@ def _fold(s3: np.ndarray, o: np.ndarray, c: int) -> None:
 
 def _col(cols, k: int) -> int:
     return cols.start + k if isinstance(cols, slice) else int(cols[k])
+
+
+def _span_1(vec, q, group, k0, nchunks, n, out1, s_buf) -> None:
+    """B == 1: one GEMV over ``nchunks`` chunks into the reused buffer, folded into ``out1`` (U,)."""
+    c, row0, _, cols, _ = group
+    r0 = row0 + k0 * c
+    s = s_buf[: nchunks * c * n]
+    np.matmul(vec[r0 : r0 + s.size], q, out=s)
+    dst = _cols(cols, k0, k0 + nchunks * n)
+    if c == 1:
+        out1[dst] = s
+        return
+    s3 = s.reshape(nchunks, c, n)
+    if isinstance(dst, slice):
+        _fold(s3, out1[dst].reshape(nchunks, n), c)
+    else:
+        o = np.empty((nchunks, n), np.float32)
+        _fold(s3, o, c)
+        out1[dst] = o.reshape(-1)
+
+
+def _span(vec, p, group, k0, nchunks, n, out, s_buf, o_buf) -> None:
+    """B > 1: one GEMM ``vec_span @ P.T`` into the reused (rows, B) buffer, per-user max, transposed into ``out``.
+
+    Rows ``(chunk, template j, user i)``, so the scores reshape for free to ``(nchunks, c, n * B)``
+    and the fold is ``c - 1`` ``np.maximum`` over contiguous blocks of ``n * B`` floats, giving
+    (user, probe) rows that are written into ``out[:, users]`` transposed.
+    """
+    c, row0, _, cols, _ = group
+    b = p.shape[0]
+    r0 = row0 + k0 * c
+    rows = nchunks * c * n
+    s = s_buf[: rows * b].reshape(rows, b)
+    np.matmul(vec[r0 : r0 + rows], p.T, out=s)
+    dst = _cols(cols, k0, k0 + nchunks * n)
+    if c == 1:
+        out[:, dst] = s.T
+        return
+    o = o_buf[: nchunks * n * b].reshape(nchunks, n * b)
+    _fold(s.reshape(nchunks, c, n * b), o, c)
+    out[:, dst] = o.reshape(nchunks * n, b).T
+
+
+def _split(tasks, workers: int):
+    """Contiguous runs of ``tasks`` with about the same number of rows each, at most ``workers``."""
+    if workers <= 1 or len(tasks) < 2:
+        return [tasks]
+    w = [t[2] * t[0][0] * (t[3] or 1) for t in tasks]  # rows: nchunks * c * n (n == 0: one user of c rows)
+    total = sum(w)
+    parts, cur, acc = [], [], 0
+    for t, wt in zip(tasks, w):
+        cur.append(t)
+        acc += wt
+        if acc >= total * (len(parts) + 1) / workers and len(parts) < workers - 1:
+            parts.append(cur)
+            cur = []
+    if cur:
+        parts.append(cur)
+    return parts
+
+
+# -- threads -------------------------------------------------------------------------
+class _Blas:
+    """OpenBLAS's thread-count setter, found with ctypes next to numpy (as benchmarks/bench_matcher.py does)."""
+
+    def __init__(self) -> None:
+        self.get = self.set = None
+        try:
+            import ctypes
+            import glob
+            import os
+
+            pattern = os.path.join(os.path.dirname(np.__file__), "..", "numpy.libs", "*openblas*")
+            for path in sorted(glob.glob(pattern)):
+                try:
+                    lib = ctypes.CDLL(path)
+                except OSError:
+                    continue
+                for setter, getter in (
+                    ("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"),
+                    ("openblas_set_num_threads", "openblas_get_num_threads"),
+                ):
+                    if hasattr(lib, setter) and hasattr(lib, getter):
+                        self.set, self.get = getattr(lib, setter), getattr(lib, getter)
+                        self.set.argtypes = [ctypes.c_int]
+                        self.get.restype = ctypes.c_int
+                        return
+        except Exception:  # no OpenBLAS found: the threads path is off
+            self.get = self.set = None
+
+
+_blas: _Blas | None = None
+_blas_lock = threading.Lock()
+_pool_lock = threading.Lock()
+_executor: ThreadPoolExecutor | None = None
+
+
+def _blas_handle() -> _Blas:
+    global _blas
+    if _blas is None:
+        _blas = _Blas()
+    return _blas
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _workers(flop: int) -> int:
+    """Parts to run in parallel for ``flop`` multiply-adds: 1 (this thread, BLAS's own threads) or one per core."""
+    if flop < _PAR_MIN_WORK or _MAX_WORKERS <= 1:
+        return 1
+    if _blas_handle().set is None:
+        return 1
+    return max(1, min(_cores(), _MAX_WORKERS))
+
+
+def _pool(n: int) -> ThreadPoolExecutor:
+    global _executor
+    with _pool_lock:
+        if _executor is None or _executor._max_workers < n:
+            _executor = ThreadPoolExecutor(max_workers=n, thread_name_prefix="fr-pbd-match")
+        return _executor
+
+
+@contextmanager
+def _single_threaded_blas():
+    """OpenBLAS at one thread for the duration (process-wide: serialised by a lock, restored after)."""
+    blas = _blas_handle()
+    with _blas_lock:
+        prev = int(blas.get())
+        blas.set(1)
+        try:
+            yield
+        finally:
+            blas.set(prev)
 
 
 class Gallery:
@@ -278,82 +424,90 @@ class Gallery:
         u = len(self._users)
         if u == 0 or b == 0:
             return np.empty((b, u), dtype=np.float32)
-        vec = self._vectors
-        if b == 1:
-            out1 = np.empty(u, dtype=np.float32)
-            for g in self._groups:
-                self._score_group_1(vec, p[0], g, out1)
-            return out1[None, :]
+        tasks, rows = self._tasks(b)
         out = np.empty((b, u), dtype=np.float32)
-        span = max(self._chunk_rows, min(_GEMV_ROWS, _SPAN_FLOATS // b))  # rows per GEMM call
-        rows = max(c * cu * max(1, span // (c * cu)) if c <= self._chunk_rows else 1
-                   for c, _, _, _, cu in self._groups)
-        s_buf = np.empty(b * rows, dtype=np.float32)  # one span's scores, reused
-        for g in self._groups:
-            self._score_group(vec, p, g, out, s_buf)
+        flat = out.reshape(-1) if b == 1 else out  # B == 1: the fold writes into the (U,) row
+        parts = _split(tasks, _workers(b * self._n * self._dim))
+        if len(parts) == 1:
+            self._run(p, tasks, rows, flat)
+            return out
+        with _single_threaded_blas():  # one BLAS thread per part, one part per core
+            futs = [_pool(len(parts) - 1).submit(self._run, p, part, rows, flat) for part in parts[1:]]
+            try:
+                self._run(p, parts[0], rows, flat)
+            finally:
+                for f in futs:  # always wait: the parts write into ``out``, and BLAS threads are restored after
+                    f.exception()
+            for f in futs:
+                f.result()
         return out
 
-    def _score_group_1(self, vec, q, group, out1) -> None:
-        """B == 1: matrix-vector products over many chunks at once (memory-bandwidth bound)."""
-        c, row0, n_users, cols, cu = group
-        if c > self._chunk_rows:  # huge users: running max over sub-blocks
-            step = max(self._chunk_rows, _GEMV_ROWS)
-            for k in range(n_users):
-                r = row0 + k * c
-                best = max(float((vec[s : min(s + step, r + c)] @ q).max()) for s in range(r, r + c, step))
-                out1[_col(cols, k)] = best
-            return
-        nf = n_users // cu
-        kb = max(1, _GEMV_ROWS // (c * cu))  # full chunks per GEMV call
-        spans = [(k0, min(kb, nf - k0 // cu), cu) for k0 in range(0, nf * cu, kb * cu)]
-        if n_users > nf * cu:
-            spans.append((nf * cu, 1, n_users - nf * cu))
-        for k0, nchunks, n in spans:
-            r0 = row0 + k0 * c
-            s = vec[r0 : r0 + nchunks * c * n] @ q  # (nchunks * c * n,)
-            dst = _cols(cols, k0, k0 + nchunks * n)
-            if c == 1:
-                out1[dst] = s
-                continue
-            s3 = s.reshape(nchunks, c, n)
-            o = out1[dst].reshape(nchunks, n) if isinstance(dst, slice) else np.empty((nchunks, n), np.float32)
-            _fold(s3, o, c)
-            if not isinstance(dst, slice):
-                out1[dst] = o.reshape(-1)
+    def _tasks(self, b: int):
+        """The work as a list of spans ``(group, k0, nchunks, n)`` plus the largest span's row count.
 
-    def _score_group(self, vec, p, group, out, s_buf) -> None:
-        """B > 1: one GEMM per chunk into a reused buffer, fused per-user max into the output."""
-        c, row0, n_users, cols, cu = group
+        A span is ``nchunks`` full chunks of ``n`` users from user ``k0`` of a group (or the group's
+        last, partial chunk, ``nchunks == 1``). ``n == 0`` marks one user bigger than a chunk
+        (``k0`` is that user). B == 1: about _GEMV_ROWS rows a span; B > 1: a score block of about
+        _SPAN_FLOATS floats, so that it stays in L2 while it is folded.
+        """
+        target = _GEMV_ROWS if b == 1 else max(1, _SPAN_FLOATS // b)
+        tasks = []
+        rows = 1
+        for g in self._groups:
+            c, _, n_users, _, cu = g
+            if c > self._chunk_rows:
+                tasks.extend((g, k, 1, 0) for k in range(n_users))
+                rows = max(rows, min(c, self._chunk_rows if b > 1 else max(self._chunk_rows, _GEMV_ROWS)))
+                continue
+            nf = n_users // cu
+            kb = max(1, target // (c * cu))  # full chunks per span
+            tasks.extend((g, k0, min(kb, nf - k0 // cu), cu) for k0 in range(0, nf * cu, kb * cu))
+            if n_users > nf * cu:
+                tasks.append((g, nf * cu, 1, n_users - nf * cu))
+            rows = max(rows, c * cu * min(kb, max(nf, 1)))
+        return tasks, rows
+
+    def _run(self, p, tasks, rows, out) -> None:
+        """Score and fold ``tasks`` into ``out``, with this thread's own score buffers."""
+        vec = self._vectors
         b = p.shape[0]
-        if c > self._chunk_rows:  # huge users: running max over sub-blocks
-            step = self._chunk_rows
-            for k in range(n_users):
-                r = row0 + k * c
-                best = np.full(b, -np.inf, dtype=np.float32)
-                for s0 in range(r, r + c, step):
-                    np.maximum(best, (p @ vec[s0 : min(s0 + step, r + c)].T).max(axis=1), out=best)
-                out[:, _col(cols, k)] = best
+        s_buf = np.empty(b * rows, dtype=np.float32)
+        if b == 1:
+            q = p[0]
+            for g, k0, nchunks, n in tasks:
+                if n == 0:
+                    self._huge_user_1(vec, q, g, k0, out, s_buf)
+                else:
+                    _span_1(vec, q, g, k0, nchunks, n, out, s_buf)
             return
-        nf = n_users // cu
-        kb = max(1, (s_buf.size // b) // (c * cu))  # full chunks per GEMM call
-        spans = [(k0, min(kb, nf - k0 // cu), cu) for k0 in range(0, nf * cu, kb * cu)]
-        if n_users > nf * cu:
-            spans.append((nf * cu, 1, n_users - nf * cu))
-        for k0, nchunks, n in spans:
-            r0 = row0 + k0 * c
-            rows = nchunks * c * n
-            s = s_buf[: b * rows].reshape(b, rows)
-            np.matmul(p, vec[r0 : r0 + rows].T, out=s)  # (B, rows): the faster GEMM orientation here
-            dst = _cols(cols, k0, k0 + nchunks * n)
-            if c == 1:
-                out[:, dst] = s
-                continue
-            if nchunks == 1 and isinstance(dst, slice):
-                _fold(s.reshape(b, c, n), out[:, dst], c)
-                continue
-            o = np.empty((b * nchunks, n), np.float32)  # (probe, chunk) rows; users of a chunk along a row
-            _fold(s.reshape(b * nchunks, c, n), o, c)
-            out[:, dst] = o.reshape(b, nchunks * n)
+        o_buf = np.empty(b * rows, dtype=np.float32)
+        for g, k0, nchunks, n in tasks:
+            if n == 0:
+                self._huge_user(vec, p, g, k0, out)
+            else:
+                _span(vec, p, g, k0, nchunks, n, out, s_buf, o_buf)
+
+    def _huge_user_1(self, vec, q, group, k, out1, s_buf) -> None:
+        """B == 1, one user with more templates than a chunk: running max over sub-blocks."""
+        c, row0, _, cols, _ = group
+        r = row0 + k * c
+        step = s_buf.size
+        best = -np.inf
+        for s0 in range(r, r + c, step):
+            s = s_buf[: min(step, r + c - s0)]
+            np.matmul(vec[s0 : s0 + s.size], q, out=s)
+            best = max(best, float(s.max()))
+        out1[_col(cols, k)] = best
+
+    def _huge_user(self, vec, p, group, k, out) -> None:
+        """B > 1, one user with more templates than a chunk: running max over sub-blocks."""
+        c, row0, _, cols, _ = group
+        r = row0 + k * c
+        step = self._chunk_rows
+        best = np.full(p.shape[0], -np.inf, dtype=np.float32)
+        for s0 in range(r, r + c, step):
+            np.maximum(best, (p @ vec[s0 : min(s0 + step, r + c)].T).max(axis=1), out=best)
+        out[:, _col(cols, k)] = best
 
     def matches(self, probe: np.ndarray, threshold: float, user: str | None = None) -> bool:
         """Yes or no: does ``probe`` (a unit ``(D,)`` vector) match?
