@@ -76,3 +76,22 @@ def test_one_round_on_real_frames_gives_a_valid_result(data_dir, models_env, tmp
     assert doc["board"]["embedder"] == "dlib-resnet-v1-int8" and doc["board"]["precision"] == "int8"
     text = json.dumps(doc).lower()
     assert "score" not in text and "template\"" not in text  # timings and counts only
+
+
+def test_a_success_reports_its_clear_under_its_own_stage_and_a_failure_has_none(tmp_path):
+    """``decide`` is what is on the answer's path; a success's clear, written after it, is ``clear``."""
+    from tests.test_login_attacks import stub_home, stub_verifier
+
+    assert "clear" in bench.STAGES and "decide" in bench.STAGES
+    home = stub_home(tmp_path / "home")
+    seen: list[str] = []
+    v = stub_verifier(home, 1)
+    v.stage_hook = lambda s, _t: seen.append(s)
+    assert v.verify(b"frame", user="alice")
+    v.settle()
+    assert sorted(seen) == ["clear", "decide", "match", "store_read"]
+    seen.clear()
+    v._extractor.vector = -v._extractor.vector  # another face
+    assert not v.verify(b"frame", user="alice")
+    v.settle()
+    assert sorted(seen) == ["decide", "match", "store_read"]

@@ -21,10 +21,13 @@ stage hook (:mod:`fr_pbd.timing`; nothing is copied here):
 gate), ``liveness`` (both MiniFASNet models), ``embed`` (chip + mirror through the
 embedder, template), ``liveness_embed`` (the wall time of those two: liveness starts in one of
 :mod:`fr_pbd.runtime`'s lanes as soon as the face is chosen and runs beside ``align``,
-``quality`` and ``embed``, so the stages overlap and do not add up), ``store_read`` (open the store file, unwrap the key, decrypt,
-parse), ``match`` (protected gallery, best score per user, threshold), ``decide``
-(the lockout transactions: the attempt counted under the exclusive lock before the
-comparison, one fsync'd write; a success clears it with a second one). A frame that stops early (no usable face, attack)
+``quality`` and ``embed``, so the stages overlap and do not add up), ``store_read`` (the pre-check of
+claim and lockout: the store's cached claims after a check that the file is the version they were read from;
+a full read, unwrap, decrypt and parse when it is not), ``match`` (protected gallery, best score per user,
+threshold), ``decide`` (what of the lockout is on the answer's path: the attempt counted under the exclusive
+lock before the comparison, one fsync'd write; on a success, starting the clear), ``clear`` (a success's
+clear, written after the answer by another thread: not in ``end_to_end``; the next store operation waits
+for it, here the lockout reset between frames). A frame that stops early (no usable face, attack)
 has no sample for the later stages. ``end_to_end`` is the real ``Verifier.verify`` on
 the JPEG bytes: frame -> yes/no, the same call that gave the stage times. The lockout
 is reset between frames, outside the timings, so that impostor frames keep being looked at.
@@ -52,7 +55,7 @@ from fr_pbd.errors import ConfigError, FrPbdError
 from fr_pbd.machine import MACHINE_KEYS, machine_info
 
 STAGES = ("decode", "detect", "align", "quality", "liveness", "embed", "liveness_embed", "store_read", "match",
-          "decide")
+          "decide", "clear")
 FRAME_SIZE = (640, 480)
 JPEG_QUALITY = 90
 LFW_FRAMES = 20

@@ -11,7 +11,8 @@ each further failure. A scope is one enrolled user (``verify(image, user=...)``,
 what the daemon does for PAM_USER) or "any enrolled user" (no claim). The
 attempt is counted under the store's exclusive lock *before* the comparison
 and cleared only by a success in its scope (or the fallback credential), so no
-number of parallel attempts compares more than the attempts left. A claimed
+number of parallel attempts compares more than the attempts left; a success's
+clear is written just after the yes is returned (:meth:`Verifier.settle`). A claimed
 user that is not enrolled (or whose Unix account changed) is a ``no`` that is
 neither looked at nor counted: it cannot lock anyone out. Without a claim,
 users whose own lockout is in force are left out of the comparison. While
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -60,11 +62,12 @@ from fr_pbd.pipeline import Pipeline, build_pipeline
 from fr_pbd.store import STORE_FILE, Store
 from fr_pbd.store.fallback import check_strength
 from fr_pbd.store.protection import ProtectedMatcher
-from fr_pbd.store.transaction import StoreView
+from fr_pbd.store.transaction import ClaimsView
 from fr_pbd.store.records import (
     LOCKOUT_AFTER_FAILURES,
     LOCKOUT_BASE_SECONDS,
     LOCKOUT_MAX_SECONDS,
+    LockoutState,
     account_uid,
     lock_seconds,
 )
@@ -141,6 +144,11 @@ class Verifier:
         self._injected = extractor is not None
         self._home_checked = False
         self._store: Store | None = None
+        # Clears after a success, written after the answer (docs/lockout.md): every later store
+        # operation of this verifier waits for them (_settle), and so does process exit (not daemon threads).
+        self._clears: list[threading.Thread] = []
+        self._clear_errors: list[Exception] = []
+        self._clears_lock = threading.Lock()
         if liveness is False:
             warnings.warn("presentation-attack detection is OFF: a photo or a screen may be accepted "
                           "(research and tests only)", stacklevel=2)
@@ -208,7 +216,12 @@ class Verifier:
         return models.threshold(model_id)
 
     def store(self) -> Store:
-        """The store handle, opened once (it holds no decrypted data: every operation re-reads the file)."""
+        """The store handle, opened once; waits for a success's clear still being written (:meth:`settle`).
+
+        The handle keeps no template and no key between operations: only the claims and
+        lockouts of the file version it last read (:meth:`fr_pbd.store.Store.claims`).
+        """
+        self.settle()
         if self._store is None:
             if not self._home_checked:  # ssh StrictModes: nobody else may swap the home or a directory above it
                 check_home_parents(self.home)
@@ -216,17 +229,40 @@ class Verifier:
             self._store = Store.open(self.home)
         return self._store
 
-    def _read(self) -> "tuple[Store, StoreView]":
-        """The handle and a fresh snapshot; the handle is opened afresh once if the key custody changed."""
+    def settle(self) -> None:
+        """Wait until the lockout clears of this verifier's successes are written (docs/lockout.md).
+
+        Called by every store operation of this verifier, and to be called before a daemon
+        stops (process exit waits for them anyway). A clear that could not be written (the
+        count stays one higher, the safe direction) raises its error here, once.
+        """
+        with self._clears_lock:
+            pending, self._clears = self._clears, []
+        for t in pending:
+            t.join()
+        with self._clears_lock:
+            errors, self._clear_errors = self._clear_errors, []
+        if errors:
+            exc = errors[0]
+            if isinstance(exc, StoreError):
+                raise exc
+            raise StoreError(f"the lockout count after the last success could not be cleared "
+                             f"({type(exc).__name__}); it stays counted") from None
+
+    def _read(self) -> "tuple[Store, ClaimsView]":
+        """The handle and the claims and lockouts now (from the store's cache while the file is unchanged).
+
+        The handle is opened afresh once if the key custody changed.
+        """
         store = self.store()
         try:
-            return store, store.read()
+            return store, store.claims()
         except KeyProviderError:
             if not os.path.lexists(self.home / STORE_FILE):
                 raise
             self._store = None  # e.g. `fr-pbd keys migrate` in another process: the header names a new provider
             store = self.store()
-            return store, store.read()
+            return store, store.claims()
 
     def _open_for_enrolment(self) -> Store:
         if not os.path.lexists(self.home / STORE_FILE):
@@ -349,8 +385,9 @@ class Verifier:
         Locked out, or a claimed user that is not enrolled (or whose account
         changed): no, without looking at the image, not counted. No usable face:
         no, not counted. Otherwise the attempt is counted as a failure under the
-        exclusive lock before the comparison and cleared if it succeeds. A
-        presentation attack: no, counted.
+        exclusive lock before the comparison and cleared if it succeeds (the
+        clear is written after the answer: :meth:`settle`). A presentation
+        attack: no, counted.
         """
         return self.verify_frames(iter((image,)), user)
 
@@ -362,7 +399,7 @@ class Verifier:
         the first frame is not refused for it. Each frame goes through liveness and
         the embedder; the attempt is counted once, under the exclusive lock, before
         the first comparison (so a multi-frame attempt is one attempt for the
-        lockout), and cleared if a frame matches. A presentation attack in any
+        lockout), and cleared if a frame matches (after the answer). A presentation attack in any
         frame, with no frame matching, is a counted no. No new frame is started
         once ``until`` (``time.monotonic()``) would be passed by a frame as slow as
         the slowest so far. A source that fails after the first frame ends the
@@ -411,13 +448,13 @@ class Verifier:
                 decide += time.perf_counter() - t0
                 if counted is None:
                     return self._refused_late(store, user, hook, decide)
-                matcher, thr = counted
+                matcher, thr, written = counted
             with stage(hook, "match"):
                 accepted = matcher.matches(probe, thr, user)
             if accepted:
+                del matcher
                 t0 = time.perf_counter()
-                with store.transaction() as tx:
-                    tx.reset_lockout(user)
+                self._clear_after_answer(store, user, written)
                 decide += time.perf_counter() - t0
                 if hook is not None:
                     hook("decide", decide)
@@ -441,22 +478,55 @@ class Verifier:
             self.last_reason = quality or "no_face"
         return Decision(False)
 
-    def _count_attempt(self, store: Store, user: str | None) -> "tuple[ProtectedMatcher, float] | None":
-        """Count a failure first, under the exclusive lock: the matcher and threshold, or None if refused now."""
+    def _count_attempt(self, store: Store, user: str | None) \
+            -> "tuple[ProtectedMatcher, float, LockoutState] | None":
+        """Count a failure first, under the exclusive lock: the matcher, threshold and the lockout state
+        written, or None if refused now."""
         with store.transaction() as tx:
             now = _now()
             lock = tx.lockout_of(user)
             if lock.is_locked(now) or (user is not None and self._claim(tx, user)):
                 return None
-            tx.set_lockout(lock.after_failure(now), user)
+            written = lock.after_failure(now)
+            tx.set_lockout(written, user)
             matcher = tx.matcher(exclude=tx.locked_users(now) if user is None else frozenset())
-            return matcher, self.threshold(tx.model_id)
+            return matcher, self.threshold(tx.model_id), written
+
+    def _clear_after_answer(self, store: Store, user: str | None, written: LockoutState) -> None:
+        """A success clears its scope's count: written by a thread, after the yes is returned (docs/lockout.md).
+
+        Compare-and-set: the count is cleared only if it is still the state this attempt
+        wrote, so an attempt counted since (another process, another thread) is never
+        wiped. Until it is written the count is one higher than it will be, the safe
+        direction: a crash before it leaves it so. The thread is not a daemon thread, so
+        the interpreter waits for it at exit; :meth:`settle` waits for it before any other
+        store operation of this verifier. Its duration goes to the stage hook as ``clear``.
+        """
+        hook = self.stage_hook
+
+        def clear() -> None:
+            t0 = time.perf_counter()
+            try:
+                with store.transaction() as tx:
+                    if tx.lockout_of(user) == written:
+                        tx.reset_lockout(user)
+            except Exception as exc:  # noqa: BLE001 - kept and raised by the next store operation (settle)
+                with self._clears_lock:
+                    self._clear_errors.append(exc)
+                return
+            if hook is not None:
+                hook("clear", time.perf_counter() - t0)
+
+        t = threading.Thread(target=clear, name="fr-pbd-lockout-clear", daemon=False)
+        with self._clears_lock:
+            self._clears.append(t)
+            t.start()
 
     def _refused_late(self, store: Store, user: str | None, hook: StageHook | None, decide: float) -> Decision:
         """Locked (or the claim went away) between the first look and the count: a no, not counted."""
         if hook is not None:
             hook("decide", decide)
-        view = store.read()
+        view = store.claims()
         if user is not None and self._claim(view, user):
             self.last_reason = self._claim(view, user)
             return Decision(False)
@@ -476,6 +546,7 @@ class Verifier:
         entry (rate limited) before anything changes.
         """
         check_strength(secret)
+        self.settle()
         store = open_or_create_store(self.home, model_id or self.default_model_id(), dim)
         if store.read().has_fallback:
             if current is None:

@@ -70,12 +70,48 @@ def ensure_private_dir(path: Path) -> None:
 
 def read_private_file(path: Path, max_size: int) -> bytes:
     """Read a 0600 regular file owned by us, without following symlinks."""
+    return read_private_file_identified(path, max_size)[0]
+
+
+#: What identifies one version of the store file: device, inode, size, mtime_ns, ctime_ns, and its first
+#: bytes (the header and the nonce, which is fresh on every write).
+Identity = tuple[int, int, int, int, int, bytes]
+
+
+def _open_private(path: Path) -> tuple[int, os.stat_result]:
     check_private(path, directory=False)
     fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC)
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_mode & 0o077:
+        if not stat.S_ISREG(st.st_mode) or st.st_mode & 0o077 or st.st_uid != os.geteuid():
             raise StorePermissionError(f"{path} changed while being opened")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+def identity_of(st: os.stat_result, head: bytes) -> Identity:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, bytes(head))
+
+
+def file_identity(path: Path, head_len: int) -> Identity | None:
+    """The :data:`Identity` of the private file at ``path`` now (its first ``head_len`` bytes), without reading
+    the rest; None if there is no such file. Same checks as :func:`read_private_file`."""
+    try:
+        fd, st = _open_private(path)
+    except FileNotFoundError:
+        return None
+    try:
+        return identity_of(st, os.pread(fd, head_len, 0))
+    finally:
+        os.close(fd)
+
+
+def read_private_file_identified(path: Path, max_size: int) -> tuple[bytes, os.stat_result]:
+    """:func:`read_private_file`, and the ``fstat`` of the very file it read."""
+    fd, st = _open_private(path)
+    try:
         if st.st_size > max_size:
             raise StoreError(f"{path} is larger than any file fr-pbd writes")
         chunks = []
@@ -86,7 +122,7 @@ def read_private_file(path: Path, max_size: int) -> bytes:
                 break
             chunks.append(b)
             remaining -= len(b)
-        return b"".join(chunks)
+        return b"".join(chunks), st
     finally:
         os.close(fd)
 

@@ -23,7 +23,7 @@ from fr_pbd.store.envelope import MAX_FILE, Opened, make_header, new_dek, open_b
 from fr_pbd.store.fallback import check_fallback as _compare_fallback
 from fr_pbd.store.keys import DeviceFileKeyProvider, KeyProvider, WrappedKey, check_provider, normalise_secret
 from fr_pbd.store.records import ConsentRecord, LockoutState, StoreState
-from fr_pbd.store.transaction import StoreView, Transaction
+from fr_pbd.store.transaction import ClaimsView, StoreView, Transaction
 from fr_pbd.template import Template
 
 __all__ = ["Store", "STORE_FILE", "LOCK_FILE", "provider_for", "stored_provider_id"]
@@ -36,8 +36,10 @@ class Store:
     """Handle on the encrypted store in a home directory (``$FR_PBD_HOME``).
 
     Get one with :meth:`create` or :meth:`open`. The handle holds the home path
-    and the key provider, never decrypted data: every operation re-reads the
-    file under a lock. Read with :meth:`read` (shared lock); change with
+    and the key provider, and no template, rotation or key: every operation
+    re-reads the file under a lock, but :meth:`claims` (enrolled names, uid
+    bindings, lockouts) is served from memory while the file is the version it
+    was read from. Read with :meth:`read` (shared lock); change with
     ``with store.transaction() as tx:`` (exclusive lock held across
     read-modify-write, so concurrent processes never lose each other's writes).
 
@@ -52,6 +54,8 @@ class Store:
             raise TypeError("use Store.create() or Store.open()")
         self._home = home
         self._provider = provider
+        # The pre-check's cache (:meth:`claims`): (identity of the file version it was read from, the view).
+        self._claims: tuple[_fs.Identity, ClaimsView] | None = None
 
     def __repr__(self) -> str:
         return f"Store(home={str(self._home)!r})"
@@ -124,11 +128,11 @@ class Store:
         return store
 
     # -- reading and writing ----------------------------------------------------
-    def _load(self) -> Opened:
-        """Read, parse, unwrap, decrypt. Caller holds the lock. Writes nothing."""
+    def _load(self) -> tuple[Opened, _fs.Identity]:
+        """Read, parse, unwrap, decrypt; and the identity of the file version read. Caller holds the lock."""
         _fs.check_home(self._home)
         try:
-            data = _fs.read_private_file(self.path, max_size=MAX_FILE)
+            data, st = _fs.read_private_file_identified(self.path, max_size=MAX_FILE)
         except FileNotFoundError:
             raise StoreError(f"no fr-pbd store in {self._home}") from None
         opened = open_bytes(data, self._provider)
@@ -137,14 +141,43 @@ class Store:
         except BaseException:
             hardening.release(opened.dek)
             raise
-        return opened
+        return opened, _fs.identity_of(st, data[:len(opened.header_bytes) + fmt.NONCE_LEN])
 
     def read(self) -> StoreView:
         """A decrypted, read-only snapshot (shared lock while reading)."""
         with _fs.file_lock(self._lock_path(), exclusive=False):
-            opened = self._load()
+            opened, ident = self._load()
         hardening.release(opened.dek)  # a snapshot needs no key
+        self._claims = (ident, ClaimsView(opened.state))
         return StoreView(opened.state)
+
+    def claims(self) -> ClaimsView:
+        """Enrolled names, uid bindings and lockouts: what a verification checks before it takes a frame.
+
+        Served from memory while the store file is the version it was read from, checked
+        on every call under the shared lock: same device, inode, size, mtime and ctime
+        (``fstat``), and the same header and nonce (the first bytes, re-read; the nonce is
+        drawn afresh on every write). Any write (a transaction here or in another process,
+        ``keys migrate``, ``unenroll``, ``erase``, a restored copy) changes them, and then
+        the file is read, authenticated and decrypted in full, as :meth:`read` does. Holds
+        no template and no secret (:class:`~fr_pbd.store.transaction.ClaimsView`). A
+        decision never rests on it alone: the transaction that counts an attempt re-reads
+        the file under the exclusive lock and checks the claim and the lockout again.
+        """
+        with _fs.file_lock(self._lock_path(), exclusive=False):
+            cached = self._claims
+            if cached is not None and _fs.file_identity(self.path, len(cached[0][5])) == cached[0]:
+                return cached[1]
+            opened, ident = self._load()
+        hardening.release(opened.dek)
+        view = ClaimsView(opened.state)
+        self._claims = (ident, view)
+        return view
+
+    def _remember(self, state: StoreState, head: bytes) -> None:
+        """After a write, under the exclusive lock: the new version's claims, if the file is what was written."""
+        ident = _fs.file_identity(self.path, len(head))
+        self._claims = (ident, ClaimsView(state)) if ident is not None and ident[5] == head else None
 
     def _lock_path(self) -> Path:
         _fs.check_home(self._home)
@@ -152,12 +185,17 @@ class Store:
 
     @contextlib.contextmanager
     def _exclusive(self) -> Iterator[Opened]:
+        with self._exclusive_identified() as (loaded, _ident):
+            yield loaded
+
+    @contextlib.contextmanager
+    def _exclusive_identified(self) -> Iterator[tuple[Opened, _fs.Identity]]:
         with _fs.file_lock(self._lock_path(), exclusive=True):
-            loaded = self._load()
+            loaded, ident = self._load()
             try:
                 self._provider.after_open(loaded.header.key_id)
                 _fs.remove_stale_temps(self._home)
-                yield loaded
+                yield loaded, ident
             finally:
                 hardening.release(loaded.dek)  # overwritten when the transaction ends, whatever happened
 
@@ -168,14 +206,18 @@ class Store:
         The lock is held for the whole block; keep it short (do not run the
         face model inside it unless you mean to serialise verifications).
         """
-        with self._exclusive() as (hbytes, header, dek, state):
+        with self._exclusive_identified() as ((hbytes, header, dek, state), ident):
             tx = Transaction(state)
             try:
                 yield tx
                 if tx._dirty:
                     state.generation += 1
-                    _write(self._home, hbytes, dek, state)
+                    self._claims = None  # from here on the file may be either version: read it in full
+                    head = _write(self._home, hbytes, dek, state)
                     self._provider.committed(_wrapped_of(header), state.generation)
+                    self._remember(state, head)
+                else:
+                    self._claims = (ident, ClaimsView(state))
             finally:
                 tx._open = False
 
@@ -259,6 +301,7 @@ class Store:
         with self._exclusive() as (_hbytes, _header, _dek, state):
             if change is not None and not change(state):
                 return False
+            self._claims = None
             if renew:
                 protection.renew(state)
             staged = target_owner.begin_rotation()
@@ -317,8 +360,11 @@ def _wrapped_of(header: fmt.Header) -> WrappedKey:
     return WrappedKey(header.provider_id, header.provider_params, header.key_id, header.wrapped_dek)
 
 
-def _write(home: Path, header_bytes: bytes, dek: bytes, state: StoreState) -> None:
-    fileio.atomic_write(home / STORE_FILE, seal(header_bytes, dek, state))
+def _write(home: Path, header_bytes: bytes, dek: bytes, state: StoreState) -> bytes:
+    """Seal and durably replace the store file; returns its first bytes (header and nonce: the file's identity)."""
+    data = seal(header_bytes, dek, state)
+    fileio.atomic_write(home / STORE_FILE, data)
+    return data[:len(header_bytes) + fmt.NONCE_LEN]
 
 
 # tests/test_fuzz.py imports these by their names from before the split (store.py held

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from types import MappingProxyType
 
 import numpy as np
 
@@ -20,7 +21,7 @@ from fr_pbd.store.protection import ProtectedMatcher, protect_rows
 from fr_pbd.store.records import ConsentRecord, LockoutState, StoreState, UserRecord, utc
 from fr_pbd.template import Template
 
-__all__ = ["StoreView", "Transaction"]
+__all__ = ["StoreView", "Transaction", "ClaimsView"]
 
 
 class StoreView:
@@ -124,6 +125,58 @@ class StoreView:
     def matcher(self, exclude: frozenset[str] = frozenset()) -> ProtectedMatcher:
         """A :class:`ProtectedMatcher` over every user's templates but ``exclude``'s (those without are absent)."""
         return ProtectedMatcher.of(self._st(), frozenset(exclude))
+
+
+class ClaimsView:
+    """What a verification looks at before it takes a frame: who is enrolled, bound to which uid, and locked.
+
+    Made from a decrypted state by :meth:`fr_pbd.store.Store.claims` and kept between
+    verifications (``docs/store-format.md``, "Keys in process memory"): per user the
+    template *count*, the uid binding and the face lockout; the "any enrolled user" and
+    fallback lockouts; model id, store id, generation. No template, no rotation, no
+    consent record, no fallback hash: nothing biometric and no secret. Immutable.
+    """
+
+    __slots__ = ("model_id", "store_id", "generation", "lockout", "fallback_lockout", "has_fallback", "_users")
+
+    def __init__(self, state: StoreState) -> None:
+        set_ = object.__setattr__
+        set_(self, "model_id", state.model_id)
+        set_(self, "store_id", state.store_id.hex())
+        set_(self, "generation", state.generation)
+        set_(self, "lockout", state.lockout)
+        set_(self, "fallback_lockout", state.fallback_lockout)
+        set_(self, "has_fallback", state.fallback is not None)
+        set_(self, "_users", MappingProxyType(
+            {n: (int(u.templates.shape[0]), u.uid, u.lockout) for n, u in state.users.items()}))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("a ClaimsView is read-only")
+
+    def __repr__(self) -> str:
+        return f"ClaimsView(users={len(self._users)}, model_id={self.model_id!r})"
+
+    @property
+    def users(self) -> tuple[str, ...]:
+        return tuple(sorted(self._users))
+
+    def template_count(self, user: str) -> int:
+        u = self._users.get(user)
+        return 0 if u is None else u[0]
+
+    def uid_of(self, user: str) -> int | None:
+        u = self._users.get(user)
+        return None if u is None else u[1]
+
+    def lockout_of(self, user: str | None) -> LockoutState:
+        """As :meth:`StoreView.lockout_of`."""
+        if user is None:
+            return self.lockout
+        u = self._users.get(user)
+        return LockoutState() if u is None else u[2]
+
+    def locked_users(self, now: datetime | None = None) -> frozenset[str]:
+        return frozenset(n for n, u in self._users.items() if u[2].is_locked(now))
 
 
 class Transaction(StoreView):
