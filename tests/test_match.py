@@ -201,6 +201,8 @@ class _FakeBlas:
 
 def _force_parallel(monkeypatch, workers, fake=False):
     monkeypatch.setattr(gallery_mod, "_PAR_MIN_WORK", 0)
+    monkeypatch.setattr(gallery_mod, "_PAR_MIN_B", 1)
+    monkeypatch.setattr(gallery_mod, "_DETECT_SPIN", False)
     monkeypatch.setattr(gallery_mod, "_MAX_WORKERS", workers)
     monkeypatch.setattr(gallery_mod, "_cores", lambda: workers)
     if fake or gallery_mod._blas_handle().set is None:
@@ -227,6 +229,7 @@ def _reduceat_ref(vec, counts, probes):
 def test_span_boundaries_ragged_and_batch_sizes(monkeypatch, b, span_floats, gemv_rows):
     """Spans of one chunk up to many, ragged users, B around 64: equal to the float64 reference."""
     monkeypatch.setattr(gallery_mod, "_SPAN_FLOATS", span_floats)
+    monkeypatch.setattr(gallery_mod, "_SPAN_FLOATS_PAR", span_floats)
     monkeypatch.setattr(gallery_mod, "_GEMV_ROWS", gemv_rows)
     rng = np.random.default_rng(b * 7 + span_floats)
     vec, users, counts = _ragged(rng, 300, 24, 9)
@@ -257,10 +260,12 @@ def test_parallel_path_equals_single_path_exactly(monkeypatch, workers, b):
         with monkeypatch.context() as m:
             _force_parallel(m, workers)
             m.setattr(gallery_mod, "_SPAN_FLOATS", 4096)
+            m.setattr(gallery_mod, "_SPAN_FLOATS_PAR", 4096)
             m.setattr(gallery_mod, "_GEMV_ROWS", 1000)
             par = g.best_per_user(probes)
             np.testing.assert_array_equal(par, g.best_per_user(probes))
         monkeypatch.setattr(gallery_mod, "_SPAN_FLOATS", 4096)
+        monkeypatch.setattr(gallery_mod, "_SPAN_FLOATS_PAR", 4096)
         monkeypatch.setattr(gallery_mod, "_GEMV_ROWS", 1000)
         np.testing.assert_array_equal(par, g.best_per_user(probes))  # same spans, one thread
         np.testing.assert_allclose(par, single, atol=2e-6, rtol=0)  # other spans: GEMV/GEMM per span differ
@@ -288,6 +293,7 @@ def test_parallel_equals_naive_reference(seed, counts, b, block, span_floats, wo
     with pytest.MonkeyPatch.context() as m:
         _force_parallel(m, workers)
         m.setattr(gallery_mod, "_SPAN_FLOATS", span_floats)
+        m.setattr(gallery_mod, "_SPAN_FLOATS_PAR", span_floats)
         m.setattr(gallery_mod, "_GEMV_ROWS", max(1, span_floats // 10))
         got = Gallery.from_counts(vec, users, counts, _block_rows=block).best_per_user(probes)
     np.testing.assert_allclose(got, _reduceat_ref(vec, counts, probes), atol=2e-6, rtol=0)
@@ -296,6 +302,7 @@ def test_parallel_equals_naive_reference(seed, counts, b, block, span_floats, wo
 def test_parallel_path_restores_blas_threads_and_reports_errors(monkeypatch):
     fb = _force_parallel(monkeypatch, 2, fake=True)
     monkeypatch.setattr(gallery_mod, "_SPAN_FLOATS", 64)
+    monkeypatch.setattr(gallery_mod, "_SPAN_FLOATS_PAR", 64)
     rng = np.random.default_rng(3)
     vec, users, counts = _ragged(rng, 200, 8, 5)
     g = Gallery.from_counts(vec, users, counts, _block_rows=8)
@@ -332,3 +339,49 @@ def test_empty_gallery_and_empty_batch_on_parallel_path(monkeypatch):
     g2 = Gallery.from_counts(vec, ["a", "b"], [4, 6])
     assert g2.best_per_user(np.zeros((0, 8), np.float32)).shape == (0, 2)
     assert g2.matches(vec[5], 0.999, user="b") is True and g2.matches(vec[5], 0.999, user="a") is False
+
+
+def test_parallel_path_is_chosen_only_where_it_pays(monkeypatch):
+    """B == 1 (the verifier's matches()) and small work stay on BLAS's own threads; so does a call
+    while another thread of the process is running (OpenBLAS's spinning worker)."""
+    monkeypatch.setattr(gallery_mod, "_cores", lambda: 2)
+    fb = _FakeBlas()
+    monkeypatch.setattr(gallery_mod, "_blas_handle", lambda: fb)
+    monkeypatch.setattr(gallery_mod, "_DETECT_SPIN", False)
+    big = gallery_mod._PAR_MIN_WORK
+    assert gallery_mod._workers(1, 100 * big) == 1
+    assert gallery_mod._workers(64, big - 1) == 1
+    assert gallery_mod._workers(64, big) == 2
+    monkeypatch.setattr(gallery_mod, "_other_threads_running", lambda: True)
+    assert gallery_mod._workers(64, big) == 1
+    monkeypatch.setattr(gallery_mod, "_MAX_WORKERS", 1)
+    monkeypatch.setattr(gallery_mod, "_other_threads_running", lambda: False)
+    assert gallery_mod._workers(64, big) == 1
+
+
+def test_other_threads_running_sees_a_busy_thread(monkeypatch):
+    import threading
+    import time
+
+    monkeypatch.setattr(gallery_mod, "_DETECT_SPIN", True)
+    assert gallery_mod._other_threads_running() in (True, False)
+    stop = threading.Event()
+    x = np.ones(1 << 20, np.float32)
+
+    def busy():
+        while not stop.is_set():
+            x.sum()  # numpy lets the GIL go: this thread stays on a core
+
+    t = threading.Thread(target=busy)
+    t.start()
+    try:
+        deadline = time.monotonic() + 5
+        seen = False
+        while not seen and time.monotonic() < deadline:
+            seen = gallery_mod._other_threads_running()
+    finally:
+        stop.set()
+        t.join()
+    assert seen
+    monkeypatch.setattr(gallery_mod, "_DETECT_SPIN", False)
+    assert gallery_mod._other_threads_running() is False

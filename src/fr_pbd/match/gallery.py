@@ -8,22 +8,54 @@ grouped by *template count per user* (every user with exactly ``c`` templates
 sits in one region), and each region is cut into chunks of whole users, about
 4096 rows each. Inside a chunk of ``n`` users the rows are *template-major*:
 row ``j * n + i`` is template ``j`` of the chunk's user ``i``. So the scores of
-a chunk, computed as ``P @ chunk.T`` (shape ``(B, c * n)``), reshape for free to
-``(B, c, n)``, and the per-user max is ``c - 1`` element-wise ``np.maximum``
-calls over contiguous ``(B, n)`` slices, written straight into the output. (A
-ragged ``np.maximum.reduceat`` runs one tiny segment at a time and is about 20x
-slower.) The output column order is the order given by the caller
+a chunk, computed as ``chunk @ P.T`` (shape ``(c * n, B)``), reshape for free to
+``(c, n * B)``, and the per-user max is ``c - 1`` element-wise ``np.maximum``
+calls over contiguous blocks (below). (A ragged ``np.maximum.reduceat`` runs one
+tiny segment at a time and is about 20x slower.) The output column order is the order given by the caller
 (``Gallery.users``), independent of the internal layout.
 
-Scoring a batch of probes ``P`` (``B x D``) with ``B > 1`` costs one GEMM per
-*span* of whole chunks (up to 65536 rows, fewer when ``B`` is large so that the
-reused score buffer stays at most 16 MiB), then the fold of every chunk in the
-span at once. One GEMM per 4096-row chunk reached 0.44 of numpy's large GEMM
-rate at N = 10**6, B = 64 (K = 128 is small: each call's packing and thread
-start dominate); spans of 16 chunks amortise them (docs/performance.md). With
-``B == 1`` it is one GEMV per 16 chunks (about 65536 rows), which is
-memory-bandwidth bound. Nothing ``N x B``-sized is ever allocated: the largest
-temporary is one score span, the output is ``B x U``.
+Scoring (issue 16, second pass; measured with ``benchmarks/bench_matcher.py --headline-only``,
+N = 10**6, D = 128, 5 templates per user; ``docs/results/bench-matcher-issue16-quiet*.json``)
+---------------------------------------------------------------------------------------------------
+The work is cut into *spans* of whole chunks. ``B > 1``: one GEMM per span,
+``vec_span @ P.T``, into a reused ``(rows, B)`` score block, then the fold:
+the block reshapes for free to ``(nchunks, c, n * B)``, the per-user max is
+``c - 1`` ``np.maximum`` over contiguous blocks of ``n * B`` floats, and its
+``(n, B)`` result is written transposed into ``out[:, users]``. Against the
+previous layout (``P @ vec_span.T``, a ``(B, rows)`` block of up to 16 MiB,
+folded through strided ``(B, c, n)`` slices) the ``(rows, B)`` GEMM was the
+faster OpenBLAS orientation for K = 128 here, and the fold plus the transposed
+write out of a block that is still in L2 cost less than the strided fold of
+the old block (measured in isolation; the end-to-end figures are in the result
+files). Results are bit-identical to the previous layout at B = 64 (the
+benchmark checks it): the same OpenBLAS kernel sums each score in the same
+order. ``B == 1``: one GEMV (``np.matmul(..., out=)`` into a reused buffer) per
+span of about ``_GEMV_ROWS`` rows (4 calls at N = 10**6 instead of 16
+freshly allocated ones), then the same fold; memory-bandwidth bound.
+
+Threads, ``B > 1`` only: above ``_PAR_MIN_WORK`` multiply-adds the spans are
+split into contiguous runs of about equal rows, one per usable core (at most
+``_MAX_WORKERS``); each runs in its own Python thread (numpy releases the GIL in
+BLAS calls and ufuncs) with its own buffers and 1 MiB score blocks
+(``_SPAN_FLOATS_PAR``, kept in that core's L2), and OpenBLAS is set to one thread
+for the duration (found with ctypes next to numpy, as the benchmark does;
+restored after; a module lock makes concurrent callers take turns). The fold
+then runs on every core and no span waits for a fork/join of OpenBLAS's
+threads, which is what made the old path several times slower when another
+process held a core. Two exceptions, both measured: (1) ``B == 1`` keeps
+OpenBLAS's own threads: two threads each running a one-thread GEMV read no
+faster than one (about one core's read rate), while OpenBLAS's two-thread GEMV
+reads at about twice that; (2) while another thread of this process is running
+-- typically OpenBLAS's worker, which spins for about 0.1 s after every
+multi-threaded BLAS call, e.g. the 4096^2 GEMM the benchmark times just before
+the matcher -- one part per core would share a core with it and was slower than
+OpenBLAS's own threads, which put that worker to use; the call then uses
+OpenBLAS's threads and 4 MiB blocks (``_SPAN_FLOATS``: fewer calls, fewer
+fork/joins). See :func:`_other_threads_running`. Without an OpenBLAS next to
+numpy there is no thread setter and BLAS keeps its own threads.
+
+Nothing ``N x B``-sized is ever allocated: the largest temporaries are one
+score block and one fold block per thread, the output is ``B x U``.
 
 Privacy contract
 ----------------
@@ -54,14 +86,21 @@ __all__ = ["Gallery"]
 
 # Rows per chunk of whole users (layout), and rows per GEMV call when B == 1.
 _CHUNK_ROWS = 4096
-_GEMV_ROWS = 65536
-# Floats in one span's score block when B > 1 (whole chunks, at least one): kept in L2 while folded.
-_SPAN_FLOATS = 1 << 18
+_GEMV_ROWS = 1 << 18
+# Floats in one span's score block when B > 1 (whole chunks, at least one): with BLAS's own threads
+# (fewer, larger calls: each is a fork/join of BLAS's threads), and with one part per core (kept in
+# that core's L2 while it is folded).
+_SPAN_FLOATS = 1 << 20
+_SPAN_FLOATS_PAR = 1 << 18
 # Above this many templates per user, fold with one np.max(axis=1) call instead of c-1 np.maximum.
 _LOOP_FOLD_MAX_C = 32
 _NORM_TOL = 1e-3
-# Split the work over one thread per core (each with a one-thread BLAS) above this many multiply-adds.
-_PAR_MIN_WORK = 1 << 24
+# Split the work over one thread per core (each with a one-thread BLAS) above this many multiply-adds,
+# for B >= _PAR_MIN_B only (B == 1 stays on OpenBLAS's own threads: see the module docstring).
+_PAR_MIN_WORK = 1 << 26
+_PAR_MIN_B = 2
+# Fall back to BLAS's own threads while another thread of the process is running (see _other_threads_running).
+_DETECT_SPIN = True
 _MAX_WORKERS = 8
 
 
@@ -160,7 +199,6 @@ class _Blas:
         try:
             import ctypes
             import glob
-            import os
 
             pattern = os.path.join(os.path.dirname(np.__file__), "..", "numpy.libs", "*openblas*")
             for path in sorted(glob.glob(pattern)):
@@ -184,7 +222,7 @@ class _Blas:
 _blas: _Blas | None = None
 _blas_lock = threading.Lock()
 _pool_lock = threading.Lock()
-_executor: ThreadPoolExecutor | None = None
+_executor: tuple[int, int, ThreadPoolExecutor] | None = None  # (pid, size, pool)
 
 
 def _blas_handle() -> _Blas:
@@ -201,21 +239,53 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def _workers(flop: int) -> int:
-    """Parts to run in parallel for ``flop`` multiply-adds: 1 (this thread, BLAS's own threads) or one per core."""
-    if flop < _PAR_MIN_WORK or _MAX_WORKERS <= 1:
+def _workers(b: int, flop: int) -> int:
+    """Parts to run in parallel for ``b`` probes, ``flop`` multiply-adds: 1 (this thread, BLAS's own threads) or one per core."""
+    if b < _PAR_MIN_B or flop < _PAR_MIN_WORK or _MAX_WORKERS <= 1:
         return 1
-    if _blas_handle().set is None:
+    if _blas_handle().set is None or _other_threads_running():
         return 1
     return max(1, min(_cores(), _MAX_WORKERS))
 
 
+def _other_threads_running() -> bool:
+    """Is another thread of this process on a core now (Linux; ``False`` where it cannot tell)?
+
+    After a multi-threaded call, OpenBLAS's worker threads spin for about 0.1 s
+    (its THREAD_TIMEOUT) before they sleep, and a GEMM per core in our own
+    threads then shares a core with a spinning worker. Measured right after a
+    4096^2 GEMM (2 threads): one part per core was slower than OpenBLAS's own
+    threads for the whole call (which put the spinning worker to use); after a
+    pause it was faster. So: a running thread of ours other than this one means
+    BLAS's own threads. Reads /proc/self/task (about 0.1 ms).
+    """
+    if not _DETECT_SPIN:
+        return False
+    me = threading.get_native_id()
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return False
+    for t in tids:
+        if t == str(me):
+            continue
+        try:
+            with open(f"/proc/self/task/{t}/stat", "rb") as f:
+                st = f.read()
+        except OSError:
+            continue
+        if st[st.rindex(b")") + 2 : st.rindex(b")") + 3] == b"R":
+            return True
+    return False
+
+
 def _pool(n: int) -> ThreadPoolExecutor:
+    """A pool of at least ``n`` threads, made again in a forked child (its threads do not survive a fork)."""
     global _executor
     with _pool_lock:
-        if _executor is None or _executor._max_workers < n:
-            _executor = ThreadPoolExecutor(max_workers=n, thread_name_prefix="fr-pbd-match")
-        return _executor
+        if _executor is None or _executor[0] != os.getpid() or _executor[1] < n:
+            _executor = (os.getpid(), n, ThreadPoolExecutor(max_workers=n, thread_name_prefix="fr-pbd-match"))
+        return _executor[2]
 
 
 @contextmanager
@@ -424,10 +494,11 @@ class Gallery:
         u = len(self._users)
         if u == 0 or b == 0:
             return np.empty((b, u), dtype=np.float32)
-        tasks, rows = self._tasks(b)
+        workers = _workers(b, b * self._n * self._dim)
+        tasks, rows = self._tasks(b, _SPAN_FLOATS if workers == 1 else _SPAN_FLOATS_PAR)
         out = np.empty((b, u), dtype=np.float32)
         flat = out.reshape(-1) if b == 1 else out  # B == 1: the fold writes into the (U,) row
-        parts = _split(tasks, _workers(b * self._n * self._dim))
+        parts = _split(tasks, workers)
         if len(parts) == 1:
             self._run(p, tasks, rows, flat)
             return out
@@ -442,15 +513,15 @@ class Gallery:
                 f.result()
         return out
 
-    def _tasks(self, b: int):
+    def _tasks(self, b: int, span_floats: int):
         """The work as a list of spans ``(group, k0, nchunks, n)`` plus the largest span's row count.
 
         A span is ``nchunks`` full chunks of ``n`` users from user ``k0`` of a group (or the group's
         last, partial chunk, ``nchunks == 1``). ``n == 0`` marks one user bigger than a chunk
         (``k0`` is that user). B == 1: about _GEMV_ROWS rows a span; B > 1: a score block of about
-        _SPAN_FLOATS floats, so that it stays in L2 while it is folded.
+        ``span_floats`` floats.
         """
-        target = _GEMV_ROWS if b == 1 else max(1, _SPAN_FLOATS // b)
+        target = _GEMV_ROWS if b == 1 else max(1, span_floats // b)
         tasks = []
         rows = 1
         for g in self._groups:
