@@ -202,7 +202,6 @@ class _FakeBlas:
 def _force_parallel(monkeypatch, workers, fake=False):
     monkeypatch.setattr(gallery_mod, "_PAR_MIN_WORK", 0)
     monkeypatch.setattr(gallery_mod, "_PAR_MIN_B", 1)
-    monkeypatch.setattr(gallery_mod, "_DETECT_SPIN", False)
     monkeypatch.setattr(gallery_mod, "_MAX_WORKERS", workers)
     monkeypatch.setattr(gallery_mod, "_cores", lambda: workers)
     if fake or gallery_mod._blas_handle().set is None:
@@ -318,15 +317,27 @@ def test_parallel_path_restores_blas_threads_and_reports_errors(monkeypatch):
     assert fb.n == 3
 
 
-def test_split_keeps_order_and_balances_rows():
-    g5, g1 = (5, 0, 0, None, 10), (1, 0, 0, None, 10)
-    tasks = [(g5, k, 1, 10) for k in range(0, 100, 10)] + [(g1, k, 2, 10) for k in range(0, 60, 20)]
-    for w in (1, 2, 3, 4, 20):
-        parts = gallery_mod._split(tasks, w)
-        assert [t for p in parts for t in p] == tasks and 1 <= len(parts) <= w and all(parts)
-    rows = [sum(t[0][0] * t[2] * t[3] for t in p) for p in gallery_mod._split(tasks, 2)]
-    assert abs(rows[0] - rows[1]) <= 50
-    assert gallery_mod._split(tasks[:1], 4) == [tasks[:1]]
+def test_feed_hands_out_every_span_once_in_order_and_stops():
+    import threading
+
+    tasks = list(range(1000))
+    feed = gallery_mod._Feed(tasks)
+    got = [[] for _ in range(4)]
+
+    def take(k):
+        for t in iter(feed.take, None):
+            got[k].append(t)
+
+    ts = [threading.Thread(target=take, args=(k,)) for k in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert sorted(x for g in got for x in g) == tasks and all(g == sorted(g) for g in got)
+    feed2 = gallery_mod._Feed(tasks)
+    assert feed2.take() == 0
+    feed2.stop()
+    assert feed2.take() is None
 
 
 def test_empty_gallery_and_empty_batch_on_parallel_path(monkeypatch):
@@ -342,46 +353,18 @@ def test_empty_gallery_and_empty_batch_on_parallel_path(monkeypatch):
 
 
 def test_parallel_path_is_chosen_only_where_it_pays(monkeypatch):
-    """B == 1 (the verifier's matches()) and small work stay on BLAS's own threads; so does a call
-    while another thread of the process is running (OpenBLAS's spinning worker)."""
+    """B == 1 (the verifier's matches()) and small work stay on BLAS's own threads."""
     monkeypatch.setattr(gallery_mod, "_cores", lambda: 2)
     fb = _FakeBlas()
     monkeypatch.setattr(gallery_mod, "_blas_handle", lambda: fb)
-    monkeypatch.setattr(gallery_mod, "_DETECT_SPIN", False)
     big = gallery_mod._PAR_MIN_WORK
     assert gallery_mod._workers(1, 100 * big) == 1
     assert gallery_mod._workers(64, big - 1) == 1
     assert gallery_mod._workers(64, big) == 2
-    monkeypatch.setattr(gallery_mod, "_other_threads_running", lambda: True)
-    assert gallery_mod._workers(64, big) == 1
     monkeypatch.setattr(gallery_mod, "_MAX_WORKERS", 1)
-    monkeypatch.setattr(gallery_mod, "_other_threads_running", lambda: False)
     assert gallery_mod._workers(64, big) == 1
-
-
-def test_other_threads_running_sees_a_busy_thread(monkeypatch):
-    import threading
-    import time
-
-    monkeypatch.setattr(gallery_mod, "_DETECT_SPIN", True)
-    assert gallery_mod._other_threads_running() in (True, False)
-    stop = threading.Event()
-    x = np.ones(1 << 20, np.float32)
-
-    def busy():
-        while not stop.is_set():
-            x.sum()  # numpy lets the GIL go: this thread stays on a core
-
-    t = threading.Thread(target=busy)
-    t.start()
-    try:
-        deadline = time.monotonic() + 5
-        seen = False
-        while not seen and time.monotonic() < deadline:
-            seen = gallery_mod._other_threads_running()
-    finally:
-        stop.set()
-        t.join()
-    assert seen
-    monkeypatch.setattr(gallery_mod, "_DETECT_SPIN", False)
-    assert gallery_mod._other_threads_running() is False
+    monkeypatch.setattr(gallery_mod, "_MAX_WORKERS", 8)
+    none = _FakeBlas()
+    none.set = None
+    monkeypatch.setattr(gallery_mod, "_blas_handle", lambda: none)
+    assert gallery_mod._workers(64, big) == 1  # no thread setter found: BLAS keeps its threads

@@ -34,25 +34,27 @@ span of about ``_GEMV_ROWS`` rows (4 calls at N = 10**6 instead of 16
 freshly allocated ones), then the same fold; memory-bandwidth bound.
 
 Threads, ``B > 1`` only: above ``_PAR_MIN_WORK`` multiply-adds the spans are
-split into contiguous runs of about equal rows, one per usable core (at most
-``_MAX_WORKERS``); each runs in its own Python thread (numpy releases the GIL in
-BLAS calls and ufuncs) with its own buffers and 1 MiB score blocks
-(``_SPAN_FLOATS_PAR``, kept in that core's L2), and OpenBLAS is set to one thread
-for the duration (found with ctypes next to numpy, as the benchmark does;
-restored after; a module lock makes concurrent callers take turns). The fold
-then runs on every core and no span waits for a fork/join of OpenBLAS's
-threads, which is what made the old path several times slower when another
-process held a core. Two exceptions, both measured: (1) ``B == 1`` keeps
-OpenBLAS's own threads: two threads each running a one-thread GEMV read no
-faster than one (about one core's read rate), while OpenBLAS's two-thread GEMV
-reads at about twice that; (2) while another thread of this process is running
--- typically OpenBLAS's worker, which spins for about 0.1 s after every
-multi-threaded BLAS call, e.g. the 4096^2 GEMM the benchmark times just before
-the matcher -- one part per core would share a core with it and was slower than
-OpenBLAS's own threads, which put that worker to use; the call then uses
-OpenBLAS's threads and 4 MiB blocks (``_SPAN_FLOATS``: fewer calls, fewer
-fork/joins). See :func:`_other_threads_running`. Without an OpenBLAS next to
-numpy there is no thread setter and BLAS keeps its own threads.
+handed out one at a time to one Python thread per usable core (at most
+``_MAX_WORKERS``); each thread (numpy releases the GIL in BLAS calls and
+ufuncs) has its own buffers and 2 MiB score blocks (``_SPAN_FLOATS_PAR``, in
+that core's L2 while folded), and OpenBLAS is set to one thread for the
+duration (found with ctypes next to numpy, as the benchmark does; restored
+after; a module lock makes concurrent callers take turns). So the fold and the
+transposed write run on every core, and no span waits for a fork/join of
+OpenBLAS's threads. That fork/join is what made one thread with OpenBLAS's
+threads collapse when another process held a core (every span waits for the
+slowed BLAS thread); with spans handed out on demand, a thread slowed by
+another process (or by OpenBLAS's worker, which spins for about 0.1 s after any
+multi-threaded BLAS call, e.g. the benchmark's 4096^2 GEMM just before) takes
+fewer spans. (A static half-and-half split, and a variant that fell back to
+OpenBLAS's threads while another thread of the process was running, were
+measured and dropped: the first waits for the slower half; the second, falling
+back right after the benchmark's GEMM, was slower than the previous matcher in a
+run with another process on a core.) ``B == 1`` keeps OpenBLAS's own threads:
+two threads each running a one-thread GEMV read no faster than one (about one
+core's read rate), while OpenBLAS's two-thread GEMV reads at about twice that.
+With one worker (small work, ``B == 1``, or no OpenBLAS next to numpy) the
+blocks are 4 MiB (``_SPAN_FLOATS``: fewer BLAS calls, fewer fork/joins).
 
 Nothing ``N x B``-sized is ever allocated: the largest temporaries are one
 score block and one fold block per thread, the output is ``B x U``.
@@ -88,10 +90,10 @@ __all__ = ["Gallery"]
 _CHUNK_ROWS = 4096
 _GEMV_ROWS = 1 << 18
 # Floats in one span's score block when B > 1 (whole chunks, at least one): with BLAS's own threads
-# (fewer, larger calls: each is a fork/join of BLAS's threads), and with one part per core (kept in
+# (fewer, larger calls: each is a fork/join of BLAS's threads), and with one thread per core (kept in
 # that core's L2 while it is folded).
 _SPAN_FLOATS = 1 << 20
-_SPAN_FLOATS_PAR = 1 << 18
+_SPAN_FLOATS_PAR = 1 << 19
 # Above this many templates per user, fold with one np.max(axis=1) call instead of c-1 np.maximum.
 _LOOP_FOLD_MAX_C = 32
 _NORM_TOL = 1e-3
@@ -99,8 +101,6 @@ _NORM_TOL = 1e-3
 # for B >= _PAR_MIN_B only (B == 1 stays on OpenBLAS's own threads: see the module docstring).
 _PAR_MIN_WORK = 1 << 26
 _PAR_MIN_B = 2
-# Fall back to BLAS's own threads while another thread of the process is running (see _other_threads_running).
-_DETECT_SPIN = True
 _MAX_WORKERS = 8
 
 
@@ -172,22 +172,26 @@ def _span(vec, p, group, k0, nchunks, n, out, s_buf, o_buf) -> None:
     out[:, dst] = o.reshape(nchunks * n, b).T
 
 
-def _split(tasks, workers: int):
-    """Contiguous runs of ``tasks`` with about the same number of rows each, at most ``workers``."""
-    if workers <= 1 or len(tasks) < 2:
-        return [tasks]
-    w = [t[2] * t[0][0] * (t[3] or 1) for t in tasks]  # rows: nchunks * c * n (n == 0: one user of c rows)
-    total = sum(w)
-    parts, cur, acc = [], [], 0
-    for t, wt in zip(tasks, w):
-        cur.append(t)
-        acc += wt
-        if acc >= total * (len(parts) + 1) / workers and len(parts) < workers - 1:
-            parts.append(cur)
-            cur = []
-    if cur:
-        parts.append(cur)
-    return parts
+class _Feed:
+    """Spans handed out one at a time to the threads that ask (so a thread slowed by another
+    process on its core simply takes fewer spans); stops handing out after a failure."""
+
+    def __init__(self, tasks) -> None:
+        self._tasks = tasks
+        self._next = 0
+        self._lock = threading.Lock()
+
+    def take(self):
+        with self._lock:
+            if self._next >= len(self._tasks):
+                return None
+            t = self._tasks[self._next]
+            self._next += 1
+            return t
+
+    def stop(self) -> None:
+        with self._lock:
+            self._next = len(self._tasks)
 
 
 # -- threads -------------------------------------------------------------------------
@@ -243,40 +247,9 @@ def _workers(b: int, flop: int) -> int:
     """Parts to run in parallel for ``b`` probes, ``flop`` multiply-adds: 1 (this thread, BLAS's own threads) or one per core."""
     if b < _PAR_MIN_B or flop < _PAR_MIN_WORK or _MAX_WORKERS <= 1:
         return 1
-    if _blas_handle().set is None or _other_threads_running():
+    if _blas_handle().set is None:
         return 1
     return max(1, min(_cores(), _MAX_WORKERS))
-
-
-def _other_threads_running() -> bool:
-    """Is another thread of this process on a core now (Linux; ``False`` where it cannot tell)?
-
-    After a multi-threaded call, OpenBLAS's worker threads spin for about 0.1 s
-    (its THREAD_TIMEOUT) before they sleep, and a GEMM per core in our own
-    threads then shares a core with a spinning worker. Measured right after a
-    4096^2 GEMM (2 threads): one part per core was slower than OpenBLAS's own
-    threads for the whole call (which put the spinning worker to use); after a
-    pause it was faster. So: a running thread of ours other than this one means
-    BLAS's own threads. Reads /proc/self/task (about 0.1 ms).
-    """
-    if not _DETECT_SPIN:
-        return False
-    me = threading.get_native_id()
-    try:
-        tids = os.listdir("/proc/self/task")
-    except OSError:
-        return False
-    for t in tids:
-        if t == str(me):
-            continue
-        try:
-            with open(f"/proc/self/task/{t}/stat", "rb") as f:
-                st = f.read()
-        except OSError:
-            continue
-        if st[st.rindex(b")") + 2 : st.rindex(b")") + 3] == b"R":
-            return True
-    return False
 
 
 def _pool(n: int) -> ThreadPoolExecutor:
@@ -498,16 +471,24 @@ class Gallery:
         tasks, rows = self._tasks(b, _SPAN_FLOATS if workers == 1 else _SPAN_FLOATS_PAR)
         out = np.empty((b, u), dtype=np.float32)
         flat = out.reshape(-1) if b == 1 else out  # B == 1: the fold writes into the (U,) row
-        parts = _split(tasks, workers)
-        if len(parts) == 1:
+        if workers == 1 or len(tasks) < 2:
             self._run(p, tasks, rows, flat)
             return out
-        with _single_threaded_blas():  # one BLAS thread per part, one part per core
-            futs = [_pool(len(parts) - 1).submit(self._run, p, part, rows, flat) for part in parts[1:]]
+        feed = _Feed(tasks)
+
+        def part():
             try:
-                self._run(p, parts[0], rows, flat)
+                self._run(p, iter(feed.take, None), rows, flat)
+            except BaseException:
+                feed.stop()
+                raise
+
+        with _single_threaded_blas():  # one BLAS thread per Python thread, one Python thread per core
+            futs = [_pool(workers - 1).submit(part) for _ in range(workers - 1)]
+            try:
+                part()
             finally:
-                for f in futs:  # always wait: the parts write into ``out``, and BLAS threads are restored after
+                for f in futs:  # always wait: they write into ``out``, and BLAS's threads are restored after
                     f.exception()
             for f in futs:
                 f.result()
