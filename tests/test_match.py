@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fr_pbd.match import Gallery
+from fr_pbd.match import gallery as gallery_mod
 
 
 def unit_rows(rng, n, d):
@@ -180,10 +181,7 @@ def test_gallery_is_private_copy_readonly_unpicklable():
         pickle.dumps(g)
 
 
-# -- issue 16, second pass: spans sized for L2, (rows, B) scores, one part per core -----------------
-from fr_pbd.match import gallery as gallery_mod  # noqa: E402
-
-
+# -- issue 16, second pass: spans sized for L2, (rows, B) scores, one thread per core ---------------
 class _FakeBlas:
     """Stands in for OpenBLAS's thread setter where numpy has none (the parallel path still runs)."""
 

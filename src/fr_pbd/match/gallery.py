@@ -219,7 +219,7 @@ class _Blas:
                         self.set.argtypes = [ctypes.c_int]
                         self.get.restype = ctypes.c_int
                         return
-        except Exception:  # no OpenBLAS found: the threads path is off
+        except (OSError, AttributeError, TypeError, ValueError):  # no usable OpenBLAS: threads path off
             self.get = self.set = None
 
 
@@ -257,6 +257,8 @@ def _pool(n: int) -> ThreadPoolExecutor:
     global _executor
     with _pool_lock:
         if _executor is None or _executor[0] != os.getpid() or _executor[1] < n:
+            if _executor is not None and _executor[0] == os.getpid():
+                _executor[2].shutdown(wait=False)  # idle: a smaller pool made earlier
             _executor = (os.getpid(), n, ThreadPoolExecutor(max_workers=n, thread_name_prefix="fr-pbd-match"))
         return _executor[2]
 
