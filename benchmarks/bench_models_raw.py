@@ -13,15 +13,16 @@ Two more comparisons, each interleaved run by run so that the load falls on both
 * ``opencv_dnn``: each graph on onnxruntime and on OpenCV's DNN module (``cv2.dnn``, the
   runtime ``fr_pbd.runtime.OpenCvNet`` uses for the MiniFASNets), 1 and 2 threads, and the
   largest difference between their outputs;
-* ``blas_wakeup``: a 128x128 float64 product (the store's rotation check) back to back and
-  after the calling thread has done 1 ms of other work, with numpy's BLAS at 2 threads and
-  at 1 (``fr_pbd.runtime.one_blas_thread``).
+* ``blas_contention``: a 128x128 float64 product (the store's rotation check) with the cores
+  idle, and with every core running a one-thread embedder (as a verification's lanes do),
+  numpy's BLAS at 2 threads and at 1 (``fr_pbd.runtime.one_blas_thread``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"the four in turn (2 threads, spinning {'on' if spin else 'off'}): p50 {statistics.median(cycle):.2f} ms "
               f"per cycle")
     out["opencv_dnn"] = _opencv_vs_onnxruntime(args.runs, rng)
-    out["blas_wakeup"] = _blas_wakeup(args.runs)
+    out["blas_contention"] = _blas_contention(args.runs)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     return 0
 
@@ -146,30 +147,50 @@ def _opencv_vs_onnxruntime(runs: int, rng: np.random.Generator) -> dict:
     return res
 
 
-def _blas_wakeup(runs: int) -> dict:
+def _blas_contention(runs: int) -> dict:
+    import threading
+
+    import onnxruntime as ort
     from threadpoolctl import threadpool_limits
 
+    from fr_pbd import models
+
     r = np.linalg.qr(np.random.default_rng(1).normal(size=(128, 128)))[0]
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = 1, 1
+    sess = ort.InferenceSession(models.resolve("dlib-resnet-v1").data, so, providers=["CPUExecutionProvider"])
+    feed = {sess.get_inputs()[0].name: np.zeros((1, 3, 150, 150), np.float32)}
+    stop = threading.Event()
+
+    def lane() -> None:  # a one-thread embedder run after run, as in a verification's lanes
+        while not stop.is_set():
+            sess.run(None, feed)
+
+    def products() -> float:
+        t = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            r @ r.T
+            t.append(1000 * (time.perf_counter() - t0))
+            time.sleep(0.002)
+        return statistics.median(t)
+
     res: dict = {}
     for threads in (2, 1):
         with threadpool_limits(limits=threads, user_api="blas"):
-            hot, cold = [], []
-            for k in range(runs + 5):
-                t0 = time.perf_counter()
-                r @ r.T
-                t1 = time.perf_counter()
-                while time.perf_counter() - t1 < 0.001:  # 1 ms of other work in this thread
-                    pass
-                t2 = time.perf_counter()
-                r @ r.T
-                t3 = time.perf_counter()
-                if k >= 5:
-                    hot.append(1000 * (t1 - t0))
-                    cold.append(1000 * (t3 - t2))
-        res[f"blas_threads_{threads}"] = {"back_to_back_p50_ms": statistics.median(hot),
-                                          "after_1ms_of_other_work_p50_ms": statistics.median(cold)}
-        print(f"128x128 float64 product, BLAS {threads} thread(s): back to back {statistics.median(hot):.3f} ms, "
-              f"after 1 ms of other work {statistics.median(cold):.3f} ms")
+            idle = products()
+            lanes = [threading.Thread(target=lane) for _ in range(os.cpu_count() or 1)]
+            for t in lanes:
+                t.start()
+            time.sleep(0.05)
+            busy = products()
+            stop.set()
+            for t in lanes:
+                t.join()
+            stop.clear()
+        res[f"blas_threads_{threads}"] = {"cores_idle_p50_ms": idle, "every_core_running_onnxruntime_p50_ms": busy}
+        print(f"128x128 float64 product, BLAS {threads} thread(s): cores idle {idle:.3f} ms, "
+              f"every core running onnxruntime {busy:.3f} ms")
     return res
 
 

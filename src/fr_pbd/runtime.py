@@ -101,13 +101,16 @@ def one_blas_thread() -> None:
     """Numpy's BLAS (OpenBLAS) down to one thread for the whole process; :func:`fr_pbd.pipeline.build_pipeline` calls it.
 
     Why: every matrix product of a verification is tiny (the store's 128x128 rotation
-    check, 26 templates x 128, one probe), far below what a second BLAS thread can pay
-    for. OpenBLAS's idle workers spin after each call and take the cores from
-    onnxruntime, and once asleep they cost a wake-up: on the 2-core VM, a 128x128
-    float64 product took 0.07 ms back to back but 7 ms when the calling thread had
-    done 1 ms of other work first, and ``fr-pbd bench`` went from 27-68 ms to 20-21 ms
-    p50 per verification with one BLAS thread (issue 16, docs/performance.md). The
-    matcher's large galleries split their work over threads themselves.
+    check, 26 templates x 128, one probe, the alignment's 2x2 SVD), far below what a
+    second BLAS thread can pay for, and they run while the lanes keep every core busy
+    with onnxruntime. A multi-threaded BLAS call must then wait for its worker thread to
+    get a core, and the worker spins after the call, taking the core back from
+    onnxruntime. On the 2-core VM (docs/results/bench-blas-threads-issue16.json, the
+    same ``fr-pbd bench`` in alternate processes) a verification took 26.7-27.5 ms p50
+    with OpenBLAS's two threads and 19.9-21.1 ms with one; the alignment's stage went
+    from 3.4 to 1.0 ms and the lanes' from 14.4-15.0 to 9.1-9.5 ms (issue 16,
+    docs/performance.md). The matcher's large galleries split their work
+    over threads themselves (:mod:`fr_pbd.match.gallery`).
     threadpoolctl does this for every BLAS numpy may be built with (OpenBLAS, MKL,
     BLIS, Accelerate), on x86 and aarch64 alike.
     """
