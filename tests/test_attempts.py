@@ -164,3 +164,47 @@ def test_daemon_camera_attempt_and_no_camera_for_an_unknown_claim(tmp_path, temp
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+
+
+# --- the count beside the embedder (issue 16) -------------------------------------------
+class SlowEmbedder:
+    """A stand-in extractor whose 'embedder' watches the store: is the attempt already counted?"""
+
+    def __init__(self, inner, home: Path, user: str) -> None:
+        self.inner, self.home, self.user = inner, home, user
+        self.model_id = inner.model_id
+        self.counted_while_embedding: list[bool] = []
+
+    def template(self, image, purpose="verify", check=None, hook=None, on_usable=None):
+        if on_usable is not None:
+            on_usable()  # the face passed the gate
+        deadline = time.monotonic() + 5.0  # the embedder's run; bounded
+        seen = False
+        while not seen and time.monotonic() < deadline:
+            seen = Store.open(self.home).read().lockout_of(self.user).failures == 1
+            time.sleep(0.01)
+        self.counted_while_embedding.append(seen)
+        return self.inner.template(image, purpose, check, hook)
+
+
+def test_the_attempt_is_counted_while_the_embedder_runs_and_before_the_comparison(tmp_path):
+    from tests.test_login_attacks import stub_home, stub_verifier
+
+    home = stub_home(tmp_path / "home")
+    v = stub_verifier(home, 2)  # bob's face
+    v._extractor = slow = SlowEmbedder(v._extractor, home, "alice")
+    assert not v.verify(b"frame", user="alice")
+    assert slow.counted_while_embedding == [True]  # on disk before the 'embedder' returned
+    assert Store.open(home).read().lockout_of("alice").failures == 1
+
+
+def test_an_attempt_of_several_usable_frames_is_counted_once(tmp_path):
+    from tests.test_login_attacks import stub_home, stub_verifier
+
+    home = stub_home(tmp_path / "home")
+    v = stub_verifier(home, 2)
+    assert not v.verify_frames(iter([b"a", b"b", b"c"]), user="alice", max_frames=3)
+    assert Store.open(home).read().lockout_of("alice").failures == 1
+    assert v.verify_frames(iter([b"a"]), user="bob")  # bob's own face: yes, and his count cleared
+    v.settle()
+    assert Store.open(home).read().lockout_of("bob").failures == 0

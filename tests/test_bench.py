@@ -82,16 +82,16 @@ def test_a_success_reports_its_clear_under_its_own_stage_and_a_failure_has_none(
     """``decide`` is what is on the answer's path; a success's clear, written after it, is ``clear``."""
     from tests.test_login_attacks import stub_home, stub_verifier
 
-    assert "clear" in bench.STAGES and "decide" in bench.STAGES
+    assert {"clear", "count", "decide"} <= set(bench.STAGES)
     home = stub_home(tmp_path / "home")
     seen: list[str] = []
     v = stub_verifier(home, 1)
     v.stage_hook = lambda s, _t: seen.append(s)
     assert v.verify(b"frame", user="alice")
     v.settle()
-    assert sorted(seen) == ["clear", "decide", "match", "store_read"]
+    assert sorted(seen) == ["clear", "count", "decide", "match", "store_read"]
     seen.clear()
     v._extractor.vector = -v._extractor.vector  # another face
     assert not v.verify(b"frame", user="alice")
     v.settle()
-    assert sorted(seen) == ["decide", "match", "store_read"]
+    assert sorted(seen) == ["count", "decide", "match", "store_read"]

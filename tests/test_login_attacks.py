@@ -78,7 +78,9 @@ class StubExtractor:
         self.model_id = Verifier.default_model_id()
         self.vector = vector
 
-    def template(self, image, purpose="verify", check=None, hook=None) -> Template:
+    def template(self, image, purpose="verify", check=None, hook=None, on_usable=None) -> Template:
+        if on_usable is not None:  # as the real extractor: the face passed the gate, the count may start
+            on_usable()
         return Template(self.vector, self.model_id)
 
 

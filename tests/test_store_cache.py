@@ -243,9 +243,9 @@ class ChangesWhileLooking:
         self.model_id = self.inner.model_id
         self.home, self.code = home, code
 
-    def template(self, image, purpose="verify", check=None, hook=None):
+    def template(self, image, purpose="verify", check=None, hook=None, on_usable=None):
         other_process(self.code, self.home)
-        return self.inner.template(image, purpose, check, hook)
+        return self.inner.template(image, purpose, check, hook, on_usable)
 
 
 @pytest.mark.parametrize("change,reason", [

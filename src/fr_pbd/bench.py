@@ -24,8 +24,10 @@ embedder, template), ``liveness_embed`` (the wall time of those two: liveness st
 ``quality`` and ``embed``, so the stages overlap and do not add up), ``store_read`` (the pre-check of
 claim and lockout: the store's cached claims after a check that the file is the version they were read from;
 a full read, unwrap, decrypt and parse when it is not), ``match`` (protected gallery, best score per user,
-threshold), ``decide`` (what of the lockout is on the answer's path: the attempt counted under the exclusive
-lock before the comparison, one fsync'd write; on a success, starting the clear), ``clear`` (a success's
+threshold), ``decide`` (what of the lockout is on the answer's path: waiting for the attempt's count
+before the comparison; on a success, starting the clear), ``count`` (the attempt counted under the
+exclusive lock, one fsync'd write, by a thread started when the face passed the quality gate: it runs
+beside the embedder, so only what outlasts the embedder is in ``decide``), ``clear`` (a success's
 clear, written after the answer by another thread: not in ``end_to_end``; the next store operation waits
 for it, here the lockout reset between frames). A frame that stops early (no usable face, attack)
 has no sample for the later stages. ``end_to_end`` is the real ``Verifier.verify`` on
@@ -55,7 +57,7 @@ from fr_pbd.errors import ConfigError, FrPbdError
 from fr_pbd.machine import MACHINE_KEYS, machine_info
 
 STAGES = ("decode", "detect", "align", "quality", "liveness", "embed", "liveness_embed", "store_read", "match",
-          "decide", "clear")
+          "decide", "count", "clear")
 FRAME_SIZE = (640, 480)
 JPEG_QUALITY = 90
 LFW_FRAMES = 20

@@ -44,10 +44,11 @@ import socket
 import threading
 import time
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -149,6 +150,7 @@ class Verifier:
         self._clears: list[threading.Thread] = []
         self._clear_errors: list[Exception] = []
         self._clears_lock = threading.Lock()
+        self._counter: ThreadPoolExecutor | None = None  # counts an attempt beside the embedder (_start_count)
         if liveness is False:
             warnings.warn("presentation-attack detection is OFF: a photo or a screen may be accepted "
                           "(research and tests only)", stacklevel=2)
@@ -399,7 +401,9 @@ class Verifier:
         the first frame is not refused for it. Each frame goes through liveness and
         the embedder; the attempt is counted once, under the exclusive lock, before
         the first comparison (so a multi-frame attempt is one attempt for the
-        lockout), and cleared if a frame matches (after the answer). A presentation attack in any
+        lockout): the count starts as soon as a frame's face passes the quality gate and
+        is written while the embedder runs (:meth:`_start_count`); it is cleared if a
+        frame matches (after the answer). A presentation attack in any
         frame, with no frame matching, is a counted no. No new frame is started
         once ``until`` (``time.monotonic()``) would be passed by a frame as slow as
         the slowest so far. A source that fails after the first frame ends the
@@ -418,6 +422,22 @@ class Verifier:
                 return Decision(False)
         if view.lockout_of(user).is_locked(_now()):
             return self._locked(view, user)
+        counting: list[Future] = []  # the count, started beside the embedder of the first usable frame
+
+        def usable() -> None:
+            if not counting:
+                counting.append(self._start_count(store, user))
+
+        try:
+            return self._attempt(frames, user, max_frames, until, store, counting, usable)
+        finally:
+            for f in counting:  # an error on the way: the count still lands before the next store operation
+                f.exception()
+
+    def _attempt(self, frames: Iterator[ImageSource], user: str | None, max_frames: int, until: float | None,
+                 store: Store, counting: "list[Future]", usable: Callable[[], None]) -> Decision:
+        """The frames of one attempt (:meth:`verify_frames`, after its pre-check)."""
+        hook = self.stage_hook
         matcher = None  # set when the attempt is counted (before the first comparison)
         attack, quality, decide, slowest = False, None, 0.0, 0.0
         for k in range(max_frames):
@@ -433,7 +453,8 @@ class Verifier:
                     raise
                 break
             try:
-                probe = self.extractor.template(image, "verify", check=self._check_presentation, hook=hook)
+                probe = self.extractor.template(image, "verify", check=self._check_presentation, hook=hook,
+                                                on_usable=usable)
             except QualityError as exc:
                 quality = exc.reason
                 slowest = max(slowest, time.monotonic() - t_frame)
@@ -444,7 +465,7 @@ class Verifier:
                 continue
             if matcher is None:
                 t0 = time.perf_counter()
-                counted = self._count_attempt(store, user)
+                counted = self._counted(store, user, counting)
                 decide += time.perf_counter() - t0
                 if counted is None:
                     return self._refused_late(store, user, hook, decide)
@@ -463,7 +484,7 @@ class Verifier:
             slowest = max(slowest, time.monotonic() - t_frame)
         if attack and matcher is None:  # an attack is a presentation to the lock: it counts
             t0 = time.perf_counter()
-            counted = self._count_attempt(store, user)
+            counted = self._counted(store, user, counting)
             decide += time.perf_counter() - t0
             if counted is None:
                 return self._refused_late(store, user, hook, decide)
@@ -477,6 +498,37 @@ class Verifier:
         else:
             self.last_reason = quality or "no_face"
         return Decision(False)
+
+    def _start_count(self, store: Store, user: str | None) -> Future:
+        """Count the attempt in this verifier's counting thread, while the embedder runs.
+
+        Called (through the extractor's ``on_usable``) once a frame's face has passed the
+        quality gate: from there the frame is an attempt whatever liveness says (an attack
+        counts too), so counting it now changes nothing of what is counted, only when: its
+        encrypted, fsync'd write overlaps the embedder instead of following it (issue 16,
+        docs/lockout.md). The comparison still waits for it (:meth:`_counted`). The
+        thread's duration goes to the stage hook as ``count``.
+        """
+        if self._counter is None:
+            self._counter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fr-pbd-count")
+        hook = self.stage_hook
+
+        def count():
+            t0 = time.perf_counter()
+            try:
+                return self._count_attempt(store, user)
+            finally:
+                if hook is not None:
+                    hook("count", time.perf_counter() - t0)
+
+        return self._counter.submit(count)
+
+    def _counted(self, store: Store, user: str | None, counting: "list[Future]") \
+            -> "tuple[ProtectedMatcher, float, LockoutState] | None":
+        """The count started beside the embedder (waited for here), or one made now if none was started."""
+        if counting:
+            return counting[0].result()
+        return self._count_attempt(store, user)
 
     def _count_attempt(self, store: Store, user: str | None) \
             -> "tuple[ProtectedMatcher, float, LockoutState] | None":

@@ -159,8 +159,13 @@ class TemplateExtractor:
 
     def template(self, image: ImageSource, purpose: Purpose = "verify", select: Selection = "largest",
                  check: Callable[[np.ndarray, Face], None] | None = None,
-                 hook: StageHook | None = None) -> Template:
+                 hook: StageHook | None = None, on_usable: Callable[[], None] | None = None) -> Template:
         """``check`` (e.g. liveness) sees the raw decoded frame and the chosen face; it may raise.
+
+        ``on_usable`` is called (no argument: it learns nothing of the face) once the face has
+        passed the quality gate, before the embedder runs: from there on the frame is an
+        attempt whatever the check says, so the verifier starts counting it then, beside the
+        embedder (docs/lockout.md).
 
         With lanes, ``check`` starts in a worker as soon as the face is chosen and runs while
         the face is aligned, gated and embedded. A quality refusal still wins (the check's
@@ -175,6 +180,8 @@ class TemplateExtractor:
             frame = load_image(image)
         if check is None or self.lanes is None:
             capture = self.capture(frame, purpose, select, hook)
+            if on_usable is not None:
+                on_usable()
             if check is not None:
                 with stage(hook, "liveness"):
                     check(frame, capture.face)
@@ -193,6 +200,8 @@ class TemplateExtractor:
             raise
         t0, pending = started[0]
         try:
+            if on_usable is not None:
+                on_usable()
             with stage(hook, "embed"):
                 template = self.embed([capture])[0]
         finally:
