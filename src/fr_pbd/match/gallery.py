@@ -37,9 +37,9 @@ Threads, ``B > 1`` only: above ``_PAR_MIN_WORK`` multiply-adds the spans are
 handed out one at a time to one Python thread per usable core (at most
 ``_MAX_WORKERS``); each thread (numpy releases the GIL in BLAS calls and
 ufuncs) has its own buffers and 2 MiB score blocks (``_SPAN_FLOATS_PAR``, in
-that core's L2 while folded), and OpenBLAS is set to one thread for the
-duration (found with ctypes next to numpy, as the benchmark does; restored
-after; a module lock makes concurrent callers take turns). So the fold and the
+that core's L2 while folded), and numpy's BLAS is set to one thread for the
+duration (through threadpoolctl; restored after; a module lock makes concurrent
+callers take turns). So the fold and the
 transposed write run on every core, and no span waits for a fork/join of
 OpenBLAS's threads. That fork/join is what made one thread with OpenBLAS's
 threads collapse when another process held a core (every span waits for the
@@ -196,31 +196,24 @@ class _Feed:
 
 # -- threads -------------------------------------------------------------------------
 class _Blas:
-    """OpenBLAS's thread-count setter, found with ctypes next to numpy (as benchmarks/bench_matcher.py does)."""
+    """numpy's BLAS thread count (get/set), through threadpoolctl, as ``fr_pbd.runtime.one_blas_thread``.
+
+    threadpoolctl finds whichever BLAS numpy was built with (scipy-openblas, OpenBLAS,
+    MKL, BLIS) on x86 and aarch64; with none found, ``get`` and ``set`` are None and the
+    threads path is off.
+    """
 
     def __init__(self) -> None:
         self.get = self.set = None
         try:
-            import ctypes
-            import glob
+            from threadpoolctl import ThreadpoolController
 
-            pattern = os.path.join(os.path.dirname(np.__file__), "..", "numpy.libs", "*openblas*")
-            for path in sorted(glob.glob(pattern)):
-                try:
-                    lib = ctypes.CDLL(path)
-                except OSError:
-                    continue
-                for setter, getter in (
-                    ("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"),
-                    ("openblas_set_num_threads", "openblas_get_num_threads"),
-                ):
-                    if hasattr(lib, setter) and hasattr(lib, getter):
-                        self.set, self.get = getattr(lib, setter), getattr(lib, getter)
-                        self.set.argtypes = [ctypes.c_int]
-                        self.get.restype = ctypes.c_int
-                        return
-        except (OSError, AttributeError, TypeError, ValueError):  # no usable OpenBLAS: threads path off
-            self.get = self.set = None
+            libs = ThreadpoolController().select(user_api="blas").lib_controllers
+        except Exception:  # noqa: BLE001 - no usable BLAS controller: the threads path stays off
+            return
+        if libs:
+            self.get = lambda: max(lib.num_threads for lib in libs)
+            self.set = lambda n: [lib.set_num_threads(n) for lib in libs] and None
 
 
 _blas: _Blas | None = None
