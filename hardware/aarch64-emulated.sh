@@ -3,7 +3,7 @@
 #
 # Builds an arm64 Debian bookworm root with Debian's debootstrap and qemu-user-static,
 # installs fr-pbd there from a commit of this checkout together with the aarch64 PyPI
-# wheels of numpy, opencv-python-headless, onnxruntime and cryptography (the versions
+# wheels of numpy, opencv-python-headless, onnxruntime, cryptography and threadpoolctl (the versions
 # of the x86 .venv), and runs, inside the arm64 root:
 #   1. fr-pbd --version and fr-pbd doctor,
 #   2. an enrol/verify with the shared test photos (fallback PIN, enrol obama.jpg +
@@ -169,7 +169,8 @@ EOF
 step "pip: fr-pbd $COMMIT and the aarch64 wheels of the x86 versions"
 PINS="$("$X86_PY" - <<'EOF'
 from importlib.metadata import version
-print(" ".join(f"{p}=={version(p)}" for p in ("numpy", "opencv-python-headless", "onnxruntime", "cryptography")))
+print(" ".join(f"{p}=={version(p)}" for p in ("numpy", "opencv-python-headless", "onnxruntime", "cryptography",
+                                             "threadpoolctl")))
 EOF
 )"
 echo "pins: $PINS"
@@ -186,7 +187,7 @@ fi
 in_root /usr/bin/env "${PIP_ENV[@]}" pip install -q --disable-pip-version-check --only-binary=numpy,opencv-python-headless,onnxruntime,cryptography \
   $PINS
 in_root /usr/bin/env "${PIP_ENV[@]}" pip install -q --disable-pip-version-check --force-reinstall --no-deps /opt/fr-pbd/src
-in_root pip list --disable-pip-version-check 2>/dev/null | grep -iE '^(fr-pbd|numpy|opencv-python-headless|onnxruntime|cryptography) '
+in_root pip list --disable-pip-version-check 2>/dev/null | grep -iE '^(fr-pbd|numpy|opencv-python-headless|onnxruntime|cryptography|threadpoolctl) '
 T_INSTALL=$(date +%s)
 
 step "arm64: fr-pbd --version, doctor"
