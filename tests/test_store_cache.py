@@ -112,19 +112,30 @@ def test_the_cache_holds_nothing_biometric_and_cannot_be_changed(tmp_path):
     assert not hasattr(view, "__dict__")
 
 
-def test_a_tampered_file_is_refused_by_the_next_pre_check_even_with_its_old_times(tmp_path):
+def verified_then_overwritten(tmp_path, change) -> "Verifier":
+    """A verifier that has answered once (its claims cached), then ``change(bytes) -> (offset, bytes)``
+    written into the store file in place (same inode, same size) with its old times put back."""
     home = stub_home(tmp_path / "home")
     v = stub_verifier(home, 1)
     assert v.verify(b"frame", user="alice")
     v.settle()
     path = home / "store.frpbd"
     st = os.stat(path)
-    data = bytearray(path.read_bytes())
-    data[-100] ^= 1  # one bit of the ciphertext, in place, and the times put back
+    offset, data = change(path.read_bytes())
     fd = os.open(path, os.O_WRONLY)
-    os.pwrite(fd, bytes(data), 0)
+    os.pwrite(fd, data, offset)
     os.close(fd)
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    return v
+
+
+def test_a_tampered_file_is_refused_by_the_next_pre_check_even_with_its_old_times(tmp_path):
+    def flip(data: bytes) -> tuple[int, bytes]:
+        tampered = bytearray(data)
+        tampered[-100] ^= 1  # one bit of the ciphertext
+        return 0, bytes(tampered)
+
+    v = verified_then_overwritten(tmp_path, flip)
     with pytest.raises(StoreIntegrityError):
         v.verify(b"frame", user="alice")
 
@@ -177,17 +188,10 @@ def test_an_erase_interrupted_after_the_key_is_zeroed_is_seen(tmp_path):
     """erase's first step overwrites the wrapped key in place (same inode, same size)."""
     from fr_pbd.store import _format as fmt
 
-    home = stub_home(tmp_path / "home")
-    v = stub_verifier(home, 1)
-    assert v.verify(b"frame", user="alice")
-    v.settle()
-    path = home / "store.frpbd"
-    st = os.stat(path)
-    hlen = fmt.parse_header(path.read_bytes())[1]
-    fd = os.open(path, os.O_WRONLY)
-    os.pwrite(fd, bytes(fmt.WRAPPED_DEK_LEN), fmt.wrapped_dek_offset(hlen))
-    os.close(fd)
-    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    def zero_the_key(data: bytes) -> tuple[int, bytes]:
+        return fmt.wrapped_dek_offset(fmt.parse_header(data)[1]), bytes(fmt.WRAPPED_DEK_LEN)
+
+    v = verified_then_overwritten(tmp_path, zero_the_key)
     with pytest.raises(StoreIntegrityError, match="erased"):
         v.verify(b"frame", user="alice")
 
@@ -294,19 +298,24 @@ def test_the_pre_check_waits_for_a_write_in_progress(tmp_path):
 # --------------------------------------------------------------------------------------
 # the clear after a success
 # --------------------------------------------------------------------------------------
+def intercept_clears(monkeypatch, before) -> None:
+    """``Store.transaction`` as it is, except in the clear's thread, which runs ``before()`` first."""
+    real = Store.transaction
+
+    def transaction(store, *a, **k):
+        if threading.current_thread().name == "fr-pbd-lockout-clear":
+            before()
+        return real(store, *a, **k)
+
+    monkeypatch.setattr(Store, "transaction", transaction)
+
+
 def test_a_success_is_answered_before_its_clear_and_every_later_operation_waits_for_it(tmp_path, monkeypatch):
     home = stub_home(tmp_path / "home")
     v = stub_verifier(home, 1)
     assert not stub_verifier(home, 99).verify(b"frame", user="alice")
     release = threading.Event()
-    real = Store.transaction
-
-    def held_clear(store, *a, **k):
-        if threading.current_thread().name == "fr-pbd-lockout-clear":
-            release.wait(10)
-        return real(store, *a, **k)
-
-    monkeypatch.setattr(Store, "transaction", held_clear)
+    intercept_clears(monkeypatch, lambda: release.wait(10))
     t0 = time.monotonic()
     assert v.verify(b"frame", user="alice")  # answered while the clear is held back
     assert time.monotonic() - t0 < 5
@@ -320,14 +329,7 @@ def test_a_failure_counted_between_the_answer_and_the_clear_is_not_wiped(tmp_pat
     home = stub_home(tmp_path / "home")
     v = stub_verifier(home, 1)
     release = threading.Event()
-    real = Store.transaction
-
-    def held_clear(store, *a, **k):
-        if threading.current_thread().name == "fr-pbd-lockout-clear":
-            release.wait(10)
-        return real(store, *a, **k)
-
-    monkeypatch.setattr(Store, "transaction", held_clear)
+    intercept_clears(monkeypatch, lambda: release.wait(10))
     assert v.verify(b"frame", user="alice")
     other_process("from tests.test_login_attacks import stub_verifier\n"
                   "assert not stub_verifier(home, 99).verify(b'frame', user='alice')\n", home)
@@ -341,12 +343,10 @@ def test_a_clear_that_cannot_be_written_leaves_the_count_and_says_so_once(tmp_pa
     v = stub_verifier(home, 1)
     real = Store.transaction
 
-    def failing_clear(store, *a, **k):
-        if threading.current_thread().name == "fr-pbd-lockout-clear":
-            raise StoreError("disk full (test)")
-        return real(store, *a, **k)
+    def disk_full() -> None:
+        raise StoreError("disk full (test)")
 
-    monkeypatch.setattr(Store, "transaction", failing_clear)
+    intercept_clears(monkeypatch, disk_full)
     assert v.verify(b"frame", user="alice")
     with pytest.raises(StoreError, match="disk full"):
         v.settle()
