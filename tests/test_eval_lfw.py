@@ -224,29 +224,10 @@ def test_demographic_differentials_against_brute_force(tmp_path: Path) -> None:
     assert g.threshold == t
 
     # brute force over every comparison
-    listing = list_images(lfw)
-    vec = {}
-    for name, n, p in listing:
-        try:
-            vec[(name, n)] = embed(p)
-        except QualityError:
-            vec[(name, n)] = None
-    label = {name: ("A" if k % 2 else "B") for k, name in enumerate(PEOPLE) if k != 29}
-    keys = list(vec)
+    from tests.test_eval_groups import brute_force
 
-    def brute(t: float, grp: str) -> tuple[int, int, int, int]:
-        fn = gn = fm = im = 0
-        for a in range(len(keys)):
-            for b in range(a + 1, len(keys)):
-                (na, _), (nb, _) = keys[a], keys[b]
-                va, vb = vec[keys[a]], vec[keys[b]]
-                if na == nb and label.get(na) == grp:
-                    gn += 1
-                    fn += va is None or vb is None or float(np.dot(va, vb)) < t
-                elif na != nb and label.get(na) == grp and label.get(nb) == grp and va is not None and vb is not None:
-                    im += 1
-                    fm += float(np.dot(va, vb)) >= t
-        return gn, fn, im, fm
+    label = {name: ("A" if k % 2 else "B") for k, name in enumerate(PEOPLE) if k != 29}
+    brute = brute_force(lfw, embed, label)
 
     def got(result, grp: str) -> tuple[int, int, int, int]:
         st = {s.group: s for s in result.groups.attributes[0].groups}[grp]
