@@ -90,7 +90,9 @@ def test_one_persons_face_opens_only_their_own_account(pam_service, tmp_path, ex
              Consent("1", "test"), fallback=PIN)
     v.enroll(BIDEN, powell[:3], Consent("1", "test"), fallback=PIN)
     sock = tmp_path / "d.sock"
-    write_config(home, f'socket = "{sock}"\n')
+    # the test's services are on the [pam] allow-list (tests/test_pam_context.py: which services may ask)
+    services = ", ".join(f'"fr-pbd-test-{os.getpid()}-{s}"' for s in ("safe", "old"))
+    write_config(home, f'socket = "{sock}"\n[pam]\nservices = [{services}]\n')
     frames = tmp_path / "frames"
     frames.mkdir()
     d = RunningDaemon(home, sock, frames, tmp_path / "daemon.log")

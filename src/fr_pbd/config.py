@@ -25,6 +25,10 @@ File: ``$FR_PBD_HOME/config.toml`` (optional)::
     answer_deadline_ms = 1000    # every verification is answered this long after its request arrived
     max_connections_per_uid = 4  # open connections one uid may hold; more are answered N at once
 
+    [pam]                        # where `fr-pbd ask --pam` may answer (fr_pbd.daemon.pam; docs/pam.md)
+    services = ["login", "gdm-password", "sudo"]   # default: local logins, screen lockers, sudo; never sshd
+    ttys = ["tty[0-9]", ":[0-9]"]                 # default: virtual consoles and local X displays
+
     [capture]
     max_frames = 5               # frames one camera attempt may look at (yes at the first live match)
     frame_budget_ms = 1000       # and the time they may take; the daemon also keeps its answer deadline
@@ -74,7 +78,8 @@ PROFILE_HOUSEHOLD = "household-device-access"
 PROFILES = (PROFILE_HOUSEHOLD,)
 MAX_CONFIG_BYTES = 64 * 1024
 _MAX_ID = 2**32 - 2  # (uid_t)-1 is "no id"
-_TOP_KEYS = {"profile", "board", "tpm", "daemon", "capture"}
+_TOP_KEYS = {"profile", "board", "tpm", "daemon", "capture", "pam"}
+_PAM_KEYS = {"services", "ttys"}
 ENV_HOME = "FR_PBD_HOME"
 _DAEMON_KEYS = {"allowed_uids", "allowed_gids", "socket", "daemon_uid", "answer_deadline_ms",
                 "max_connections_per_uid"}
@@ -115,6 +120,36 @@ class DaemonConfig:
         return uid in self.allowed_uids or gid in self.allowed_gids
 
 
+#: The PAM service names (files of /etc/pam.d) of local logins: the console, the display
+#: managers, the screen lockers and sudo. ``gdm-password`` also unlocks GNOME's lock screen.
+DEFAULT_PAM_SERVICES: tuple[str, ...] = (
+    "login",
+    "gdm-password", "lightdm", "sddm", "xdm", "lxdm", "slim", "greetd", "ly",
+    "kde", "xscreensaver", "i3lock", "swaylock", "hyprlock", "waylock", "physlock", "vlock",
+    "cinnamon-screensaver", "mate-screensaver", "xfce4-screensaver", "gnome-screensaver", "kscreensaver",
+    "sudo", "sudo-i",
+)
+#: Services that authenticate someone who is not (or need not be) in front of this camera: the
+#: network logins, and the commands that switch from one account to another. Refused in
+#: ``[pam] services`` (a config naming one does not load).
+NEVER_PAM_SERVICES: tuple[str, ...] = (
+    "sshd", "ssh", "dropbear", "telnet", "telnetd", "rlogin", "rsh", "rexec", "xrdp-sesman", "cockpit",
+    "vnc", "ftp", "vsftpd", "proftpd", "pure-ftpd", "dovecot", "imap", "pop", "smtp", "samba", "openvpn",
+    "ppp", "radius", "su", "su-l", "runuser", "runuser-l", "other",
+)
+#: Terminals a local person sits at: the virtual consoles and local X displays (the display
+#: managers' PAM_TTY). Globs (fnmatch); an unset PAM_TTY is accepted too (screen lockers).
+DEFAULT_PAM_TTYS: tuple[str, ...] = ("tty[0-9]", "tty[0-9][0-9]", "/dev/tty[0-9]", "/dev/tty[0-9][0-9]",
+                                 ":[0-9]", ":[0-9][0-9]", ":[0-9].[0-9]")
+
+@dataclass(frozen=True)
+class PamPolicy:
+    """The allow-lists of ``[pam]`` in the daemon's config.toml (checked by :mod:`fr_pbd.daemon.pam`)."""
+
+    services: tuple[str, ...] = DEFAULT_PAM_SERVICES
+    ttys: tuple[str, ...] = DEFAULT_PAM_TTYS
+
+
 @dataclass(frozen=True)
 class CaptureConfig:
     """How many camera frames one attempt may use, and for how long (one attempt for the lockout)."""
@@ -132,6 +167,7 @@ class Config:
     tpm: str | None = None  # the TPM transport (fr_pbd.store.tpm.parse_transport); None = /dev/tpmrm0
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     capture: CaptureConfig = field(default_factory=CaptureConfig)
+    pam: PamPolicy = field(default_factory=PamPolicy)
     path: Path | None = None  # the file it came from; None = built-in defaults
 
     @property
@@ -211,7 +247,7 @@ def parse(text: str, source: str = CONFIG_FILE) -> Config:
         kwargs["max_connections_per_uid"] = _int(raw["max_connections_per_uid"], "max_connections_per_uid",
                                                  source, *MAX_CONNECTIONS_PER_UID_RANGE)
     return Config(profile=profile, board=board, tpm=tpm, daemon=DaemonConfig(**kwargs),
-                  capture=_capture(doc, source), path=None)
+                  capture=_capture(doc, source), pam=_pam(doc, source), path=None)
 
 
 def _table(doc: dict, name: str, known: set[str], source: str) -> dict:
@@ -235,6 +271,28 @@ def _capture(doc: dict, source: str) -> CaptureConfig:
         kwargs["frame_budget_ms"] = _int(raw["frame_budget_ms"], "frame_budget_ms", source, *FRAME_BUDGET_RANGE_MS,
                                          " (milliseconds)", table="capture")
     return CaptureConfig(**kwargs)
+
+
+def _names(value: Any, key: str, source: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v and len(v) <= 64 and v.isprintable()
+                                              for v in value):
+        raise ConfigError(f"{source}: [pam] {key} must be a list of names, e.g. {key} = [\"login\", \"sudo\"]")
+    return tuple(dict.fromkeys(value))
+
+
+def _pam(doc: dict, source: str) -> PamPolicy:
+    raw = _table(doc, "pam", _PAM_KEYS, source)
+    kwargs = {}
+    if "services" in raw:
+        services = _names(raw["services"], "services", source)
+        never = sorted(set(services) & set(NEVER_PAM_SERVICES))
+        if never:
+            raise ConfigError(f"{source}: [pam] services names {', '.join(never)}: face login never answers a "
+                              "network login or a switch to another account (docs/pam.md)")
+        kwargs["services"] = services
+    if "ttys" in raw:
+        kwargs["ttys"] = _names(raw["ttys"], "ttys", source)
+    return PamPolicy(**kwargs)
 
 
 def _tpm_transport(value: Any, source: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from fr_pbd.cli._common import EXIT_NO, EXIT_OK, HOME_HELP, add_board
 
@@ -18,11 +19,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_ask(args: argparse.Namespace) -> int:
     from fr_pbd import egress
     from fr_pbd.daemon import ask, claim_for, daemon_identity
+    from fr_pbd.daemon.pam import PamRefusal, check_pam_context
     from fr_pbd.errors import DaemonError
 
     egress.install()
     user = claim_for(os.environ, args.user, args.pam)
-    daemon_uid, cfg = daemon_identity(args.home)
+    try:
+        if args.pam:  # first what no config changes: su runs this as its caller, who may not read the config
+            check_pam_context(os.environ, None)
+        daemon_uid, cfg = daemon_identity(args.home)
+        if args.pam:
+            check_pam_context(os.environ, cfg.pam)
+    except PamRefusal as refusal:  # nothing is asked: the stack falls through to the password
+        print("no")
+        print(f"fr-pbd: face login refused: {refusal}", file=sys.stderr)
+        return EXIT_NO
     path = args.socket if args.socket is not None else cfg.daemon.socket
     if path is None:
         raise DaemonError("no socket path: give --socket or set [daemon] socket in the home's config.toml")
@@ -54,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     who.add_argument("--user", default=None, help="the account to check (default: your own; root: any enrolled "
                      "user)")
     who.add_argument("--pam", action="store_true", help="run by pam_exec: check the face of PAM_USER's account "
-                     "only (docs/pam.md)")
+                     "only, and only for a local login on an allowed service and terminal (docs/pam.md)")
     a.add_argument("--home", default=None, help="the daemon's home: its config.toml gives the socket and "
                    "daemon_uid, its owner is the uid the daemon must run as (default: your own home, else your uid)")
     a.add_argument("--timeout", type=float, default=ASK_TIMEOUT_S, help=argparse.SUPPRESS)
