@@ -444,6 +444,7 @@ def test_ask_refuses_a_fake_daemon_of_another_uid(tmp_path, public_dir, template
     line naming the impostor's uid, and the daemon refuses to start saying someone poses as it.
     """
     from fr_pbd import daemon
+    from fr_pbd.daemon import client
 
     py = nobody_python()
     sock = public_dir / "d.sock"
@@ -451,14 +452,14 @@ def test_ask_refuses_a_fake_daemon_of_another_uid(tmp_path, public_dir, template
     try:
         assert fake.stdout is not None and fake.stdout.readline() == "ready\n"
         assert os.stat(sock).st_uid == NOBODY
-        for env in ({}, {"PAM_USER": "root", "PAM_TYPE": "auth"}):
+        for env in ({}, {"PAM_USER": "root", "PAM_TYPE": "auth", "PAM_SERVICE": "login", "PAM_TTY": "tty1"}):
             p = subprocess.run([sys.executable, "-m", "fr_pbd.cli", "ask", "--socket", str(sock),
                                 *(["--pam"] if env else [])], capture_output=True, text=True, timeout=60,
                                env={**os.environ, **env})
             assert (p.returncode, p.stdout) == (2, ""), p.stdout + p.stderr
             assert p.stderr.count("\n") == 1 and f"uid {NOBODY}" in p.stderr, p.stderr
         # the second line of defence: the kernel's word on who listens (SO_PEERCRED)
-        monkeypatch.setattr(daemon, "check_socket", lambda path, uid: None)
+        monkeypatch.setattr(client, "check_socket", lambda path, uid: None)
         with pytest.raises(DaemonError, match=f"runs as uid {NOBODY}, not as the daemon's uid 0"):
             daemon.ask(sock, "root", daemon_uid=0)
         # the real daemon does not take over, and says why

@@ -33,7 +33,6 @@ nothing is asked, so nothing is counted against the account's lockout.
 from __future__ import annotations
 
 import fnmatch
-import os
 import pwd
 from collections.abc import Mapping
 from pathlib import Path
