@@ -78,16 +78,16 @@ def cmd_eval_lfw(args: argparse.Namespace) -> int:
         raise EvaluationError("--fmr must be in (0, 1)")
     enrol, fusion, tx_threshold = _transactions_args(args)
     embed, model_id = pipeline_embedder(args.board) if args.board else pipeline_embedder()
+    score_model = _score_model(args, model_id) if enrol else None
     bar = None if args.quiet else ProgressBar("templates")
     t0 = time.monotonic()
     tx_source = "given"
-    if enrol and tx_threshold is None:
-        tx_threshold, tx_source = _installed_threshold(model_id), "manifest"
     res = evaluate_lfw(lfw_dir, pairs_path, embed, limit=args.limit, groups=groups, operating_fmr=args.fmr,
                        threshold=args.threshold, progress=bar, model_id=model_id,
                        enrol=enrol, enrol_threshold=tx_threshold,
                        enrol_threshold_source=tx_source, enrol_draws=args.enrol_draws, fusion=fusion,
-                       enrol_progress=None if args.quiet or not enrol else ProgressBar("transactions"))
+                       enrol_progress=None if args.quiet or not enrol else ProgressBar("transactions"),
+                       score_model=score_model)
     argv = ["fr-pbd", "eval", "lfw", "--data", str(args.data), "--pairs", str(args.pairs), "--out", str(args.out)]
     if args.groups:
         argv += ["--groups", str(args.groups)]
@@ -103,6 +103,8 @@ def cmd_eval_lfw(args: argparse.Namespace) -> int:
         argv += ["--enrol", str(v)]
     if args.fusion:
         argv += ["--fusion", args.fusion]
+    if args.score_model:
+        argv += ["--score-model", args.score_model]
     if args.enrol_draws != 5:
         argv += ["--enrol-draws", str(args.enrol_draws)]
     res.timings["total_s"] = time.monotonic() - t0
@@ -141,28 +143,35 @@ def _transactions_args(args: argparse.Namespace) -> tuple[tuple[int, ...], str, 
     """--enrol, --fusion, --enrol-draws checked before any template is computed."""
     from fr_pbd.errors import EvaluationError
     from fr_pbd.eval.transactions import DEFAULT_FUSION, FUSIONS, parse_enrol
+    from fr_pbd.match.score_model import NAMES as SCORE_MODELS
 
     if not args.enrol:
-        if args.fusion or args.enrol_draws != 5:
-            raise EvaluationError("--fusion and --enrol-draws need --enrol")
+        if args.fusion or args.enrol_draws != 5 or args.score_model:
+            raise EvaluationError("--fusion, --score-model and --enrol-draws need --enrol")
         return (), DEFAULT_FUSION, None
     fusion = args.fusion or DEFAULT_FUSION
     if fusion not in FUSIONS:
         raise EvaluationError(f"--fusion must be one of {', '.join(FUSIONS)}")
+    if args.score_model not in (None, *SCORE_MODELS):
+        raise EvaluationError(f"--score-model must be one of {', '.join(SCORE_MODELS)}")
+    if args.score_model not in (None, "cosine") and args.fusion:
+        raise EvaluationError("--fusion applies to --score-model cosine only")
     if not 1 <= args.enrol_draws <= 100:
         raise EvaluationError("--enrol-draws must be 1 to 100")
     return parse_enrol(args.enrol), fusion, args.threshold
 
 
-def _installed_threshold(model_id: str) -> float | None:
-    """The manifest's default threshold for the embedder: what an installation decides with."""
-    from fr_pbd import models
+def _score_model(args: argparse.Namespace, model_id: str) -> str:
+    """--score-model, else the manifest's for the embedder (``cosine`` or ``plda``)."""
     from fr_pbd.errors import FrPbdError
+    from fr_pbd.match.score_model import COSINE, PLDA, name_in_force
 
+    if args.score_model:
+        return args.score_model
     try:
-        return models.threshold(model_id)
-    except FrPbdError:
-        return None
+        return COSINE if name_in_force(model_id) == COSINE else PLDA
+    except FrPbdError:  # an embedder the manifest does not know (a test's): plain cosine
+        return COSINE
 
 
 def _transactions_summary(t: dict) -> list[str]:
@@ -173,11 +182,14 @@ def _transactions_summary(t: dict) -> list[str]:
                           for key, v in r["frr_at_far"].items())
         out.append(f"K={k} ({r['enrolled_users']:,} users, {r['genuine_attempts']:,} genuine and "
                    f"{r['impostor_attempts']:,} impostor attempts, {t['fusion']}): FRR {parts}")
+    if t.get("score_model"):
+        out.append(f"score model {t['score_model']['name']}; 2-fold identity-disjoint protocol, held-out halves pooled")
     if t["threshold"] is not None:
         src = "the manifest's default" if t["threshold_source"] == "manifest" else t["threshold_source"]
         for k, r in t["K"].items():
             a = r["at_threshold"]
-            out.append(f"at threshold {t['threshold']:.5f} ({src}), enrolled with {k} image(s): refused in "
+            shown = ", ".join(f"{v:.5f}" for v in a["thresholds"]) if a.get("thresholds") else f"{t['threshold']:.5f}"
+            out.append(f"at threshold {shown} ({src}), enrolled with {k} image(s): refused in "
                        f"{100 * a['frr']:.2f} % of attempts ({a['false_rejects']:,} of {a['genuine_attempts']:,}); "
                        f"impostors accepted {a['far']:.2e} ({a['false_accepts']:,} of {a['impostor_attempts']:,})")
     op = t.get("operating_point")
@@ -240,6 +252,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     lf.add_argument("--fusion", default=None, metavar="NAME",
                     help="with --enrol: how a probe meets a user's K templates: max, top2, mean or centroid "
                          "(default: fr_pbd.eval.transactions.DEFAULT_FUSION)")
+    lf.add_argument("--score-model", default=None, metavar="NAME",
+                    help="with --enrol: cosine or plda, learned (plda) and its threshold chosen on one seeded half "
+                         "of the identities and reported on the other, both ways, pooled (default: the manifest's)")
     lf.add_argument("--enrol-draws", type=int, default=5, metavar="N",
                     help="with --enrol: seeded draws of which images are enrolled, pooled (default 5)")
     add_board(lf)

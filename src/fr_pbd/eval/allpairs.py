@@ -98,15 +98,18 @@ def _prepare(templates: np.ndarray, identity: np.ndarray, acquired: np.ndarray |
     return xs, lab, order.astype(np.int64), run_end.astype(np.int64), ok
 
 
-def _blocks(xs: np.ndarray, run_end: np.ndarray, block_rows: int) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+def _blocks(xs: np.ndarray, run_end: np.ndarray, block_rows: int,
+            right: np.ndarray | None = None) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
     """Yield (r0, S, local genuine column start/end per row as (lo, hi), impostor column start per row).
 
-    ``S[a, c]`` is the score of sorted rows ``r0 + a`` and ``r0 + c``.
+    ``S[a, c]`` is the score of sorted rows ``r0 + a`` and ``r0 + c``: ``xs[a] . right[c]``
+    (``right`` defaults to ``xs``: cosine).
     """
     m = xs.shape[0]
+    right = xs if right is None else right
     for r0 in range(0, m, block_rows):
         r1 = min(m, r0 + block_rows)
-        s = xs[r0:r1] @ xs[r0:].T
+        s = xs[r0:r1] @ right[r0:].T
         a = np.arange(r1 - r0)
         gen_lo = a + 1
         imp_lo = run_end[r0:r1] - r0
@@ -122,23 +125,32 @@ def score_all_pairs(
     bins: int = 2**20,
     top_k: int = 2**17,
     progress: ProgressFn | None = None,
+    features: tuple[np.ndarray, np.ndarray] | None = None,
+    score_range: tuple[float, float] = (-1.0, 1.0),
 ) -> AllPairsScores:
     """All genuine and all cross-identity impostor comparisons of the acquired templates.
 
     ``templates`` (N, D) unit vectors (rows of failed images may hold anything),
     ``identity`` (N,) integer identity codes, ``acquired`` (N,) flags (default all).
-    Scores are dot products (cosine similarity of unit vectors) in float32.
+    Scores are dot products (cosine similarity of unit vectors) in float32; with
+    ``features = (left, right)`` (N, D') each, the score of images i and j is
+    ``left[i] . right[j]`` instead (a score model's pairwise score, e.g. PLDA with K = 1:
+    :func:`fr_pbd.eval.twofold.pair_features`), counted on ``score_range``.
     """
     xs, lab, order, run_end, ok = _prepare(templates, identity, acquired)
+    right = None
+    if features is not None:
+        xs = np.ascontiguousarray(np.asarray(features[0])[order], dtype=np.float32)
+        right = np.ascontiguousarray(np.asarray(features[1])[order], dtype=np.float32)
     counts = comparison_counts(np.asarray(identity), ok)
     n_ids = int(np.asarray(identity).max()) + 1 if np.asarray(identity).size else 0
-    imp = StreamedScores(bins=bins, top_k=top_k)
+    imp = StreamedScores(bins=bins, lo=score_range[0], hi=score_range[1], top_k=top_k)
     gen_s: list[np.ndarray] = []
     gen_id: list[np.ndarray] = []
     m = xs.shape[0]
     done = 0
     total_rows = m
-    for r0, s, (gen_lo, gen_hi), imp_lo in _blocks(xs, run_end, block_rows):
+    for r0, s, (gen_lo, gen_hi), imp_lo in _blocks(xs, run_end, block_rows, right):
         b, w = s.shape
         cols = np.arange(w)
         imp_mask = cols[None, :] >= imp_lo[:, None]

@@ -169,6 +169,7 @@ class LfwResult:
     timings: dict[str, float]
     model_id: str | None = None
     transactions: TransactionsReport | None = None  # --enrol: fr_pbd.eval.transactions
+    score_model: str | None = None  # --score-model: the 10-fold accuracy's and the transactions' score model
 
 
 def _embed_all(paths: Sequence[Path], embed: Embedder, progress: Progress | None):
@@ -231,6 +232,7 @@ def evaluate_lfw(
     enrol_draws: int = DEFAULT_DRAWS,
     fusion: str = DEFAULT_FUSION,
     enrol_progress: Progress | None = None,
+    score_model: str | None = None,
 ) -> LfwResult:
     """Run the LFW protocol and the all-comparisons metrics.
 
@@ -242,6 +244,10 @@ def evaluate_lfw(
     With ``groups``, per-group figures at the global threshold and at the worst-group
     threshold for ``operating_fmr`` (:func:`fr_pbd.eval.groups.analyse_groups`), with
     ``group_resamples`` per-identity bootstrap resamples (default 1,000).
+    With ``score_model`` (``"cosine"`` or ``"plda"``), the transactions follow the 2-fold
+    identity-disjoint protocol (:mod:`fr_pbd.eval.twofold`) with that model, and the 10-fold
+    accuracy uses it too (a learned model is trained, per fold, on the identities that fold's
+    pairs do not contain: :func:`_tenfold_scores`); the image-vs-image sections stay cosine.
     """
     lfw_dir = Path(lfw_dir)
     pf_path = Path(pairs_file)
@@ -294,6 +300,8 @@ def evaluate_lfw(
     pair_ok = ok[a] & ok[b]
     scores = np.full(a.size, np.nan)
     scores[pair_ok] = np.einsum("ij,ij->i", x[a[pair_ok]], x[b[pair_ok]]).astype(np.float64)
+    if score_model not in (None, "cosine"):
+        scores = _tenfold_scores(score_model, x, ok, identity, a, b, fold, pair_ok)
     tenfold = None
     acc_same = None
     if pf.folded and np.unique(fold).size >= 2:
@@ -325,7 +333,12 @@ def evaluate_lfw(
                 threshold_source=("given" if threshold is not None else f"FMR={metrics.fmr_key(operating_fmr)}"))
     t_all = time.perf_counter() - t0 - t_embed - t_pairs
     tx = None
-    if enrol:  # the same template matrix: templates are computed once
+    if enrol and score_model is not None:  # the 2-fold protocol, the named score model
+        from fr_pbd.eval.twofold import evaluate_two_fold
+
+        tx = evaluate_two_fold(x, identity, ok, names, enrol, score_model=score_model, groups=groups,
+                               draws=enrol_draws, fusion=fusion, threshold=enrol_threshold, progress=enrol_progress)
+    elif enrol:  # the same template matrix: templates are computed once
         tx = evaluate_transactions(x, identity, ok, names, enrol, groups=groups, threshold=enrol_threshold,
                                    threshold_source=enrol_threshold_source,
                                    draws=enrol_draws, fusion=fusion, progress=enrol_progress)
@@ -351,7 +364,31 @@ def evaluate_lfw(
                  "per_image_ms": 1000.0 * t_embed / max(1, len(listing))},
         model_id=model_id,
         transactions=tx,
+        score_model=score_model,
     )
+
+
+def _tenfold_scores(name, x, ok, identity, a, b, fold, pair_ok) -> np.ndarray:
+    """Pair scores under a learned score model: the pairs of fold s are scored by a model trained on
+    every acquired image of the identities that no pair of fold s names (LFW's folds are
+    identity-disjoint, so no test pair's person is in its model)."""
+    from fr_pbd.eval.transactions import pair_features
+    from fr_pbd.eval.twofold import trainer
+
+    train = trainer(name)
+    scores = np.full(a.size, np.nan)
+    for s in np.unique(fold):
+        sel = (fold == s) & pair_ok
+        if not sel.any():
+            continue
+        held = np.zeros(int(identity.max()) + 1, dtype=bool)
+        held[identity[a[fold == s]]] = True
+        held[identity[b[fold == s]]] = True
+        m = ok & ~held[identity]
+        model = train(x[m], identity[m])
+        left, right = pair_features(model, x)
+        scores[sel] = np.einsum("ij,ij->i", left[a[sel]], right[b[sel]])
+    return scores
 
 
 # The pipeline fr-pbd evaluates by default: detector + embedder from the manifest.

@@ -224,6 +224,14 @@ class StreamedScores:
         order = np.argsort(-cs, kind="stable")
         self.top, self.top_i, self.top_j = cs[order], ci[order], cj[order]
 
+    def merge(self, other: "StreamedScores") -> None:
+        """Add another stream's scores (same bins and range): histograms add, the top-K lists merge."""
+        if (other.bins, other.lo, other.hi) != (self.bins, self.lo, self.hi):
+            raise EvaluationError("only streams with the same bins and range can be merged")
+        self.hist += other.hist
+        self._n += other._n
+        self.add_top(other.top, other.top_i, other.top_j)
+
     # -- queries -----------------------------------------------------------------
     @property
     def n(self) -> int:

@@ -110,6 +110,7 @@ def report_dict(
             "accuracy_10fold_std": "sample standard deviation over the folds (ddof=1); "
                                    "accuracy_10fold_sem = std / sqrt(folds)",
         },
+        "accuracy_10fold_score_model": res.score_model or "cosine",
         "accuracy_10fold_mean": _num(tf.mean) if tf else None,
         "accuracy_10fold_std": _num(tf.std) if tf else None,
         "accuracy_10fold_sem": _num(tf.sem) if tf else None,

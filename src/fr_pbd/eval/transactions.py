@@ -45,6 +45,9 @@ from fr_pbd.errors import EvaluationError
 from fr_pbd.eval import metrics
 from fr_pbd.eval.allpairs import score_all_pairs
 from fr_pbd.eval.metrics import StreamedScores
+from fr_pbd.match.score_model import Cosine, PldaModel
+
+ScoreModel = Cosine | PldaModel
 
 __all__ = [
     "TARGET_FARS",
@@ -194,14 +197,21 @@ def score_transactions(
     bins: int = 2**20,
     top_k: int = 2**17,
     progress: Progress | None = None,
+    model: ScoreModel | None = None,
 ) -> TransactionScores:
     """Score every genuine and impostor attempt of the protocol for one K (see the module docstring).
 
     ``templates`` (N, D) unit rows (failed rows may hold anything), ``identity`` (N,)
     non-negative codes, ``acquired`` (N,) flags. ``groups`` gives, per attribute, the
     group code of each identity code; impostor attempts whose probe and user are in
-    the same group are also kept per group (same-group impostors).
+    the same group are also kept per group (same-group impostors). ``model`` (default: cosine)
+    scores a probe against a user's K templates (:mod:`fr_pbd.match.score_model`); a model
+    other than cosine takes the K templates whole, and ``fusion`` must stay the default.
     """
+    model = Cosine() if model is None else model
+    if model.name != "cosine" and fusion != DEFAULT_FUSION:
+        raise EvaluationError(f"--fusion applies to the cosine score model only, not to {model.name}")
+    lo, hi = model.score_range
     x = np.asarray(templates, dtype=np.float32)
     ids = np.asarray(identity)
     ok = np.asarray(acquired, dtype=bool)
@@ -229,7 +239,7 @@ def score_transactions(
     if not np.all(np.isfinite(xs)):
         raise EvaluationError("acquired templates must be finite")
 
-    imp = StreamedScores(bins=bins, top_k=top_k)
+    imp = StreamedScores(bins=bins, lo=lo, hi=hi, top_k=top_k)
     gimp: dict[str, dict[str, StreamedScores]] = {}
     gcodes: dict[str, tuple[tuple[str, ...], np.ndarray]] = {}
     for attr, (names, of_id) in (groups or {}).items():
@@ -237,7 +247,7 @@ def score_transactions(
         if of_id.ndim != 1 or of_id.size < n_codes:
             raise EvaluationError("group codes must give one code per identity code")
         gcodes[attr] = (tuple(names), of_id)
-        gimp[attr] = {g: StreamedScores(bins=bins, top_k=top_k) for g in names}
+        gimp[attr] = {g: StreamedScores(bins=bins, lo=lo, hi=hi, top_k=top_k) for g in names}
     gen_s, gen_u, gen_d, f_u, f_d = [], [], [], [], []
     imp_total = 0
     enrol_failed = 0
@@ -254,17 +264,17 @@ def score_transactions(
         n_acq = emask.sum(axis=1)
         user_ok = n_acq > 0
         enrol_failed += int((~user_ok).sum())
-        if fusion == "centroid":
-            c = (xs[erows].reshape(u, k, -1) * emask[:, :, None]).sum(axis=1)
-            nrm = np.linalg.norm(c, axis=1)
-            c = (c / np.where(nrm > 0, nrm, 1)[:, None]).astype(np.float32)
-            et = np.ascontiguousarray(c.T)
+        whole = fusion == "centroid" or model.name != "cosine"
+        if whole:  # the score model meets the K templates (the matcher's own code: fr_pbd.match.score_model)
+            scorer = model.enrolled(xs[erows].reshape(u, k, -1), emask)
         else:
             et = np.ascontiguousarray(xs[erows].T)
         for r0 in range(0, n, block_rows):
             r1 = min(n, r0 + block_rows)
-            s = xs[r0:r1] @ et
-            fused = s if fusion == "centroid" else _fuse(s.reshape(r1 - r0, u, k), emask, n_acq, fusion)
+            if whole:
+                fused = scorer.scores(xs[r0:r1])
+            else:
+                fused = _fuse((xs[r0:r1] @ et).reshape(r1 - r0, u, k), emask, n_acq, fusion)
             own = user_of[ids[r0:r1]]
             pok = ok[r0:r1]
             # genuine: a user's images not enrolled in this draw
@@ -301,7 +311,7 @@ def score_transactions(
             if progress is not None:
                 progress(step, total_steps)
     return TransactionScores(
-        k=int(k), fusion=fusion, draws=int(draws), users=u,
+        k=int(k), fusion=fusion if model.name == "cosine" else model.name, draws=int(draws), users=u,
         genuine=_cat(gen_s, np.float32), genuine_user=_cat(gen_u, np.int64), genuine_draw=_cat(gen_d, np.int32),
         failed_user=_cat(f_u, np.int64), failed_draw=_cat(f_d, np.int32),
         impostors=imp, impostor_failed=int(imp_total - imp.n), enrolment_failed=enrol_failed,
@@ -478,6 +488,9 @@ class OperatingPointChoice:
     threshold_exact: float
     threshold: float  # rounded up to 5 decimals: the manifest's value
     held_out: dict
+    swapped: bool = False  # the second half was the selection half
+    model: ScoreModel | None = field(default=None, repr=False)  # the score model (trained on the selection half)
+    held_out_scores: TransactionScores | None = field(default=None, repr=False)  # K = k on the held-out half
 
     def to_dict(self) -> dict:
         return {
@@ -488,7 +501,8 @@ class OperatingPointChoice:
             "k": self.k,
             "target_far": self.target_far,
             "target_pairwise_fmr": self.target_pairwise_fmr,
-            "split": f"identities shuffled with seed {self.split_seed}; selection = first half, held out = the rest "
+            "split": f"identities shuffled with seed {self.split_seed}; selection = "
+                     f"{'second' if self.swapped else 'first'} half, held out = the other "
                      "(identity-disjoint: no person is in both)",
             "selection_half": self.selection,
             "threshold_exact": self.threshold_exact,
@@ -497,9 +511,28 @@ class OperatingPointChoice:
         }
 
 
-def _pairwise(x, ids, ok, mask, t_target: float | None, at: float | None) -> dict:
+def pair_features(model: ScoreModel | None, x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(left, right) rows whose dot product is the model's image-vs-image score (None: cosine, ``x . x``).
+
+    PLDA with K = 1: ``u_i' A_2 u_j + h_i + h_j`` with ``h = 1/2 u' (A_2 - A_1) u + const_1 / 2``,
+    i.e. ``[sqrt(A_2) u_i, h_i, 1] . [sqrt(A_2) u_j, 1, h_j]`` (``A_2 >= 0``).
+    """
+    if model is None or model.name == "cosine":
+        return None
+    p = model.prepared
+    u = p.transform(x)
+    a2, a1 = p.a(2), p.a(1)
+    h = 0.5 * (u * u) @ (a2 - a1) + 0.5 * float(p.const(1))
+    g = u * np.sqrt(a2)
+    one = np.ones((u.shape[0], 1))
+    return np.hstack([g, h[:, None], one]), np.hstack([g, one, h[:, None]])
+
+
+def _pairwise(x, ids, ok, mask, t_target: float | None, at: float | None, model: ScoreModel | None = None) -> dict:
     """Pairwise (image vs image) FMR threshold and/or rates at a threshold, over the images in ``mask``."""
-    ap = score_all_pairs(x[mask], ids[mask], ok[mask])
+    feats = pair_features(model, x[mask])
+    ap = score_all_pairs(x[mask], ids[mask], ok[mask], features=feats,
+                         score_range=model.score_range if model is not None else (-1.0, 1.0))
     out: dict = {"impostor_comparisons": int(ap.impostors.n),
                  "genuine_comparisons": int(ap.genuine.size + ap.genuine_failed)}
     if ap.impostors.n == 0:
@@ -513,6 +546,15 @@ def _pairwise(x, ids, ok, mask, t_target: float | None, at: float | None) -> dic
         out.update({"fmr": r["far"], "false_matches_at": r["false_accepts"], "fnmr": r["frr"],
                     "false_non_matches": r["false_rejects"], "fmr_exact": r["far_exact"]})
     return out
+
+
+def half_a_rows(ids: np.ndarray, split_seed: int) -> np.ndarray:
+    """Rows whose identity is in half A: the identities shuffled with ``split_seed``, the first half."""
+    present = np.unique(ids)
+    perm = np.random.default_rng([int(split_seed), 2]).permutation(present)
+    half_a = np.zeros(int(ids.max()) + 1, dtype=bool)
+    half_a[perm[: present.size // 2]] = True
+    return half_a[ids]
 
 
 def choose_operating_point(
@@ -529,20 +571,28 @@ def choose_operating_point(
     seed: int = DEFAULT_SEED,
     fusion: str = DEFAULT_FUSION,
     progress: Progress | None = None,
+    model: ScoreModel | None = None,
+    train: Callable[[np.ndarray, np.ndarray], ScoreModel] | None = None,
+    swap: bool = False,
 ) -> OperatingPointChoice:
-    """Choose the threshold on one half of the identities, report it on the other (see :meth:`to_dict`)."""
+    """Choose the threshold on one half of the identities, report it on the other (see :meth:`to_dict`).
+
+    ``train(x, identity)``, if given, makes the score model from the selection half's acquired
+    templates (``model`` is then ignored); ``swap`` makes the second half the selection half
+    (the other fold of :mod:`fr_pbd.eval.twofold`).
+    """
     x = np.asarray(templates, dtype=np.float32)
     ids = np.asarray(identity).astype(np.int64)
     ok = np.asarray(acquired, dtype=bool)
     present = np.unique(ids)
     if present.size < 4:
         raise EvaluationError("choosing an operating point needs at least 4 identities (two per half)")
-    perm = np.random.default_rng([int(split_seed), 2]).permutation(present)
-    half_a = np.zeros(int(ids.max()) + 1, dtype=bool)
-    half_a[perm[: present.size // 2]] = True
-    in_a = half_a[ids]
-    halves = {"selection": in_a, "held_out": ~in_a}
-    kw = dict(draws=draws, seed=seed, fusion=fusion, groups=groups)
+    in_a = half_a_rows(ids, split_seed)
+    halves = {"selection": ~in_a if swap else in_a, "held_out": in_a if swap else ~in_a}
+    if train is not None:
+        m = halves["selection"] & ok
+        model = train(x[m], ids[m])
+    kw = dict(draws=draws, seed=seed, fusion=fusion, groups=groups, model=model)
 
     # selection half: every candidate threshold
     m = halves["selection"]
@@ -555,7 +605,7 @@ def choose_operating_point(
                                   "threshold_exact": exact, "resolvable": ts.impostors.n * target_far >= 1 - 1e-9,
                                   "rule_of_three": ts.impostors.n * target_far >= metrics.RULE_OF_THREE - 1e-9}
     cand["transactions/all"] = t
-    sel["pairwise"]["all"] = _pairwise(x, ids, ok, m, target_pairwise_fmr, None)
+    sel["pairwise"]["all"] = _pairwise(x, ids, ok, m, target_pairwise_fmr, None, model)
     if "threshold" in sel["pairwise"]["all"]:
         cand["pairwise/all"] = sel["pairwise"]["all"]["threshold"]
     for attr, per in ts.group_impostors.items():
@@ -570,7 +620,7 @@ def choose_operating_point(
                     "resolvable": imp.n * target_far >= 1 - 1e-9,
                     "rule_of_three": imp.n * target_far >= metrics.RULE_OF_THREE - 1e-9}
                 cand[f"transactions/{key}"] = t
-            pw = _pairwise(x, ids, ok, m & (of_id[ids] == gi), target_pairwise_fmr, None)
+            pw = _pairwise(x, ids, ok, m & (of_id[ids] == gi), target_pairwise_fmr, None, model)
             sel["pairwise"][key] = pw
             if "threshold" in pw:
                 cand[f"pairwise/{key}"] = pw["threshold"]
@@ -585,16 +635,17 @@ def choose_operating_point(
     ts = score_transactions(x[m], ids[m], ok[m], k, progress=progress, **kw)
     r = summarise(ts, seed=seed, threshold=t_round)
     held: dict = {"identities": int(np.unique(ids[m]).size), "images": int(m.sum()), "enrolled_users": ts.users,
-                  "transactions": {"all": r.at_threshold}, "pairwise": {"all": _pairwise(x, ids, ok, m, None, t_round)}}
+                  "transactions": {"all": r.at_threshold},
+                  "pairwise": {"all": _pairwise(x, ids, ok, m, None, t_round, model)}}
     for attr, per in (r.groups or {}).items():
         names, of_id = groups[attr]  # type: ignore[index]
         for gi, g in enumerate(names):
             key = f"{attr}={g}"
             held["transactions"][key] = per[g].get("at_threshold")
-            held["pairwise"][key] = _pairwise(x, ids, ok, m & (of_id[ids] == gi), None, t_round)
+            held["pairwise"][key] = _pairwise(x, ids, ok, m & (of_id[ids] == gi), None, t_round, model)
     return OperatingPointChoice(k=k, target_far=target_far, target_pairwise_fmr=target_pairwise_fmr,
                                 split_seed=split_seed, selection=sel, threshold_exact=t_exact, threshold=t_round,
-                                held_out=held)
+                                held_out=held, swapped=swap, model=model, held_out_scores=ts)
 
 
 # --- the whole evaluation -----------------------------------------------------------------------
