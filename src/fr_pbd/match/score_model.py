@@ -119,8 +119,14 @@ class PldaModel:
 
 # --- the model in force (manifest) ----------------------------------------------------------------
 def name_in_force(model_id: str) -> str:
-    """The manifest's score model for the embedder ``model_id``: ``"cosine"`` or a score-model entry's name."""
-    name = models.spec(model_id).extra.get("score_model", COSINE)
+    """The manifest's score model for the embedder ``model_id``: ``"cosine"`` or a score-model entry's name.
+
+    An embedder the manifest does not list (a test's small graph) is scored with cosine.
+    """
+    known = models.manifest()
+    if model_id not in known:
+        return COSINE
+    name = known[model_id].extra.get("score_model", COSINE)
     if name != COSINE and models.spec(name).role != "score-model":
         raise ManifestError(f"manifest entry {model_id!r}: score_model {name!r} is not a score-model entry")
     return name
@@ -142,8 +148,8 @@ def in_force(model_id: str) -> Cosine | PldaModel:
 
 def threshold(model_id: str) -> float:
     """The operating threshold of the score model in force for ``model_id`` (the verifier's one lookup)."""
-    name = name_in_force(model_id)
-    return models.threshold(model_id if name == COSINE else name)
+    name_in_force(model_id)  # checks that a named score model is a score-model entry
+    return models.threshold(model_id)  # the score model's own threshold when it is not cosine
 
 
 # --- the store's gallery --------------------------------------------------------------------------

@@ -147,7 +147,15 @@ def spec(name: str) -> ModelSpec:
 
 
 def threshold(name: str) -> float:
-    """The manifest's operating threshold for an embedder: the one lookup every decision uses."""
+    """The manifest's operating threshold for an embedder: the one lookup every decision uses.
+
+    When the embedder's entry names a ``score_model`` other than cosine, the threshold is that
+    score model's (a PLDA log-likelihood ratio), so no decision can pair one model's score with
+    another's threshold (a cosine compared with it is never accepted: the mistake fails closed).
+    """
+    sm = spec(name).extra.get("score_model", "cosine")
+    if sm != "cosine":
+        name = sm
     t = spec(name).default_threshold
     if t is None:
         raise ManifestError(f"the manifest gives no operating threshold for {name}")

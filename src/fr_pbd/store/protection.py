@@ -16,6 +16,8 @@ import numpy as np
 
 from fr_pbd.errors import StoreError
 from fr_pbd.match import Gallery
+from fr_pbd.match.fusion import centroid  # re-exported: the one implementation
+from fr_pbd.match.score_model import PldaGallery, protected_gallery
 from fr_pbd.store import _format as fmt
 from fr_pbd.store.records import StoreState
 from fr_pbd.template import Template
@@ -67,15 +69,6 @@ def renew(state: StoreState) -> None:
     state.store_id = os.urandom(fmt.STORE_ID_LEN)
 
 
-def centroid(templates: np.ndarray) -> np.ndarray:
-    """One user's K unit templates as one: the L2-normalised sum (the matcher's fusion)."""
-    c = np.asarray(templates, dtype=np.float64).sum(axis=0)
-    n = float(np.linalg.norm(c))
-    if not n > 0.0:
-        raise StoreError("a user's templates cancel out (corrupt store)")
-    return (c / n).astype(np.float32)
-
-
 class ProtectedMatcher:
     """Matches *raw* probe templates against the store's *protected* gallery; answers only bool.
 
@@ -87,7 +80,7 @@ class ProtectedMatcher:
 
     __slots__ = ("_gallery", "_rotation", "_model_id")
 
-    def __init__(self, gallery: Gallery, rotation: np.ndarray, model_id: str) -> None:
+    def __init__(self, gallery: Gallery | PldaGallery, rotation: np.ndarray, model_id: str) -> None:
         self._gallery = gallery
         self._rotation = rotation
         self._model_id = model_id
@@ -96,17 +89,14 @@ class ProtectedMatcher:
     def of(cls, state: StoreState, exclude: frozenset[str] = frozenset()) -> "ProtectedMatcher":
         """A matcher over every user's templates but ``exclude``'s (users without templates are absent).
 
-        A user's K templates are fused into one: their L2-normalised sum (the "centroid"
-        fusion, chosen on LFW View 1 and the one the default threshold was derived for:
-        ``fr_pbd.eval.transactions.DEFAULT_FUSION``, docs/evaluation.md). The rotation is
-        orthogonal, so the centroid of the protected templates is the protected centroid.
+        How a probe meets a user's K templates is the score model in force for the store's
+        model (:mod:`fr_pbd.match.score_model`: centroid cosine, or PLDA rotated with the
+        store's rotation), so every comparison stays in the protected domain.
         """
         names = [n for n in sorted(state.users) if state.users[n].templates.shape[0] > 0 and n not in exclude]
-        if names:
-            vec = np.stack([centroid(state.users[n].templates) for n in names])
-        else:
-            vec = np.zeros((0, state.dim), dtype=np.float32)
-        return cls(Gallery.from_counts(vec, names, [1] * len(names), dim=state.dim), state.rotation, state.model_id)
+        gallery = protected_gallery(state.model_id, names, [state.users[n].templates for n in names],
+                                    state.rotation, state.dim)
+        return cls(gallery, state.rotation, state.model_id)
 
     @property
     def users(self) -> tuple[str, ...]:
