@@ -1,23 +1,36 @@
 """Image input: every image enters fr-pbd through :func:`load_image`.
 
 It returns an 8-bit, 3-channel BGR array (OpenCV's order) or raises
-:class:`~fr_pbd.errors.ImageError` with a one-line reason. Pixel dimensions
-are read from the file header *before* decoding, so a decompression bomb is
-refused without allocating it. A PNG's chunk list is walked first too: libpng (as
-OpenCV 5 drives it) allocates a chunk's *declared* length before reading it, so a
-single corrupted length field in a 44 kB file cost gigabytes and seconds.
+:class:`~fr_pbd.errors.ImageError` with a one-line reason.
 
-Limits: :data:`MAX_FILE_BYTES` encoded bytes, :data:`MAX_PIXELS` pixels,
-:data:`MAX_PNG_CHUNKS` PNG chunks.
+Only the formats in :data:`ACCEPTED` are read: JPEG, PNG, BMP and PNM (PBM/PGM/PPM, binary and
+ASCII), recognised by their first bytes as OpenCV recognises them, never by a file name. Every
+other format OpenCV can decode (TIFF, WebP, GIF, JPEG 2000, AVIF, HDR, PFM, PAM, Sun raster,
+...) is refused unread: each has a header of its own that a decompression bomb hides in, and a
+9.5 kB deflate TIFF declaring 30000 x 30000 pixels cost OpenCV 5.4 GB and 13-18 s. For the
+accepted formats the width and height are read from the header, the way OpenCV's decoder reads
+them, and checked against :data:`MAX_PIXELS` *before* OpenCV allocates anything; a header that
+cannot be read is refused, never passed on. A PNG's chunk list is walked first too: libpng (as
+OpenCV 5 drives it) allocates a chunk's *declared* length before reading it.
+
+A second barrier: OpenCV checks every decoded size against ``OPENCV_IO_MAX_IMAGE_PIXELS``, which
+it reads once, when cv2 is loaded. This module sets it to :data:`MAX_PIXELS` before importing
+cv2 (unless a lower value is set), so a header this module reads differently from OpenCV still
+cannot make it allocate more than the budget.
+
+Limits: :data:`MAX_FILE_BYTES` encoded bytes, :data:`MAX_PIXELS` pixels, :data:`MAX_PNG_CHUNKS`
+PNG chunks, :data:`MAX_JPEG_SCANS` JPEG scans.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import struct
+import sys
 from pathlib import Path
 from typing import Union
 
-import cv2
 import numpy as np
 
 from fr_pbd.errors import ImageError
@@ -25,60 +38,148 @@ from fr_pbd.errors import ImageError
 MAX_PIXELS = 50_000_000
 """Larger images are refused: no camera frame for face verification needs more."""
 
+
+def _lower_opencv_limit(name: str, value: int) -> None:
+    current = os.environ.get(name, "")
+    if not (current.isdigit() and 0 < int(current) <= value):
+        os.environ[name] = str(value)
+
+
+_lower_opencv_limit("OPENCV_IO_MAX_IMAGE_PIXELS", MAX_PIXELS)
+#: False when something imported cv2 before this module: OpenCV's own limit is then its default (2^30 pixels).
+OPENCV_LIMIT_IN_FORCE = "cv2" not in sys.modules
+
+import cv2  # noqa: E402 - after the limit above: OpenCV reads it once, when it is loaded
+
 MAX_FILE_BYTES = 200 * 1024 * 1024
 """Larger files are refused before they are read."""
 
 MAX_PNG_CHUNKS = 100_000
 """More PNG chunks are refused: at libpng's 8 kB IDAT chunks that is 800 MB, over MAX_FILE_BYTES."""
 
+MAX_JPEG_SCANS = 100
+"""More scans are refused: libjpeg decodes every scan of a progressive JPEG over the whole image,
+so a small file with thousands of scans is a time bomb under the pixel budget. Encoders write 1
+(baseline) to about 20 (optimised progressive) scans."""
+
+MAX_JPEG_MARKERS = 100_000
+"""More JPEG markers are refused (each costs a step of the walk below); real files have dozens."""
+
+ACCEPTED = "JPEG, PNG, BMP, PNM (PBM/PGM/PPM)"
+"""The formats fr-pbd reads, as its errors name them."""
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 ImageSource = Union[str, Path, bytes, np.ndarray]
 
-
-def _jpeg_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from the first SOF marker of a JPEG stream."""
-    i = 2
-    n = len(data)
-    while i + 4 <= n:
-        if data[i] != 0xFF:
-            return None
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-            i += 2
-            continue
-        (length,) = struct.unpack(">H", data[i + 2:i + 4])
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            if i + 9 > n:
-                return None
-            h, w = struct.unpack(">HH", data[i + 5:i + 9])
-            return w, h
-        i += 2 + length
-    return None
+# Signatures of the formats OpenCV decodes and fr-pbd refuses, as OpenCV's decoders check them (or
+# wider). They are tested before the accepted ones: a file that any of them matches is refused,
+# so a polyglot that two of OpenCV's decoders could claim is never passed on, whatever the order
+# in which OpenCV asks its decoders (BMP, GIF, AVIF, HDR, JPEG, WebP, Sun raster, PNM, PAM, PFM,
+# TIFF, PNG, JPEG 2000, JPEG XL, OpenEXR in OpenCV 5).
+_REFUSED: tuple[tuple[str, "re.Pattern[bytes]"], ...] = tuple(
+    (name, re.compile(pattern, re.S)) for name, pattern in (
+        ("TIFF", rb"II\*\x00|MM\x00\*|II\+\x00|MM\x00\+"),
+        ("GIF", rb"GIF"),
+        ("WebP", rb"RIFF"),
+        ("AVIF/HEIF", rb"....ftyp"),
+        ("Radiance HDR", rb"#\?"),
+        ("Sun raster", rb"\x59\xa6\x6a\x95"),
+        ("PAM", rb"P7"),
+        ("PFM", rb"P[fF]"),
+        ("JPEG 2000", rb"\x00\x00\x00\x0cjP  \r\n\x87\n|\xff\x4f\xff\x51"),
+        ("JPEG XL", rb"\xff\x0a|\x00\x00\x00\x0cJXL \r\n\x87\n"),
+        ("OpenEXR", rb"\x76\x2f\x31\x01"),
+    ))
+_PNM_SIGNATURE = re.compile(rb"P[1-6][ \t\n\v\f\r]")  # OpenCV: 'P', '1'..'6', isspace()
 
 
-def _header_size(data: bytes) -> tuple[int, int] | None:
-    if data[:8] == PNG_SIGNATURE and len(data) >= 24:
-        w, h = struct.unpack(">II", data[16:24])
-        return w, h
-    if data[:2] == b"\xff\xd8":
-        return _jpeg_size(data)
-    return None
-
-
-def _looks_truncated(data: bytes) -> bool:
-    if data[:2] == b"\xff\xd8":
-        return b"\xff\xd9" not in data[-4096:]
+def image_format(data: bytes) -> str | None:
+    """The format of encoded image bytes by their signature: an :data:`ACCEPTED` one, another
+    format OpenCV decodes (refused), or None (OpenCV has no decoder for it either)."""
+    for name, signature in _REFUSED:
+        if signature.match(data):
+            return name
+    if data[:2] == b"BM":
+        return "BMP"
+    if data[:3] == b"\xff\xd8\xff":
+        return "JPEG"
+    if _PNM_SIGNATURE.match(data):
+        return "PNM"
     if data[:8] == PNG_SIGNATURE:
-        return b"IEND" not in data[-64:]
-    return False
+        return "PNG"
+    return None
 
 
-def _check_png_chunks(data: bytes, what: str) -> None:
-    """Every chunk from IHDR to IEND must lie inside the file (a length that does not is never allocated)."""
+# --- JPEG ------------------------------------------------------------------------------------
+# Frame headers: SOF0-3 (baseline, extended, progressive, lossless; Huffman), SOF5-7 (hierarchical),
+# SOF9-11, SOF13-15 (arithmetic). Not C4 (DHT), C8 (JPG), CC (DAC).
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_JPEG_MARKER = re.compile(rb"\xff+([^\x00\xff])")  # libjpeg's next_marker: skip to FF, skip fill FFs
+_JPEG_MARKER_IN_SCAN = re.compile(rb"\xff+([^\x00\xff\xd0-\xd7])")  # RSTn belong to the scan
+
+
+def _jpeg_size(data: bytes, what: str) -> tuple[int, int]:
+    """(width, height) of a JPEG, from every frame header (SOF) in the stream up to EOI.
+
+    The markers are walked as libjpeg reads them: segments by their length, and each scan's
+    entropy-coded data to the next marker that is not a restart. Every SOF is checked against
+    the budget (libjpeg uses the first and refuses a second); a stream without one before its
+    first scan, or that ends inside a segment, is refused.
+    """
+    bad = f"{what} is not a JPEG fr-pbd can read"
+    pos, n = 2, len(data)
+    sizes: list[tuple[int, int]] = []
+    scans = 0
+    pattern = _JPEG_MARKER
+    for _ in range(MAX_JPEG_MARKERS):
+        found = pattern.search(data, pos)
+        if found is None:
+            raise ImageError(f"{what} is truncated (the JPEG ends before its end-of-image marker)")
+        marker, pos = found.group(1)[0], found.end()
+        if marker == 0xD9:  # EOI: what follows (a second picture, padding) is never decoded
+            break
+        if marker == 0xD8:
+            raise ImageError(f"{bad} (a second start-of-image marker)")
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # TEM, RSTn: no length
+            continue
+        if pos + 2 > n:
+            raise ImageError(f"{what} is truncated (the JPEG ends inside a marker)")
+        (length,) = struct.unpack(">H", data[pos:pos + 2])
+        if length < 2 or pos + length > n:
+            raise ImageError(f"{what} is truncated or corrupt (a JPEG segment of {length} bytes, "
+                             f"{n - pos} left in the file)")
+        if marker in _JPEG_SOF:
+            if length < 8:
+                raise ImageError(f"{bad} (a frame header of {length} bytes)")
+            h, w, components = struct.unpack(">HHB", data[pos + 3:pos + 8])
+            if components not in (1, 3, 4):
+                raise ImageError(f"{bad} ({components} colour components; 1, 3 or 4 are read)")
+            _check_pixels(w, h, what, "JPEG")  # a height of 0 (set by a DNL marker later) is refused
+            sizes.append((w, h))
+        elif marker == 0xDA:  # SOS: a scan's entropy-coded data follows its header
+            if not sizes:
+                raise ImageError(f"{bad} (a scan before any frame header)")
+            scans += 1
+            if scans > MAX_JPEG_SCANS:
+                raise ImageError(f"{what} has more than {MAX_JPEG_SCANS} JPEG scans")
+            pattern = _JPEG_MARKER_IN_SCAN
+        pos += length
+    else:
+        raise ImageError(f"{what} has more than {MAX_JPEG_MARKERS} JPEG markers")
+    if not sizes or not scans:
+        raise ImageError(f"{bad} (no frame header or no scan)")
+    return sizes[0]
+
+
+# --- PNG -------------------------------------------------------------------------------------
+def _png_size(data: bytes, what: str) -> tuple[int, int]:
+    """(width, height) from IHDR; every chunk from IHDR to IEND must lie inside the file (a length
+    that does not is never allocated), and an animation's frames (fcTL) inside the image."""
+    if len(data) < 33:
+        raise ImageError(f"{what} is truncated (the file ends inside the PNG header)")
+    w, h = struct.unpack(">II", data[16:24])
+    _check_pixels(w, h, what, "PNG")
     pos, n = len(PNG_SIGNATURE), len(data)
     for k in range(MAX_PNG_CHUNKS):
         if pos + 12 > n:
@@ -90,32 +191,126 @@ def _check_png_chunks(data: bytes, what: str) -> None:
                              f"the file holds {n - pos - 12} more)")
         if k == 0 and (kind != b"IHDR" or length != 13):
             raise ImageError(f"{what} is not a valid PNG (the first chunk is not a 13-byte IHDR)")
+        if kind == b"fcTL" and length >= 20:
+            fw, fh, fx, fy = struct.unpack(">IIII", data[pos + 12:pos + 28])
+            if not (0 < fw and 0 < fh and fx + fw <= w and fy + fh <= h):
+                raise ImageError(f"{what} is not a valid PNG (an animation frame of {fw}x{fh} at "
+                                 f"{fx},{fy} outside its {w}x{h} image)")
         if kind == b"IEND":
-            return
+            return w, h
         pos += 12 + length
     raise ImageError(f"{what} has more than {MAX_PNG_CHUNKS} PNG chunks")
 
 
-def _check_pixels(w: int, h: int, what: str) -> None:
+# --- BMP -------------------------------------------------------------------------------------
+# (bits per pixel, compression) that OpenCV's BMP decoder reads: 0 none, 1 RLE8, 2 RLE4, 3 bit fields.
+_BMP_KINDS = frozenset({(1, 0), (4, 0), (8, 0), (24, 0), (32, 0), (16, 0), (16, 3), (32, 3), (4, 2), (8, 1)})
+
+
+def _bmp_size(data: bytes, what: str) -> tuple[int, int]:
+    """(width, height) of a BMP, read as OpenCV reads them: a BITMAPINFOHEADER or later (36
+    bytes or more: signed 32-bit sizes, a negative height for top-down rows) or an OS/2
+    BITMAPCOREHEADER (12 bytes: unsigned 16-bit sizes); any other header is refused."""
+    if len(data) < 26:
+        raise ImageError(f"{what} is truncated (the file ends inside the BMP header)")
+    (header,) = struct.unpack("<i", data[14:18])
+    if header >= 36 and len(data) >= 34:
+        w, h, _planes, bpp, compression = struct.unpack("<iiHHI", data[18:34])
+    elif header == 12:
+        w, h, bpp = struct.unpack("<HHH", data[18:22] + data[24:26])
+        compression = 0
+        if bpp not in (1, 4, 8, 24, 32):
+            compression = -1
+    else:
+        raise ImageError(f"{what} is not a BMP fr-pbd can read (a {header}-byte header)")
+    if (bpp, compression) not in _BMP_KINDS:
+        raise ImageError(f"{what} is not a BMP fr-pbd can read ({bpp} bits per pixel, compression {compression})")
+    if w <= 0 or h == 0 or h == -2**31:
+        raise ImageError(f"{what} has zero or negative size ({w}x{h})")
+    _check_pixels(w, abs(h), what, "BMP")
+    return w, abs(h)
+
+
+# --- PNM -------------------------------------------------------------------------------------
+_PNM_SPACE = re.compile(rb"[ \t\n\v\f\r]+")
+_PNM_LINE_END = re.compile(rb"[\r\n]")
+_PNM_DIGITS = re.compile(rb"[0-9]+")
+_PNM_MAX_TOKENS = 10_000
+
+
+def _pnm_number(data: bytes, pos: int, what: str) -> tuple[int, int]:
+    """One header number and the position after it, as OpenCV's ReadNumber reads it: whitespace
+    and ``#`` comments (to the end of the line) before it, one byte of any kind after it."""
+    for _ in range(_PNM_MAX_TOKENS):
+        space = _PNM_SPACE.match(data, pos)
+        if space:
+            pos = space.end()
+        elif data[pos:pos + 1] == b"#":
+            end = _PNM_LINE_END.search(data, pos)
+            if end is None:
+                break
+            pos = end.end()
+        else:
+            digits = _PNM_DIGITS.match(data, pos)
+            if digits is None or digits.end() >= len(data):
+                break
+            text = digits.group().lstrip(b"0") or b"0"
+            if len(text) > 10 or int(text) > 2**31 - 1:
+                raise ImageError(f"{what} is not a PNM fr-pbd can read (a header number over 2^31)")
+            return int(text), digits.end() + 1
+    raise ImageError(f"{what} is not a PNM fr-pbd can read (its header does not hold its size)")
+
+
+def _pnm_size(data: bytes, what: str) -> tuple[int, int]:
+    """(width, height) of a PBM/PGM/PPM (P1-P6), read as OpenCV reads them; maxval 1-65535."""
+    w, pos = _pnm_number(data, 2, what)
+    h, pos = _pnm_number(data, pos, what)
+    if data[1:2] not in (b"1", b"4"):
+        maxval, pos = _pnm_number(data, pos, what)
+        if not 0 < maxval <= 65535:
+            raise ImageError(f"{what} is not a PNM fr-pbd can read (maxval {maxval}; 1 to 65535 are read)")
+    if w <= 0 or h <= 0:
+        raise ImageError(f"{what} has zero size ({w}x{h})")
+    _check_pixels(w, h, what, "PNM")
+    return w, h
+
+
+_SIZE_READERS = {"JPEG": _jpeg_size, "PNG": _png_size, "BMP": _bmp_size, "PNM": _pnm_size}
+
+
+def _check_pixels(w: int, h: int, what: str, fmt: str = "") -> None:
     if w <= 0 or h <= 0:
         raise ImageError(f"{what} has zero size ({w}x{h})")
     if w * h > MAX_PIXELS:
-        raise ImageError(f"{what} is {w}x{h} = {w * h / 1e6:.0f} MP; the limit is {MAX_PIXELS / 1e6:.0f} MP")
+        header = f" by its {fmt} header" if fmt else ""
+        raise ImageError(f"{what} is {w}x{h} = {w * h / 1e6:.0f} MP{header}; the limit is {MAX_PIXELS / 1e6:.0f} MP")
+
+
+def _looks_truncated(data: bytes) -> bool:
+    if data[:2] == b"\xff\xd8":
+        return b"\xff\xd9" not in data[-4096:]
+    if data[:8] == PNG_SIGNATURE:
+        return b"IEND" not in data[-64:]
+    return False
 
 
 def decode_image(data: bytes, what: str = "image") -> np.ndarray:
-    """Decode encoded image bytes (JPEG, PNG, BMP, WebP, TIFF ... as OpenCV reads them)."""
+    """Decode encoded image bytes: JPEG, PNG, BMP or PNM, within :data:`MAX_PIXELS`; anything else refused."""
     if len(data) == 0:
         raise ImageError(f"{what} is empty (0 bytes)")
     if len(data) > MAX_FILE_BYTES:
         raise ImageError(f"{what} is {len(data) / 1e6:.0f} MB; the limit is {MAX_FILE_BYTES / 1e6:.0f} MB")
-    size = _header_size(data)
-    if size is not None:
-        _check_pixels(*size, what)
+    fmt = image_format(data)
+    if fmt is None:
+        raise ImageError(f"{what} is not an image fr-pbd can decode (it reads {ACCEPTED})")
+    if fmt not in _SIZE_READERS:
+        raise ImageError(f"{what} is a {fmt} image; fr-pbd reads only {ACCEPTED}")
     if _looks_truncated(data):
         raise ImageError(f"{what} is truncated (the file ends before the image does)")
-    if data[:8] == PNG_SIGNATURE:
-        _check_png_chunks(data, what)
+    try:
+        w, h = _SIZE_READERS[fmt](data, what)
+    except (struct.error, IndexError):  # a field past the end: the readers check lengths, this is the net
+        raise ImageError(f"{what} is truncated (the file ends inside its {fmt} header)") from None
     buf = np.frombuffer(data, dtype=np.uint8)
     try:
         # IMREAD_UNCHANGED keeps 16-bit and alpha; EXIF orientation is applied
@@ -124,7 +319,9 @@ def decode_image(data: bytes, what: str = "image") -> np.ndarray:
     except cv2.error:
         img = None
     if img is None:
-        raise ImageError(f"{what} is not an image fr-pbd can decode")
+        raise ImageError(f"{what} is not an image fr-pbd can decode (a {fmt} that OpenCV could not read)")
+    if img.shape[:2] != (h, w):
+        raise ImageError(f"{what} decoded to {img.shape[1]}x{img.shape[0]}, not the {w}x{h} its {fmt} header says")
     img = _apply_exif_orientation(img, data)
     return to_bgr8(img, what)
 
