@@ -113,7 +113,7 @@ def _worker() -> None:  # pragma: no cover - runs in the subprocesses
             settle()
             t2 = time.perf_counter()
             if bool(d) != case.startswith("yes"):
-                raise SystemExit(f"unexpected answer for {case}: {v.last_reason}")
+                raise SystemExit(f"unexpected answer for {case}: {d.reason}")
             out = {"answer_ms": (t1 - t0) * 1e3, "through_ms": (t2 - t0) * 1e3}
             out.update({k: s * 1e3 for k, s in stages.items()})
             return out

@@ -16,12 +16,14 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "fr_pbd"
 
 # Lowest first. A module may import its own layer or lower ones, never a higher one.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundation", ("fr_pbd._version", "fr_pbd.errors", "fr_pbd.template", "fr_pbd.fileio", "fr_pbd.timing")),
+    ("foundation", ("fr_pbd._version", "fr_pbd.errors", "fr_pbd.template", "fr_pbd.fileio", "fr_pbd.timing",
+                    "fr_pbd.outcome")),
     ("support", ("fr_pbd.config", "fr_pbd.models", "fr_pbd.runtime", "fr_pbd.boards", "fr_pbd.egress",
                  "fr_pbd.machine", "fr_pbd.hardening")),
     ("phases", ("fr_pbd.capture", "fr_pbd.store", "fr_pbd.match")),
-    ("assembly", ("fr_pbd.pipeline", "fr_pbd.verify")),
-    ("applications", ("fr_pbd.daemon", "fr_pbd.audit", "fr_pbd.eval", "fr_pbd.bench", "fr_pbd.build")),
+    ("assembly", ("fr_pbd.pipeline", "fr_pbd.attempts", "fr_pbd.verify")),
+    ("applications", ("fr_pbd.daemon", "fr_pbd.audit", "fr_pbd.eval", "fr_pbd.bench", "fr_pbd.build",
+                      "fr_pbd.system")),
     ("interfaces", ("fr_pbd.cli", "fr_pbd.__main__", "fr_pbd")),
 ]
 PHASE_A = ("fr_pbd.capture",)

@@ -77,29 +77,29 @@ def failures(home: Path, user: str | None) -> int:
 def test_yes_at_the_first_matching_frame_and_the_attempt_is_cleared(verifier, home, faces_dir):
     frames = Pulls(frames_of([faces_dir / "no_face_cat_chelsea.png", faces_dir / "biden.jpg",
                               faces_dir / "obama3.jpg", faces_dir / "obama4.jpg"]))
-    assert verifier.verify_frames(frames, user="obama", max_frames=5)
-    assert frames.taken == 3  # stopped at the first match: the 4th frame was never taken
+    outcome = verifier.verify_frames(frames, user="obama", max_frames=5)
+    assert outcome and frames.taken == 3  # stopped at the first match: the 4th frame was never taken
     verifier.settle()  # the clear is written after the answer (docs/lockout.md)
-    assert verifier.last_reason == "accepted" and failures(home, "obama") == 0
+    assert outcome.reason == "accepted" and failures(home, "obama") == 0
 
 
 def test_an_impostor_attempt_of_five_frames_counts_once(verifier, home, faces_dir):
     frames = Pulls(frames_of([faces_dir / "biden.jpg", faces_dir / "biden2.jpg"] * 3))
-    assert not verifier.verify_frames(frames, user="obama", max_frames=5)
-    assert frames.taken == 5 and verifier.last_reason == "no_match"
+    outcome = verifier.verify_frames(frames, user="obama", max_frames=5)
+    assert not outcome and frames.taken == 5 and outcome.reason == "no_match"
     assert failures(home, "obama") == 1  # five frames compared, one attempt counted
     # five such attempts lock the claim, as five single-image attempts do
     for _ in range(4):
         verifier.verify_frames(Pulls(frames_of([faces_dir / "biden.jpg"] * 2)), user="obama", max_frames=2)
     assert Store.open(home).read().lockout_of("obama").is_locked()
-    assert not verifier.verify_frames(Pulls(frames_of([faces_dir / "obama3.jpg"])), user="obama", max_frames=5)
-    assert verifier.last_reason == "locked_out"
+    outcome = verifier.verify_frames(Pulls(frames_of([faces_dir / "obama3.jpg"])), user="obama", max_frames=5)
+    assert not outcome and outcome.reason == "locked" and outcome.retry_after > 0
 
 
 def test_frames_without_a_face_are_a_no_that_does_not_count(verifier, home, faces_dir):
     frames = Pulls(frames_of([faces_dir / "no_face_cat_chelsea.png", faces_dir / "no_face_coffee.png"]))
-    assert not verifier.verify_frames(frames, user="obama", max_frames=5)
-    assert frames.taken == 2 and verifier.last_reason == "no_face" and failures(home, "obama") == 0
+    outcome = verifier.verify_frames(frames, user="obama", max_frames=5)
+    assert not outcome and frames.taken == 2 and outcome.reason == "no_face" and failures(home, "obama") == 0
 
 
 def test_the_budget_stops_new_frames(verifier, home, faces_dir):
@@ -111,17 +111,17 @@ def test_the_budget_stops_new_frames(verifier, home, faces_dir):
 
 def test_a_claim_that_cannot_succeed_takes_no_frame(verifier, faces_dir):
     frames = Pulls(frames_of([faces_dir / "obama3.jpg"]))
-    assert not verifier.verify_frames(frames, user="nobody-enrolled", max_frames=5)
-    assert frames.taken == 0 and verifier.last_reason == "unknown_user"
-    assert verifier.refusal_without_look("nobody-enrolled") == "unknown_user"
-    assert verifier.refusal_without_look("obama") is None
+    outcome = verifier.verify_frames(frames, user="nobody-enrolled", max_frames=5)
+    assert not outcome and frames.taken == 0 and outcome.reason == "unknown_user"
+    assert verifier.precheck("nobody-enrolled").reason == "unknown_user"
+    assert verifier.precheck("obama") is None
 
 
 def test_attack_frames_then_no_match_is_one_counted_attack(home, extractor, spoof_dir):
     v = Verifier(home, extractor, liveness=True)  # the real PAD models
     frames = Pulls(frames_of([spoof_dir / "spoof_print_F1.jpg", spoof_dir / "spoof_replay_F2.jpg"]))
-    assert not v.verify_frames(frames, max_frames=5)
-    assert frames.taken == 2 and v.last_reason == "presentation_attack"
+    outcome = v.verify_frames(frames, max_frames=5)
+    assert not outcome and frames.taken == 2 and outcome.reason == "presentation_attack"
     assert failures(home, None) == 1
 
 
@@ -160,7 +160,7 @@ def test_daemon_camera_attempt_and_no_camera_for_an_unknown_claim(tmp_path, temp
         video.unlink()  # no camera any more: an unknown claim must not even try to open it
         assert ask(sock, "--user", "mallory").stdout == "no\n"
         text = read_log_until(log, lambda t: "mallory" in t)
-        assert "unknown_user; no frame taken" in text and "camera" not in text.split("mallory", 1)[1]
+        assert "not accepted (unknown_user)" in text and "camera" not in text.split("mallory", 1)[1]
     finally:
         proc.terminate()
         proc.wait(timeout=15)

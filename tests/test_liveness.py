@@ -194,15 +194,15 @@ def _enrolled(home, extractor, faces_dir, pad_detector):
 def test_attack_is_no_and_counts_as_a_failed_attempt(tmp_path, extractor, faces_dir):
     stub = StubPad(live=False)
     v = _enrolled(tmp_path / "h", extractor, faces_dir, stub)
-    assert v.verify(faces_dir / "obama3.jpg") == Decision(False)  # the right face, but "a photo"
+    outcome = v.verify(faces_dir / "obama3.jpg")  # the right face, but "a photo"
+    assert outcome == Decision(False, "presentation_attack")  # the reason for the user's screen; no score
     assert Store.open(tmp_path / "h").read().lockout.failures == 1
-    assert v.last_reason == "presentation_attack"  # for a daemon's log; the Decision holds only the bool
     # liveness saw the raw decoded frame and the face the pipeline chose
     frame, face = stub.calls[-1]
     assert np.array_equal(frame, load_image(faces_dir / "obama3.jpg"))
     assert face.box.shape == (4,)
     stub.live = True
-    assert v.verify(faces_dir / "obama3.jpg") == Decision(True) and v.last_reason == "accepted"
+    assert v.verify(faces_dir / "obama3.jpg") == Decision(True, "accepted")
     assert Store.open(tmp_path / "h").read().lockout == LockoutState()
 
 
@@ -221,9 +221,9 @@ def test_real_models_refuse_the_print_attack_in_verify(tmp_path, extractor, pad_
     v = Verifier(tmp_path / "h", extractor, liveness=pad_models)
     v.set_fallback(PIN)
     v.enroll("t1", [spoof_dir / "live_T1.jpg"], Consent("1", "test-device"), fallback=PIN)
-    assert v.verify(spoof_dir / "live_T1.jpg") == Decision(True)
-    assert v.verify(spoof_dir / "spoof_print_F1.jpg") == Decision(False)
-    assert v.verify(spoof_dir / "spoof_replay_F2.jpg") == Decision(False)
+    assert v.verify(spoof_dir / "live_T1.jpg") == Decision(True, "accepted")
+    assert v.verify(spoof_dir / "spoof_print_F1.jpg") == Decision(False, "presentation_attack")
+    assert v.verify(spoof_dir / "spoof_replay_F2.jpg") == Decision(False, "presentation_attack")
     assert Store.open(tmp_path / "h").read().lockout.failures == 2
 
 

@@ -24,7 +24,8 @@ def test_public_names_and_signatures_return_no_biometric_data():
             for word in FORBIDDEN:
                 assert word not in ret, (name, ret)
     # A Decision has exactly one field, a bool.
-    assert [f for f in fr_pbd.Decision.__dataclass_fields__] == ["accepted"]
+    # accepted and why, for the user's own screen; no score, template or matched user
+    assert [f for f in fr_pbd.Decision.__dataclass_fields__] == ["accepted", "reason", "retry_after", "detail"]
     # Enrolment needs the fallback credential as proof: a required keyword, no default to forget.
     proof = inspect.signature(fr_pbd.enroll).parameters["fallback"]
     assert proof.kind is inspect.Parameter.KEYWORD_ONLY and proof.default is inspect.Parameter.empty

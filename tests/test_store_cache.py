@@ -151,7 +151,7 @@ def test_a_lock_set_by_another_process_is_seen_without_a_look(tmp_path, monkeypa
                   "    tx.set_lockout(LockoutState(5, datetime.now(timezone.utc) + timedelta(hours=1)), 'alice')\n",
                   home)
     looks = Looks(monkeypatch)
-    assert not v.verify(b"frame", user="alice") and v.last_reason == "locked_out" and v.retry_after > 3500
+    assert (o := v.verify(b"frame", user="alice")).reason == "locked" and o.retry_after > 3500
     assert looks.compared == 0 and looks.decrypts == 1
 
 
@@ -161,8 +161,8 @@ def test_a_user_removed_by_another_process_is_unknown_at_once(tmp_path, monkeypa
     assert v.verify(b"frame", user="alice")
     other_process("Store.open(home).remove_user('alice')\n", home)
     looks = Looks(monkeypatch)
-    assert not v.verify(b"frame", user="alice") and v.last_reason == "unknown_user" and looks.compared == 0
-    assert not v.verify(b"frame") and v.last_reason == "no_match"  # nor is alice in "any enrolled user"
+    assert (o := v.verify(b"frame", user="alice")).reason == "unknown_user" and looks.compared == 0
+    assert (o := v.verify(b"frame")).reason == "no_match"  # nor is alice in "any enrolled user"
 
 
 def test_a_pin_that_clears_the_lock_in_another_process_lets_the_next_attempt_in(tmp_path):
@@ -170,9 +170,9 @@ def test_a_pin_that_clears_the_lock_in_another_process_lets_the_next_attempt_in(
     with Store.open(home).transaction() as tx:
         tx.set_lockout(LOCKED, "alice")
     v = stub_verifier(home, 1)
-    assert not v.verify(b"frame", user="alice") and v.last_reason == "locked_out"
+    assert (o := v.verify(b"frame", user="alice")).reason == "locked"
     other_process(f"assert Store.open(home).fallback_attempt({PIN!r}) == 'accepted'\n", home)
-    assert v.verify(b"frame", user="alice") and v.last_reason == "accepted"
+    assert (o := v.verify(b"frame", user="alice")).reason == "accepted"
 
 
 def test_an_erased_store_is_seen_by_the_next_verification(tmp_path):
@@ -222,7 +222,7 @@ def test_a_restored_older_copy_is_what_the_next_verification_sees(tmp_path, monk
         os.chmod(tmp, 0o600)
         os.replace(tmp, path)
     looks = Looks(monkeypatch)
-    assert not v.verify(b"frame", user="alice") and v.last_reason == "locked_out" and looks.compared == 0
+    assert (o := v.verify(b"frame", user="alice")).reason == "locked" and looks.compared == 0
 
 
 def test_keys_rotated_by_another_process_are_followed(tmp_path):
@@ -267,8 +267,8 @@ def test_a_change_after_the_pre_check_is_caught_by_the_count(tmp_path, monkeypat
         warnings.simplefilter("ignore")
         v = Verifier(home, ChangesWhileLooking(home, change, seed=1), liveness=False)
     looks = Looks(monkeypatch)
-    assert not v.verify(b"frame", user="alice")  # alice's own face: the pre-check said yes, the count says no
-    assert v.last_reason == reason and looks.compared == 0
+    outcome = v.verify(b"frame", user="alice")  # alice's own face: the pre-check said yes, the count says no
+    assert not outcome and outcome.reason == {"locked_out": "locked"}.get(reason, reason) and looks.compared == 0
 
 
 def test_the_pre_check_waits_for_a_write_in_progress(tmp_path):
@@ -282,8 +282,8 @@ def test_the_pre_check_waits_for_a_write_in_progress(tmp_path):
 
     def late_verify():
         entered.wait()
-        result["accepted"] = bool(v.verify(b"frame", user="alice"))
-        result["reason"] = v.last_reason
+        outcome = v.verify(b"frame", user="alice")
+        result["accepted"], result["reason"] = bool(outcome), outcome.reason
 
     t = threading.Thread(target=late_verify)
     t.start()
@@ -292,7 +292,7 @@ def test_the_pre_check_waits_for_a_write_in_progress(tmp_path):
         entered.set()
         time.sleep(0.3)
     t.join(10)
-    assert result == {"accepted": False, "reason": "locked_out"}
+    assert result == {"accepted": False, "reason": "locked"}
 
 
 # --------------------------------------------------------------------------------------
@@ -406,15 +406,14 @@ def test_threads_with_their_own_verifiers_race_and_compare_exactly_five(tmp_path
 
     def attempt(v):
         barrier.wait()
-        v.verify(b"frame", user="alice")
-        reasons.append(v.last_reason)
+        reasons.append(v.verify(b"frame", user="alice").reason)
 
     threads = [threading.Thread(target=attempt, args=(v,)) for v in verifiers]
     for t in threads:
         t.start()
     for t in threads:
         t.join(60)
-    assert looks.compared == 5 and sorted(reasons) == ["locked_out"] * 5 + ["no_match"] * 5
+    assert looks.compared == 5 and sorted(reasons) == ["locked"] * 5 + ["no_match"] * 5
     assert failures(home, "alice") == 5
 
 
@@ -429,7 +428,8 @@ def test_a_genuine_success_racing_impostors_never_lowers_their_count(tmp_path, m
 
     def attempt(i, v):
         barrier.wait()
-        answers[i] = (bool(v.verify(b"frame", user="alice")), v.last_reason)
+        outcome = v.verify(b"frame", user="alice")
+        answers[i] = (bool(outcome), outcome.reason)
 
     threads = [threading.Thread(target=attempt, args=(i, v)) for i, v in enumerate(impostors + [alice])]
     for t in threads:
@@ -463,7 +463,7 @@ def test_a_restored_copy_of_a_tpm_store_is_refused_by_the_next_pre_check(swtpm, 
     impostor = stub_verifier(home, 99)
     for _ in range(5):
         assert not impostor.verify(b"frame", user="alice")
-    assert not impostor.verify(b"frame", user="alice") and impostor.last_reason == "locked_out"
+    assert (o := impostor.verify(b"frame", user="alice")).reason == "locked"
     (home / "store.frpbd").write_bytes(old)  # the copy from before the lockout
     looks = Looks(monkeypatch)
     with pytest.raises(StaleStoreError):

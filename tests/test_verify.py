@@ -31,11 +31,15 @@ def enrolled(home, extractor, faces_dir):
     return v
 
 
-def test_decision_carries_only_a_boolean():
-    d = Decision(True)
-    assert [f for f in d.__dataclass_fields__] == ["accepted"]
-    assert not hasattr(d, "__dict__")
-    assert bool(Decision(False)) is False
+def test_decision_carries_a_reason_and_never_a_score():
+    d = Decision(True, "accepted")
+    assert [f for f in d.__dataclass_fields__] == ["accepted", "reason", "retry_after", "detail"]
+    assert not hasattr(d, "__dict__")  # slots: nothing can be attached to it later
+    assert bool(Decision(False, "no_match")) is False
+    with pytest.raises(ValueError, match="unknown reason"):
+        Decision(False, "score 0.98")
+    with pytest.raises(ValueError, match="accepted exactly"):
+        Decision(True, "no_match")
 
 
 def test_enrolment_needs_consent_and_a_fallback_first(home, extractor, faces_dir):
@@ -59,12 +63,12 @@ def test_enrolment_refuses_a_bad_photo_and_stores_nothing(home, extractor, faces
 
 
 def test_verify_yes_for_the_user_no_for_others(enrolled, faces_dir):
-    assert enrolled.verify(faces_dir / "obama3.jpg") == Decision(True)
-    assert enrolled.verify(faces_dir / "obama4.jpg", user="obama") == Decision(True)
-    assert enrolled.verify(faces_dir / "obama4.jpg", user="biden") == Decision(False)
-    assert enrolled.verify(faces_dir / "biden2.jpg") == Decision(False)
-    assert enrolled.verify(faces_dir / "astronaut.png") == Decision(False)
-    assert enrolled.verify(faces_dir / "no_face_coffee.png") == Decision(False)
+    assert enrolled.verify(faces_dir / "obama3.jpg") == Decision(True, "accepted")
+    assert enrolled.verify(faces_dir / "obama4.jpg", user="obama") == Decision(True, "accepted")
+    assert enrolled.verify(faces_dir / "obama4.jpg", user="biden") == Decision(False, "unknown_user")
+    assert enrolled.verify(faces_dir / "biden2.jpg") == Decision(False, "no_match")
+    assert enrolled.verify(faces_dir / "astronaut.png") == Decision(False, "no_match")
+    assert enrolled.verify(faces_dir / "no_face_coffee.png") == Decision(False, "no_face")
 
 
 class CountingExtractor:
@@ -89,14 +93,15 @@ def test_lockout_after_five_failures_skips_the_model_and_survives_restart(home, 
     # A new process would build a new Verifier: the lock is in the encrypted store.
     counting = CountingExtractor(extractor)
     restarted = Verifier(home, counting)
-    assert restarted.verify(faces_dir / "obama3.jpg") == Decision(False)  # the right face, but locked
+    locked = restarted.verify(faces_dir / "obama3.jpg")  # the right face, but locked
+    assert (locked.accepted, locked.reason) == (False, "locked") and 0 < locked.retry_after <= 31
     assert counting.calls == 0
     lock = Store.open(home).read().lockout
     assert lock.failures == 5 and lock.is_locked()
     assert 25 <= (lock.locked_until - datetime.now(timezone.utc)).total_seconds() <= 31
     # The fallback always works, also while locked, and clears the lock.
     assert restarted.check_fallback(PIN)
-    assert restarted.verify(faces_dir / "obama3.jpg") == Decision(True)
+    assert restarted.verify(faces_dir / "obama3.jpg") == Decision(True, "accepted")
     assert counting.calls == 1
 
 

@@ -20,6 +20,7 @@ match: :mod:`fr_pbd.store` (where templates are encrypted) and :mod:`fr_pbd.matc
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
@@ -42,6 +43,25 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
+def _typed(func):
+    """A full disk, a read-only home or a permission refused reaches the caller as
+    :class:`fr_pbd.errors.StorageError` (an :class:`OSError` too), with the cause, the path and what
+    to do; never as a raw OSError. The store's own helpers raise it already; this catches the rest."""
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except OSError as exc:
+            from fr_pbd.fileio import storage_error
+
+            err = storage_error(exc)
+            if err is exc:
+                raise
+            raise err from exc
+    return wrapper
+
+
+@_typed
 def find_faces(image: "ImageSource") -> "list[Face]":
     """Every face in an image (path, bytes or BGR array): box, five landmarks, detector score."""
     from fr_pbd.capture.detect import detect_faces
@@ -55,6 +75,7 @@ def _verifier(home: str | Path | None):
     return Verifier(Path(home) if home is not None else None)
 
 
+@_typed
 def enroll(user: str, images: "Iterable[ImageSource]", consent: "Consent", home: str | Path | None = None, *,
            fallback: str) -> int:
     """Enrol ``user`` from photos, with their recorded consent; returns how many templates are stored.
@@ -66,20 +87,28 @@ def enroll(user: str, images: "Iterable[ImageSource]", consent: "Consent", home:
     return _verifier(home).enroll(user, images, consent, fallback=fallback)
 
 
+@_typed
 def verify_face(image: "ImageSource", user: str | None = None, home: str | Path | None = None) -> "Decision":
     """Is this an enrolled user (or the claimed ``user``, compared with that user's templates only)?
 
-    A Decision holding one boolean. Five failures in a row lock face verification
-    for that user (or, without ``user``, for "any enrolled user") for 30 s, doubling.
+    A Decision: ``accepted``, and ``reason`` for the user's own screen (``no_face``,
+    ``low_quality``, ``no_match``, ``presentation_attack``, ``locked`` with ``retry_after``,
+    ``unknown_user``, ``account_changed``); never a score. Five failures in a row lock face
+    verification for that user (or, without ``user``, for "any enrolled user") for 30 s, doubling.
     """
-    return _verifier(home).verify(image, user)
+    v = _verifier(home)
+    outcome = v.verify(image, user)
+    v.settle()  # a success's count is cleared before it is returned (StorageError if it cannot be)
+    return outcome
 
 
+@_typed
 def unenroll(user: str, home: str | Path | None = None) -> bool:
     """Withdraw consent: delete the user's templates and consent record and re-key the store. False if unknown."""
     return _verifier(home).store().remove_user(user)
 
 
+@_typed
 def set_fallback(secret: str, home: str | Path | None = None, *, current: str | None = None) -> None:
     """Set the PIN/passphrase that always works instead of the face (needed before enrolment).
 
@@ -88,11 +117,13 @@ def set_fallback(secret: str, home: str | Path | None = None, *, current: str | 
     _verifier(home).set_fallback(secret, current=current)
 
 
+@_typed
 def check_fallback(secret: str, home: str | Path | None = None) -> bool:
     """Check the fallback PIN/passphrase (5 wrong entries lock it 30 s, doubling); a success clears face lockouts."""
-    return _verifier(home).check_fallback(secret)
+    return bool(_verifier(home).check_fallback(secret))
 
 
+@_typed
 def same_person(image_a: "ImageSource", image_b: "ImageSource") -> bool:
     """Do two photos show the same person, at the default operating threshold (FMR 1e-4)?"""
     from fr_pbd import models

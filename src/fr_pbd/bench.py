@@ -251,7 +251,7 @@ def run_bench(board: str | None = None, data_dir: Path | None = None, rounds: in
                 e2e.append(dt)
                 t_all += dt
                 decisions["yes" if d.accepted else "no"] += 1
-                reasons[v.last_reason or "?"] = reasons.get(v.last_reason or "?", 0) + 1
+                reasons[d.reason] = reasons.get(d.reason, 0) + 1
                 size = getattr(ext.detector, "last_input_size", None)
                 if size:
                     inputs[f"{size[0]}x{size[1]}"] = inputs.get(f"{size[0]}x{size[1]}", 0) + 1

@@ -51,6 +51,10 @@ class CameraError(FrPbdError):
     """A camera source could not be opened or stopped delivering frames."""
 
 
+class CameraUnavailableError(CameraError):
+    """The camera could not be opened at all (a setup error, unlike a camera that stops mid-attempt)."""
+
+
 class QualityError(FrPbdError):
     """No usable face: carries a machine-readable reason code."""
 
@@ -73,6 +77,28 @@ class StoreIntegrityError(StoreError):
 
 class StorePermissionError(StoreError):
     """A store or key file is readable or writable by group or others."""
+
+
+class StorageError(StoreError, OSError):
+    """The file system refused what fr-pbd had to do: full (ENOSPC), over quota (EDQUOT), an I/O error
+    (EIO), read-only (EROFS), or permission denied (EACCES, EPERM).
+
+    The message names the cause, the path and what to do. Also an :class:`OSError`, with ``errno``,
+    ``strerror`` and ``filename`` kept, so code that handles file-system errors as such still does.
+    Made in one place, :func:`fr_pbd.fileio.storage_error`.
+    """
+
+    def __init__(self, message: str, errno: int | None = None, filename: str | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+        self.strerror = _strerror(errno)
+        self.filename = filename
+
+
+def _strerror(errno: int | None) -> str | None:
+    import os
+
+    return None if errno is None else os.strerror(errno)
 
 
 class KeyProviderError(StoreError):

@@ -41,12 +41,10 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 import time
 import warnings
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -54,38 +52,46 @@ import numpy as np
 
 from fr_pbd import models
 from fr_pbd.config import check_home_parents, default_home
+from fr_pbd.attempts import AttemptProtocol, Counted
 from fr_pbd.capture.extractor import TemplateExtractor
+from fr_pbd.capture.frames import FrameSource
 from fr_pbd.capture.image import ImageSource
 from fr_pbd.capture.liveness import LivenessDetector
 from fr_pbd.capture.yunet import Face
+from fr_pbd.capture.quality import NO_FACE as _QUALITY_NO_FACE
 from fr_pbd.errors import CameraError, ConsentError, KeyProviderError, QualityError, StoreError
+from fr_pbd.outcome import ACCEPTED, LOW_QUALITY, NO_FACE, NO_MATCH, PRESENTATION_ATTACK, Outcome
 from fr_pbd.pipeline import Pipeline, build_pipeline
 from fr_pbd.store import STORE_FILE, Store
 from fr_pbd.store.fallback import check_strength
-from fr_pbd.store.protection import ProtectedMatcher
 from fr_pbd.store.transaction import ClaimsView
 from fr_pbd.store.records import (
     LOCKOUT_AFTER_FAILURES,
     LOCKOUT_BASE_SECONDS,
     LOCKOUT_MAX_SECONDS,
-    LockoutState,
     account_uid,
     lock_seconds,
 )
 from fr_pbd.timing import StageHook, stage
 
-__all__ = ["Verifier", "Decision", "Consent", "lock_seconds", "open_or_create_store", "check_user_name",
-           "LOCKOUT_AFTER_FAILURES", "LOCKOUT_BASE_SECONDS", "LOCKOUT_MAX_SECONDS"]
+__all__ = ["Verifier", "Decision", "Outcome", "FallbackCheck", "Consent", "lock_seconds", "open_or_create_store",
+           "check_user_name", "LOCKOUT_AFTER_FAILURES", "LOCKOUT_BASE_SECONDS", "LOCKOUT_MAX_SECONDS"]
 
 #: Names a new enrolment may use: the portable Unix login-name characters (POSIX), at most 32.
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 
+#: The public API's name for a verification's outcome (:class:`fr_pbd.outcome.Outcome`).
+Decision = Outcome
+
+
 @dataclass(frozen=True, slots=True)
-class Decision:
-    """The only thing verification returns: accepted or not."""
+class FallbackCheck:
+    """A fallback PIN entry: right or not, and whether (and for how long) the PIN is locked."""
 
     accepted: bool
+    locked: bool = False
+    retry_after: int = 0
 
     def __bool__(self) -> bool:
         return self.accepted
@@ -97,10 +103,6 @@ class Consent:
 
     text_version: str
     device_id: str = socket.gethostname() or "device"
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def check_user_name(user: object) -> str:
@@ -145,12 +147,7 @@ class Verifier:
         self._injected = extractor is not None
         self._home_checked = False
         self._store: Store | None = None
-        # Clears after a success, written after the answer (docs/lockout.md): every later store
-        # operation of this verifier waits for them (_settle), and so does process exit (not daemon threads).
-        self._clears: list[threading.Thread] = []
-        self._clear_errors: list[Exception] = []
-        self._clears_lock = threading.Lock()
-        self._counter: ThreadPoolExecutor | None = None  # counts an attempt beside the embedder (_start_count)
+        self._attempts = AttemptProtocol(self.threshold)  # docs/lockout.md: count, refuse, clear
         if liveness is False:
             warnings.warn("presentation-attack detection is OFF: a photo or a screen may be accepted "
                           "(research and tests only)", stacklevel=2)
@@ -158,13 +155,6 @@ class Verifier:
         self._board = board
         self._pipeline: Pipeline | None = None
         self.stage_hook = stage_hook
-        # Why the last verify() said what it said, for a daemon's own log and the CLI's stderr:
-        # "accepted", "no_match", "presentation_attack", "locked_out", "unknown_user",
-        # "account_changed" or a quality reason code. Never a score. check_fallback() sets
-        # "accepted", "wrong_fallback" or "fallback_locked".
-        self.last_reason: str | None = None
-        # With "locked_out" / "fallback_locked": whole seconds until the lock ends (else 0).
-        self.retry_after: int = 0
 
     @property
     def board(self) -> str:
@@ -238,18 +228,7 @@ class Verifier:
         stops (process exit waits for them anyway). A clear that could not be written (the
         count stays one higher, the safe direction) raises its error here, once.
         """
-        with self._clears_lock:
-            pending, self._clears = self._clears, []
-        for t in pending:
-            t.join()
-        with self._clears_lock:
-            errors, self._clear_errors = self._clear_errors, []
-        if errors:
-            exc = errors[0]
-            if isinstance(exc, StoreError):
-                raise exc
-            raise StoreError(f"the lockout count after the last success could not be cleared "
-                             f"({type(exc).__name__}); it stays counted") from None
+        self._attempts.settle()
 
     def _read(self) -> "tuple[Store, ClaimsView]":
         """The handle and the claims and lockouts now (from the store's cache while the file is unchanged).
@@ -281,10 +260,9 @@ class Verifier:
         if not isinstance(fallback, str) or not fallback:
             raise ConsentError(f"{what} needs the fallback PIN or passphrase (proof that the household agrees)")
         result = store.fallback_attempt(fallback)
-        self.last_reason = {"accepted": "accepted", "wrong": "wrong_fallback"}.get(result, "fallback_locked")
         if result == "locked":
-            self.retry_after = store.read().fallback_lockout.retry_after()
-            raise ConsentError(f"the fallback PIN is locked for {self.retry_after} s after too many wrong "
+            left = store.read().fallback_lockout.retry_after()
+            raise ConsentError(f"the fallback PIN is locked for {left} s after too many wrong "
                                f"entries; nothing was changed")
         if result != "accepted":
             raise ConsentError("wrong fallback PIN or passphrase; nothing was changed")
@@ -356,33 +334,17 @@ class Verifier:
             tx.record_consent(user, text_version=consent.text_version, device_id=consent.device_id, uid=uid)
             return tx.add_templates(user, templates)
 
-    def _claim(self, view, user: str) -> str | None:
-        """None if ``user`` may be verified; else the reason it is a no without a look."""
-        if view.template_count(user) == 0:
-            return "unknown_user"
-        if account_uid(user) != view.uid_of(user):
-            return "account_changed"
-        return None
+    def precheck(self, user: str | None = None) -> Outcome | None:
+        """The no an attempt for ``user`` would get before any frame is taken, else None.
 
-    def refusal_without_look(self, user: str | None = None) -> str | None:
-        """Why an attempt for ``user`` would be a no before any frame is taken, else None.
-
-        "unknown_user", "account_changed" or "locked_out" (then :attr:`retry_after`
-        is set). The daemon asks this before it opens the camera: a claim that
-        cannot succeed never costs a frame.
+        ``unknown_user``, ``account_changed`` or ``locked`` (with ``retry_after``): a
+        claim that cannot succeed never costs a frame, and is not counted.
         """
         _store, view = self._read()
-        if user is not None:
-            refused = self._claim(view, user)
-            if refused:
-                return refused
-        if view.lockout_of(user).is_locked(_now()):
-            self.retry_after = view.lockout_of(user).retry_after(_now())
-            return "locked_out"
-        return None
+        return self._attempts.precheck(view, user)
 
-    def verify(self, image: ImageSource, user: str | None = None) -> Decision:
-        """Yes or no for one image. ``user``: that user's templates only; None: any enrolled user's.
+    def verify(self, image: ImageSource, user: str | None = None) -> Outcome:
+        """Yes or no for one image, and why. ``user``: that user's templates only; None: any enrolled user's.
 
         Locked out, or a claimed user that is not enrolled (or whose account
         changed): no, without looking at the image, not counted. No usable face:
@@ -393,52 +355,64 @@ class Verifier:
         """
         return self.verify_frames(iter((image,)), user)
 
+    def attempt(self, source: FrameSource, user: str | None = None, *, max_frames: int = 1,
+                until: float | None = None) -> Outcome:
+        """One camera attempt (the daemon's and ``fr-pbd verify --camera``'s): the claim and the lock are
+        checked first, and only then is the source opened, for this attempt only."""
+        with stage(self.stage_hook, "store_read"):
+            store, view = self._read()
+        refused = self._attempts.precheck(view, user)
+        if refused is not None:
+            return refused
+        with source.attempt() as frames:
+            return self._attempt(frames, user, max_frames, until, store)
+
     def verify_frames(self, frames: Iterator[ImageSource], user: str | None = None, *,
-                      max_frames: int = 1, until: float | None = None) -> Decision:
+                      max_frames: int = 1, until: float | None = None) -> Outcome:
         """One attempt over up to ``max_frames`` frames: yes at the first frame that is live and matches.
 
         The camera path (``docs/lockout.md``): a user who blinked or turned away in
         the first frame is not refused for it. Each frame goes through liveness and
         the embedder; the attempt is counted once, under the exclusive lock, before
         the first comparison (so a multi-frame attempt is one attempt for the
-        lockout): the count starts as soon as a frame's face passes the quality gate and
-        is written while the embedder runs (:meth:`_start_count`); it is cleared if a
-        frame matches (after the answer). A presentation attack in any
-        frame, with no frame matching, is a counted no. No new frame is started
-        once ``until`` (``time.monotonic()``) would be passed by a frame as slow as
-        the slowest so far. A source that fails after the first frame ends the
+        lockout); it is cleared if a frame matches (after the answer). A presentation
+        attack in any frame, with no frame matching, is a counted no. No new frame is
+        started once ``until`` (``time.monotonic()``) would be passed by a frame as slow
+        as the slowest so far. A source that fails after the first frame ends the
         attempt; one that fails on the first frame raises (CameraError).
         """
+        with stage(self.stage_hook, "store_read"):
+            store, view = self._read()
+        refused = self._attempts.precheck(view, user)
+        if refused is not None:
+            return refused
+        return self._attempt(frames, user, max_frames, until, store)
+
+    def _attempt(self, frames: Iterator[ImageSource], user: str | None, max_frames: int, until: float | None,
+                 store: Store) -> Outcome:
+        """The frames of one attempt, after its pre-check (docs/lockout.md: count, compare, clear)."""
         if max_frames < 1:
             raise ValueError("an attempt needs at least one frame")
         hook = self.stage_hook
-        self.last_reason, self.retry_after = None, 0
-        with stage(hook, "store_read"):
-            store, view = self._read()
-        if user is not None:
-            refused = self._claim(view, user)
-            if refused:
-                self.last_reason = refused
-                return Decision(False)
-        if view.lockout_of(user).is_locked(_now()):
-            return self._locked(view, user)
         counting: list[Future] = []  # the count, started beside the embedder of the first usable frame
 
         def usable() -> None:
             if not counting:
-                counting.append(self._start_count(store, user))
+                counting.append(self._attempts.start_count(store, user, hook))
+
+        def counted() -> Counted | Outcome:
+            return counting[0].result() if counting else self._attempts.count(store, user)
 
         try:
-            return self._attempt(frames, user, max_frames, until, store, counting, usable)
+            return self._frames(frames, user, max_frames, until, store, usable, counted)
         finally:
             for f in counting:  # an error on the way: the count still lands before the next store operation
                 f.exception()
 
-    def _attempt(self, frames: Iterator[ImageSource], user: str | None, max_frames: int, until: float | None,
-                 store: Store, counting: "list[Future]", usable: Callable[[], None]) -> Decision:
-        """The frames of one attempt (:meth:`verify_frames`, after its pre-check)."""
+    def _frames(self, frames: Iterator[ImageSource], user: str | None, max_frames: int, until: float | None,
+                store: Store, usable: Callable[[], None], counted: Callable[[], "Counted | Outcome"]) -> Outcome:
         hook = self.stage_hook
-        matcher = None  # set when the attempt is counted (before the first comparison)
+        count: Counted | None = None  # set when the attempt is counted (before the first comparison)
         attack, quality, decide, slowest = False, None, 0.0, 0.0
         for k in range(max_frames):
             t_frame = time.monotonic()
@@ -463,131 +437,44 @@ class Verifier:
                 attack = True
                 slowest = max(slowest, time.monotonic() - t_frame)
                 continue
-            if matcher is None:
+            if count is None:
                 t0 = time.perf_counter()
-                counted = self._counted(store, user, counting)
+                result = counted()
                 decide += time.perf_counter() - t0
-                if counted is None:
-                    return self._refused_late(store, user, hook, decide)
-                matcher, thr, written = counted
+                if isinstance(result, Outcome):  # locked, or the claim went away, since the pre-check
+                    return self._decided(hook, decide, result)
+                count = result
             with stage(hook, "match"):
-                accepted = matcher.matches(probe, thr, user)
+                accepted = count.matcher.matches(probe, count.threshold, user)
             if accepted:
-                del matcher
+                written, count = count.written, None
                 t0 = time.perf_counter()
-                self._clear_after_answer(store, user, written)
+                self._attempts.clear_after_answer(store, user, written, hook)
                 decide += time.perf_counter() - t0
-                if hook is not None:
-                    hook("decide", decide)
-                self.last_reason = "accepted"
-                return Decision(True)
+                return self._decided(hook, decide, Outcome(True, ACCEPTED))
             slowest = max(slowest, time.monotonic() - t_frame)
-        if attack and matcher is None:  # an attack is a presentation to the lock: it counts
+        if attack and count is None:  # an attack is a presentation to the lock: it counts
             t0 = time.perf_counter()
-            counted = self._counted(store, user, counting)
+            result = counted()
             decide += time.perf_counter() - t0
-            if counted is None:
-                return self._refused_late(store, user, hook, decide)
-            matcher = counted[0]
-        if hook is not None and matcher is not None:
+            if isinstance(result, Outcome):
+                return self._decided(hook, decide, result)
+            count = result
+        if count is not None and hook is not None:
             hook("decide", decide)
         if attack:
-            self.last_reason = "presentation_attack"
-        elif matcher is not None:
-            self.last_reason = "no_match"
-        else:
-            self.last_reason = quality or "no_face"
-        return Decision(False)
+            return Outcome(False, PRESENTATION_ATTACK)
+        if count is not None:
+            return Outcome(False, NO_MATCH)
+        if quality is None or quality == _QUALITY_NO_FACE:
+            return Outcome(False, NO_FACE)
+        return Outcome(False, LOW_QUALITY, detail=quality)
 
-    def _start_count(self, store: Store, user: str | None) -> Future:
-        """Count the attempt in this verifier's counting thread, while the embedder runs.
-
-        Called (through the extractor's ``on_usable``) once a frame's face has passed the
-        quality gate: from there the frame is an attempt whatever liveness says (an attack
-        counts too), so counting it now changes nothing of what is counted, only when: its
-        encrypted, fsync'd write overlaps the embedder instead of following it (issue 16,
-        docs/lockout.md). The comparison still waits for it (:meth:`_counted`). The
-        thread's duration goes to the stage hook as ``count``.
-        """
-        if self._counter is None:
-            self._counter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fr-pbd-count")
-        hook = self.stage_hook
-
-        def count():
-            t0 = time.perf_counter()
-            try:
-                return self._count_attempt(store, user)
-            finally:
-                if hook is not None:
-                    hook("count", time.perf_counter() - t0)
-
-        return self._counter.submit(count)
-
-    def _counted(self, store: Store, user: str | None, counting: "list[Future]") \
-            -> "tuple[ProtectedMatcher, float, LockoutState] | None":
-        """The count started beside the embedder (waited for here), or one made now if none was started."""
-        if counting:
-            return counting[0].result()
-        return self._count_attempt(store, user)
-
-    def _count_attempt(self, store: Store, user: str | None) \
-            -> "tuple[ProtectedMatcher, float, LockoutState] | None":
-        """Count a failure first, under the exclusive lock: the matcher, threshold and the lockout state
-        written, or None if refused now."""
-        with store.transaction() as tx:
-            now = _now()
-            lock = tx.lockout_of(user)
-            if lock.is_locked(now) or (user is not None and self._claim(tx, user)):
-                return None
-            written = lock.after_failure(now)
-            tx.set_lockout(written, user)
-            matcher = tx.matcher(exclude=tx.locked_users(now) if user is None else frozenset())
-            return matcher, self.threshold(tx.model_id), written
-
-    def _clear_after_answer(self, store: Store, user: str | None, written: LockoutState) -> None:
-        """A success clears its scope's count: written by a thread, after the yes is returned (docs/lockout.md).
-
-        Compare-and-set: the count is cleared only if it is still the state this attempt
-        wrote, so an attempt counted since (another process, another thread) is never
-        wiped. Until it is written the count is one higher than it will be, the safe
-        direction: a crash before it leaves it so. The thread is not a daemon thread, so
-        the interpreter waits for it at exit; :meth:`settle` waits for it before any other
-        store operation of this verifier. Its duration goes to the stage hook as ``clear``.
-        """
-        hook = self.stage_hook
-
-        def clear() -> None:
-            t0 = time.perf_counter()
-            try:
-                with store.transaction() as tx:
-                    if tx.lockout_of(user) == written:
-                        tx.reset_lockout(user)
-            except Exception as exc:  # noqa: BLE001 - kept and raised by the next store operation (settle)
-                with self._clears_lock:
-                    self._clear_errors.append(exc)
-                return
-            if hook is not None:
-                hook("clear", time.perf_counter() - t0)
-
-        t = threading.Thread(target=clear, name="fr-pbd-lockout-clear", daemon=False)
-        with self._clears_lock:
-            self._clears.append(t)
-            t.start()
-
-    def _refused_late(self, store: Store, user: str | None, hook: StageHook | None, decide: float) -> Decision:
-        """Locked (or the claim went away) between the first look and the count: a no, not counted."""
+    @staticmethod
+    def _decided(hook: StageHook | None, decide: float, outcome: Outcome) -> Outcome:
         if hook is not None:
             hook("decide", decide)
-        view = store.claims()
-        if user is not None and self._claim(view, user):
-            self.last_reason = self._claim(view, user)
-            return Decision(False)
-        return self._locked(view, user)
-
-    def _locked(self, view, user: str | None) -> Decision:
-        self.last_reason = "locked_out"
-        self.retry_after = view.lockout_of(user).retry_after(_now())
-        return Decision(False)
+        return outcome
 
     def set_fallback(self, secret: str, model_id: str | None = None, dim: int = 128, *,
                      current: str | None = None) -> None:
@@ -606,18 +493,20 @@ class Verifier:
             self._prove(store, current, "replacing the fallback credential")
         store.set_fallback(secret)
 
-    def check_fallback(self, secret: str) -> bool:
+    def check_fallback(self, secret: str) -> FallbackCheck:
         """The alternative to the face: works while the face is locked, and a right entry clears every face lockout.
 
         Rate limited on its own (5 wrong entries, then 30 s doubling; counted
         before the comparison); a face success does not clear it. While it is
-        locked the entry is not compared: False, ``last_reason`` "fallback_locked".
+        locked the entry is not compared: not accepted, ``locked``, with ``retry_after``.
         """
         store = self.store()
         result = store.fallback_attempt(secret)
-        self.last_reason = {"accepted": "accepted", "wrong": "wrong_fallback"}.get(result, "fallback_locked")
-        self.retry_after = store.read().fallback_lockout.retry_after() if result != "accepted" else 0
-        return result == "accepted"
+        if result == "accepted":
+            self._attempts.forget_lock(None)
+            return FallbackCheck(True)
+        return FallbackCheck(False, locked=result != "wrong",
+                             retry_after=store.read().fallback_lockout.retry_after())
 
     @staticmethod
     def default_model_id() -> str:

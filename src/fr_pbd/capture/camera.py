@@ -17,7 +17,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from fr_pbd.errors import CameraError
+from fr_pbd.errors import CameraError, CameraUnavailableError
 
 DEFAULT_TIMEOUT_S = 5.0
 
@@ -31,7 +31,7 @@ def _open_capture(source: str | int) -> cv2.VideoCapture:
     if source.startswith("/dev/video"):
         return cv2.VideoCapture(source, cv2.CAP_V4L2)
     if not Path(source).exists():
-        raise CameraError(f"camera source {source}: no such device or file")
+        raise CameraUnavailableError(f"camera source {source}: no such device or file")
     return cv2.VideoCapture(source)
 
 
@@ -46,7 +46,7 @@ class CameraSource:
         self._cap = _open_capture(source)
         if not self._cap.isOpened():
             self._cap.release()
-            raise CameraError(f"camera source {source} could not be opened")
+            raise CameraUnavailableError(f"camera source {source} could not be opened")
         self._frames: queue.Queue = queue.Queue(maxsize=2)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fr-pbd-camera", daemon=True)

@@ -30,6 +30,10 @@ def consent_text() -> str:
 def _verifier(args: argparse.Namespace):
     from fr_pbd.verify import Verifier
 
+    if getattr(args, "system", False):  # root: the daemon's home, as the daemon's user (fr_pbd.system)
+        from fr_pbd.system import enter_system_home
+
+        args.home, args.system = enter_system_home(args.home), False
     return Verifier(home=args.home, board=getattr(args, "board", None))
 
 
@@ -114,49 +118,77 @@ def _camera_captures(source: str, n: int) -> list:
 
 _WHY = {
     "no_face": "no face in the image: nothing was compared",
-    "multiple_faces": "more than one face in the image: nothing was compared",
     "unknown_user": "{user} is not enrolled here: nothing was compared",
     "account_changed": "the Unix account {user} is not the one {user} was enrolled for: nothing was compared "
                        "(unenroll and enrol again)",
 }
 
 
+def _say_why(outcome, user: str | None) -> None:
+    """The reason on stderr, for the person at the device (never a score)."""
+    from fr_pbd.capture.quality import REASONS, fail
+
+    if outcome.reason == "locked":
+        _say(f"face verification is locked for {outcome.retry_after} s after too many failed attempts; "
+             f"the fallback PIN unlocks it now: fr-pbd fallback check")
+    elif outcome.reason in _WHY:
+        _say(_WHY[outcome.reason].format(user=user))
+    elif outcome.reason == "low_quality":
+        _say(f"{fail(outcome.detail) if outcome.detail in REASONS else 'no usable face'}: nothing was compared")
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     v = _verifier(args)
     if args.camera is not None:
-        from fr_pbd.capture.camera import CameraSource
-        from fr_pbd.errors import CameraError
-
         import time
 
         from fr_pbd import config
+        from fr_pbd.capture.frames import CameraFrames
+        from fr_pbd.errors import CameraError, CameraUnavailableError
 
         capture = config.load(v.home).capture
         v.load_models()  # before the clock starts: the frame budget is for frames, not for loading
-        cam = CameraSource(args.camera)  # cannot be opened: CameraError, exit 2
         try:  # one attempt: up to max_frames frames within the budget, yes at the first live match
-            decision = v.verify_frames(cam.frames(), user=args.user, max_frames=capture.max_frames,
-                                       until=time.monotonic() + capture.frame_budget_ms / 1000)
+            outcome = v.attempt(CameraFrames(args.camera), user=args.user, max_frames=capture.max_frames,
+                                until=time.monotonic() + capture.frame_budget_ms / 1000)
+        except CameraUnavailableError:
+            raise  # a setup error: one line, exit 2
         except CameraError as exc:
             print("no")  # a camera that stops delivering is a no, not a hang
             _say(f"{exc}: nothing was compared")
             return EXIT_NO
-        finally:
-            cam.close()
     else:
-        decision = v.verify(args.image, user=args.user)
-    print("yes" if decision.accepted else "no")
-    reason = v.last_reason
-    if reason == "locked_out":
-        _say(f"face verification is locked for {v.retry_after} s after too many failed attempts; "
-             f"the fallback PIN unlocks it now: fr-pbd fallback check")
-    elif reason in _WHY:
-        _say(_WHY[reason].format(user=args.user))
-    elif reason not in (None, "accepted", "no_match", "presentation_attack"):
-        from fr_pbd.capture.quality import REASONS, fail
+        outcome = v.verify(args.image, user=args.user)
+    v.settle()  # a success's count is cleared before the answer is printed: StorageError if it cannot be
+    if args.json:
+        import json
 
-        _say(f"{fail(reason) if reason in REASONS else 'no usable face'}: nothing was compared")
-    return EXIT_OK if decision.accepted else EXIT_NO
+        print(json.dumps({"accepted": outcome.accepted, "reason": outcome.reason,
+                          "retry_after": outcome.retry_after, "detail": outcome.detail}))
+    else:
+        print("yes" if outcome.accepted else "no")
+        _say_why(outcome, args.user)
+    return EXIT_OK if outcome.accepted else EXIT_NO
+
+
+def _fail_closed(command):
+    """A verification whose attempt cannot be counted, or whose success's count cannot be cleared
+    (a full disk, a read-only home, an I/O error: StorageError), answers no on stdout; the cause is
+    the one line on stderr and the exit status is 2 (:func:`fr_pbd.cli.run_command`)."""
+    def run(args: argparse.Namespace) -> int:
+        from fr_pbd.errors import StorageError
+
+        try:
+            return command(args)
+        except StorageError:
+            if getattr(args, "json", False):
+                import json
+
+                print(json.dumps({"accepted": False, "reason": "error", "retry_after": 0, "detail": None}))
+            else:
+                print("no")
+            raise
+    return run
 
 
 def cmd_unenroll(args: argparse.Namespace) -> int:
@@ -234,18 +266,25 @@ def cmd_fallback_set(args: argparse.Namespace) -> int:
 
 def cmd_fallback_check(args: argparse.Namespace) -> int:
     v = _verifier(args)
-    ok = v.check_fallback(_read_secret(args, confirm=False))
-    print("yes" if ok else "no")
-    if v.last_reason == "fallback_locked":
-        _say(f"the fallback PIN is locked for {v.retry_after} s after too many wrong entries; nothing was compared")
-    elif not ok and v.retry_after:
-        _say(f"wrong; the fallback PIN is now locked for {v.retry_after} s")
-    return EXIT_OK if ok else EXIT_NO
+    check = v.check_fallback(_read_secret(args, confirm=False))
+    print("yes" if check else "no")
+    if check.locked:
+        _say(f"the fallback PIN is locked for {check.retry_after} s after too many wrong entries; nothing was "
+             "compared")
+    elif not check and check.retry_after:
+        _say(f"wrong; the fallback PIN is now locked for {check.retry_after} s")
+    return EXIT_OK if check else EXIT_NO
+
+
+def _add_system(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--system", action="store_true", help="the daemon's home /var/lib/fr-pbd, as the daemon's "
+                        "user (root, after fr-pbd system install; docs/pam.md)")
+    return parser
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    e = add_board(add_home(sub.add_parser(
-        "enroll", help="enrol a user's face (the fallback PIN as proof, then explicit consent)")))
+    e = add_board(_add_system(add_home(sub.add_parser(
+        "enroll", help="enrol a user's face (the fallback PIN as proof, then explicit consent)"))))
     e.add_argument("--user", required=True, help="the Unix login name (bound to that account's uid, if there is one)")
     e.add_argument("--image", action="append", metavar="PATH", help="an enrolment photo (repeatable)")
     e.add_argument("--camera", default=None, metavar="SRC",
@@ -262,9 +301,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     src = v.add_mutually_exclusive_group(required=True)
     src.add_argument("--image", metavar="PATH")
     src.add_argument("--camera", metavar="SRC")
-    v.set_defaults(func=cmd_verify)
+    v.add_argument("--json", action="store_true", help="print {accepted, reason, retry_after, detail} as JSON "
+                   "instead of yes/no: the reason for the user's own screen, never a score")
+    v.set_defaults(func=_fail_closed(cmd_verify))
 
-    u = add_home(sub.add_parser("unenroll", help="withdraw consent: delete a user's templates and consent record"))
+    u = _add_system(add_home(sub.add_parser("unenroll", help="withdraw consent: delete a user's templates and consent "
+                                            "record")))
     u.add_argument("--user", required=True)
     u.set_defaults(func=cmd_unenroll)
 
@@ -272,8 +314,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     er.add_argument("--yes", action="store_true", help="confirm without asking")
     er.set_defaults(func=cmd_erase)
 
-    add_home(sub.add_parser("status", help="users, template counts, store and key health (no biometric data)")
-             ).set_defaults(func=cmd_status)
+    _add_system(add_home(sub.add_parser("status", help="users, template counts, store and key health (no biometric "
+                                        "data)"))).set_defaults(func=cmd_status)
 
     fsub = subcommands(sub.add_parser("fallback", help="the PIN/passphrase alternative to the face"),
                        "fallback_command")
@@ -283,6 +325,6 @@ def register(sub: argparse._SubParsersAction) -> None:
              "the second)"),
             ("check", cmd_fallback_check, "check it (exit 0 yes, 1 no); clears a face lockout; 5 wrong entries "
              "lock it 30 s, doubling", "read the PIN from standard input")):
-        fp = add_home(fsub.add_parser(name, help=helptext))
+        fp = _add_system(add_home(fsub.add_parser(name, help=helptext)))
         fp.add_argument("--secret-stdin", action="store_true", help=stdin_help)
         fp.set_defaults(func=func)

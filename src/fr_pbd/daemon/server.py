@@ -389,27 +389,20 @@ class Daemon:
             self._egress_dirty = True  # written by the reader loop after the answer, not before it
 
     def _verify(self, user: str | None, started: float) -> tuple[bool, str]:
-        """Decision and a reason for the log (no score: the verifier does not even return one)."""
+        """Decision and a reason for the log (no score: the verifier does not even return one).
+
+        One camera attempt (:meth:`fr_pbd.verify.Verifier.attempt`): up to ``max_frames``
+        frames within the frame budget, and never past the answer deadline less one frame; a
+        claim that cannot succeed (locked, not enrolled, account changed) never opens the camera.
+        """
+        until = min(started + self.cfg.capture.frame_budget_ms / 1000, started + 0.9 * self.deadline_s)
         try:
-            refused = self.verifier.refusal_without_look(user)  # the camera is not even opened
-            if refused == "locked_out":
-                return False, "locked out (too many failed attempts; the fallback PIN unlocks)"
-            if refused:
-                return False, f"not accepted ({refused}; no frame taken)"
-            # One attempt: up to max_frames frames within the frame budget, and never past
-            # the answer deadline less one frame (the verifier stops before a frame that would overrun).
-            until = min(started + self.cfg.capture.frame_budget_ms / 1000, started + 0.9 * self.deadline_s)
-            with self.frames.attempt() as frames:
-                decision = self.verifier.verify_frames(frames, user=user, max_frames=self.cfg.capture.max_frames,
-                                                       until=until)
+            outcome = self.verifier.attempt(self.frames, user, max_frames=self.cfg.capture.max_frames, until=until)
         except FrPbdError as exc:  # one-line messages that never hold biometric data
             return False, f"error: {exc}"
         except Exception as exc:  # noqa: BLE001
             return False, f"internal error: {type(exc).__name__}"
-        if decision.accepted:
-            return True, "accepted"
-        why = getattr(self.verifier, "last_reason", None)
-        return False, f"not accepted ({why})" if why else "not accepted (no match or no usable face)"
+        return outcome.accepted, "accepted" if outcome else f"not accepted ({outcome.describe()})"
 
     # -- the answer thread: each answer at its deadline -----------------------------------
     def _answer_loop(self) -> None:
