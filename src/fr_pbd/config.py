@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fr_pbd import fileio
 from fr_pbd.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -77,6 +78,10 @@ PROFILE_HOUSEHOLD = "household-device-access"
 #: Every profile fr-pbd knows. One on purpose: see the module docstring.
 PROFILES = (PROFILE_HOUSEHOLD,)
 MAX_CONFIG_BYTES = 64 * 1024
+#: Arrays and inline tables nested deeper than this are refused before the TOML is parsed. fr-pbd's
+#: own keys nest 1 deep (``services = [...]``); tomllib recurses once per level, so 3,000 levels
+#: would end in RecursionError (an internal error) instead of a one-line ConfigError.
+MAX_TOML_NESTING = 16
 _MAX_ID = 2**32 - 2  # (uid_t)-1 is "no id"
 _TOP_KEYS = {"profile", "board", "tpm", "daemon", "capture", "pam"}
 _PAM_KEYS = {"services", "ttys"}
@@ -205,12 +210,72 @@ def _ids(value: Any, key: str, source: str) -> tuple[int, ...]:
     return tuple(dict.fromkeys(out))
 
 
+def toml_nesting(text: str) -> tuple[int, int]:
+    """The deepest nesting of arrays and inline tables in TOML ``text`` and the line where it is reached.
+
+    One pass over the characters, O(len(text)), no recursion: strings (basic, literal, multi-line,
+    with escapes) and comments are skipped, so a bracket inside them does not count. Table headers
+    (``[t]``, ``[[t]]``) count as their brackets, which is at most 2. Meant for :func:`check_nesting`,
+    before the parser sees the text.
+    """
+    depth = deepest = 0
+    line = deepest_line = 1
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "\n":
+            line += 1
+        elif c == "#":
+            j = text.find("\n", i)
+            i = n if j < 0 else j
+            continue
+        elif c in "\"'":
+            triple = text.startswith(c * 3, i)
+            quote = c * 3 if triple else c
+            i += len(quote)
+            while i < n and not text.startswith(quote, i):
+                if text[i] == "\\" and c == '"':
+                    i += 1
+                elif text[i] == "\n":
+                    line += 1
+                    if not triple:
+                        break  # an unterminated string: the parser will say so
+                i += 1
+            i += len(quote)
+            continue
+        elif c in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest, deepest_line = depth, line
+        elif c in "]}":
+            depth = max(0, depth - 1)
+        i += 1
+    return deepest, deepest_line
+
+
+def check_nesting(text: str, source: str, limit: int = MAX_TOML_NESTING) -> None:
+    """ConfigError if ``text`` nests arrays or inline tables deeper than ``limit`` (:func:`toml_nesting`).
+
+    Checked before parsing rather than by catching the parser's RecursionError: the limit is then a
+    property of the file (the same file is refused whatever the caller's stack depth, thread or
+    ``sys.setrecursionlimit``), the parser never spends time and stack on it, and no RecursionError of
+    some other cause is mistaken for a bad file.
+    """
+    deepest, line = toml_nesting(text)
+    if deepest > limit:
+        raise ConfigError(f"{source}: line {line} nests arrays or tables {deepest} deep; fr-pbd reads at most "
+                          f"{limit}")
+
+
 def parse(text: str, source: str = CONFIG_FILE) -> Config:
     """Parse config text. Unknown keys, wrong types and any profile but the household one are errors."""
+    check_nesting(text, source)
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source} is not valid TOML: {exc}") from None
+    except RecursionError:  # not reached after check_nesting; kept so that it can never be an internal error
+        raise ConfigError(f"{source} nests too deeply") from None
     unknown = sorted(set(doc) - _TOP_KEYS)
     if unknown:
         raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)}; known: profile, board, tpm, [daemon], "
@@ -334,10 +399,19 @@ def load(home: str | os.PathLike[str] | None = None, *, owner: int | None = None
         _check_file(path, owner)
     except FileNotFoundError:
         return Config()
+    except OSError as exc:  # e.g. a home this user may not enter: never mistaken for "no config"
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}; run fr-pbd as the home's owner "
+                          f"(or one its config names), or pass --home") from None
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from None
+        data = fileio.read_limited(path, MAX_CONFIG_BYTES, follow=False)
+        if data is None:
+            raise ConfigError(f"{path} is larger than {MAX_CONFIG_BYTES} bytes; refused unread")
+        text = data.decode("utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}; run fr-pbd as the home's owner "
+                          f"(or one its config names), or pass --home") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text") from None
     cfg = parse(text, str(path))
     return dataclasses.replace(cfg, path=path)
 

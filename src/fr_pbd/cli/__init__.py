@@ -67,9 +67,21 @@ def run_command(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("fr-pbd: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # a full disk, a read-only home, a permission: the user's to fix, not a bug
+        from fr_pbd.fileio import storage_error
+
+        err = storage_error(exc)
+        if err is exc:
+            return _internal(exc)
+        print(f"fr-pbd: error: {err}", file=sys.stderr)
+        return EXIT_ERROR
     except Exception as exc:  # noqa: BLE001 - last line of defence: one line, no traceback
-        if os.environ.get("FR_PBD_DEBUG"):
-            raise
-        print(f"fr-pbd: internal error: {type(exc).__name__}: {exc} (set FR_PBD_DEBUG=1 for details)",
-              file=sys.stderr)
-        return EXIT_INTERNAL
+        return _internal(exc)
+
+
+def _internal(exc: Exception) -> int:
+    if os.environ.get("FR_PBD_DEBUG"):
+        raise exc
+    print(f"fr-pbd: internal error: {type(exc).__name__}: {exc} (set FR_PBD_DEBUG=1 for details)",
+          file=sys.stderr)
+    return EXIT_INTERNAL

@@ -202,7 +202,7 @@ def cmd_unenroll(args: argparse.Namespace) -> int:
 
 
 def cmd_erase(args: argparse.Namespace) -> int:
-    from fr_pbd.errors import StoreError
+    from fr_pbd.errors import StorageError, StoreError
     from fr_pbd.store import erase
 
     home = _verifier(args).home
@@ -211,7 +211,11 @@ def cmd_erase(args: argparse.Namespace) -> int:
             raise StoreError("erase destroys every template and the key; confirm with --yes")
         if input(f"Erase the store and its key in {home}? Type 'erase': ").strip() != "erase":
             raise StoreError("not confirmed; nothing was erased")
-    erase(home)
+    try:
+        erase(home)
+    except StorageError as exc:  # the keys may be destroyed already: the same command finishes it
+        raise StorageError(f"{exc}; if the erase got under way, run fr-pbd erase again once this is fixed",
+                           exc.errno, exc.filename) from exc
     print(f"erased: the data key and the store in {home} are destroyed")
     return EXIT_OK
 

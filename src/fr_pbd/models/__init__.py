@@ -19,6 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from fr_pbd import fileio
 from fr_pbd.errors import ManifestError, ModelHashMismatchError, ModelNotFoundError
 
 if sys.version_info >= (3, 11):
@@ -203,7 +204,12 @@ def resolve(name: str) -> VerifiedModel:
         raise ModelNotFoundError(
             f"model {name} ({model.file}) not found in {where}; run: {model.fix_command}"
         )
-    data = path.read_bytes()
+    data = _read_pinned(model, path)
+    if data is None:
+        raise ModelHashMismatchError(
+            f"model file {path} is {_size(path)} bytes, the manifest says {model.size}: not the file the "
+            f"manifest pins (refused unread); remove it and run: {model.fix_command}"
+        )
     actual = sha256_bytes(data)
     if actual != model.sha256:
         raise ModelHashMismatchError(
@@ -219,5 +225,22 @@ def status(name: str) -> ModelStatus:
     path = _locate(model)
     if path is None:
         return ModelStatus(model, None, False, None)
-    actual = sha256_bytes(path.read_bytes())
+    data = _read_pinned(model, path)
+    if data is None:  # another size: not the pinned file, and not worth hashing
+        return ModelStatus(model, path, False, None)
+    actual = sha256_bytes(data)
     return ModelStatus(model, path, actual == model.sha256, actual)
+
+
+def _read_pinned(model: ModelSpec, path: Path) -> bytes | None:
+    """The file's bytes if it has the manifest's size (``fstat`` before any read), else None: a file of
+    another size is not the pinned one, and a 1 GB file there costs neither its memory nor its reading."""
+    data = fileio.read_limited(path, model.size)
+    return data if data is not None and len(data) == model.size else None
+
+
+def _size(path: Path) -> int | str:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return "?"

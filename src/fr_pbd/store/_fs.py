@@ -6,12 +6,14 @@ Durable writes themselves are :mod:`fr_pbd.fileio` (one implementation for all o
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from fr_pbd import fileio
 from fr_pbd.errors import StoreError, StorePermissionError
 from fr_pbd.fileio import TMP_PREFIX, fsync_dir
 
@@ -46,24 +48,31 @@ def check_private(path: Path, *, directory: bool) -> None:
         )
 
 
+#: What to run when there is no home or no store yet: the PIN comes before any enrolment.
+START_HINT = "start one with: fr-pbd fallback set --home {home} (then fr-pbd enroll)"
+
+
 def check_home(home: Path) -> None:
-    """The store's home must exist and be private (StoreError if missing)."""
+    """The store's home must exist and be private (StoreError if missing, saying how to start one)."""
     try:
         check_private(home, directory=True)
     except FileNotFoundError:
-        raise StoreError(f"no fr-pbd home at {home}") from None
+        raise StoreError(f"no fr-pbd home at {home}; {START_HINT.format(home=home)}") from None
 
 
 def ensure_private_dir(path: Path) -> None:
     """Create ``path`` (one level) with mode 0700 if missing; then check it."""
     try:
-        os.mkdir(path, DIR_MODE)
+        with fileio.storage(path, "create the directory", "nothing was created"):
+            os.mkdir(path, DIR_MODE)
     except FileExistsError:
         pass
     except FileNotFoundError:
-        raise StoreError(f"the parent directory of {path} does not exist") from None
+        raise StoreError(f"the parent directory of {path} does not exist; create it first "
+                         f"(mkdir -p {path.parent})") from None
     else:
-        os.chmod(path, DIR_MODE)  # undo any umask surprise
+        with fileio.storage(path, "set the mode of"):
+            os.chmod(path, DIR_MODE)  # undo any umask surprise
         fsync_dir(path.parent)
     check_private(path, directory=True)
 
@@ -108,12 +117,21 @@ def file_identity(path: Path, head_len: int) -> Identity | None:
         os.close(fd)
 
 
-def read_private_file_identified(path: Path, max_size: int) -> tuple[bytes, os.stat_result]:
-    """:func:`read_private_file`, and the ``fstat`` of the very file it read."""
+def read_private_file_identified(path: Path, max_size: int,
+                                 check: Callable[[int, os.stat_result], None] | None = None,
+                                 ) -> tuple[bytes, os.stat_result]:
+    """:func:`read_private_file`, and the ``fstat`` of the very file it read.
+
+    Its size is checked (``fstat``) before anything is read: over ``max_size`` is a StoreError;
+    ``check(fd, st)`` may refuse more (it may ``pread`` a header) before the rest is read.
+    """
     fd, st = _open_private(path)
     try:
         if st.st_size > max_size:
-            raise StoreError(f"{path} is larger than any file fr-pbd writes")
+            raise StoreError(f"{path} is larger than any file fr-pbd writes ({st.st_size} bytes); "
+                             f"refused unread")
+        if check is not None:
+            check(fd, st)
         chunks = []
         remaining = st.st_size
         while remaining > 0:
@@ -129,12 +147,13 @@ def read_private_file_identified(path: Path, max_size: int) -> tuple[bytes, os.s
 
 def overwrite(path: Path, data: bytes, offset: int = 0) -> None:
     """Overwrite bytes of an existing file in place and fsync (destroys key material; best effort on flash)."""
-    fd = os.open(path, os.O_WRONLY | _O_NOFOLLOW | _O_CLOEXEC)
-    try:
-        os.pwrite(fd, data, offset)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    with fileio.storage(path, "overwrite"):
+        fd = os.open(path, os.O_WRONLY | _O_NOFOLLOW | _O_CLOEXEC)
+        try:
+            fileio.pwrite(fd, data, offset, path)
+            fileio.fsync(fd, path)
+        finally:
+            os.close(fd)
 
 
 def remove_stale_temps(directory: Path) -> None:
@@ -151,28 +170,45 @@ def shred_file(path: Path) -> None:
     On flash storage (wear levelling, copy-on-write file systems) the old blocks
     may survive; fr-pbd's guarantee comes from destroying the keys, not from this.
     """
-    try:
-        fd = os.open(path, os.O_WRONLY | _O_NOFOLLOW | _O_CLOEXEC)
-    except FileNotFoundError:
-        return
-    try:
-        size = os.fstat(fd).st_size
-        done = 0
-        while done < size:
-            n = min(size - done, 1 << 20)
-            os.pwrite(fd, os.urandom(n), done)
-            done += n
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.unlink(path)
+    with fileio.storage(path, "overwrite and delete"):
+        try:
+            fd = os.open(path, os.O_WRONLY | _O_NOFOLLOW | _O_CLOEXEC)
+        except FileNotFoundError:
+            return
+        try:
+            size = os.fstat(fd).st_size
+            done = 0
+            while done < size:
+                n = min(size - done, 1 << 20)
+                fileio.pwrite(fd, os.urandom(n), done, path)
+                done += n
+            fileio.fsync(fd, path)
+        finally:
+            os.close(fd)
+        os.unlink(path)
     fsync_dir(path.parent)
 
 
 @contextlib.contextmanager
 def file_lock(path: Path, *, exclusive: bool) -> Iterator[None]:
-    """Hold an ``flock`` on ``path`` (created 0600 if missing) for the ``with`` body."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | _O_NOFOLLOW | _O_CLOEXEC, FILE_MODE)
+    """Hold an ``flock`` on ``path`` (created 0600 if missing) for the ``with`` body.
+
+    On a read-only file system, or in a home this process may not write, an existing lock
+    file is opened read-only (``flock`` does not care): reading still works there (``status``,
+    the pre-check), and a write fails where it is made, with the store's own path.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | _O_NOFOLLOW | _O_CLOEXEC, FILE_MODE)
+    except OSError as exc:
+        if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            err = fileio.storage_error(exc, path, "create the lock file", "nothing was changed")
+            if err is exc:
+                raise
+            raise err from exc
+        try:
+            fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC)
+        except OSError:
+            raise fileio.storage_error(exc, path, "create the lock file", "nothing was changed") from exc
     try:
         st = os.fstat(fd)
         if st.st_uid != os.geteuid() or st.st_mode & 0o077 or not stat.S_ISREG(st.st_mode):

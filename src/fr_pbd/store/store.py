@@ -19,7 +19,7 @@ from fr_pbd import fileio, hardening
 from fr_pbd.errors import StoreError
 from fr_pbd.store import _format as fmt
 from fr_pbd.store import _fs, protection
-from fr_pbd.store.envelope import MAX_FILE, Opened, make_header, new_dek, open_bytes, seal
+from fr_pbd.store.envelope import Opened, make_header, new_dek, open_bytes, seal
 from fr_pbd.store.fallback import check_fallback as _compare_fallback
 from fr_pbd.store.keys import DeviceFileKeyProvider, KeyProvider, WrappedKey, check_provider, normalise_secret
 from fr_pbd.store.records import ConsentRecord, LockoutState, StoreState
@@ -30,6 +30,12 @@ __all__ = ["Store", "STORE_FILE", "LOCK_FILE", "provider_for", "stored_provider_
 
 STORE_FILE = "store.frpbd"
 LOCK_FILE = "store.lock"
+#: The largest payload bucket this store reads or writes: 256 MiB, half a million 128-d templates,
+#: far beyond a household. The format allows 16 GiB (``_format.MAX_BUCKET``); a file above this is
+#: refused from its size (``fstat``) and header before its body is read, so a planted 1 GB file
+#: costs neither the memory nor the time of reading it.
+MAX_STORE_BUCKET = 2**28
+MAX_STORE_FILE = fmt.MAX_HEADER_LEN + fmt.NONCE_LEN + MAX_STORE_BUCKET + fmt.TAG_LEN
 
 
 class Store:
@@ -132,9 +138,10 @@ class Store:
         """Read, parse, unwrap, decrypt; and the identity of the file version read. Caller holds the lock."""
         _fs.check_home(self._home)
         try:
-            data, st = _fs.read_private_file_identified(self.path, max_size=MAX_FILE)
+            data, st = _fs.read_private_file_identified(self.path, max_size=MAX_STORE_FILE, check=_check_size)
         except FileNotFoundError:
-            raise StoreError(f"no fr-pbd store in {self._home}") from None
+            raise StoreError(f"no fr-pbd store in {self._home}; "
+                             f"{_fs.START_HINT.format(home=self._home)}") from None
         opened = open_bytes(data, self._provider)
         try:
             self._provider.check_fresh(_wrapped_of(opened.header), opened.state.generation)  # rollback (TPM counter)
@@ -360,9 +367,21 @@ def _wrapped_of(header: fmt.Header) -> WrappedKey:
     return WrappedKey(header.provider_id, header.provider_params, header.key_id, header.wrapped_dek)
 
 
+def _check_size(fd: int, st: os.stat_result) -> None:
+    """Before the body is read: the header parses and the file's size is one the format writes."""
+    header_bytes = os.pread(fd, fmt.MAX_HEADER_LEN, 0)
+    _header, hlen = fmt.parse_header(header_bytes)
+    fmt.check_body_length(st.st_size - hlen)
+
+
 def _write(home: Path, header_bytes: bytes, dek: bytes, state: StoreState) -> bytes:
-    """Seal and durably replace the store file; returns its first bytes (header and nonce: the file's identity)."""
+    """Seal and durably replace the store file; returns its first bytes (header and nonce: the file's identity).
+
+    A full disk, a read-only home or an I/O error raises StorageError and leaves the old file as it was.
+    """
     data = seal(header_bytes, dek, state)
+    if len(data) > MAX_STORE_FILE:
+        raise StoreError(f"the store in {home} would exceed {MAX_STORE_BUCKET >> 20} MiB; unenrol someone first")
     fileio.atomic_write(home / STORE_FILE, data)
     return data[:len(header_bytes) + fmt.NONCE_LEN]
 
