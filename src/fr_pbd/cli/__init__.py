@@ -1,7 +1,7 @@
 """The ``fr-pbd`` command: the only place that knows argparse.
 
 One module per command group (:mod:`.household`, :mod:`.keys`, :mod:`.faces`, :mod:`.models`,
-:mod:`.daemon`, :mod:`.audit`, :mod:`.eval`, :mod:`.bench`), each with a
+:mod:`.daemon`, :mod:`.audit`, :mod:`.eval`, :mod:`.bench`, :mod:`.system`), each with a
 ``register(subparsers)``; the libraries below never import this package. Errors are
 handled once, in :func:`run_command`: one line on stderr and an exit status (0 yes,
 1 no, 2 error, 3 an incomplete audit, 4 internal error), never a traceback.
@@ -15,14 +15,14 @@ import sys
 from typing import Callable, Sequence
 
 from fr_pbd._version import __version__
-from fr_pbd.cli import audit, bench, daemon, faces, household, keys, models
+from fr_pbd.cli import audit, bench, daemon, faces, household, keys, models, system
 from fr_pbd.cli import eval as evaluation
 from fr_pbd.cli._common import EXIT_ERROR, EXIT_INTERNAL, EXIT_NO, EXIT_OK, Parser
 from fr_pbd.errors import FrPbdError
 
 __all__ = ["main", "build_parser", "run_command", "EXIT_OK", "EXIT_NO", "EXIT_ERROR", "EXIT_INTERNAL"]
 
-_GROUPS = (faces, household, keys, evaluation, daemon, audit, models, bench)
+_GROUPS = (faces, household, keys, evaluation, daemon, audit, models, bench, system)
 
 
 def build_parser() -> argparse.ArgumentParser:
