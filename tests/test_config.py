@@ -176,3 +176,60 @@ def test_capture_table_defaults_values_and_refusals():
                       ("capture = 5\n", "capture must be a table")):
         with pytest.raises(ConfigError, match=re.escape(msg)):
             config.parse(text)
+
+
+# --- nesting and size, refused before they cost anything -----------------------------------------
+@pytest.mark.parametrize("deep", ["a = " + "[" * 3000 + "]" * 3000,
+                                  "a = " + "{b = " * 3000 + "1" + "}" * 3000,
+                                  "[daemon]\nallowed_uids = " + "[" * 17 + "1" + "]" * 17])
+def test_deep_nesting_is_refused_before_the_parser_sees_it(tmp_path, monkeypatch, deep):
+    (tmp_path / "config.toml").write_text(deep)
+    os.chmod(tmp_path / "config.toml", 0o600)
+    called = []
+    monkeypatch.setattr(config.tomllib, "loads", lambda text: called.append(text))
+    with pytest.raises(ConfigError, match=r"nests arrays or tables \d+ deep; fr-pbd reads at most 16") as e:
+        config.load(tmp_path)
+    assert "\n" not in str(e.value) and not called
+
+
+def test_deep_nesting_unguarded_control_is_a_recursion_error():
+    """What the pre-scan prevents: the parser itself recurses once per level and fails with RecursionError
+    (the internal error of exit 4), after spending its stack on it."""
+    with pytest.raises(RecursionError):
+        config.tomllib.loads("a = " + "[" * 3000 + "]" * 3000)
+
+
+def test_brackets_in_strings_and_comments_do_not_count():
+    text = ('# [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\n'
+            '[daemon]\n'
+            'socket = "/run/x[[[[[[[[[[[[[[[[[[[[[[[[[[.sock"  # {{{{{{{{{{{{{{{{{{{{{{{{\n'
+            'allowed_uids = [1000, 0]\n'
+            "[pam]\n"
+            "services = ['login', '''sudo''']\n")
+    assert config.toml_nesting(text)[0] == 1
+    cfg = config.parse(text)
+    assert cfg.daemon.allowed_uids == (1000, 0) and cfg.pam.services == ("login", "sudo")
+    multi = 'x = """\n' + "[" * 40 + '\n"""\ny = "\\"' + "[" * 40 + '"\n'
+    assert config.toml_nesting(multi) == (0, 1)
+
+
+def test_an_oversized_config_is_refused_unread(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text('profile = "household-device-access"\n' + "#" * config.MAX_CONFIG_BYTES + "\n")
+    os.chmod(path, 0o600)
+    with pytest.raises(ConfigError, match="larger than 65536 bytes"):
+        config.load(tmp_path)
+
+
+def test_a_config_that_cannot_be_read_is_an_error_not_the_defaults(tmp_path, monkeypatch):
+    """An lstat or open refused (a home this user may not enter) is a ConfigError naming the file,
+    never "no config" (the defaults could differ from what the owner wrote)."""
+    (tmp_path / "config.toml").write_text('profile = "household-device-access"\n')
+    os.chmod(tmp_path / "config.toml", 0o600)
+
+    def refuse(path, *a, **k):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(config.os, "lstat", refuse)
+    with pytest.raises(ConfigError, match="cannot read .*config.toml: Permission denied"):
+        config.load(tmp_path)

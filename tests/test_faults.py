@@ -344,3 +344,115 @@ def test_seam_is_off_by_default_and_no_environment_sets_it():
     src = Path(fileio.__file__).read_text(encoding="utf-8")
     assert "os.environ" not in src and "getenv(" not in src
 
+
+
+def test_ask_by_another_user_on_an_unreadable_config_is_exit_2(request):
+    """``fr-pbd ask`` run by a user who cannot enter the home: a one-line ConfigError (exit 2), not the
+    internal error of a raw PermissionError, and never the defaults taken for "no config"."""
+    _need_root()
+    if shutil.which("setpriv") is None:
+        missing("setpriv is missing (util-linux)")
+    base = Path(tempfile.mkdtemp(prefix="fr-pbd-ask-", dir="/tmp"))
+    request.addfinalizer(lambda: shutil.rmtree(base, ignore_errors=True))
+    os.chmod(base, 0o755)
+    home = base / "home"
+    home.mkdir(mode=0o700)
+    (home / "config.toml").write_text('profile = "household-device-access"\n')
+    proc = run_cli(home, ["ask", "--user", "obama"],
+                   prefix=("setpriv", "--reuid=64917", "--regid=64917", "--clear-groups", "--"))
+    assert proc.returncode == 2, proc.stderr
+    assert f"cannot read {home}/config.toml: Permission denied" in proc.stderr, proc.stderr
+    assert "internal error" not in proc.stderr and len(proc.stderr.splitlines()) == 1
+
+
+#: Runs one call in a fresh interpreter and prints the peak RSS (KiB) it added and the seconds it took.
+MEASURE = """
+import sys, time
+from pathlib import Path
+kind, arg = sys.argv[1], sys.argv[2]
+if kind == "model":
+    from fr_pbd import models
+    call = lambda: models.resolve("dlib-resnet-v1")
+elif kind == "store":
+    from fr_pbd.store import Store
+    call = lambda: Store.open(arg)
+else:
+    call = lambda: Path(arg).read_bytes()
+import fr_pbd.errors
+def peak():  # VmHWM: this process's own peak (ru_maxrss would carry the parent's over fork and exec)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+base = peak()
+t0 = time.perf_counter()
+try:
+    call()
+    outcome = "read"
+except fr_pbd.errors.FrPbdError as exc:
+    outcome = type(exc).__name__ + ": " + str(exc)
+took = time.perf_counter() - t0
+print(peak() - base, took, outcome)
+"""
+
+
+def _measure(kind: str, arg: str, env: dict | None = None) -> tuple[int, float, str]:
+    out = subprocess.run([sys.executable, "-c", MEASURE, kind, arg], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    kib, took, outcome = out.stdout.split(" ", 2)
+    return int(kib), float(took), outcome.strip()
+
+
+def _sparse(path: Path, size: int, head: bytes = b"") -> Path:
+    with open(path, "wb") as f:
+        f.write(head)
+        f.truncate(size)
+    os.chmod(path, 0o600)
+    return path
+
+
+def test_a_1gb_model_file_is_refused_unread(tmp_path):
+    """A 1 GiB file where the embedder should be: refused from its size, under 1 s and 50 MB; the
+    unguarded control (reading it, as before) costs its full size in memory."""
+    models_dir = tmp_path / "models"
+    models_dir.mkdir()
+    big = _sparse(models_dir / "dlib_face_recognition_resnet_model_v1.onnx", 1 << 30)
+    env = dict(os.environ, FR_PBD_MODELS=str(models_dir), XDG_CACHE_HOME=str(tmp_path / "cache"))
+    kib, took, outcome = _measure("model", "", env)
+    assert outcome.startswith("ModelHashMismatchError") and "1073741824 bytes" in outcome, outcome
+    assert "refused unread" in outcome and kib < 50_000 and took < 1.0, (kib, took)
+    control = _sparse(tmp_path / "control.bin", 300 << 20)
+    kib, _took, _ = _measure("read", str(control))
+    assert kib > 200_000, kib  # what reading it whole costs (300 MiB)
+
+
+@pytest.mark.parametrize("size", [10**9, 2 * 10**8], ids=["1GB-over-the-cap", "200MB-no-bucket-size"])
+def test_a_1gb_store_file_is_refused_unread(size, home):
+    """A store file grown to 1 GB (over the 256 MiB bucket the store reads), or to 200 MB (under it, but
+    no size the format writes, seen from fstat and the header): refused under 1 s and 50 MB, before its
+    body is read. Before, both were read whole (1.9 GB peak, 6 s) and then refused."""
+    store = home / "store.frpbd"
+    head = store.read_bytes()[:4096]
+    _sparse(store, size, head)
+    kib, took, outcome = _measure("store", str(home))
+    assert outcome.startswith(("StoreIntegrityError", "StoreError")), outcome
+    assert kib < 50_000 and took < 1.0, (kib, took, outcome)
+
+
+def test_the_api_raises_storage_error_on_a_full_disk(fault_home, faces_dir, models_env):
+    """fr_pbd.verify_face on a full disk: StorageError (an fr-pbd error and an OSError, errno ENOSPC), not a
+    raw OSError and not a yes; the store as it was."""
+    import fr_pbd
+    from fr_pbd.errors import FrPbdError, StorageError
+
+    fs, home = fault_home
+    before = snapshot(home)
+    filler = fs.fill()
+    try:
+        with pytest.raises(StorageError) as e:
+            fr_pbd.verify_face(faces_dir / GENUINE[0], user="obama", home=home)
+    finally:
+        filler.unlink()
+    assert isinstance(e.value, FrPbdError) and isinstance(e.value, OSError) and e.value.errno == errno.ENOSPC
+    assert "no space left on the device" in str(e.value) and str(home) in str(e.value)
+    assert snapshot(home) == before
