@@ -2,8 +2,10 @@
 
 Exit codes, for every command: 0 yes / success, 1 a negative answer (``no``,
 ``different``, an audit that failed), 2 an error (one line on stderr, never a
-traceback), 3 an incomplete audit (no check failed, but some evidence is
-missing), 4 an internal error.
+traceback; also a full disk, a used-up quota, an I/O error, a read-only or
+unwritable home and a missing one: the user's to fix, see
+:func:`fr_pbd.fileio.storage_error`), 3 an incomplete audit (no check failed, but
+some evidence is missing), 4 an internal error (a bug in fr-pbd).
 """
 
 from __future__ import annotations
