@@ -6,8 +6,8 @@ It returns an 8-bit, 3-channel BGR array (OpenCV's order) or raises
 Only the formats in :data:`ACCEPTED` are read: JPEG, PNG, BMP and PNM (PBM/PGM/PPM, binary and
 ASCII), recognised by their first bytes as OpenCV recognises them, never by a file name. Every
 other format OpenCV can decode (TIFF, WebP, GIF, JPEG 2000, AVIF, HDR, PFM, PAM, Sun raster,
-...) is refused unread: each has a header of its own that a decompression bomb hides in, and a
-9.5 kB deflate TIFF declaring 30000 x 30000 pixels cost OpenCV 5.4 GB and 13-18 s. For the
+...) is refused unread: each has a header of its own that a decompression bomb hides in (an
+11 kB deflate TIFF declaring 30000 x 30000 pixels makes OpenCV allocate and fill all 2.7 GB). For the
 accepted formats the width and height are read from the header, the way OpenCV's decoder reads
 them, and checked against :data:`MAX_PIXELS` *before* OpenCV allocates anything; a header that
 cannot be read is refused, never passed on. A PNG's chunk list is walked first too: libpng (as
@@ -16,7 +16,10 @@ OpenCV 5 drives it) allocates a chunk's *declared* length before reading it.
 A second barrier: OpenCV checks every decoded size against ``OPENCV_IO_MAX_IMAGE_PIXELS``, which
 it reads once, when cv2 is loaded. This module sets it to :data:`MAX_PIXELS` before importing
 cv2 (unless a lower value is set), so a header this module reads differently from OpenCV still
-cannot make it allocate more than the budget.
+cannot make it allocate more than the budget. That holds where this module is the first to
+import cv2, as in every fr-pbd command; :data:`OPENCV_LIMIT_IN_FORCE` says whether it was.
+
+Camera frames arrive as arrays (:func:`to_bgr8` checks their size): they are never decoded here.
 
 Limits: :data:`MAX_FILE_BYTES` encoded bytes, :data:`MAX_PIXELS` pixels, :data:`MAX_PNG_CHUNKS`
 PNG chunks, :data:`MAX_JPEG_SCANS` JPEG scans.
