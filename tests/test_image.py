@@ -75,7 +75,7 @@ def test_empty_file(tmp_path):
 def test_not_an_image(tmp_path):
     p = tmp_path / "notes.jpg"
     p.write_text("this is not a picture\n" * 20)
-    expect_error(p, "not an image")
+    expect_error(p, "not an image fr-pbd can decode (it reads JPEG, PNG, BMP, PNM (PBM/PGM/PPM))")
 
 
 def test_truncated_jpeg_and_png(tmp_path, faces_dir):
@@ -92,7 +92,7 @@ def test_truncated_jpeg_and_png(tmp_path, faces_dir):
 def test_decompression_bomb_refused_from_header(tmp_path):
     p = tmp_path / "bomb.png"
     p.write_bytes(png_header_only(10_000, 10_000))
-    expect_error(p, "limit is 50 MP")
+    expect_error(p, "is 10000x10000 = 100 MP by its PNG header; the limit is 50 MP")
     assert 10_000 * 10_000 > MAX_PIXELS
 
 

@@ -217,7 +217,7 @@ def _bmp_size(data: bytes, what: str) -> tuple[int, int]:
     if len(data) < 26:
         raise ImageError(f"{what} is truncated (the file ends inside the BMP header)")
     (header,) = struct.unpack("<i", data[14:18])
-    if header >= 36 and len(data) >= 34:
+    if header >= 36:
         w, h, _planes, bpp, compression = struct.unpack("<iiHHI", data[18:34])
     elif header == 12:
         w, h, bpp = struct.unpack("<HHH", data[18:22] + data[24:26])
