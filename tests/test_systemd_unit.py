@@ -57,3 +57,11 @@ def test_exposure_score_is_the_recorded_one(tmp_path):
     recorded = Path(__file__).resolve().parents[1] / "docs" / "results" / "systemd-security.txt"
     assert f"exposure level for fr-pbd.service: {score.group(1)}" in recorded.read_text()
     assert float(score.group(1)) <= 1.0
+
+
+def test_every_directive_is_explained_in_docs_pam():
+    """docs/pam.md explains the shipped unit line by line: a directive added here must be added there."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "pam.md").read_text()
+    keys = {ln.split("=", 1)[0].strip() for ln in UNIT.read_text().splitlines()
+            if "=" in ln and not ln.lstrip().startswith("#")}
+    assert sorted(k for k in keys if f"`{k}=" not in doc) == []

@@ -273,10 +273,8 @@ def _program() -> Path:
 
 def _check_program(script: Path) -> None:
     """PAM runs this program as root and the daemon runs it as its user: only root may change any of it."""
-    import fr_pbd
-
     for what, path in (("the fr-pbd program", script), ("its Python", Path(sys.executable)),
-                       ("the fr_pbd package", Path(fr_pbd.__file__).parent)):
+                       ("the fr_pbd package", Path(__file__).resolve().parent)):
         real = Path(os.path.realpath(path))
         for hidden in _HIDDEN:
             if real == hidden or hidden in real.parents:
