@@ -307,6 +307,10 @@ def test_generic_distribution_gets_the_line_and_no_pam_file_is_written(machine):
     m = machine
     m.sh("for t in /usr/sbin/pam-auth-update /sbin/pam-auth-update; do [ -e $t ] && rm -f $t; done; true")
     before = m.hashes(KEPT)
+    staged = m.run([FR_PBD, "system", "install", "--dry-run", "--root", "/run/fr-pbd-image"], check=True).stdout
+    for path in ("/var/lib/fr-pbd", "/var/lib/fr-pbd-install", "/usr/local/share/fr-pbd/models", "/usr/local/bin"):
+        assert f"create directory /run/fr-pbd-image{path} " in staged, staged  # every path under --root
+    assert "write /run/fr-pbd-image/etc/systemd/system/fr-pbd.service" in staged
     pam = ["/etc/pam.d", "/usr/share/pam-configs", "/var/lib/pam"]
     pam_before = m.hashes(pam)
     out = m.run([FR_PBD, "system", "install"], check=True).stdout
