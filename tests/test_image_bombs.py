@@ -11,12 +11,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import resource
-import signal
 import struct
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -219,27 +216,35 @@ def test_format_by_signature_never_by_name(tmp_path):
 # --------------------------------------------------------------------------------------
 # through the real CLI: exit 2, one line, bounded time and memory
 # --------------------------------------------------------------------------------------
+MEASURE = r"""
+import json, os, resource, signal, subprocess, sys, threading, time
+def limit():  # a net if the defence regresses: the bomb fails to allocate instead of taking 5 GB
+    resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+t = time.perf_counter()
+p = subprocess.Popen(sys.argv[2:], preexec_fn=limit)
+killer = threading.Timer(60, lambda: os.kill(p.pid, signal.SIGKILL))
+killer.start()
+_, status, usage = os.wait4(p.pid, 0)
+killer.cancel()
+p.returncode = os.waitstatus_to_exitcode(status)
+with open(sys.argv[1], "w") as f:
+    json.dump({"rc": p.returncode, "wall": time.perf_counter() - t, "rss_mb": usage.ru_maxrss / 1024}, f)
+"""
+
+
 def run_measured(args: list[str], env: dict[str, str], tmp_path: Path) -> tuple[int, str, str, float, float]:
-    """(exit status, stdout, stderr, wall s, peak RSS MB) of one child, measured with wait4 (its own
-    rusage, not every child's); RLIMIT_AS 2 GB and a 60 s kill are a net if the defence regresses."""
-    out, err = tmp_path / "out", tmp_path / "err"
+    """(exit status, stdout, stderr, wall s, peak RSS MB) of one fr-pbd command.
 
-    def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
-
+    Measured by a small go-between process with wait4 (the command's own rusage): a child's
+    ru_maxrss includes what its parent held when it forked, so the test process, which holds the
+    models, must not be the command's parent.
+    """
+    out, err, res = tmp_path / "out", tmp_path / "err", tmp_path / "measure.json"
     with open(out, "wb") as fo, open(err, "wb") as fe:
-        t = time.perf_counter()
-        p = subprocess.Popen([sys.executable, "-m", "fr_pbd.cli", *args], stdout=fo, stderr=fe, env=env,
-                             preexec_fn=limit)
-        killer = threading.Timer(60, lambda: os.kill(p.pid, signal.SIGKILL))
-        killer.start()
-        try:
-            _, status, usage = os.wait4(p.pid, 0)
-        finally:
-            killer.cancel()
-        wall = time.perf_counter() - t
-    p.returncode = os.waitstatus_to_exitcode(status)
-    return p.returncode, out.read_text(), err.read_text(), wall, usage.ru_maxrss / 1024
+        subprocess.run([sys.executable, "-c", MEASURE, str(res), sys.executable, "-m", "fr_pbd.cli", *args],
+                       stdout=fo, stderr=fe, env=env, timeout=120, check=True)
+    m = json.loads(res.read_text())
+    return m["rc"], out.read_text(), err.read_text(), m["wall"], m["rss_mb"]
 
 
 @pytest.mark.parametrize("command", ["detect", "verify"])
