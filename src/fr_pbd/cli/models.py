@@ -14,7 +14,7 @@ import sys
 
 from fr_pbd.cli._common import EXIT_ERROR, EXIT_OK, add_board, add_home, subcommands
 
-BUILDABLE = ("dlib-resnet", "dlib-resnet-int8", "yunet-variants")
+BUILDABLE = ("dlib-resnet", "dlib-resnet-int8", "yunet-variants", "plda")
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
@@ -60,6 +60,8 @@ def cmd_models_build(args: argparse.Namespace) -> int:
             from fr_pbd.build.dlib_resnet_int8 import build_dlib_int8
 
             print(f"dlib-resnet-v1-int8: built and verified {build_dlib_int8()}")
+        elif name == "plda":
+            _build_plda(args)
         elif name == "dlib-resnet":
             from fr_pbd.build.dlib_resnet import build_verified
 
@@ -70,6 +72,36 @@ def cmd_models_build(args: argparse.Namespace) -> int:
         raise ModelError(f"building needs the build extra ({exc.name} is missing): "
                          "pip install 'fr-pbd[build]'") from None
     return EXIT_OK
+
+
+def _build_plda(args: argparse.Namespace) -> None:
+    """The PLDA score model from LFW's half A (the selection half): templates through the evaluation's
+    own code (one center face per image, the pipeline in force), then fr_pbd.build.plda."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from fr_pbd.build.plda import NAME, build_plda
+    from fr_pbd.cli.eval import ProgressBar
+    from fr_pbd.errors import EvaluationError
+    from fr_pbd.eval.lfw import embed_images, list_images, pipeline_embedder
+    from fr_pbd.eval.transactions import DEFAULT_SEED, half_a_rows
+
+    if not args.data:
+        raise EvaluationError("building plda needs --data: the LFW folder (NAME/NAME_NNNN.jpg)")
+    listing = list_images(Path(args.data))
+    if not listing:
+        raise EvaluationError(f"no LFW images under {args.data}")
+    names = sorted({n for n, _, _ in listing})
+    code = {n: c for c, n in enumerate(names)}
+    ids = np.array([code[n] for n, _, _ in listing], dtype=np.int64)
+    half = half_a_rows(ids, DEFAULT_SEED)
+    embed, _model_id = pipeline_embedder()
+    rows = np.flatnonzero(half)
+    x, ok, _reasons = embed_images([listing[i][2] for i in rows], embed, ProgressBar("templates"))
+    path, fp = build_plda(x[ok], ids[rows][ok])
+    print(f"{NAME}: built and verified {path} (from {int(ok.sum())} templates of "
+          f"{np.unique(ids[rows]).size} identities; fingerprint {fp})")
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -154,6 +186,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     mb = msub.add_parser("build", help=f"build a model locally: {', '.join(BUILDABLE)}")
     mb.add_argument("name")
     mb.add_argument("--dat", default=None, help="path to dlib_face_recognition_resnet_model_v1.dat")
+    mb.add_argument("--data", default=None, help="plda: the LFW folder (it is trained on half A of its identities)")
     mb.set_defaults(func=cmd_models_build)
 
     doc = add_board(add_home(sub.add_parser("doctor", help="check that this machine can run the pipeline")))

@@ -172,6 +172,14 @@ class LfwResult:
     score_model: str | None = None  # --score-model: the 10-fold accuracy's and the transactions' score model
 
 
+def embed_images(paths: Sequence[Path], embed: Embedder, progress: Progress | None = None):
+    """Templates of ``paths`` as the evaluation computes them: (N, D) unit rows, acquired flags, failure reasons.
+
+    In memory only; ``fr-pbd models build plda`` trains on them.
+    """
+    return _embed_all(paths, embed, progress)
+
+
 def _embed_all(paths: Sequence[Path], embed: Embedder, progress: Progress | None):
     vecs: list[np.ndarray | None] = []
     reasons: Counter[str] = Counter()

@@ -98,7 +98,9 @@ class PldaModel:
 
     @classmethod
     def train(cls, x: np.ndarray, identity: np.ndarray, trained_on: str = "") -> "PldaModel":
-        return cls(fit(x, identity), trained_on)
+        """Fit, then keep the parameters as the file stores them (float32), so that what is evaluated
+        is exactly what a device loads."""
+        return cls(Plda.from_bytes(fit(x, identity).to_bytes()), trained_on)
 
     def enrolled(self, sets: np.ndarray, mask: np.ndarray) -> Enrolled:
         p = self.prepared
