@@ -245,7 +245,7 @@ def test_200_verifications_one_byte_each_and_right(daemon_env, faces_dir):
     assert d.proc.poll() is None
     # The daemon logs after it has answered: wait for the last line rather than race it.
     log = read_log_until(d.log, lambda text: text.count("-> Y") >= n_yes)
-    assert "locked out" in log and log.count("-> Y") == n_yes
+    assert "locked for" in log and log.count("-> Y") == n_yes
     assert not SCOREISH.search(log.replace(str(home), "").replace(str(d.sock), "").replace(str(frames), ""))
 
 
@@ -297,10 +297,10 @@ def test_clients_that_vanish_or_stall_do_not_hurt_the_daemon(daemon_env):
         s.sendall(b"VERIFY\n")
         s.close()
     time.sleep(1.5)  # the vanished verifications are answered (into the void) at their deadlines
-    # a client that says nothing gets N after the 2 s read timeout
+    # a client that says nothing gets N after the read timeout: the answer deadline (at most 2 s)
     t0 = time.monotonic()
     assert raw_request(d.sock, b"", close_write=False) == b"N"
-    assert 1.5 <= time.monotonic() - t0 < 10
+    assert TEST_DEADLINE_MS / 1e3 - 0.01 <= time.monotonic() - t0 < 10
     # stalled clients of one uid hold at most max_connections_per_uid (4) connections;
     # beyond that the same uid gets N at once, and nothing else is held
     stalled = []
@@ -717,7 +717,7 @@ def test_answer_times_do_not_tell_the_reason(tmp_path, template_home, faces_dir,
     p95 = {k: _percentile(v, 0.95) for k, v in times.items()}
     print("answer times (ms) p50", {k: round(v, 2) for k, v in p50.items()},
           "p95", {k: round(v, 2) for k, v in p95.items()}, "load", os.getloadavg())
-    for reason in ("accepted", "no_match", "no_face", "presentation_attack", "locked out"):
+    for reason in ("accepted", "no_match", "no_face", "presentation_attack", "locked for"):
         assert reason in log, reason  # each kind really took its own path
     # (an overrun, answered at twice the deadline, would show at p95 if it came with one kind)
     assert min(p50.values()) >= deadline_ms - 1

@@ -39,7 +39,7 @@ from fr_pbd.errors import StoreError
 from fr_pbd.outcome import ACCOUNT_CHANGED, LOCKED, UNKNOWN_USER, Outcome
 from fr_pbd.store import Store
 from fr_pbd.store.protection import ProtectedMatcher
-from fr_pbd.store.records import LockoutState, account_uid
+from fr_pbd.store.records import LockoutState, account_uid, lock_seconds
 from fr_pbd.timing import StageHook
 
 __all__ = ["AttemptProtocol", "Counted", "utc_now"]
@@ -91,8 +91,11 @@ class AttemptProtocol:
         """Whole seconds the scope stays locked (0: not locked), the later of both clocks' answers."""
         boot = self._boot()
         stored = lock.retry_after(now)
+        allowed = lock_seconds(lock.failures)
         with self._shadow_lock:
-            if stored:
+            if stored > allowed:  # the wall clock was set back: longer now, but the boot clock's end stays
+                self._boot_until.setdefault(scope, boot + allowed)
+            elif stored:
                 self._boot_until[scope] = max(self._boot_until.get(scope, 0.0), boot + stored)
             elif lock.failures == 0:
                 self._boot_until.pop(scope, None)  # cleared (a success or the fallback PIN)

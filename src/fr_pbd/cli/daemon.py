@@ -11,7 +11,7 @@ from fr_pbd.cli._common import EXIT_NO, EXIT_OK, HOME_HELP, add_board
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from fr_pbd.capture.frames import CameraFrames, FileFrames, FrameSource
-    from fr_pbd.daemon.server import serve
+    from fr_pbd.daemon.process import serve
 
     frames: FrameSource = CameraFrames(args.camera) if args.camera is not None else FileFrames(args.frames)
     return serve(home=args.home, socket_path=args.socket, frames=frames, log_path=args.log, board=args.board)

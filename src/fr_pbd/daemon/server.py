@@ -15,10 +15,13 @@ the deadline and logged as an overrun. Refusals that depend only on the request
 knows them already.
 
 Concurrency: one thread reads every connection without blocking (``selectors``); each
-peer has :data:`READ_TIMEOUT_S` to send its line; idle or refused peers never hold a
-worker. One worker runs the verifications one at a time (one camera, one lockout
-counter) and one thread sends each answer at its deadline. A client that disconnects at
-any point only ends its own connection.
+peer has the answer deadline (at most :data:`READ_TIMEOUT_S`) to send its line; idle or
+refused peers never hold a worker. One worker runs the verifications one at a time (one
+camera, one lockout counter), taking them in fair turns across askers (:class:`_FairQueue`),
+and one thread sends each answer at its deadline. A client that disconnects at any point
+only ends its own connection.
+
+Who is an asker, and the order of turns: :mod:`fr_pbd.daemon.turns`.
 """
 
 from __future__ import annotations
@@ -28,27 +31,25 @@ import json
 import logging
 import math
 import os
-import queue
 import selectors
-import signal
 import socket
 import stat
-import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from fr_pbd import config as _config
-from fr_pbd import egress, hardening
+from fr_pbd import egress
 from fr_pbd.capture.frames import FrameSource
-from fr_pbd.daemon.listen import Refused, bind_socket, check_socket_dir, claimed_user
+from fr_pbd.daemon.listen import Refused, bind_socket, claimed_user
+from fr_pbd.daemon.turns import FairQueue, asker_key
 from fr_pbd.daemon.protocol import MAX_REQUEST, NO, YES, ProtocolError, egress_record_path, parse_request, \
     peer_credentials
-from fr_pbd.errors import DaemonError, FrPbdError
+from fr_pbd.errors import FrPbdError
 from fr_pbd.fileio import atomic_write
 
-__all__ = ["MAX_CONNECTIONS", "READ_TIMEOUT_S", "Daemon", "serve"]
+__all__ = ["MAX_CONNECTIONS", "READ_TIMEOUT_S", "Daemon"]
 
 READ_TIMEOUT_S = 2.0
 DRAIN_S = 1.0
@@ -60,30 +61,14 @@ MAX_CONNECTIONS = 128  # open connections of all peers together (each holds one 
 _SPIN_S = 0.001
 
 
-def _make_logger(log_path: str | None) -> logging.Logger:
-    """The daemon's own log: decisions and reasons, never a score, a template or an image."""
-    logger = logging.getLogger(f"fr_pbd.daemon.{os.getpid()}")
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    if log_path:
-        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0), 0o600)
-        stream = os.fdopen(fd, "a", buffering=1, encoding="utf-8")
-        handler: logging.Handler = logging.StreamHandler(stream)
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s fr-pbd serve[%(process)d]: %(message)s",
-                                           datefmt="%Y-%m-%dT%H:%M:%S%z"))
-    logger.addHandler(handler)
-    return logger
-
-
 class _Conn:
     """One client connection, owned by one thread at a time (reader loop -> worker -> answerer -> loop)."""
 
-    __slots__ = ("sock", "pid", "uid", "gid", "buf", "until", "draining", "drained", "busy")
+    __slots__ = ("sock", "pid", "uid", "gid", "key", "buf", "until", "draining", "drained", "busy")
 
     def __init__(self, sock: socket.socket, pid: int, uid: int, gid: int) -> None:
         self.sock, self.pid, self.uid, self.gid = sock, pid, uid, gid
+        self.key = asker_key(pid, uid)
         self.buf = bytearray()
         self.until = 0.0
         self.draining = False
@@ -124,8 +109,9 @@ class Daemon:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._conns: set[_Conn] = set()
-        self._open: dict[int, int] = {}
-        self._jobs: queue.Queue[_Job | None] = queue.Queue()
+        self._open: dict[tuple[int, str | None], int] = {}
+        self._jobs: FairQueue[_Job] = FairQueue()
+        self.read_timeout_s = min(READ_TIMEOUT_S, self.deadline_s)
         self._due: list[tuple[float, int, _Conn, bytes, str]] = []
         self._due_cv = threading.Condition()
         self._seq = 0
@@ -186,7 +172,7 @@ class Daemon:
                         self._readable(key.data)
                 self._expire()
         finally:
-            self._jobs.put(None)
+            self._jobs.close()
             worker.join(timeout=60)
             with self._due_cv:
                 self._answers_stop = True
@@ -234,14 +220,16 @@ class Daemon:
                 s.close()
                 self.log.info("cannot read a peer's credentials; closed")
                 continue
-            if self._open.get(c.uid, 0) >= self.per_uid or len(self._conns) >= MAX_CONNECTIONS:
-                whose = (f"uid {c.uid} holds {self._open.get(c.uid, 0)} (limit {self.per_uid})"
-                         if self._open.get(c.uid, 0) >= self.per_uid else f"{len(self._conns)} open in all")
-                self._send_now(s, f"busy-{c.uid}", f"{c.who}: refused at once, {whose} connection(s)")
+            held = self._open.get(c.key, 0)
+            if held >= self.per_uid or len(self._conns) >= MAX_CONNECTIONS:
+                asker = f"uid {c.uid}" + (f" session {c.key[1]}" if c.key[1] is not None else "")
+                whose = (f"{asker} holds {held} (limit {self.per_uid})" if held >= self.per_uid
+                         else f"{len(self._conns)} open in all")
+                self._send_now(s, f"busy-{c.key}", f"{c.who}: refused at once, {whose} connection(s)")
                 continue
-            self._open[c.uid] = self._open.get(c.uid, 0) + 1
+            self._open[c.key] = held + 1
             self._conns.add(c)
-            c.until = time.monotonic() + READ_TIMEOUT_S
+            c.until = time.monotonic() + self.read_timeout_s
             self._sel.register(s, selectors.EVENT_READ, c)
             if not self.cfg.daemon.allows(c.uid, c.gid):
                 self._finish(c, NO, f"{c.who}: refused, uid/gid not on the allowlist", quiet=f"refused-{c.uid}")
@@ -314,7 +302,7 @@ class Daemon:
             if c.draining:
                 self._close(c)
             else:
-                self._finish(c, NO, f"{c.who}: no complete request within {READ_TIMEOUT_S:g} s")
+                self._finish(c, NO, f"{c.who}: no complete request within {self.read_timeout_s:g} s")
 
     def _close(self, c: _Conn) -> None:
         if c not in self._conns:
@@ -326,11 +314,11 @@ class Daemon:
                 pass
         c.sock.close()
         self._conns.discard(c)
-        left = self._open.get(c.uid, 1) - 1
+        left = self._open.get(c.key, 1) - 1
         if left:
-            self._open[c.uid] = left
+            self._open[c.key] = left
         else:
-            self._open.pop(c.uid, None)
+            self._open.pop(c.key, None)
 
     def _take_back(self) -> None:
         """Connections the answer thread has answered: wait for the client's end, then close."""
@@ -387,6 +375,10 @@ class Daemon:
                                            f"{job.conn.who}: VERIFY {claim}: {reason}"))
                 self._due_cv.notify()
             self._egress_dirty = True  # written by the reader loop after the answer, not before it
+            try:  # a success's clear is written after the answer: its failure is this request's to log,
+                self.verifier.settle()  # not the next requester's N
+            except FrPbdError as exc:
+                self.log.info("%s: %s", job.conn.who, exc)
 
     def _verify(self, user: str | None, started: float) -> tuple[bool, str]:
         """Decision and a reason for the log (no score: the verifier does not even return one).
@@ -409,8 +401,8 @@ class Daemon:
         try:  # this thread only sleeps and sends one byte: at real-time priority, load cannot delay it
             os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
         except (OSError, AttributeError):
-            self.log.info("answers at normal priority (no CAP_SYS_NICE or RLIMIT_RTPRIO; systemd: LimitRTPRIO=1): "
-                          "a loaded machine may delay them by milliseconds")
+            self.log.info("answers at normal priority (real-time scheduling not allowed here; the shipped unit "
+                          "restricts it): a loaded machine may delay them by milliseconds")
         while True:
             with self._due_cv:
                 while True:
@@ -452,36 +444,3 @@ class Daemon:
                 atomic_write(path, json.dumps(rec, sort_keys=True).encode(), mode=0o640)
             except OSError as exc:
                 self.log.info("cannot write the egress record %s: %s", path, exc.strerror or exc)
-
-
-def serve(*, home: str | os.PathLike[str] | None, socket_path: str | os.PathLike[str] | None,
-          frames: FrameSource, log_path: str | None = None, board: str | None = None) -> int:
-    """Run the daemon until SIGTERM/SIGINT. Hardens the process and installs the egress guard first.
-
-    ``board`` (else ``board`` in config.toml) decides how the models run (fr_pbd.boards).
-    """
-    problems = hardening.harden_process()
-    egress.install()
-    home_p = Path(home) if home is not None else _config.default_home()
-    _config.check_home_parents(home_p)
-    cfg = _config.require_verification(_config.load(home_p))
-    if cfg.daemon.daemon_uid is not None and cfg.daemon.daemon_uid != os.geteuid():
-        raise DaemonError(f"{cfg.path}: daemon_uid is {cfg.daemon.daemon_uid} but this process runs as uid "
-                          f"{os.geteuid()}; `fr-pbd ask` would refuse every answer")
-    sock = socket_path if socket_path is not None else cfg.daemon.socket
-    if sock is None:
-        raise DaemonError("no socket path: give --socket or set [daemon] socket in config.toml")
-    check_socket_dir(Path(sock))  # before the models load: a bad place fails at once
-    log = _make_logger(log_path)
-    unlocked = hardening.lock_all_memory()
-    for problem in [*problems, *([unlocked] if unlocked else [])]:
-        log.info("hardening: %s", problem)
-    # The answer thread must get the interpreter within ~1 ms of its deadline, even while the
-    # worker runs Python code (default switch interval: 5 ms).
-    sys.setswitchinterval(0.0005)
-    daemon = Daemon(home=home_p, socket_path=Path(sock), frames=frames, cfg=cfg, log=log, board=board)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: daemon.stop())
-    daemon.start()
-    daemon.serve_forever()
-    return 0
