@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -358,55 +359,135 @@ def test_bypass_of_the_audit_hook_fails_under_the_kernel_filter(name, guard, tmp
 
 
 def test_kernel_filter_keeps_unix_sockets_and_refuses_io_uring_and_inet_socketpair(tmp_path, kernel_filter_available):
-    p = run_child(f"""
-        import ctypes, errno, json, multiprocessing, socket, threading
-        from fr_pbd import egress
-        libc = ctypes.CDLL(None, use_errno=True)
-        res = {{}}
-        started, go = threading.Event(), threading.Event()
-        def worker():  # a thread that exists before the filter: TSYNC gives it the filter too
-            started.set(); go.wait()
-            res["thread"] = libc.socket(socket.AF_INET6, socket.SOCK_DGRAM, 0), ctypes.get_errno()
-        t = threading.Thread(target=worker); t.start(); started.wait()
-        egress.install()
-        go.set(); t.join()
-        out = {{"enforcement": egress.enforcement()}}
-        out["thread"] = [res["thread"][0], errno.errorcode.get(res["thread"][1])]
-        a, b = socket.socketpair(); a.sendall(b"x"); out["socketpair"] = b.recv(1).decode(); a.close(); b.close()
-        srv = socket.socket(socket.AF_UNIX); srv.bind({str(tmp_path / "s.sock")!r}); srv.listen(1)
-        cli = socket.socket(socket.AF_UNIX); cli.connect({str(tmp_path / "s.sock")!r}); cli.sendall(b"y")
-        conn, _ = srv.accept(); out["unix"] = conn.recv(1).decode(); conn.close(); cli.close(); srv.close()
-        r, w = multiprocessing.Pipe(); w.send("z"); out["pipe"] = r.recv()
-        pair = (ctypes.c_int * 2)()
-        out["inet_socketpair"] = [libc.socketpair(socket.AF_INET, socket.SOCK_STREAM, 0, pair),
-                                  errno.errorcode.get(ctypes.get_errno())]
-        ring = ctypes.create_string_buffer(120)
-        out["io_uring_setup"] = [libc.syscall(425, 4, ring), errno.errorcode.get(ctypes.get_errno())]
-        out["status"] = [l.split()[1] for l in open("/proc/self/status") if l.startswith(("NoNewPrivs", "Seccomp:"))]
-        print(json.dumps(out))
-    """)
+    sibling = subprocess.Popen(["sleep", "60"])  # outside the child's Landlock domain
+    try:
+        p = run_child(f"""
+            import ctypes, errno, json, multiprocessing, os, socket, threading
+            from fr_pbd import egress
+            libc = ctypes.CDLL(None, use_errno=True)
+            res = {{}}
+            started, go = threading.Event(), threading.Event()
+            def call(fn):
+                rc = fn()
+                return [rc, errno.errorcode.get(ctypes.get_errno()) if rc < 0 else None]
+            def open_mem():
+                try:
+                    os.close(os.open("/proc/{sibling.pid}/mem", os.O_RDONLY))
+                    return "opened"
+                except OSError as exc:
+                    return errno.errorcode[exc.errno]
+            def worker():  # a thread that exists before the filter: TSYNC gives it the filter too
+                started.set(); go.wait()
+                res["thread"] = call(lambda: libc.socket(socket.AF_INET6, socket.SOCK_DGRAM, 0))
+                res["thread_ptrace"] = call(lambda: libc.ptrace(16, {sibling.pid}, None, None))  # PTRACE_ATTACH
+                res["thread_mem"] = open_mem()  # but Landlock binds only the thread that installs it
+            t = threading.Thread(target=worker); t.start(); started.wait()
+            egress.install()
+            go.set(); t.join()
+            out = {{"enforcement": egress.enforcement(), **res}}
+            out["mem"] = open_mem()
+            a, b = socket.socketpair(); a.sendall(b"x"); out["socketpair"] = b.recv(1).decode(); a.close(); b.close()
+            srv = socket.socket(socket.AF_UNIX); srv.bind({str(tmp_path / "s.sock")!r}); srv.listen(1)
+            cli = socket.socket(socket.AF_UNIX); cli.connect({str(tmp_path / "s.sock")!r}); cli.sendall(b"y")
+            conn, _ = srv.accept(); out["unix"] = conn.recv(1).decode(); conn.close(); cli.close(); srv.close()
+            r, w = multiprocessing.Pipe(); w.send("z"); out["pipe"] = r.recv()
+            pair = (ctypes.c_int * 2)()
+            out["inet_socketpair"] = call(lambda: libc.socketpair(socket.AF_INET, socket.SOCK_STREAM, 0, pair))
+            ring = ctypes.create_string_buffer(120)
+            out["io_uring_setup"] = call(lambda: libc.syscall(425, 4, ring))
+            out["status"] = [l.split()[1] for l in open("/proc/self/status")
+                             if l.startswith(("NoNewPrivs", "Seccomp:"))]
+            print(json.dumps(out))
+        """)
+    finally:
+        sibling.kill()
+        sibling.wait(timeout=10)
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)
-    assert out["enforcement"] == "kernel (seccomp: socket() of any family but AF_UNIX refused, io_uring refused) " \
-                                 "+ audit hook"
-    assert out["thread"] == [-1, "EACCES"]
+    assert out["enforcement"].startswith("kernel (seccomp: socket() of any family but AF_UNIX refused, io_uring "
+                                         "refused, ptrace, process_vm_readv/writev, pidfd_open/getfd, kcmp and "
+                                         "perf_event_open refused; landlock: this thread and what it starts"), out
+    assert "1 threads started before the guard are not bound" in out["enforcement"], out
+    assert out["thread"] == [-1, "EACCES"] and out["thread_ptrace"] == [-1, "EACCES"]
+    assert (out["mem"], out["thread_mem"]) == ("EACCES", "opened")  # the limit enforcement() names
     assert (out["socketpair"], out["unix"], out["pipe"]) == ("x", "y", "z")
     assert out["inet_socketpair"] == [-1, "EACCES"]
     assert out["io_uring_setup"] == [-1, "EACCES"]  # 425 on x86_64 and aarch64 alike
     assert out["status"] == ["1", "2"]
 
 
+def test_enforcement_names_every_layer_when_installed_before_any_thread(kernel_filter_available):
+    p = run_child("""
+        from fr_pbd import egress
+        egress.install()
+        print(egress.enforcement())
+    """)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == (
+        "kernel (seccomp: socket() of any family but AF_UNIX refused, io_uring refused, ptrace, "
+        "process_vm_readv/writev, pidfd_open/getfd, kcmp and perf_event_open refused; landlock: no ptrace-mode "
+        "access to processes outside it, /proc/PID/mem included) + audit hook"), p.stdout
+
+
+def _run_bpf(prog: list[tuple[int, int, int, int]], arch: int, nr: int, arg0: int = 0) -> int:
+    """A classic-BPF interpreter for the four instructions the filter uses, over a struct seccomp_data."""
+    import struct
+
+    data = struct.pack("<iIQ6Q", nr, arch, 0, arg0 & 0xFFFFFFFFFFFFFFFF, 0, 0, 0, 0, 0)
+    pc, acc = 0, 0
+    for _ in range(len(prog) + 1):
+        code, jt, jf, k = prog[pc]
+        if code == 0x20:  # LD|W|ABS
+            acc = struct.unpack_from("<I", data, k)[0]
+            pc += 1
+        elif code in (0x15, 0x35):  # JEQ, JGE
+            hit = acc == k if code == 0x15 else acc >= k
+            pc += 1 + (jt if hit else jf)
+        elif code == 0x06:  # RET
+            return k
+        else:
+            raise AssertionError(f"unexpected BPF opcode {code:#x}")
+    raise AssertionError("the program did not return")
+
+
+# (name, x86_64 number, aarch64 number): from asm/unistd_64.h and asm-generic/unistd.h
+REFUSED_CALLS = [("ptrace", 101, 117), ("process_vm_readv", 310, 270), ("process_vm_writev", 311, 271),
+                 ("kcmp", 312, 272), ("perf_event_open", 298, 241), ("pidfd_open", 434, 434),
+                 ("pidfd_getfd", 438, 438), ("io_uring_setup", 425, 425)]
+ALLOWED_CALLS = [("read", 0, 63), ("write", 1, 64), ("openat", 257, 56), ("mmap", 9, 222), ("clone", 56, 220),
+                 ("clone3", 435, 435), ("wait4", 61, 260), ("kill", 62, 129), ("futex", 202, 98),
+                 ("pidfd_send_signal", 424, 424), ("process_madvise", 440, 440), ("execve", 59, 221),
+                 ("landlock_restrict_self", 446, 446), ("prctl", 157, 167)]
+
+
 def test_kernel_filter_program_per_architecture():
     from fr_pbd import egress
 
-    for arch, audit_arch, numbers in (("x86_64", 0xC000003E, (41, 53, 425)), ("aarch64", 0xC00000B7, (198, 199, 425))):
+    allow, eacces = 0x7FFF0000, 0x00050000 | 13
+    for arch, audit_arch, sock, pair, column in (("x86_64", 0xC000003E, 41, 53, 1),
+                                                 ("aarch64", 0xC00000B7, 198, 199, 2)):
         prog = egress.filter_program(arch)
         ks = [k for _c, _t, _f, k in prog]
         assert ks[0] == 4 and ks[1] == audit_arch  # load seccomp_data.arch, compare
-        assert all(n in ks for n in numbers)
         assert (0x40000000 in ks) == (arch == "x86_64")  # x32 system calls refused on x86_64
-        assert 0x00050000 | 13 in ks and 0x7FFF0000 in ks  # ERRNO(EACCES), ALLOW
-        assert len(prog) < 20
+        assert len(prog) < 32
+        run = lambda nr, arg0=0, a=audit_arch: _run_bpf(prog, a, nr, arg0)  # noqa: E731
+        for row in REFUSED_CALLS:
+            assert run(row[column]) == eacces, (arch, row[0])
+        for row in ALLOWED_CALLS:
+            assert run(row[column]) == allow, (arch, row[0])
+        # aarch64's ptrace is 117, not x86_64's 101 (there: nanosleep on aarch64, allowed)
+        assert run(101) == (eacces if arch == "x86_64" else allow)
+        assert run(117) == (eacces if arch == "aarch64" else allow)  # x86_64 117 is setresuid
+        for nr in (sock, pair):
+            assert run(nr, 1) == allow  # AF_UNIX
+            assert run(nr, 1 | (7 << 32)) == allow  # the kernel reads an int: high bits do not matter
+            for family in (2, 10, 16, 17, 0):  # AF_INET, AF_INET6, AF_NETLINK, AF_PACKET, AF_UNSPEC
+                assert run(nr, family) == eacces, (arch, nr, family)
+        assert run(0, a=0x40000003) == eacces  # i386 (int 0x80)
+        assert run(ALLOWED_CALLS[0][column], a=0xC0000028) == eacces  # another ABI: arm
+        if arch == "x86_64":
+            assert run(0x40000000 | 101) == eacces  # x32 ptrace
 
 
 def test_unknown_architecture_claims_no_kernel_enforcement():
@@ -458,3 +539,62 @@ def test_every_other_command_gets_the_kernel_filter(kernel_filter_available):
         print("ENFORCEMENT", egress.enforcement())
     """)
     assert "ENFORCEMENT kernel (seccomp" in p.stdout, (p.stdout, p.stderr)
+
+
+def test_a_filtered_process_is_still_traced_by_strace(tmp_path, kernel_filter_available):
+    # The audit's way of watching the daemon: strace outside the guard, the guarded process its tracee.
+    # seccomp filters the calls a process makes, and Landlock the accesses it makes, not what is done
+    # to it: both ways of tracing (strace as the parent, strace -p attaching later) keep working.
+    import shutil
+
+    strace = shutil.which("strace")
+    if strace is None:
+        missing("strace is not installed")
+    body = """
+        import ctypes, socket, sys
+        from fr_pbd import egress
+        egress.install()
+        print("ready", flush=True)
+        sys.stdin.readline()
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.socket(socket.AF_INET, socket.SOCK_STREAM, 0)
+        libc.ptrace(16, 1, None, None)
+    """
+    code = textwrap.dedent(body)
+    # strace as the parent
+    log = tmp_path / "parent.log"
+    p = subprocess.run([strace, "-f", "-qq", "-e", "trace=socket,ptrace", "-o", str(log), sys.executable, "-c", code],
+                       input="go\n", capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and "ready" in p.stdout, p.stderr
+    text = log.read_text()
+    assert re.search(r"socket\(AF_INET, SOCK_STREAM, [^)]*\) += -1 EACCES", text), text
+    assert re.search(r"ptrace\(PTRACE_ATTACH, 1\) += -1 EACCES", text), text
+    # strace -p: attaches to the process after it installed the guard
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    tracer = None
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        log = tmp_path / "attach.log"
+        tracer = subprocess.Popen([strace, "-qq", "-e", "trace=socket,ptrace", "-o", str(log), "-p", str(child.pid)],
+                                  stderr=subprocess.PIPE, text=True)
+        import time
+
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # attached: the tracee's TracerPid is strace
+            status = open(f"/proc/{child.pid}/status").read()
+            if f"TracerPid:\t{tracer.pid}\n" in status:
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("strace -p did not attach")
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        assert child.wait(timeout=30) == 0
+        tracer.wait(timeout=30)
+        text = log.read_text()
+        assert re.search(r"socket\(AF_INET, SOCK_STREAM, [^)]*\) += -1 EACCES", text), (text, tracer.stderr.read())
+    finally:
+        for proc in (child, tracer):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)

@@ -36,6 +36,49 @@ Every fr-pbd process installs the guard except ``fr-pbd models fetch``, the one
 command that downloads, and ``fr-pbd audit``, which gets the hook only: the
 products it starts must run as they would without it.
 
+Another process as the way out. A filtered process cannot open a socket, but
+another process of the same user can, and the kernel lets a process reach into
+its siblings of the same uid: ptrace (inject ``socket``+``connect``+``write``),
+``process_vm_writev`` (write code or data), ``pidfd_getfd`` (take a TCP
+descriptor the sibling holds), ``/proc/PID/mem`` (``open`` + ``write``: the
+same as ptrace, no ptrace call). So the filter also refuses, with ``EACCES``:
+``ptrace`` (every request, ``PTRACE_TRACEME`` too), ``process_vm_readv``,
+``process_vm_writev``, ``pidfd_open``, ``pidfd_getfd``, ``kcmp`` (compares
+another process's descriptors and memory) and ``perf_event_open`` (samples
+another process's registers and stack). The barrier for descriptors is
+``pidfd_getfd``: a pidfd also comes without ``pidfd_open`` (``SO_PEERPIDFD`` on
+a Unix socket, ``CLONE_PIDFD``), and a pidfd alone only signals and waits;
+``pidfd_open`` is refused as well because nothing fr-pbd runs needs it (CPython
+3.11's asyncio falls back to a thread when it fails). ``EACCES`` and not
+``EPERM``: it is what the filter already answers for sockets, so every refusal
+of this guard is one errno, and it is not what the kernel's own ptrace checks
+answer (``EPERM`` for a target that is not dumpable, of another uid, or behind
+Yama), so a trace tells which layer refused; callers treat it as any permission
+error. Being traced is not affected: seccomp filters the calls a process makes,
+not what a tracer does to it, so ``strace -p`` of a filtered daemon (the audit)
+works as before.
+
+What seccomp cannot stop: ``/proc/PID/mem``. It is ``open()`` of a path and
+``write()`` to a descriptor, and a seccomp filter sees a pointer, not the path.
+``PR_SET_DUMPABLE`` 0 (``fr_pbd.hardening``) makes fr-pbd's own processes
+unreachable to their siblings, but it protects only the process that sets it:
+alice's shell or editor stays dumpable. What closes it is a Landlock domain
+(:func:`install_kernel_filter` adds one where the kernel has Landlock, 5.13+):
+a process in a domain fails every ptrace-mode access check on a process outside
+it (``/proc/PID/mem``, ``environ``, ``maps``, ``fd/N``; ``ptrace``,
+``process_vm_*``, ``pidfd_getfd``, ``kcmp``, ``perf_event_open`` again), and
+that holds for root too. The ruleset handles one right, making block devices,
+so the only other thing it refuses is ``mknod`` of a block device. Limits:
+Landlock binds the thread that installs it and the threads and children it
+starts afterwards, not threads that already run (fr-pbd installs the guard
+before it starts any: :func:`enforcement` says when others existed); on a kernel
+without Landlock ``/proc/PID/mem`` of the user's other processes stays open, and
+:func:`enforcement` says so. Neither layer stops what another process does with
+what a filtered process leaves for it: files it reads or runs (a shell's rc
+file, an autostart entry, a user systemd unit), or a local service on a Unix
+socket that acts for its caller (the user's systemd manager or D-Bus starting a
+command, a tmux or screen server, an ssh-agent, a container engine's socket).
+
 The hook records what it saw, as counts per event and address family (never an
 address or a payload), for the audit: :func:`record`.
 """
@@ -60,6 +103,7 @@ _record_fn: Callable[[], dict[str, Any]] | None = None
 _installed = False
 _install_lock = threading.Lock()
 _kernel: str | None = None  # None: not tried; "": active; otherwise why not
+_landlock: str | None = None  # the same for the Landlock domain (may end in a note: see _load_landlock)
 
 _ADDRESS_EVENTS = frozenset({"socket.connect", "socket.sendto", "socket.sendmsg", "socket.bind"})
 _RESOLVER_EVENTS = frozenset({"socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyaddr",
@@ -163,7 +207,14 @@ def installed() -> bool:
 def enforcement() -> str:
     """One line for logs and ``fr-pbd doctor``: which layers of the egress guard are active here."""
     if _kernel == "":
-        layers = "kernel (seccomp: socket() of any family but AF_UNIX refused, io_uring refused)"
+        layers = ("kernel (seccomp: socket() of any family but AF_UNIX refused, io_uring refused, ptrace, "
+                  "process_vm_readv/writev, pidfd_open/getfd, kcmp and perf_event_open refused; ")
+        if _landlock == "":
+            layers += "landlock: no ptrace-mode access to processes outside it, /proc/PID/mem included)"
+        elif _landlock and _landlock.startswith("partial: "):
+            layers += f"landlock: {_landlock[len('partial: '):]})"
+        else:
+            layers += f"no landlock, so /proc/PID/mem of this user's other processes stays open: {_landlock})"
         return layers + (" + audit hook" if _installed else "")
     if not _installed:
         return "none: the egress guard is not installed in this process"
@@ -180,11 +231,22 @@ def record() -> dict[str, Any]:
 # --------------------------------------------------------------------------------------
 # the kernel filter (seccomp-BPF, by hand: no dependency)
 
-# Per architecture: AUDIT_ARCH_*, and the numbers of seccomp, socket, socketpair, io_uring_setup.
+# Per architecture: AUDIT_ARCH_*, and the system call numbers (x86_64: asm/unistd_64.h; aarch64:
+# asm-generic/unistd.h, which arm64 uses; calls added since 5.1 have one number everywhere).
 _ARCHES: dict[str, tuple[int, dict[str, int]]] = {
-    "x86_64": (0xC000003E, {"seccomp": 317, "socket": 41, "socketpair": 53, "io_uring_setup": 425}),
-    "aarch64": (0xC00000B7, {"seccomp": 277, "socket": 198, "socketpair": 199, "io_uring_setup": 425}),
+    "x86_64": (0xC000003E, {"seccomp": 317, "socket": 41, "socketpair": 53, "io_uring_setup": 425,
+                            "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311, "kcmp": 312,
+                            "perf_event_open": 298, "pidfd_open": 434, "pidfd_getfd": 438,
+                            "landlock_create_ruleset": 444, "landlock_restrict_self": 446}),
+    "aarch64": (0xC00000B7, {"seccomp": 277, "socket": 198, "socketpair": 199, "io_uring_setup": 425,
+                             "ptrace": 117, "process_vm_readv": 270, "process_vm_writev": 271, "kcmp": 272,
+                             "perf_event_open": 241, "pidfd_open": 434, "pidfd_getfd": 438,
+                             "landlock_create_ruleset": 444, "landlock_restrict_self": 446}),
 }
+# Refused outright: the calls that reach into another process's memory or descriptors, and io_uring
+# (a second way to make every other call, unseen by this filter).
+REFUSED = ("io_uring_setup", "ptrace", "process_vm_readv", "process_vm_writev", "pidfd_open", "pidfd_getfd",
+           "kcmp", "perf_event_open")
 _MACHINES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
 _X32_SYSCALL_BIT = 0x40000000  # x86_64 only: the x32 ABI shares AUDIT_ARCH_X86_64
 
@@ -217,7 +279,7 @@ def filter_program(arch: str) -> list[tuple[int, int, int, int]]:
     """The BPF program for ``arch`` as (code, jt, jf, k) tuples (exposed for tests and review).
 
     foreign ABI -> EACCES; socket/socketpair: domain AF_UNIX -> allow, else EACCES;
-    io_uring_setup -> EACCES; everything else -> allow.
+    each call in :data:`REFUSED` -> EACCES; everything else -> allow.
     """
     audit_arch, nr = _ARCHES[arch]
     deny = _RET_ERRNO | _errno.EACCES
@@ -232,7 +294,7 @@ def filter_program(arch: str) -> list[tuple[int, int, int, int]]:
     asm += [
         (None, _JEQ, "domain", 0, nr["socket"]),
         (None, _JEQ, "domain", 0, nr["socketpair"]),
-        (None, _JEQ, "deny", 0, nr["io_uring_setup"]),
+        *[(None, _JEQ, "deny", 0, nr[name]) for name in REFUSED],
         ("allow", _RET, 0, 0, _RET_ALLOW),
         ("domain", _LD_ABS, 0, 0, _OFF_ARG0),  # low 32 bits of args[0]: the kernel reads an int
         (None, _JEQ, "allow2", "deny", int(_socket.AF_UNIX)),
@@ -286,14 +348,61 @@ def _load_filter() -> str:
     return ""
 
 
+# Landlock (linux/landlock.h): the ruleset handles LANDLOCK_ACCESS_FS_MAKE_BLOCK only.
+_LANDLOCK_CREATE_RULESET_VERSION = 1
+_LANDLOCK_ACCESS_FS_MAKE_BLOCK = 1 << 11
+
+
+def _load_landlock() -> str:
+    """Put this thread (and what it starts) in a Landlock domain of its own: '' on success, else why not.
+
+    "partial: ..." when it is active but other threads already ran (Landlock binds the calling thread).
+    """
+    arch = _arch()
+    if arch is None or not sys.platform.startswith("linux"):
+        return "no Landlock support for this system"
+    nr = _ARCHES[arch][1]
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError as exc:
+        return f"cannot load the C library: {exc}"
+    abi = libc.syscall(ctypes.c_long(nr["landlock_create_ruleset"]), None, ctypes.c_long(0),
+                       ctypes.c_long(_LANDLOCK_CREATE_RULESET_VERSION))
+    if abi < 1:
+        return f"the kernel has no Landlock ({os.strerror(ctypes.get_errno())}; needs 5.13+ with landlock in lsm=)"
+    if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        return f"prctl(PR_SET_NO_NEW_PRIVS) failed: {os.strerror(ctypes.get_errno())}"
+    attr = ctypes.c_uint64(_LANDLOCK_ACCESS_FS_MAKE_BLOCK)  # struct landlock_ruleset_attr, ABI 1 size
+    fd = libc.syscall(ctypes.c_long(nr["landlock_create_ruleset"]), ctypes.byref(attr),
+                      ctypes.c_long(ctypes.sizeof(attr)), ctypes.c_long(0))
+    if fd < 0:
+        return f"landlock_create_ruleset failed: {os.strerror(ctypes.get_errno())}"
+    try:
+        try:
+            threads = len(os.listdir("/proc/self/task"))
+        except OSError:
+            threads = 0
+        if libc.syscall(ctypes.c_long(nr["landlock_restrict_self"]), ctypes.c_long(fd), ctypes.c_long(0)) != 0:
+            return f"landlock_restrict_self failed: {os.strerror(ctypes.get_errno())}"
+    finally:
+        os.close(fd)
+    if threads != 1:
+        return (f"partial: this thread and what it starts have no ptrace-mode access to processes outside it, but "
+                f"{threads - 1 if threads else 'other'} threads started before the guard are not bound")
+    return ""
+
+
 def install_kernel_filter() -> bool:
     """Install the kernel filter in this process (idempotent, irreversible); True when it is active.
 
-    Every thread gets it at once (TSYNC), every thread and child process started later inherits it.
+    The seccomp filter: every thread gets it at once (TSYNC), every thread and child process started
+    later inherits it. The Landlock domain (where the kernel has one): this thread and every thread
+    and child it starts afterwards. :func:`enforcement` says what is active.
     """
-    global _kernel
+    global _kernel, _landlock
     with _install_lock:
         if _kernel is None:  # tried once: a failure is reported, not retried
             _kernel = _load_filter()
+            _landlock = _load_landlock() if _kernel == "" else "the seccomp filter did not load"
         return _kernel == ""
 
