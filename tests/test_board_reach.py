@@ -67,6 +67,22 @@ def test_verify_on_the_command_line_runs_the_board(int8_pipeline, home, faces_di
     assert p.stderr.count("\n") == 1 and "no board 'rpi3'" in p.stderr and "x86-generic" in p.stderr
 
 
+@pytest.mark.parametrize("section", ['[camera]\nkind = "picamera2"\nwidth = 640\nheight = 480\nfps = 30\n',
+                                     '[keys]\nprovider = "device-file"\n'])
+def test_a_board_file_with_a_section_nothing_reads_stops_verify(home, faces_dir, tmp_path, section):
+    """An older board file's [camera] or [keys] (read by no code) is exit 2, one line naming the section,
+    before any model loads: not a verification that seems to run with a camera the file never opened."""
+    from fr_pbd import boards
+
+    mine = tmp_path / "boards" / f"{BOARD}.toml"
+    mine.parent.mkdir()
+    mine.write_text((boards.boards_dir() / f"{BOARD}.toml").read_text(encoding="utf-8") + "\n" + section)
+    name = section.split("\n")[0]
+    p = cli("verify", "--home", str(home), "--board", str(mine), "--image", str(faces_dir / "obama3.jpg"))
+    assert p.returncode == 2 and p.stdout == "", p.stderr
+    assert p.stderr.count("\n") == 1 and f"{name} is not read" in p.stderr and str(mine) in p.stderr
+
+
 def test_the_config_board_reaches_doctor(int8_pipeline, home):
     (home / "config.toml").write_text(f'board = "{BOARD}"\n')
     (home / "config.toml").chmod(0o600)

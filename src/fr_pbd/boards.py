@@ -3,9 +3,16 @@ linked from the repository's ``hardware/boards``).
 
 A board file says which onnxruntime execution providers to try and in what order, how
 many threads, the detector's maximum input size (the YuNet variant policy in
-``fr_pbd.capture.yunet``), which embedder variant (fp32 or int8), the camera source
-and the recommended key provider. It changes speed and plumbing only: no board can
-change what fr-pbd is used for (that is the deployment profile in ``fr_pbd.config``) or its decision threshold.
+``fr_pbd.capture.yunet``) and which embedder variant (fp32 or int8): what
+:func:`fr_pbd.pipeline.run_settings` reads, and nothing else. It changes speed only: no
+board can change what fr-pbd is used for (that is the deployment profile in
+``fr_pbd.config``) or its decision threshold.
+
+The camera and the key custody are not board settings: the camera is what ``--camera``
+names (the shipped board files show their board's GStreamer pipeline in a comment), and the
+key provider is chosen once per home by ``fr-pbd keys init --provider``. A ``[camera]`` or
+``[keys]`` section is refused by name, so that a file written for an older fr-pbd does not
+look as if its camera settings were in force.
 
 Validation is strict, as for the config: an unknown key, a provider name that is not
 on :data:`fr_pbd.runtime.KNOWN_PROVIDERS`, a size that is not a size, is a
@@ -34,29 +41,29 @@ ENV_BOARDS = "FR_PBD_BOARDS"
 SCHEMA = 1
 BOARDS = ("rpi4", "rpi5", "jetson-nano", "jetson-orin-nano", "x86-generic")
 EMBEDDER_VARIANTS = ("fp32", "int8")
-CAMERA_KINDS = ("v4l2", "picamera2", "gstreamer")
-KEY_PROVIDERS = ("device-file", "passphrase")  # fr_pbd.store.keys
 
-_TOP = {"schema", "board", "description", "runtime", "detector", "embedder", "camera", "keys"}
+_TOP = {"schema", "board", "description", "runtime", "detector", "embedder"}
+#: Sections that older board files had and that no code read: each refused with where its setting went.
+_GONE = {
+    "camera": "the camera is not a board setting: give it with --camera (device index, /dev/videoN, "
+              "GStreamer pipeline or video file)",
+    "keys": "the key custody is not a board setting: choose it with fr-pbd keys init --provider",
+}
 _SECTIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "runtime": {"providers": list, "threads": int},
     "detector": {"input_size": list},
     "embedder": {"model": str, "variant": str},
-    "camera": {"kind": str, "device": str, "pipeline": str, "width": int, "height": int, "fps": int},
-    "keys": {"provider": str, "note": str},
 }
 _REQUIRED = {
     "runtime": ("providers", "threads"),
     "detector": ("input_size",),
     "embedder": ("model", "variant"),
-    "camera": ("kind", "width", "height", "fps"),
-    "keys": ("provider",),
 }
 
 
 @dataclass(frozen=True)
 class Board:
-    """One validated board: runtime, detector, embedder, camera and key settings for one kind of hardware."""
+    """One validated board: runtime, detector and embedder settings for one kind of hardware."""
 
     board: str
     description: str
@@ -65,31 +72,13 @@ class Board:
     detector_input: tuple[int, int]
     embedder_model: str
     embedder_variant: str
-    camera_kind: str
-    camera_device: str | None
-    camera_pipeline: str | None
-    camera_size: tuple[int, int]
-    camera_fps: int
-    key_provider: str
     path: Path | None = None
-
-    @property
-    def camera_source(self) -> str | int:
-        """What ``fr_pbd.capture.camera.CameraSource`` opens: a device, a GStreamer pipeline, or a picamera2 tag."""
-        if self.camera_kind == "gstreamer":
-            return self.camera_pipeline or ""
-        if self.camera_kind == "picamera2":
-            return "picamera2"
-        dev = self.camera_device or "/dev/video0"
-        return int(dev) if dev.isdigit() else dev
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "board": self.board, "providers": list(self.providers), "threads": self.threads,
             "detector_input": list(self.detector_input), "embedder_model": self.embedder_model,
-            "embedder_variant": self.embedder_variant, "camera_kind": self.camera_kind,
-            "camera_size": list(self.camera_size), "camera_fps": self.camera_fps,
-            "key_provider": self.key_provider,
+            "embedder_variant": self.embedder_variant,
         }
 
 
@@ -126,6 +115,9 @@ def parse_board(text: str, where: str = "<text>", expect_board: str | None = Non
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise _fail(where, f"not valid TOML ({exc})") from None
+    for name, why in _GONE.items():
+        if name in doc:
+            raise _fail(where, f"[{name}] is not read: {why}")
     unknown = sorted(set(doc) - _TOP)
     if unknown:
         raise _fail(where, f"unknown key(s) {', '.join(unknown)}")
@@ -173,32 +165,12 @@ def parse_board(text: str, where: str = "<text>", expect_board: str | None = Non
     if emb["model"] != "dlib-resnet-v1" and emb["variant"] != "fp32":
         raise _fail(where, "[embedder] only dlib-resnet-v1 has an int8 variant")
 
-    cam = sections["camera"]
-    if cam["kind"] not in CAMERA_KINDS:
-        raise _fail(where, f"[camera] kind must be one of {', '.join(CAMERA_KINDS)}")
-    if cam["kind"] == "gstreamer":
-        pipe = cam.get("pipeline", "")
-        if "appsink" not in pipe:
-            raise _fail(where, "[camera] a gstreamer pipeline must end in an appsink (OpenCV reads from it)")
-    elif "pipeline" in cam:
-        raise _fail(where, "[camera] pipeline is only for kind = \"gstreamer\"")
-    if cam["kind"] == "v4l2" and not str(cam.get("device", "/dev/video0")).startswith("/dev/video"):
-        raise _fail(where, "[camera] a v4l2 device is /dev/videoN")
-    csize = _size(where, "[camera] width/height", [cam["width"], cam["height"]], 32, 4096)
-    if not 1 <= cam["fps"] <= 240:
-        raise _fail(where, "[camera] fps must be 1..240")
-
-    keys = sections["keys"]
-    if keys["provider"] not in KEY_PROVIDERS:
-        raise _fail(where, f"[keys] provider must be one of {', '.join(KEY_PROVIDERS)}")
     desc = doc.get("description", "")
     if not isinstance(desc, str):
         raise _fail(where, "description must be text")
     return Board(
         board=board, description=desc, providers=tuple(providers), threads=rt["threads"],
         detector_input=det, embedder_model=emb["model"], embedder_variant=emb["variant"],
-        camera_kind=cam["kind"], camera_device=cam.get("device"), camera_pipeline=cam.get("pipeline"),
-        camera_size=csize, camera_fps=cam["fps"], key_provider=keys["provider"],
     )
 
 
