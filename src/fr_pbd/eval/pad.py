@@ -34,7 +34,7 @@ from fr_pbd.errors import EvaluationError, FrPbdError
 
 __all__ = ["PadResult", "attack_type", "collect", "evaluate_pad", "format_report", "pipeline_scorer"]
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".pbm", ".pnm")  # the formats capture.image accepts
 SPOOF_WORDS = ("spoof", "attack")
 SWEEP_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 
