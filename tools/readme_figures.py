@@ -86,6 +86,34 @@ def _transactions_operating_point(r: dict[str, Any]) -> tuple[str, str]:
             f"FRR {pct(h['all']['frr'], 1)}, FAR {sci(h['all']['far'])} ({groups})")
 
 
+def _two_fold_what(r: dict[str, Any]) -> str:
+    k = r["transactions"]["K"]["3"]
+    return (f"3 enrolled images, one photo per attempt, 2-fold identity-disjoint (score model and threshold "
+            f"learned on one half of LFW's identities, FRR on the other, both ways, pooled: "
+            f"{count(k['genuine_attempts'])} genuine and {millions(k['impostor_attempts'])} impostor attempts)")
+
+
+def _platform(name: str, bar: str, far: str, frr_max: float, strict: bool) -> Callable[[dict[str, Any]], tuple[str, str]]:
+    """A platform's bar beside fr-pbd's measured transaction FRR at the platform's FAR."""
+    def render(r: dict[str, Any]) -> tuple[str, str]:
+        t = r["transactions"]
+        v = t["K"]["3"]["frr_at_far"][far]
+        met = v["frr"] < frr_max if strict else v["frr"] <= frr_max
+        return (f"**{name}**: {bar}. fr-pbd's FRR at FAR {far}, {t['score_model']['name']} score model, "
+                + _two_fold_what(r),
+                f"{pct(v['frr'], 1)} ({'meets' if met else 'misses'} the bar)")
+    return render
+
+
+def _score_model_side(r: dict[str, Any]) -> tuple[str, str]:
+    t = r["transactions"]
+    f = t["K"]["3"]["frr_at_far"]
+    return (f"The same attempts with the {t['score_model']['name'].replace('plda', 'PLDA')} score model: FRR at FAR 1e-4 / 2e-5 / 1e-5 "
+            "(FIDO / Android class 1 / Windows Hello); LFW 10-fold accuracy with it",
+            f"{pct(f['1e-4']['frr'], 1)} / {pct(f['2e-5']['frr'], 1)} / {pct(f['1e-5']['frr'], 1)}; "
+            f"{pct(r['accuracy_10fold_mean'])} ± {pct(r['accuracy_10fold_std'])}")
+
+
 def _pairs_side_by_side(r: dict[str, Any]) -> tuple[str, str]:
     f, d = r["fr-pbd"], r["dlib"]
     return (f"LFW `{r['pairs_file']}` 10-fold, fr-pbd vs dlib's own pipeline (HOG + 5-point + the same network), "
@@ -133,6 +161,15 @@ ROWS = (
     Row("lfw-eval-fp32.json", _eval_eer_fta),
     Row("lfw-transactions-fp32.json", _transactions_k3),
     Row("lfw-transactions-fp32.json", _transactions_operating_point),
+    Row("lfw-transactions-2fold-cosine-fp32.json",
+        _platform("Android CDD 7.3.10 class 1 (strong)", "FAR below 2e-5, FRR below 10 % recommended", "2e-5", 0.10,
+                  True)),
+    Row("lfw-transactions-2fold-cosine-fp32.json",
+        _platform("Windows Hello", "FAR below 1e-5, FRR below 5 % (below 10 % with anti-spoofing)", "1e-5", 0.05,
+                  True)),
+    Row("lfw-transactions-2fold-cosine-fp32.json",
+        _platform("FIDO biometric certification", "FRR at most 3 % at FAR 1e-4", "1e-4", 0.03, False)),
+    Row("lfw-transactions-2fold-plda-fp32.json", _score_model_side),
     Row("lfw-pairs-side-by-side-fp32.json", _pairs_side_by_side),
     Row("lfw-devtest-side-by-side-fp32.json", _devtest_side_by_side),
     Row("bench-fp32.json", _bench),
