@@ -21,10 +21,16 @@ match: :mod:`fr_pbd.store` (where templates are encrypted) and :mod:`fr_pbd.matc
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
-from fr_pbd._version import __version__
+# Before any fr_pbd module can load onnxruntime, which reads it once, when it is loaded: otherwise
+# its telemetry keeps a persistent device id and an event database in the user's home
+# (fr_pbd.runtime's docstring says more).
+os.environ["ORT_DISABLE_TELEMETRY"] = "1"
+
+from fr_pbd._version import __version__  # noqa: E402 - after the variable above
 
 if TYPE_CHECKING:  # imports stay lazy: `import fr_pbd` loads no model and no numpy
     from fr_pbd.capture.image import ImageSource

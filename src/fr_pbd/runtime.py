@@ -24,6 +24,19 @@ wake-ups and barriers, no spinning), so they run side by side instead: :data:`LA
 parallel lanes (the caller's thread and :func:`lane_pool`), each session in a lane with
 ``cores // LANES`` intra-op threads (1 on a 2-core machine), so the cores are never
 oversubscribed by barriers. The detector runs alone and keeps every core.
+
+No telemetry. onnxruntime's official builds (1.32, the one installed here; Linux wheels too) run
+Microsoft's 1DS telemetry: the first session of a process writes a random device id that every
+later process of the same user reuses (``~/.cache/Microsoft/DeveloperTools/.onnxruntime/deviceid``)
+and queues events for upload in an SQLite database beside it (``onnxruntime.db`` and its
+``-wal``). A stable per-device identifier written by every process that loads a face model has
+no place on a device that keeps to itself. ``onnxruntime.disable_telemetry_events()`` does not
+stop it (the files are written all the same); ``ORT_DISABLE_TELEMETRY=1`` does, but onnxruntime
+reads it once, when it is loaded, and :mod:`fr_pbd.capture.yunet` loads it before this module.
+So ``fr_pbd/__init__.py`` sets it, before any fr_pbd module can load onnxruntime. A program that
+loads onnxruntime before it imports fr_pbd must set the variable itself.
+``tests/test_telemetry.py``: fallback set, enroll and verify in a fresh HOME leave none of these
+files, beside the same commands with onnxruntime loaded first, which write them.
 """
 
 from __future__ import annotations
