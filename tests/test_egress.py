@@ -598,3 +598,65 @@ def test_a_filtered_process_is_still_traced_by_strace(tmp_path, kernel_filter_av
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait(timeout=10)
+
+
+def test_each_command_installs_the_guard_before_its_parser_starts_threads(kernel_filter_available):
+    # Every leaf command of the real parser, each in its own forked process, as the console script
+    # runs it (cli.main() with sys.argv); the command itself is not run (run_command replaced).
+    from fr_pbd import cli
+
+    commands = [list(path) for path, _p in _leaf_parsers(cli.build_parser())]
+    p = run_child(f"""
+        import json, os, sys
+        from fr_pbd import cli, egress
+        for words in {commands!r}:
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                os.close(r)
+                cli.run_command = lambda args: 0
+                sys.argv = ["fr-pbd", *words]
+                sys.stderr = open(os.devnull, "w")  # usage errors of commands given no arguments
+                try:
+                    cli.main()
+                except SystemExit:
+                    pass
+                seccomp = [l.split()[1] for l in open("/proc/self/status") if l.startswith("Seccomp:")][0]
+                os.write(w, json.dumps([" ".join(words), seccomp, egress.enforcement()]).encode())
+                os._exit(0)
+            os.close(w)
+            with os.fdopen(r, "rb") as f:
+                print(f.read().decode())
+            os.waitpid(pid, 0)
+    """)
+    assert p.returncode == 0, p.stderr
+    seen = {name: (seccomp, line) for name, seccomp, line in map(json.loads, p.stdout.splitlines())}
+    assert set(seen) == {" ".join(c) for c in commands} and {"enroll", "verify", "detect", "ask", "serve"} <= set(seen)
+    for path, parser in _leaf_parsers(cli.build_parser()):
+        name = " ".join(path)
+        seccomp, line = seen[name]
+        # the parser's own defaults decide; the table cli.main reads before parsing must agree
+        if parser.get_default("network"):
+            expected = "none"
+            assert (seccomp, line) == ("0", "none: the egress guard is not installed in this process"), name
+        elif parser.get_default("kernel_filter") is False:
+            expected = "hook"
+            assert (seccomp, line) == ("0", "audit hook only: the kernel filter was not requested"), name
+        else:
+            expected = "kernel"
+            assert seccomp == "2" and line.startswith("kernel (seccomp"), (name, line)
+            assert "landlock: no ptrace-mode access to processes outside it" in line, (name, line)
+        assert cli.guard_for(path) == expected, name
+    assert {n for n, (sc, _l) in seen.items() if sc == "0"} == {"models fetch", "audit", "system install",
+                                                                 "system uninstall"}
+
+
+def test_a_real_command_is_guarded_before_any_thread_starts(kernel_filter_available):
+    # Building the parser imports numpy and OpenCV, which start threads at import; the console
+    # script installs the guard first, so the Landlock domain binds every thread of the process.
+    script = Path(sys.executable).with_name("fr-pbd")
+    if not script.is_file():
+        missing(f"no fr-pbd console script beside {sys.executable} (pip install -e .)")
+    p = subprocess.run([str(script), "doctor"], capture_output=True, text=True, timeout=120)
+    line = next((ln for ln in p.stdout.splitlines() if ln.startswith("egress guard:")), p.stdout + p.stderr)
+    assert "landlock: no ptrace-mode access to processes outside it, /proc/PID/mem included) + audit hook" in line, line

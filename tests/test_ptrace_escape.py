@@ -179,6 +179,19 @@ static int do_procmem(pid_t pid, unsigned long addr, const char *marker) {
     return 0;
 }
 
+static int do_procfiles(pid_t pid) {
+    const char *names[] = {"environ", "maps", "mem"};
+    char path[64], link[256];
+    for (int i = 0; i < 3; i++) {
+        snprintf(path, sizeof path, "/proc/%d/%s", (int)pid, names[i]);
+        int fd = open(path, O_RDONLY);
+        if (fd < 0) err(names[i], errno); else { ok(names[i], 0); close(fd); }
+    }
+    snprintf(path, sizeof path, "/proc/%d/exe", (int)pid);
+    if (readlink(path, link, sizeof link) < 0) err("exe", errno); else ok("exe", 0);
+    return 0;
+}
+
 static int do_getfd(pid_t pid, int target, const char *msg, const char *unix_path) {
     int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
     if (pidfd < 0) err("pidfd_open", errno); else ok("pidfd_open", pidfd);
@@ -210,6 +223,7 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "ptrace")) return do_ptrace(pid, atoi(argv[3]), argv[4]);
     if (!strcmp(argv[1], "vm")) return do_vm(pid, strtoul(argv[3], NULL, 0), argv[4]);
     if (!strcmp(argv[1], "procmem")) return do_procmem(pid, strtoul(argv[3], NULL, 0), argv[4]);
+    if (!strcmp(argv[1], "procfiles")) return do_procfiles(pid);
     if (!strcmp(argv[1], "getfd") && argc > 5) return do_getfd(pid, atoi(argv[3]), argv[4], argv[5]);
     fprintf(stderr, "unknown mode %s\n", argv[1]);
     return 2;
@@ -383,7 +397,7 @@ def run_attack(lab, server: Server, mode: str, guard: str, attacker_as_root: boo
         assert line, victim.stderr.read() if victim.poll() is not None else "the victim printed nothing"
         info = json.loads(line)
         arg = {"ptrace": str(server.port), "vm": hex(info["addr"]), "procmem": hex(info["addr"]),
-               "getfd": str(info["fd"])}[mode]
+               "getfd": str(info["fd"]), "procfiles": "0"}[mode]
         argv = [str(folder / "attack"), mode, str(info["pid"]), arg, marker, unix_path]
         if guard != "none":
             argv = [sys.executable, str(folder / "guarded.py"), guard, *argv]
@@ -498,3 +512,12 @@ def test_root_under_the_guard_cannot_reach_another_process_either(lab, server, g
         return
     assert out["steps"] == {"open-mem": "err EACCES"}, out
     assert out["victim_saw"] == [] and out["victim_alive"], out
+
+
+
+@pytest.mark.parametrize("guard", ["none", "install"])
+def test_a_siblings_environ_maps_and_exe_are_closed_too(lab, server, guard, kernel_filter):
+    # The same ptrace-mode check guards the other /proc/PID files that need one (read mode here).
+    out = run_attack(lab, server, "procfiles", guard)
+    expected = "ok 0" if guard == "none" else "err EACCES"
+    assert out["steps"] == dict.fromkeys(("environ", "maps", "mem", "exe"), expected), out

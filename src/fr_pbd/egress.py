@@ -33,8 +33,10 @@ a kernel without seccomp the process runs with the hook only and says so
 (:func:`enforcement`). The audit (``fr-pbd audit``) still watches the daemon's
 real system calls with ``strace``: it is the check, these are the means.
 Every fr-pbd process installs the guard except ``fr-pbd models fetch``, the one
-command that downloads, and ``fr-pbd audit``, which gets the hook only: the
-products it starts must run as they would without it.
+command that downloads; ``fr-pbd audit`` (the products it starts must run as
+they would without it) and ``fr-pbd system install | uninstall`` (``useradd``
+and ``userdel`` abort when they cannot open the kernel's audit netlink socket)
+get the hook only. ``fr_pbd.cli.main`` installs it before it builds its parser.
 
 Another process as the way out. A filtered process cannot open a socket, but
 another process of the same user can, and the kernel lets a process reach into
@@ -48,8 +50,8 @@ another process's descriptors and memory) and ``perf_event_open`` (samples
 another process's registers and stack). The barrier for descriptors is
 ``pidfd_getfd``: a pidfd also comes without ``pidfd_open`` (``SO_PEERPIDFD`` on
 a Unix socket, ``CLONE_PIDFD``), and a pidfd alone only signals and waits;
-``pidfd_open`` is refused as well because nothing fr-pbd runs needs it (CPython
-3.11's asyncio falls back to a thread when it fails). ``EACCES`` and not
+``pidfd_open`` is refused as well: nothing fr-pbd runs calls it (the verifier,
+the daemon and its answers run under the filter in the tests). ``EACCES`` and not
 ``EPERM``: it is what the filter already answers for sockets, so every refusal
 of this guard is one errno, and it is not what the kernel's own ptrace checks
 answer (``EPERM`` for a target that is not dumpable, of another uid, or behind
@@ -64,14 +66,16 @@ What seccomp cannot stop: ``/proc/PID/mem``. It is ``open()`` of a path and
 unreachable to their siblings, but it protects only the process that sets it:
 alice's shell or editor stays dumpable. What closes it is a Landlock domain
 (:func:`install_kernel_filter` adds one where the kernel has Landlock, 5.13+):
-a process in a domain fails every ptrace-mode access check on a process outside
-it (``/proc/PID/mem``, ``environ``, ``maps``, ``fd/N``; ``ptrace``,
-``process_vm_*``, ``pidfd_getfd``, ``kcmp``, ``perf_event_open`` again), and
-that holds for root too. The ruleset handles one right, making block devices,
+a process in a domain fails the ptrace-mode access checks on a process outside
+it (``ptrace``, ``process_vm_*``, ``pidfd_getfd`` again, and the ``/proc/PID``
+files behind such a check: ``mem``, ``environ``, ``maps``, ``exe``),
+and ``/proc/PID/mem`` stays closed to root too (root can still read
+``environ`` and ``maps``). The ruleset handles one right, making block devices,
 so the only other thing it refuses is ``mknod`` of a block device. Limits:
 Landlock binds the thread that installs it and the threads and children it
-starts afterwards, not threads that already run (fr-pbd installs the guard
-before it starts any: :func:`enforcement` says when others existed); on a kernel
+starts afterwards, not threads that already run (``fr-pbd`` installs the guard
+before its parser imports numpy and OpenCV, whose thread pools start at import;
+:func:`enforcement` says when other threads existed); on a kernel
 without Landlock ``/proc/PID/mem`` of the user's other processes stays open, and
 :func:`enforcement` says so. Neither layer stops what another process does with
 what a filtered process leaves for it: files it reads or runs (a shell's rc

@@ -36,21 +36,42 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
     if argv is None:
         # A real fr-pbd process (console script or python -m): not dumpable, no core file
         # (fr_pbd.hardening), and no network, ever, except `fr-pbd models fetch`. Tests that
         # call main([...]) in-process leave their interpreter alone; they run the CLI as a
         # subprocess to test this.
-        from fr_pbd import hardening
-
-        hardening.harden_process()
+        _guard_before_parsing(sys.argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if argv is None and not getattr(args, "network", False):
         from fr_pbd import egress
 
-        egress.install(kernel=getattr(args, "kernel_filter", True))
+        egress.install(kernel=getattr(args, "kernel_filter", True))  # idempotent: a second look
     return run_command(args)
+
+
+# The commands whose parsers leave the guard off (``network``) or the kernel filter off
+# (``kernel_filter`` false), known before the parser is built; tests/test_egress.py checks this
+# table against every parser's defaults.
+_UNGUARDED = {("models", "fetch"): "none", ("audit",): "hook", ("system",): "hook"}
+
+
+def guard_for(words: Sequence[str]) -> str:
+    """What :func:`main` installs before parsing ``words``: "none", "hook" or "kernel"."""
+    return _UNGUARDED.get(tuple(words[:2]), _UNGUARDED.get(tuple(words[:1]), "kernel"))
+
+
+def _guard_before_parsing(words: Sequence[str]) -> None:
+    """Harden and guard this process before the parser is built: building it imports numpy and
+    OpenCV, whose thread pools start at import, and the guard's Landlock domain binds only the
+    threads started after it."""
+    from fr_pbd import egress, hardening
+
+    hardening.harden_process()
+    guard = guard_for(words)
+    if guard != "none":
+        egress.install(kernel=guard == "kernel")
 
 
 def run_command(args: argparse.Namespace) -> int:
