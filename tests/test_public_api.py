@@ -15,7 +15,7 @@ FORBIDDEN = ("Template", "ndarray", "float", "bytes", "Capture")
 
 def test_public_names_and_signatures_return_no_biometric_data():
     public = [n for n in fr_pbd.__all__ if n != "__version__"]
-    assert set(public) == {"Consent", "Decision", "find_faces", "enroll", "verify_face", "unenroll",
+    assert set(public) == {"Comparison", "Consent", "Decision", "find_faces", "enroll", "verify_face", "unenroll",
                            "set_fallback", "check_fallback", "same_person"}
     for name in public:
         obj = getattr(fr_pbd, name)
@@ -23,9 +23,13 @@ def test_public_names_and_signatures_return_no_biometric_data():
             ret = str(inspect.signature(obj).return_annotation)
             for word in FORBIDDEN:
                 assert word not in ret, (name, ret)
-    # A Decision has exactly one field, a bool.
     # accepted and why, for the user's own screen; no score, template or matched user
     assert [f for f in fr_pbd.Decision.__dataclass_fields__] == ["accepted", "reason", "retry_after", "detail"]
+    # same_person's answer is a Decision too (one table of reasons), plus which photo had no usable face
+    assert issubclass(fr_pbd.Comparison, fr_pbd.Decision)
+    assert [f for f in fr_pbd.Comparison.__dataclass_fields__] == ["accepted", "reason", "retry_after", "detail",
+                                                                    "image"]
+    assert "Comparison" in str(inspect.signature(fr_pbd.same_person).return_annotation)
     # Enrolment needs the fallback credential as proof: a required keyword, no default to forget.
     proof = inspect.signature(fr_pbd.enroll).parameters["fallback"]
     assert proof.kind is inspect.Parameter.KEYWORD_ONLY and proof.default is inspect.Parameter.empty
@@ -56,7 +60,9 @@ def test_calls_return_no_template_or_vector(tmp_path, faces_dir, models_env):
         fr_pbd.check_fallback("1234-5678", home=home),
         fr_pbd.unenroll("obama", home=home),
     ]
-    assert results[2].accepted is True and results[3] is True and results[4] is False
+    assert results[2].accepted is True and results[3].accepted is True and results[4].accepted is False
+    assert bool(results[3]) is True and bool(results[4]) is False  # `if same_person(a, b):` reads as a sentence
+    assert results[4].reason == "no_match"
     for r in results:
         for v in _walk(r):
             assert not isinstance(v, (Template, np.ndarray, float)), type(v)

@@ -1,7 +1,8 @@
 """fr-pbd: privacy-by-design, on-device face verification.
 
-The public API is a handful of functions whose answers are booleans, counts
-or face boxes. None returns a template, a score or a key: there is nothing to
+The public API is a handful of functions whose answers are booleans, counts,
+face boxes or decisions (yes or no, and a reason for the user's own screen:
+docs/reasons.md). None returns a template, a score or a key: there is nothing to
 export (condition 3) and nothing but yes or no to pass on (condition 5).
 
     import fr_pbd
@@ -9,7 +10,7 @@ export (condition 3) and nothing but yes or no to pass on (condition 5).
     fr_pbd.enroll("alice", ["alice1.jpg", "alice2.jpg"], fr_pbd.Consent("1"),
                   fallback="my PIN 2468")                           # proof: the fallback, every time
     fr_pbd.verify_face("frame.jpg", user="alice").accepted          # True or False
-    fr_pbd.same_person("a.jpg", "b.jpg")                            # True or False
+    fr_pbd.same_person("a.jpg", "b.jpg").accepted                   # True or False (and why)
     fr_pbd.find_faces("group.jpg")                                  # boxes and landmarks
     fr_pbd.unenroll("alice")
 
@@ -35,17 +36,18 @@ from fr_pbd._version import __version__  # noqa: E402 - after the variable above
 if TYPE_CHECKING:  # imports stay lazy: `import fr_pbd` loads no model and no numpy
     from fr_pbd.capture.image import ImageSource
     from fr_pbd.capture.yunet import Face
+    from fr_pbd.outcome import Comparison
     from fr_pbd.verify import Consent, Decision
 
-__all__ = ["Consent", "Decision", "find_faces", "enroll", "verify_face", "unenroll",
+__all__ = ["Comparison", "Consent", "Decision", "find_faces", "enroll", "verify_face", "unenroll",
            "set_fallback", "check_fallback", "same_person", "__version__"]
 
 
 def __getattr__(name: str):
-    if name in ("Consent", "Decision"):
+    if name in ("Comparison", "Consent", "Decision"):
         import importlib
 
-        return getattr(importlib.import_module("fr_pbd.verify"), name)
+        return getattr(importlib.import_module("fr_pbd.outcome" if name == "Comparison" else "fr_pbd.verify"), name)
     raise AttributeError(name)
 
 
@@ -130,11 +132,28 @@ def check_fallback(secret: str, home: str | Path | None = None) -> bool:
 
 
 @_typed
-def same_person(image_a: "ImageSource", image_b: "ImageSource") -> bool:
-    """Do two photos show the same person, at the default operating threshold (FMR 1e-4)?"""
+def same_person(image_a: "ImageSource", image_b: "ImageSource") -> "Comparison":
+    """Do two photos show the same person, at the default operating threshold (FMR 1e-4)?
+
+    A :class:`Comparison`, truthy only for the same person, so ``if same_person(a, b):`` reads as
+    a sentence and fails closed. Like :func:`verify_face`, a photo without a usable face is an
+    answer, not an exception: ``reason`` ``no_face`` or ``low_quality`` (``detail``: the quality
+    gate's code), with ``image`` naming the photo; otherwise ``accepted`` or ``no_match``. Both
+    functions answer the same question the same way, one ``if`` handles both, and a UI reads one
+    table of reasons (docs/reasons.md). A file that is no image is still an error (ImageError).
+    """
     from fr_pbd import models
+    from fr_pbd.errors import QualityError
+    from fr_pbd.outcome import ACCEPTED, NO_MATCH, Comparison
     from fr_pbd.pipeline import build_pipeline
 
     ext = build_pipeline(liveness=False).extractor  # two photos, not a presentation to a lock
-    a, b = ext.template(image_a), ext.template(image_b)
-    return bool(float(a.vector @ b.vector) >= models.threshold(ext.model_id))
+    vectors = []
+    for name, image in (("image_a", image_a), ("image_b", image_b)):
+        try:
+            vectors.append(ext.template(image, "verify").vector)
+        except QualityError as exc:
+            return Comparison.unusable(exc.reason, image=name)
+    if float(vectors[0] @ vectors[1]) >= models.threshold(ext.model_id):
+        return Comparison(True, ACCEPTED)
+    return Comparison(False, NO_MATCH)

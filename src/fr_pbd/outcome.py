@@ -9,11 +9,12 @@ daemon's socket, whose answer stays one byte.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 __all__ = [
     "ACCEPTED",
     "ACCOUNT_CHANGED",
+    "Comparison",
     "LOCKED",
     "LOW_QUALITY",
     "NO_FACE",
@@ -58,6 +59,17 @@ class Outcome:
     def __bool__(self) -> bool:
         return self.accepted
 
+    @classmethod
+    def unusable(cls, quality: str | None, **fields: object) -> "Outcome":
+        """No face to compare: ``no_face``, or ``low_quality`` with the quality gate's code as ``detail``."""
+        if quality is None or quality == NO_FACE:
+            return cls(False, NO_FACE, **fields)
+        return cls(False, LOW_QUALITY, detail=quality, **fields)
+
+    def to_dict(self) -> dict:
+        """The fields as a JSON object (``fr-pbd verify --json``): no score, nothing about the face."""
+        return asdict(self)
+
     def describe(self) -> str:
         """One line for a log or a screen: the reason, never a score."""
         if self.reason == LOCKED:
@@ -65,3 +77,12 @@ class Outcome:
         if self.detail:
             return f"{self.reason} ({self.detail})"
         return self.reason
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison(Outcome):
+    """Two photos, the same person? (:func:`fr_pbd.same_person`): an :class:`Outcome` whose reason is
+    ``accepted``, ``no_match``, ``no_face`` or ``low_quality``, and, for the last two, which photo
+    (``image``: ``"image_a"`` or ``"image_b"``, the parameter's name) had no usable face."""
+
+    image: str | None = None
