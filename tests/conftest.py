@@ -8,6 +8,7 @@ skips with a one-line reason.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,27 @@ def missing(reason: str) -> None:
     if IN_CI:
         pytest.fail(f"required resource missing in CI: {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+def need_tool(tool: str, package: str) -> str:
+    """The path of the system tool ``tool`` (Debian package ``package``); missing: fail in CI, skip elsewhere.
+
+    Every test that runs a system tool asks here first, so that a machine without it says
+    which package to install in one line (README lists them all), never a FileNotFoundError.
+    Looks in PATH, then in /usr/sbin and /sbin (root's tools, not in every user's PATH).
+    """
+    path = shutil.which(tool)
+    if path is None:
+        path = next((p for p in (f"/usr/sbin/{tool}", f"/sbin/{tool}") if os.access(p, os.X_OK)), None)
+    if path is None:
+        missing(f"{tool} is not installed (apt-get install {package})")
+    return path
+
+
+def need_root(what: str) -> None:
+    """``what`` needs root: fail in CI (which runs as root), skip elsewhere."""
+    if os.geteuid() != 0:
+        missing(f"{what} needs root")
 
 
 @pytest.fixture(scope="session")
@@ -115,13 +137,21 @@ def swtpm(tmp_path_factory):
 
     Missing swtpm or tpm2-pytss: FAIL under CI=true, skip elsewhere (tests/tpm_fixture.py).
     """
-    from tests.tpm_fixture import SoftwareTpm, unavailable
+    from tests.tpm_fixture import SoftwareTpm
 
-    why = unavailable()
-    if why:
-        missing(why)
     tpm = SoftwareTpm(tmp_path_factory.mktemp("swtpm")).start()
     try:
         yield tpm
     finally:
         tpm.stop()
+
+
+@pytest.fixture(scope="session")
+def peer_account():
+    """Another local user of the test's own: a Unix account created for this session (useradd, as
+    root), removed at its end. Tests that need a second uid use it, never an account the host may
+    or may not have (``nobody``, ``daemon``...)."""
+    from tests.helpers import own_accounts, own_account_name
+
+    with own_accounts(own_account_name("peer")) as (peer,):
+        yield peer

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fr_pbd.audit import FAIL, INCONCLUSIVE, PASS, overall, run_audit, scan
-from tests.conftest import missing
+from fr_pbd.audit import CHECKS, FAIL, INCONCLUSIVE, PASS, overall, run_audit, scan
+from tests.conftest import need_tool
 from tests.test_daemon import RunningDaemon, set_frame, write_config
 
 # The daemon's answer deadline in these tests: every answer still comes at one fixed time
@@ -34,14 +34,11 @@ def failing(checks) -> dict[str, str]:
 #: Checks that need the running daemon: without --socket they are INCONCLUSIVE, never PASS.
 NOT_OBSERVED_WITHOUT_DAEMON = {"C3.plaintext-templates", "C3.socket", "C3.network", "C3.logs", "C5.answer",
                                "C5.timing"}
-ALL_CHECKS = ["C1.profile", "C2.consent", "C2.fallback", "C3.file-modes", "C3.plaintext-templates", "C3.socket",
-              "C3.network", "C3.logs", "C4.cipher", "C4.kdf", "C4.ciphertext", "C4.key", "C5.answer", "C5.timing",
-              "DPIA.model-provenance", "DPIA.accuracy", "DPIA.bias"]
+ALL_CHECKS = [s.id for s in CHECKS]  # the one table of checks, in report order
 
 
 def need_strace() -> None:
-    if shutil.which("strace") is None:
-        missing("strace is not installed (apt-get install strace)")
+    need_tool("strace", "strace")
 
 
 # --------------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ at that moment, so the test swaps real photos in between requests.
 Attacks from another local user (issue 13) are kept here as tests that fail to get in:
 a fake daemon of another uid, a socket in a directory others can change, another
 account's face, answer times that tell the reason, idle connections that starve the
-daemon. The ones that need a second uid run it with ``setpriv`` as ``nobody`` and need
+daemon. The ones that need a second uid run it with ``setpriv`` as an account the session
+creates for itself (``peer_account`` in tests/conftest.py, never one the host may have) and need
 root (CI runs as root; elsewhere they skip, in CI they fail: tests/conftest.py).
 """
 
@@ -32,7 +33,8 @@ import pytest
 
 from fr_pbd.daemon import MAX_REQUEST, ProtocolError, claim_for, parse_request
 from fr_pbd.errors import DaemonError
-from tests.conftest import missing
+from tests.conftest import missing, need_root, need_tool
+from tests.helpers import absent_uid
 
 PIN = "correct horse battery"
 GENUINE = ("obama3.jpg", "obama4.jpg")
@@ -40,7 +42,6 @@ IMPOSTOR = ("biden2.jpg", "astronaut.png")
 #: Answer deadline of the test daemons (config answer_deadline_ms): above this machine's
 #: verify() p95 under load (132 ms), so a test of 200 requests takes 30 s, not 200 s.
 TEST_DEADLINE_MS = 150
-NOBODY = 65534
 
 
 # --------------------------------------------------------------------------------------
@@ -383,23 +384,19 @@ def test_the_daemon_and_the_cli_are_not_dumpable_and_write_no_core(daemon_env):
 # --------------------------------------------------------------------------------------
 # issue 13: attacks from another local user, each a test that fails to get in
 # --------------------------------------------------------------------------------------
-def need_root_and_setpriv() -> None:
-    if os.geteuid() != 0:
-        missing("running a process as another uid (nobody) needs root")
-    if shutil.which("setpriv") is None:
-        missing("setpriv not installed (apt-get install util-linux)")
-
-
-def nobody_python(gid: int = NOBODY) -> list[str]:
-    """A command prefix that runs a stdlib-only Python as uid nobody (gid ``gid``, no other groups)."""
-    need_root_and_setpriv()
+def peer_python(peer, gid: int | None = None) -> list[str]:
+    """A command prefix that runs a stdlib-only Python as the account ``peer`` (gid ``gid``, default
+    the peer's own; no other groups)."""
+    need_root("running a process as another uid")
+    setpriv = need_tool("setpriv", "util-linux")
+    gid = peer.pw_gid if gid is None else gid
     for py in dict.fromkeys([os.path.realpath(sys.executable), "/usr/bin/python3", shutil.which("python3") or ""]):
         if not py:
             continue
-        cmd = ["setpriv", f"--reuid={NOBODY}", f"--regid={gid}", "--clear-groups", py, "-I", "-S"]
+        cmd = [setpriv, f"--reuid={peer.pw_uid}", f"--regid={gid}", "--clear-groups", py, "-I", "-S"]
         if subprocess.run([*cmd, "-c", "pass"], capture_output=True, timeout=30).returncode == 0:
             return cmd
-    missing("no Python interpreter that uid nobody can run")
+    missing(f"no Python interpreter that uid {peer.pw_uid} can run")
     raise AssertionError  # unreachable: missing() fails or skips
 
 
@@ -436,8 +433,8 @@ FAKE_DAEMON = textwrap.dedent("""
 """)
 
 
-def test_ask_refuses_a_fake_daemon_of_another_uid(tmp_path, public_dir, template_home, monkeypatch):
-    """Issue 13, attack 1: `nobody` binds the socket's name in a 1777 directory and answers Y.
+def test_ask_refuses_a_fake_daemon_of_another_uid(tmp_path, public_dir, template_home, monkeypatch, peer_account):
+    """Issue 13, attack 1: another local user binds the socket's name in a 1777 directory and answers Y.
 
     Before: root's `fr-pbd ask --socket ...` printed `yes`, exit 0 (pam_exec's success), and the
     real daemon refused to start ("another daemon already listens"). Now ask exits 2 with one
@@ -446,21 +443,22 @@ def test_ask_refuses_a_fake_daemon_of_another_uid(tmp_path, public_dir, template
     from fr_pbd import daemon
     from fr_pbd.daemon import client
 
-    py = nobody_python()
+    py = peer_python(peer_account)
+    other = peer_account.pw_uid
     sock = public_dir / "d.sock"
     fake = subprocess.Popen([*py, "-c", FAKE_DAEMON, str(sock)], stdout=subprocess.PIPE, text=True)
     try:
         assert fake.stdout is not None and fake.stdout.readline() == "ready\n"
-        assert os.stat(sock).st_uid == NOBODY
+        assert os.stat(sock).st_uid == other
         for env in ({}, {"PAM_USER": "root", "PAM_TYPE": "auth", "PAM_SERVICE": "login", "PAM_TTY": "tty1"}):
             p = subprocess.run([sys.executable, "-m", "fr_pbd.cli", "ask", "--socket", str(sock),
                                 *(["--pam"] if env else [])], capture_output=True, text=True, timeout=60,
                                env={**os.environ, **env})
             assert (p.returncode, p.stdout) == (2, ""), p.stdout + p.stderr
-            assert p.stderr.count("\n") == 1 and f"uid {NOBODY}" in p.stderr, p.stderr
+            assert p.stderr.count("\n") == 1 and f"uid {other}" in p.stderr, p.stderr
         # the second line of defence: the kernel's word on who listens (SO_PEERCRED)
         monkeypatch.setattr(client, "check_socket", lambda path, uid: None)
-        with pytest.raises(DaemonError, match=f"runs as uid {NOBODY}, not as the daemon's uid 0"):
+        with pytest.raises(DaemonError, match=f"runs as uid {other}, not as the daemon's uid 0"):
             daemon.ask(sock, "root", daemon_uid=0)
         # the real daemon does not take over, and says why
         home = tmp_path / "home"
@@ -469,7 +467,7 @@ def test_ask_refuses_a_fake_daemon_of_another_uid(tmp_path, public_dir, template
         frames.mkdir()
         p = subprocess.run([sys.executable, "-m", "fr_pbd.cli", "serve", "--home", str(home), "--socket", str(sock),
                             "--frames", str(frames)], capture_output=True, text=True, timeout=120)
-        assert p.returncode == 2 and f"a process of uid {NOBODY}" in p.stderr and "posing" in p.stderr, p.stderr
+        assert p.returncode == 2 and f"a process of uid {other}" in p.stderr and "posing" in p.stderr, p.stderr
     finally:
         fake.kill()
         fake.wait()
@@ -490,9 +488,10 @@ def test_ask_refuses_a_socket_others_can_change(daemon_env, tmp_path):
     assert ask(d.sock, "--user", "obama").returncode == 0
     os.chmod(run, 0o755)
     if os.geteuid() == 0:
-        os.chown(run, NOBODY, -1)
+        someone = absent_uid()  # another uid: no account's, so none the host may have
+        os.chown(run, someone, -1)
         p = ask(d.sock, "--user", "obama")
-        assert p.returncode == 2 and f"owned by uid {NOBODY}" in p.stderr, p.stderr
+        assert p.returncode == 2 and f"owned by uid {someone}" in p.stderr, p.stderr
         os.chown(run, 0, -1)
     # the home names the daemon's uid: a daemon of another uid is not trusted
     write_config(home, f"daemon_uid = {os.getuid() + 4242}\n")
@@ -535,7 +534,7 @@ def test_claim_for_binds_pam_to_pam_user():
 
 def _public_daemon(tmp_path, template_home, faces_dir, public_dir, allowed: str,
                    deadline_ms: int = TEST_DEADLINE_MS) -> tuple[RunningDaemon, Path]:
-    """A daemon whose socket (0660, root's group) lies in a 1777 directory, so `nobody` can reach it."""
+    """A daemon whose socket (0660, root's group) lies in a 1777 directory, so another local user can reach it."""
     home = tmp_path / "home"
     shutil.copytree(template_home, home)
     write_config(home, f"allowed_uids = [{allowed}]\n", deadline_ms=deadline_ms)
@@ -574,18 +573,20 @@ PEER_CLAIMS = textwrap.dedent("""
 """)
 
 
-def test_a_peer_other_than_root_asks_only_for_its_own_account(tmp_path, template_home, faces_dir, public_dir):
-    """nobody, on the allowlist, cannot have obama's face checked, and VERIFY alone means nobody's own account."""
-    py = nobody_python(gid=0)  # root's group: the socket is 0660 root:root
-    d, _frames = _public_daemon(tmp_path, template_home, faces_dir, public_dir, f"0, {NOBODY}")
+def test_a_peer_other_than_root_asks_only_for_its_own_account(tmp_path, template_home, faces_dir, public_dir,
+                                                              peer_account):
+    """A peer on the allowlist cannot have obama's face checked, and VERIFY alone means its own account."""
+    py = peer_python(peer_account, gid=0)  # root's group: the socket is 0660 root:root
+    uid, name = peer_account.pw_uid, peer_account.pw_name
+    d, _frames = _public_daemon(tmp_path, template_home, faces_dir, public_dir, f"0, {uid}")
     try:
         p = subprocess.run([*py, "-c", PEER_CLAIMS, str(d.sock)], capture_output=True, text=True, timeout=60)
         other, t_other, own, t_own = p.stdout.split()
         assert (other, own) == ("N", "N"), p.stdout + p.stderr  # obama's face is in front of the camera
         assert int(t_other) < TEST_DEADLINE_MS  # refused from the request alone
-        assert int(t_own) >= TEST_DEADLINE_MS - 1  # a real verification, against nobody's (no) templates
-        log = read_log_until(d.log, lambda text: "user 'nobody'" in text)
-        assert f"uid {NOBODY} (nobody) may ask only for its own account, not for 'obama'" in log
+        assert int(t_own) >= TEST_DEADLINE_MS - 1  # a real verification, against the peer's (no) templates
+        log = read_log_until(d.log, lambda text: f"user '{name}'" in text)
+        assert f"uid {uid} ({name}) may ask only for its own account, not for 'obama'" in log
         assert raw_request(d.sock, b"VERIFY obama\n") == b"Y"  # root may name the account
     finally:
         d.stop()
@@ -611,8 +612,9 @@ IDLE_PEER = textwrap.dedent("""
 
 @pytest.mark.slow
 @pytest.mark.parametrize("allowed", [True, False], ids=["idle-peer-on-the-allowlist", "idle-peer-refused"])
-def test_idle_connections_of_one_uid_do_not_delay_another(tmp_path, template_home, faces_dir, public_dir, allowed):
-    """Issue 13, attack 4: 50 idle connections of `nobody` while root asks.
+def test_idle_connections_of_one_uid_do_not_delay_another(tmp_path, template_home, faces_dir, public_dir, allowed,
+                                                          peer_account):
+    """Issue 13, attack 4: 50 idle connections of another local user while root asks.
 
     Before: 20 idle connections delayed real requests by 4-5 s, 60 made `ask` fail. Now one uid
     holds at most max_connections_per_uid (4) connections, the rest get N at once, and root's
@@ -620,8 +622,9 @@ def test_idle_connections_of_one_uid_do_not_delay_another(tmp_path, template_hom
     2-core machine, 745 ms, so that a late answer can only be the idle peer's doing), not later.
     """
     deadline_ms = 1000
-    py = nobody_python(gid=0)
-    d, _frames = _public_daemon(tmp_path, template_home, faces_dir, public_dir, f"0, {NOBODY}" if allowed else "0",
+    py = peer_python(peer_account, gid=0)
+    d, _frames = _public_daemon(tmp_path, template_home, faces_dir, public_dir,
+                                f"0, {peer_account.pw_uid}" if allowed else "0",
                                 deadline_ms=deadline_ms)
     idle = subprocess.Popen([*py, "-c", IDLE_PEER, str(d.sock), "50"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)

@@ -36,6 +36,7 @@ import pytest
 from fr_pbd.errors import ConsentError, StoreIntegrityError
 from fr_pbd.store import LockoutState, Store
 from fr_pbd.template import Template
+from tests.helpers import absent_account
 
 PIN = "correct horse battery"
 DIM = 128
@@ -85,14 +86,19 @@ class StubExtractor:
 
 
 def stub_home(home: Path, users=(("alice", 1), ("bob", 2))) -> Path:
-    """A store with the real model id, a fallback PIN and stand-in templates (user ``name`` = seed ``s``)."""
+    """A store with the real model id, a fallback PIN and stand-in templates (user ``name`` = seed ``s``).
+
+    Each name is bound to the account it names on this machine now, or to none (as enrolment
+    binds it), so the store holds on a host with accounts called alice and bob as on one without.
+    """
+    from fr_pbd.store.records import account_uid
     from fr_pbd.verify import Verifier
 
     store = Store.create(home, model_id=Verifier.default_model_id(), dim=DIM)
     store.set_fallback(PIN)
     with store.transaction() as tx:
         for name, seed in users:
-            tx.record_consent(name, text_version="1", device_id="test")
+            tx.record_consent(name, text_version="1", device_id="test", uid=account_uid(name))
             tx.add_templates(name, [Template(unit(seed), Verifier.default_model_id())])
     return home
 
@@ -440,27 +446,30 @@ def test_enrolment_binds_the_name_to_its_account(tmp_path):
     v = stub_verifier(home, 7)
     v.enroll(name, [b"frame"], Consent("1"), fallback=PIN)
     assert Store.open(home).read().uid_of(name) == os.getuid()
-    assert Store.open(home).read().uid_of("alice") is None  # no such account here
+    nowhere = absent_account("none")
+    v.enroll(nowhere, [b"frame"], Consent("1"), fallback=PIN)
+    assert Store.open(home).read().uid_of(nowhere) is None  # no such account here: bound to none
     assert v.verify(b"frame", user=name)
-    # root's account (or, when the tests run as root, another one) is not opened by this face
-    other = "root" if name != "root" else next(a for a in ("nobody", "daemon", "bin") if a != name)
+    # another account on this machine (whichever there is), or a name that is none, is not opened by this face
+    other = next((p.pw_name for p in pwd.getpwall() if p.pw_uid != os.getuid()), absent_account("other"))
     assert (o := v.verify(b"frame", user=other)).reason == "unknown_user"
 
 
 def test_a_name_opens_only_the_account_it_was_bound_to(tmp_path, monkeypatch):
     from fr_pbd import attempts, verify
 
-    home = stub_home(tmp_path / "home")
+    newcomer = absent_account("new")
+    home = stub_home(tmp_path / "home", users=((newcomer, 1), ("bob", 2)))
     real = verify.account_uid
 
     def accounts(table):  # the password database as the enrolment (verify) and the claim (attempts) see it
         for module in (verify, attempts):
             monkeypatch.setattr(module, "account_uid", lambda n: table.get(n) or real(n))
 
-    # "alice" was no account at enrolment; an account called alice appears later
-    accounts({"alice": 4242})
+    # the name was no account at enrolment; an account of that name appears later
+    accounts({newcomer: 4242})
     v = stub_verifier(home, 1)
-    assert (o := v.verify(b"frame", user="alice")).reason == "account_changed"
+    assert (o := v.verify(b"frame", user=newcomer)).reason == "account_changed"
     # a bound name whose account was deleted and re-created with another uid
     with Store.open(home).transaction() as tx:
         tx.record_consent("bob", text_version="1", device_id="test", uid=1234)

@@ -2,10 +2,11 @@
 
 Issue 13, attack 2: the old PAM line had no ``--user``, so the face of any enrolled person
 (a child's) opened any account, root's for ``sudo`` included. Here two people are enrolled
-under two Unix accounts (Obama as ``daemon``, Biden as ``bin``: accounts every Debian system
-has) and the test drives the service line docs/pam.md shows, with a daemon behind it:
+under two Unix accounts the test creates for itself (Obama as ``frpbd-obama<pid>``, the second
+person as ``frpbd-biden<pid>``; removed afterwards) and the test drives the service line
+docs/pam.md shows, with a daemon behind it:
 
-* Obama's face opens ``daemon`` and neither ``bin`` nor ``root``;
+* Obama's face opens his account and neither the other one nor ``root``;
 * the old line (no ``--pam``) opens nothing: ``fr-pbd ask`` refuses to run under PAM without it;
 * once root enrols (with Biden's photos here), Biden's face opens root, Obama's still does not;
 * with the daemon stopped, nothing opens.
@@ -17,18 +18,18 @@ CI runs as root with pamtester installed (.ci/run); anything less fails there (c
 from __future__ import annotations
 
 import os
-import pwd
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import missing
+from tests.conftest import missing, need_tool
+from tests.helpers import own_account_name, own_accounts
 from tests.test_daemon import PIN, RunningDaemon, set_frame, write_config
 
-OBAMA, BIDEN = "daemon", "bin"  # the Unix accounts the two people enrol under
+# the Unix accounts the two people enrol under: the test's own (pam_service creates them)
+OBAMA, BIDEN = own_account_name("obama"), own_account_name("biden")
 
 
 def _pam_exec_module() -> bool:
@@ -43,15 +44,11 @@ def _pam_exec_module() -> bool:
 @pytest.fixture()
 def pam_service():
     """Write /etc/pam.d/<name> files for the test; removed afterwards."""
-    if shutil.which("pamtester") is None or not _pam_exec_module():
-        missing("pamtester or pam_exec.so not installed (apt-get install pamtester)")
+    need_tool("pamtester", "pamtester")
+    if not _pam_exec_module():
+        missing("pam_exec.so is not installed (apt-get install libpam-modules)")
     if os.geteuid() != 0 or not os.access("/etc/pam.d", os.W_OK):
         missing("writing a PAM service file in /etc/pam.d needs root")
-    for name in (OBAMA, BIDEN):
-        try:
-            pwd.getpwnam(name)
-        except KeyError:
-            missing(f"no Unix account {name!r} to enrol under")
     written: list[Path] = []
 
     def write(suffix: str, auth_line: str) -> str:
@@ -63,9 +60,12 @@ def pam_service():
         written.append(path)
         return service
 
-    yield write
-    for path in written:
-        path.unlink(missing_ok=True)
+    with own_accounts(OBAMA, BIDEN):
+        try:
+            yield write
+        finally:
+            for path in written:
+                path.unlink(missing_ok=True)
 
 
 def pam(service: str, user: str) -> bool:

@@ -29,7 +29,8 @@ import pytest
 from fr_pbd.config import DEFAULT_PAM_SERVICES, NEVER_PAM_SERVICES, PamPolicy, parse
 from fr_pbd.daemon.pam import PamRefusal, check_pam_context
 from fr_pbd.errors import ConfigError
-from tests.conftest import missing
+from tests.conftest import missing, need_tool
+from tests.helpers import own_account_name, own_accounts
 from tests.test_daemon import PIN, RunningDaemon, set_frame, write_config
 
 REMOTE = "203.0.113.66"  # TEST-NET-3 (RFC 5737): never a real host
@@ -103,18 +104,7 @@ def test_the_allow_list_is_configurable_but_never_for_network_logins():
 # --------------------------------------------------------------------------------------
 # real PAM stacks: pamtester, su and a loopback sshd, with the face at the camera
 # --------------------------------------------------------------------------------------
-def _need(tool: str, package: str) -> str:
-    path = shutil.which(tool) or (f"/usr/sbin/{tool}" if os.path.exists(f"/usr/sbin/{tool}") else None)
-    if path is None:
-        missing(f"{tool} not installed (apt-get install {package})")
-    return path
-
-
-def _account(name: str) -> pwd.struct_passwd:
-    """A system account of the test's own, created now (removed by the fixture)."""
-    subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/bin/sh", name], check=True,
-                   capture_output=True)
-    return pwd.getpwnam(name)
+_need = need_tool  # the tool's path; missing: fail in CI, skip elsewhere
 
 
 class PamWorld:
@@ -162,31 +152,25 @@ def pam_world(tmp_path, extractor, faces_dir):
         missing("a private /etc/pam.d (unshare -m, mount --bind) and test accounts need root")
     from fr_pbd.verify import Consent, Verifier
 
-    tag = f"{os.getpid() % 100000}"
-    user, other = f"frpbd-a{tag}", f"frpbd-b{tag}"
-    made: list[str] = []
+    user, other = own_account_name("a"), own_account_name("b")  # the test's own accounts, removed after
     d = None
-    try:
-        for name in (user, other):
-            _account(name)
-            made.append(name)
-        home = tmp_path / "home"
-        v = Verifier(home, extractor)
-        v.set_fallback(PIN)
-        v.enroll(user, [faces_dir / "obama.jpg", faces_dir / "obama2.jpg", faces_dir / "obama4.jpg"],
-                 Consent("1", "test"), fallback=PIN)
-        sock = tmp_path / "d.sock"
-        write_config(home, f'socket = "{sock}"\nallowed_uids = [0]\n')
-        frames = tmp_path / "frames"
-        frames.mkdir()
-        set_frame(frames, faces_dir / "obama3.jpg")  # the account's owner is at the camera throughout
-        d = RunningDaemon(home, sock, frames, tmp_path / "daemon.log")
-        yield PamWorld(tmp_path, user, other, home, frames, d)
-    finally:
-        if d is not None:
-            d.stop()
-        for name in made:
-            subprocess.run(["userdel", name], capture_output=True)
+    with own_accounts(user, other, shell="/bin/sh"):
+        try:
+            home = tmp_path / "home"
+            v = Verifier(home, extractor)
+            v.set_fallback(PIN)
+            v.enroll(user, [faces_dir / "obama.jpg", faces_dir / "obama2.jpg", faces_dir / "obama4.jpg"],
+                     Consent("1", "test"), fallback=PIN)
+            sock = tmp_path / "d.sock"
+            write_config(home, f'socket = "{sock}"\nallowed_uids = [0]\n')
+            frames = tmp_path / "frames"
+            frames.mkdir()
+            set_frame(frames, faces_dir / "obama3.jpg")  # the account's owner is at the camera throughout
+            d = RunningDaemon(home, sock, frames, tmp_path / "daemon.log")
+            yield PamWorld(tmp_path, user, other, home, frames, d)
+        finally:
+            if d is not None:
+                d.stop()
 
 
 @pytest.mark.slow

@@ -15,8 +15,8 @@ TCP server in this test that records what reaches it:
 * ``seccomp``: the seccomp filter alone (``egress._load_filter``), to show what it cannot stop
   (``/proc/PID/mem`` goes through ``open``+``write``) and so what the Landlock layer is for.
 
-Attacker and victim run as an unprivileged uid (``nobody``, through ``setpriv``) when the test
-runs as root, so the kernel's own same-uid rules apply as they would to alice; root's
+Attacker and victim run as an unprivileged uid (one no account has, through ``setpriv``) when
+the test runs as root, so the kernel's own same-uid rules apply as they would to alice; root's
 ``CAP_SYS_PTRACE`` would pass them all. Yama is not active on the development machine (no
 ``/proc/sys/kernel/yama``); where it is (scope 1), the victim names any process as its tracer
 with ``PR_SET_PTRACER``, so the control still shows the attack, and scopes 2 and 3 skip it.
@@ -39,7 +39,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import missing
+from tests.conftest import missing, need_root, need_tool
+from tests.helpers import absent_uid
 
 ATTACKER_C = r"""
 #define _GNU_SOURCE
@@ -347,9 +348,7 @@ def server():
 @pytest.fixture(scope="module")
 def lab():
     """A world-readable folder with the compiled attacker and the scripts, and how to drop to one uid."""
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        missing("gcc is not installed (the ptrace escape attacker is compiled in the test)")
+    gcc = need_tool("gcc", "gcc")  # the ptrace escape attacker is compiled in the test
     yama = Path("/proc/sys/kernel/yama/ptrace_scope")
     if yama.exists() and yama.read_text().strip() not in ("0", "1"):
         pytest.skip(f"Yama ptrace_scope {yama.read_text().strip()}: no same-uid ptrace to show as the control")
@@ -367,12 +366,11 @@ def lab():
             f.chmod(0o755)
         (folder / "run").mkdir()  # the victims' Unix sockets: the attack's uid must create them
         drop: list[str] = []
-        if os.geteuid() == 0:
-            os.chown(folder / "run", 65534, 65534)
-            setpriv = shutil.which("setpriv")
-            if setpriv is None:
-                missing("setpriv is not installed (root runs the attack as an unprivileged uid)")
-            drop = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+        if os.geteuid() == 0:  # root runs the attack as an unprivileged uid: one no account (no process) has
+            setpriv = need_tool("setpriv", "util-linux")
+            uid = absent_uid()
+            os.chown(folder / "run", uid, uid)
+            drop = [setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
         yield folder, drop
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -505,7 +503,7 @@ def test_proc_pid_mem_write_into_a_sibling(lab, server, guard, kernel_filter):
 def test_root_under_the_guard_cannot_reach_another_process_either(lab, server, guard, kernel_filter):
     # Root passes every same-uid and dumpable check (CAP_SYS_PTRACE); the Landlock domain binds it too.
     if os.geteuid() != 0:
-        pytest.skip("needs root (the attacker runs as root, the victim as nobody)")
+        need_root("the attacker as root and the victim as another uid")
     out = run_attack(lab, server, "procmem", guard, attacker_as_root=True)
     if guard in ("none", "seccomp"):
         assert out["steps"]["open-mem"].startswith("ok") and out["victim_saw"] == [out["marker"]], out

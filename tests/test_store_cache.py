@@ -29,6 +29,7 @@ from fr_pbd.errors import StoreError, StoreIntegrityError
 from fr_pbd.store import LockoutState, Store
 from fr_pbd.store import envelope, protection
 from fr_pbd.store import store as store_mod
+from fr_pbd.store.records import account_uid
 from fr_pbd.store.transaction import ClaimsView
 from tests.test_login_attacks import PIN, stub_home, stub_verifier
 
@@ -93,7 +94,7 @@ def test_the_cache_holds_nothing_biometric_and_cannot_be_changed(tmp_path):
     home = stub_home(tmp_path / "home")
     view = Store.open(home).claims()
     assert isinstance(view, ClaimsView)
-    assert view.template_count("alice") == 1 and view.uid_of("alice") is None and view.template_count("eve") == 0
+    assert view.template_count("alice") == 1 and view.uid_of("alice") == account_uid("alice") and view.template_count("eve") == 0
     held = [getattr(view, s) for s in ClaimsView.__slots__]
     stack, seen = list(held), 0
     while stack:  # every value reachable from the view: no array, no bytes (no template, rotation, hash or key)
@@ -457,7 +458,7 @@ def test_a_restored_copy_of_a_tpm_store_is_refused_by_the_next_pre_check(swtpm, 
     store = Store.create(home, model_id=Verifier.default_model_id(), dim=128, key_provider=TpmKeyProvider())
     store.set_fallback(PIN)
     with store.transaction() as tx:
-        tx.record_consent("alice", text_version="1", device_id="test")
+        tx.record_consent("alice", text_version="1", device_id="test", uid=account_uid("alice"))
         tx.add_templates("alice", [Template(unit(1), Verifier.default_model_id())])
     old = (home / "store.frpbd").read_bytes()
     impostor = stub_verifier(home, 99)

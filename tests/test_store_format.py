@@ -238,6 +238,10 @@ def test_a_format_1_store_opens_and_is_written_as_format_2(tmp_path):
 
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+    from tests.helpers import absent_account
+
+    nowhere = absent_account("nowhere")  # a name that is no account on this machine (checked)
+
     from fr_pbd.store import LockoutState
     from fr_pbd.store.fallback import hash_fallback
 
@@ -253,7 +257,7 @@ def test_a_format_1_store_opens_and_is_written_as_format_2(tmp_path):
     meta = {
         "format": 1, "model_id": "m", "store_id": header.store_id.hex(), "dim": 4, "generation": 9,
         "users": [{"name": n, "templates": 1, "consent": {"time": "2025-01-02T03:04:05Z", "text_version": "1",
-                   "device_id": "d"}} for n in sorted([me, "no-such-account-xyz"])],
+                   "device_id": "d"}} for n in sorted([me, nowhere])],
         "fallback": fb, "lockout": {"failures": 2, "locked_until": None},
     }
     t = np.eye(4, dtype=np.float32)[:2]
@@ -261,7 +265,7 @@ def test_a_format_1_store_opens_and_is_written_as_format_2(tmp_path):
     payload = fmt.encode_payload(meta, rot, t)
     (home / "store.frpbd").write_bytes(hbytes + nonce + AESGCM(dek).encrypt(nonce, payload, hbytes))
     view = Store.open(home).read()
-    assert view.uid_of(me) == os.getuid() and view.uid_of("no-such-account-xyz") is None
+    assert view.uid_of(me) == os.getuid() and view.uid_of(nowhere) is None
     assert view.lockout == LockoutState(2) and view.fallback_lockout == LockoutState()
     assert view.fallback_min_len == 0 and view.check_fallback("246813")
     with store.transaction() as tx:

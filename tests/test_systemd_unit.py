@@ -7,14 +7,13 @@ in CI (Debian package ``systemd``); under ``CI=true`` a missing systemd-analyze 
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import missing
+from tests.conftest import need_tool
 
 UNIT = Path(__file__).resolve().parents[1] / "hardware" / "systemd" / "fr-pbd.service"
 REQUIRED = ["RestrictAddressFamilies=AF_UNIX", "IPAddressDeny=any", "PrivateNetwork=yes", "NoNewPrivileges=yes",
@@ -24,10 +23,7 @@ REQUIRED = ["RestrictAddressFamilies=AF_UNIX", "IPAddressDeny=any", "PrivateNetw
 
 
 def _analyze() -> str:
-    tool = shutil.which("systemd-analyze")
-    if tool is None:
-        missing("systemd-analyze is not installed (apt-get install systemd)")
-    return tool
+    return need_tool("systemd-analyze", "systemd")
 
 
 def _unit_here(tmp_path: Path) -> Path:

@@ -15,15 +15,29 @@ import time
 from pathlib import Path
 
 
+SWTPM_PACKAGES = "swtpm swtpm-tools"
+
+
 def unavailable() -> str | None:
     """Why the TPM tests cannot run here (None: they can)."""
     if shutil.which("swtpm") is None:
-        return "swtpm is not installed (apt-get install swtpm swtpm-tools)"
+        return f"swtpm is not installed (apt-get install {SWTPM_PACKAGES})"
     try:
         import tpm2_pytss  # noqa: F401
     except ImportError as exc:
         return f"tpm2-pytss is not installed (pip install 'fr-pbd[tpm]' with libtss2-dev): {exc}"
     return None
+
+
+def require() -> str:
+    """swtpm's path, once swtpm and tpm2-pytss are known to be here; else fail in CI, skip elsewhere."""
+    from tests.conftest import missing, need_tool
+
+    swtpm = need_tool("swtpm", SWTPM_PACKAGES)
+    why = unavailable()
+    if why:
+        missing(why)
+    return swtpm
 
 
 class SoftwareTpm:
@@ -41,11 +55,12 @@ class SoftwareTpm:
         return f"swtpm:path={self.socket}"
 
     def start(self) -> "SoftwareTpm":
+        swtpm = require()  # a test that starts its own TPM skips (or, in CI, fails) here, never FileNotFoundError
         for p in (self.socket, Path(f"{self.socket}.ctrl")):
             if p.exists():
                 p.unlink()
         self.proc = subprocess.Popen(
-            ["swtpm", "socket", "--tpm2", "--tpmstate", f"dir={self.dir / 'state'}",
+            [swtpm, "socket", "--tpm2", "--tpmstate", f"dir={self.dir / 'state'}",
              "--server", f"type=unixio,path={self.socket}", "--ctrl", f"type=unixio,path={self.socket}.ctrl",
              "--flags", "not-need-init,startup-clear"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

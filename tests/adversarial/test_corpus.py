@@ -347,16 +347,19 @@ def test_without_strace_the_network_check_is_inconclusive(home, dishonest, eval_
 
 def test_without_the_right_to_read_proc_the_evidence_is_missing_not_clean():
     """An auditor who is neither root nor the daemon's user: /proc/PID/fd and ptrace are refused, and said so."""
-    if os.getuid() != 0 or shutil.which("setpriv") is None or shutil.which("strace") is None:
-        from tests.conftest import missing
+    from tests.conftest import need_root, need_tool
+    from tests.helpers import absent_uid
 
-        missing("needs root, setpriv (util-linux) and strace")
+    need_root("an auditor of another uid")
+    setpriv = need_tool("setpriv", "util-linux")
+    need_tool("strace", "strace")
+    uid = absent_uid()  # someone else: a uid no account (and so no process of the host) has
     victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         code = ("from fr_pbd.audit import procfs, trace\n"
                 f"s = procfs.snapshot({victim.pid}); t = trace.Tracer({victim.pid})\n"
                 "print(s.gaps); print(t.start(), t.error)\n")
-        p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
+        p = subprocess.run([setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", sys.executable, "-c",
                             code], capture_output=True, text=True, timeout=60, check=False)
     finally:
         victim.kill()
