@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from fr_pbd.cli._common import EXIT_OK, add_board, subcommands
+from fr_pbd.cli._common import EXIT_OK, add_board, add_json, print_json, subcommands
 
 
 class ProgressBar:
@@ -116,11 +116,19 @@ def cmd_eval_lfw(args: argparse.Namespace) -> int:
         used = (DEFAULT_MODELS[0], rs.embedder + ("-int8" if rs.embedder_variant == "int8" else ""))
     files = write_report(res, args.out, models=used, command=shlex.join(argv), data_dir=lfw_dir,
                          pairs_path=pairs_path)
-    tf = res.tenfold
+    tf, op = res.tenfold, res.operating_points.get("1e-4")
+    if args.json:  # the summary below as one object (aggregates only); report.json holds everything
+        print_json({"report": str(files["report.json"].parent), "pairs": res.pairs, "pairs_failed": res.pairs_failed,
+                    "tenfold_accuracy": None if tf is None else {"mean": tf.mean, "std": tf.std},
+                    "fnmr_at_fmr_1e-4": None if op is None else {"fnmr": op.fnmr, "threshold": op.threshold,
+                                                                 "impostor_comparisons": op.impostor_comparisons},
+                    "eer": None if res.eer is None else res.eer.eer, "fta_images": res.fta_images,
+                    "images": res.images, "groups": None if res.groups is None else res.groups.to_dict(),
+                    "transactions": None if res.transactions is None else res.transactions.to_dict()})
+        return EXIT_OK
     if tf is not None:
         print(f"10-fold accuracy {100 * tf.mean:.2f} % ± {100 * tf.std:.2f} % ({res.pairs} pairs, "
               f"{res.pairs_failed} with a failed image)")
-    op = res.operating_points.get("1e-4")
     if op is not None:
         print(f"FNMR {100 * op.fnmr:.3f} % at FMR 1e-4 (threshold {op.threshold:.4f}, "
               f"{op.impostor_comparisons:,} impostor comparisons)")
@@ -259,6 +267,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="with --enrol: seeded draws of which images are enrolled, pooled (default 5)")
     add_board(lf)
     lf.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_json(lf, "the summary's figures (aggregates; report.json holds everything)")
     lf.set_defaults(func=cmd_eval_lfw)
     p = esub.add_parser(
         "pad", help="presentation-attack detection: APCER per attack type, worst case, BPCER (ISO/IEC 30107-3)",
