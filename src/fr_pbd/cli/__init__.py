@@ -4,7 +4,8 @@ One module per command group (:mod:`.household`, :mod:`.keys`, :mod:`.faces`, :m
 :mod:`.daemon`, :mod:`.audit`, :mod:`.eval`, :mod:`.bench`, :mod:`.system`), each with a
 ``register(subparsers)``; the libraries below never import this package. Errors are
 handled once, in :func:`run_command`: one line on stderr and an exit status (0 yes,
-1 no, 2 error, 3 an incomplete audit, 4 internal error), never a traceback.
+1 no, 2 error, 3 an incomplete audit, 4 internal error), never a traceback; under ``--json``
+also one ``{"error": ...}`` object on stdout (:mod:`fr_pbd.cli._common`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from typing import Callable, Sequence
 from fr_pbd._version import __version__
 from fr_pbd.cli import audit, bench, daemon, faces, household, keys, models, system
 from fr_pbd.cli import eval as evaluation
-from fr_pbd.cli._common import EXIT_ERROR, EXIT_INTERNAL, EXIT_NO, EXIT_OK, Parser
+from fr_pbd.cli._common import (EXIT_ERROR, EXIT_INTERNAL, EXIT_NO, EXIT_OK, Parser, UsageError, error_object,
+                                print_json, wants_json)
 from fr_pbd.errors import FrPbdError
 
 __all__ = ["main", "build_parser", "run_command", "EXIT_OK", "EXIT_NO", "EXIT_ERROR", "EXIT_INTERNAL"]
@@ -43,7 +45,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # subprocess to test this.
         _guard_before_parsing(sys.argv[1:])
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:  # asked for JSON: the refusal is JSON too (the usage line stays on stderr)
+        if "--json" in (sys.argv[1:] if argv is None else argv):
+            print_json(error_object(exc, exc.message, "UsageError"))
+        raise
     if argv is None and not getattr(args, "network", False):
         from fr_pbd import egress
 
@@ -75,34 +82,39 @@ def _guard_before_parsing(words: Sequence[str]) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    """Run a parsed command: every error becomes one line on stderr and an exit status."""
+    """Run a parsed command: every error becomes one line on stderr and an exit status (and, under
+    ``--json``, one ``{"error": ...}`` object on stdout)."""
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
     except FrPbdError as exc:
-        print(f"fr-pbd: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return _error(args, exc, exc.exit_code, str(exc))
     except ValueError as exc:  # argument checks in the library (e.g. a PIN that is too short)
-        print(f"fr-pbd: error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        print("fr-pbd: interrupted", file=sys.stderr)
-        return 130
+        return _error(args, exc, EXIT_ERROR, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    except KeyboardInterrupt as exc:
+        return _error(args, exc, 130, "interrupted", kind="Interrupted", prefix="")
     except OSError as exc:  # a full disk, a read-only home, a permission: the user's to fix, not a bug
         from fr_pbd.fileio import storage_error
 
         err = storage_error(exc)
         if err is exc:
-            return _internal(exc)
-        print(f"fr-pbd: error: {err}", file=sys.stderr)
-        return EXIT_ERROR
+            return _internal(args, exc)
+        return _error(args, err, EXIT_ERROR, str(err))
     except Exception as exc:  # noqa: BLE001 - last line of defence: one line, no traceback
-        return _internal(exc)
+        return _internal(args, exc)
 
 
-def _internal(exc: Exception) -> int:
+def _error(args: argparse.Namespace, exc: BaseException, code: int, message: str, *, kind: str | None = None,
+           prefix: str = "error: ") -> int:
+    """``fr-pbd: {prefix}{message}`` on stderr; under ``--json`` the same message in the object on stdout."""
+    print(f"fr-pbd: {prefix}{message}", file=sys.stderr)
+    if wants_json(args):
+        print_json(error_object(exc, message, kind))
+    return code
+
+
+def _internal(args: argparse.Namespace, exc: Exception) -> int:
     if os.environ.get("FR_PBD_DEBUG"):
         raise exc
-    print(f"fr-pbd: internal error: {type(exc).__name__}: {exc} (set FR_PBD_DEBUG=1 for details)",
-          file=sys.stderr)
-    return EXIT_INTERNAL
+    return _error(args, exc, EXIT_INTERNAL, f"{type(exc).__name__}: {exc} (set FR_PBD_DEBUG=1 for details)",
+                  kind="InternalError", prefix="internal error: ")

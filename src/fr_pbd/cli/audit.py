@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from fr_pbd.cli._common import EXIT_INCOMPLETE, EXIT_NO, EXIT_OK
+from fr_pbd.cli._common import EXIT_INCOMPLETE, EXIT_NO, EXIT_OK, add_json, print_json
 
 
 def _frames(args: argparse.Namespace):
@@ -62,6 +62,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
         report = build_report(checks, home=home, socket_path=Path(args.socket) if args.socket else None,
                               eval_report=Path(args.eval) if args.eval else None, verifications=args.verifications)
     jpath, hpath = write_reports(report, checks, args.out)
+    code = {RESULT_PASS: EXIT_OK, RESULT_FAIL: EXIT_NO}.get(report["result"], EXIT_INCOMPLETE)
+    if args.json:  # the summary; each check is in audit.json
+        print_json({"result": report["result"], "counts": report["counts"], "exit": code,
+                    "report": {"json": str(jpath), "html": str(hpath)}})
+        return code
     width = max(len(c.id) for c in checks)
     for c in checks:
         print(f"{c.status:12s} {c.id:{width}s}  {c.summary}")
@@ -70,7 +75,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     c = report["counts"]
     print(f"audit: {report['result']} ({c[PASS]} pass, {c[FAIL]} fail, {c[INCONCLUSIVE]} inconclusive); "
           f"report: {jpath}, {hpath}")
-    return {RESULT_PASS: EXIT_OK, RESULT_FAIL: EXIT_NO}.get(report["result"], EXIT_INCOMPLETE)
+    return code
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -105,5 +110,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--passphrase-stdin", action="store_true", help="read the store passphrase from stdin "
                    "(stores protected by a passphrase)")
     a.add_argument("--out", required=True, metavar="DIR", help="where to write audit.json and audit.html")
+    add_json(a, "the summary {result, counts, exit, report} instead of the table")
     # The audit's children are the products under test: no kernel filter for them to inherit (fr_pbd.egress).
     a.set_defaults(func=cmd_audit, kernel_filter=False)

@@ -1,7 +1,9 @@
 """``fr-pbd detect | compare``: developer tools on images (not part of an unlock).
 
 ``detect`` prints face boxes; ``compare`` prints same/different, and a score only on
-explicit request, with a warning that a score is biometric data.
+explicit request, with a warning that a score is biometric data; ``compare --json`` prints
+what :func:`fr_pbd.same_person` returns (a photo without a usable face is then an answer,
+``no_face`` or ``low_quality``, exit 1, as there).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import argparse
 import json
 import sys
 
-from fr_pbd.cli._common import EXIT_NO, EXIT_OK
+from fr_pbd.cli._common import EXIT_NO, EXIT_OK, add_json, print_json
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
@@ -28,10 +30,14 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from fr_pbd import models
+    from fr_pbd import models, same_person
     from fr_pbd.errors import QualityError
     from fr_pbd.pipeline import build_pipeline
 
+    if args.json:  # the public API's answer, reasons included; no score to show
+        answer = same_person(args.image_a, args.image_b)
+        print_json(answer.to_dict())
+        return EXIT_OK if answer else EXIT_NO
     ext = build_pipeline(liveness=False).extractor  # two photos, not a presentation to a lock
     threshold = models.threshold(ext.model_id)
     templates = []
@@ -58,6 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser("compare", help="same person in two images? prints same/different (exit 0/1)")
     c.add_argument("image_a")
     c.add_argument("image_b")
-    c.add_argument("--show-score", action="store_true",
-                   help="also print the similarity score (biometric data: for developers only)")
+    shown = c.add_mutually_exclusive_group()
+    shown.add_argument("--show-score", action="store_true",
+                       help="also print the similarity score (biometric data: for developers only)")
+    add_json(shown, "{accepted, reason, detail, image} (fr_pbd.same_person's answer)")
     c.set_defaults(func=cmd_compare)

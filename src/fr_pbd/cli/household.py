@@ -13,7 +13,7 @@ import argparse
 import sys
 from importlib import resources
 
-from fr_pbd.cli._common import EXIT_NO, EXIT_OK, add_board, add_home, subcommands
+from fr_pbd.cli._common import EXIT_NO, EXIT_OK, add_board, add_home, add_json, print_json, subcommands
 
 CONSENT_TEXT_VERSION = "1"
 #: Enrolment asks for this many captures by default (issue 15: fewer refusals with more).
@@ -82,7 +82,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         print(consent_text(), file=sys.stderr)
         if not sys.stdin.isatty():
             raise ConsentError("enrolment needs consent: run it in a terminal and answer yes, or pass --consent")
-        if input("> ").strip().lower() != "yes":
+        if _ask(args).strip().lower() != "yes":
             raise ConsentError("no consent given; nothing was stored")
     if args.camera is not None:
         images += _camera_captures(args.camera, args.captures)
@@ -90,14 +90,26 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         _say(f"note: {len(images)} capture(s); enrol at least {MIN_CAPTURES} (head turned slightly, other light) "
              f"and the user is refused far less often (docs/evaluation.md, 'Several enrolled images')")
     count = v.enroll(args.user, images, Consent(CONSENT_TEXT_VERSION), fallback=pin)
-    print(f"enrolled {args.user}: {count} template(s)")
     uid = v.store().read().uid_of(args.user)
+    if args.json:  # uid null: not a Unix account here, so this face can never unlock a login
+        print_json({"user": args.user, "templates": count, "uid": uid})
+        return EXIT_OK
+    print(f"enrolled {args.user}: {count} template(s)")
     if uid is None:
         print(f"{args.user} is not a Unix account here: this face answers for {args.user!r} but can never "
               f"unlock a login")
     else:
         print(f"bound to the Unix account {args.user} (uid {uid}): it can unlock only that account")
     return EXIT_OK
+
+
+def _ask(args: argparse.Namespace) -> str:
+    """The answer to the consent text; under --json the prompt goes to stderr, stdout holds only JSON."""
+    if not args.json:
+        return input("> ")
+    sys.stderr.write("> ")
+    sys.stderr.flush()
+    return input()
 
 
 def _camera_captures(source: str, n: int) -> list:
@@ -161,10 +173,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         outcome = v.verify(args.image, user=args.user)
     v.settle()  # a success's count is cleared before the answer is printed: StorageError if it cannot be
     if args.json:
-        import json
-
-        print(json.dumps({"accepted": outcome.accepted, "reason": outcome.reason,
-                          "retry_after": outcome.retry_after, "detail": outcome.detail}))
+        print_json(outcome.to_dict())
     else:
         print("yes" if outcome.accepted else "no")
         _say_why(outcome, args.user)
@@ -174,18 +183,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def _fail_closed(command):
     """A verification whose attempt cannot be counted, or whose success's count cannot be cleared
     (a full disk, a read-only home, an I/O error: StorageError), answers no on stdout; the cause is
-    the one line on stderr and the exit status is 2 (:func:`fr_pbd.cli.run_command`)."""
+    the one line on stderr and the exit status is 2 (:func:`fr_pbd.cli.run_command`, which under
+    --json prints the error object instead: never ``accepted``)."""
     def run(args: argparse.Namespace) -> int:
         from fr_pbd.errors import StorageError
 
         try:
             return command(args)
         except StorageError:
-            if getattr(args, "json", False):
-                import json
-
-                print(json.dumps({"accepted": False, "reason": "error", "retry_after": 0, "detail": None}))
-            else:
+            if not args.json:
                 print("no")
             raise
     return run
@@ -224,6 +230,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     v = _verifier(args)
     store = v.store()
     view = store.read()
+    if args.json:
+        print_json(_status_object(v.home, store, view))
+        return EXIT_OK
     print(f"store: {v.home} (encrypted, AES-256-GCM; opens with its key)")
     print(f"key: {store.key_provider.custody()}")
     print(f"model: {view.model_id}")
@@ -246,6 +255,33 @@ def cmd_status(args: argparse.Namespace) -> int:
               f"given {c.time:%Y-%m-%d %H:%M} UTC on {c.device_id}; {account}; "
               f"face {_lock_text(view.lockout_of(user))}")
     return EXIT_OK
+
+
+def _status_object(home, store, view) -> dict:
+    """``status --json``: what the text says, as fields; counts, states and times, never biometric data."""
+    from fr_pbd.store import _format as fmt
+
+    words = {fmt.PROVIDER_DEVICE_FILE: "file", fmt.PROVIDER_PASSPHRASE: "passphrase", fmt.PROVIDER_TPM2: "tpm2"}
+    provider = store.key_provider
+    fallback = {"set": view.has_fallback}
+    if view.has_fallback:
+        fallback.update(_lock_object(view.fallback_lockout), below_minimum=(view.fallback_min_len or 0) < 6)
+    users = []
+    for user in view.users:
+        c = view.consent(user)
+        users.append({"user": user, "templates": view.template_count(user), "uid": view.uid_of(user),
+                      "consent": {"text_version": c.text_version, "time": c.time.isoformat(timespec="seconds"),
+                                  "device_id": c.device_id},
+                      "face": _lock_object(view.lockout_of(user))})
+    return {"home": str(home), "model": view.model_id,
+            "key": {"provider": words.get(getattr(provider, "provider_id", None)), "custody": provider.custody(),
+                    "rollback_protection": bool(provider.rollback_protection)},
+            "fallback": fallback, "any_user": _lock_object(view.lockout), "users": users}
+
+
+def _lock_object(lock) -> dict:
+    locked = lock.is_locked()
+    return {"locked": locked, "retry_after": lock.retry_after() if locked else 0, "failures": lock.failures}
 
 
 def _lock_text(lock) -> str:
@@ -298,6 +334,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--consent", action="store_true", help="the user has read and accepted consent text v1")
     e.add_argument("--secret-stdin", action="store_true",
                    help="read the fallback PIN (the proof enrolment needs) from standard input")
+    add_json(e, "{user, templates, uid}")
     e.set_defaults(func=cmd_enroll)
 
     v = add_board(add_home(sub.add_parser("verify", help="is this an enrolled user? prints yes or no (exit 0/1)")))
@@ -318,8 +355,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     er.add_argument("--yes", action="store_true", help="confirm without asking")
     er.set_defaults(func=cmd_erase)
 
-    _add_system(add_home(sub.add_parser("status", help="users, template counts, store and key health (no biometric "
-                                        "data)"))).set_defaults(func=cmd_status)
+    st = _add_system(add_home(sub.add_parser("status", help="users, template counts, store and key health (no "
+                                             "biometric data)")))
+    add_json(st, "users, template counts, lockouts, key custody and the fallback's state")
+    st.set_defaults(func=cmd_status)
 
     fsub = subcommands(sub.add_parser("fallback", help="the PIN/passphrase alternative to the face"),
                        "fallback_command")

@@ -12,7 +12,7 @@ import os
 import platform
 import sys
 
-from fr_pbd.cli._common import EXIT_ERROR, EXIT_OK, add_board, add_home, subcommands
+from fr_pbd.cli._common import EXIT_ERROR, EXIT_OK, add_board, add_home, add_json, print_json, subcommands
 
 BUILDABLE = ("dlib-resnet", "dlib-resnet-int8", "yunet-variants", "plda")
 
@@ -105,6 +105,47 @@ def _build_plda(args: argparse.Namespace) -> None:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
+    from fr_pbd import models
+
+    report = _doctor(args)
+    if args.json:
+        print_json(report)
+        return EXIT_OK if report["ready"] else EXIT_ERROR
+    print(f"fr-pbd {report['version']}")
+    py = report["python"]
+    print(f"python {py['version']} ({py['machine']}, {py['system']} {py['release']})")
+    print(f"cpus {report['cpus']}")
+    print(", ".join(f"{name} {version}" for name, version in report["packages"].items()))
+    print(f"onnxruntime providers: {', '.join(report['onnxruntime_providers'])}")
+    print(f"egress guard: {report['egress_guard']}")
+    b = report["board"]
+    print(f"board: {b['name']} (threads {b['threads'] or 'one per core'}, "
+          f"providers {', '.join(b['providers'])}, detector input "
+          f"{b['detector_input'][0]}x{b['detector_input'][1]}, embedder {b['embedder']})")
+    for note in b["notes"]:
+        print(f"  note: {note}")
+    print(f"model search path: {' , '.join(report['model_search_path'])}")
+    for c in report["checks"]:
+        if c["check"].startswith("model "):
+            print(f"  {c['check'][6:]:18s} {c['state']:14s} ({'required' if c['required'] else 'optional'})"
+                  + ("" if c["ok"] else f"  fix: {c['fix']}"))
+    if not report["ready"] and not os.environ.get(models.ENV_MODELS):
+        print(f"models were looked for only in {models.cache_dir()}: if you have the model files already, "
+              f"point {models.ENV_MODELS} at their folder (e.g. {models.ENV_MODELS}=/path/to/models) "
+              "before downloading anything")
+    for c in report["checks"]:
+        if not c["check"].startswith("model "):
+            print(c["line"])
+            if c.get("rollback_protection") is False:
+                print("  rollback: NOT detected: restoring an older copy of the store brings back old lockouts and "
+                      "withdrawn users" + ("; a TPM is here: fr-pbd keys migrate --to tpm2" if report["tpm"] else ""))
+    print("pipeline: ready" if report["ready"] else "pipeline: NOT ready (see above)")
+    return EXIT_OK if report["ready"] else EXIT_ERROR
+
+
+def _doctor(args: argparse.Namespace) -> dict:
+    """What ``doctor`` checks, as one object (``--json``; the text prints it): versions, the board,
+    each model (required ones decide ``ready``), the TPM and the store key. No biometric data."""
     import cv2
     import cryptography
     import numpy as np
@@ -114,41 +155,36 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from fr_pbd._version import __version__
     from fr_pbd.pipeline import run_settings
 
-    ok = True
-    print(f"fr-pbd {__version__}")
-    print(f"python {platform.python_version()} ({platform.machine()}, {platform.system()} {platform.release()})")
-    print(f"cpus {os.cpu_count()}")
-    print(f"numpy {np.__version__}, opencv {cv2.__version__}, onnxruntime {ort.__version__}, "
-          f"cryptography {cryptography.__version__}")
-    print(f"onnxruntime providers: {', '.join(ort.get_available_providers())}")
-    print(f"egress guard: {egress.enforcement()}")
     board = args.board or config.load(args.home).board
     settings = run_settings(board)
-    print(f"board: {settings.board} (threads {settings.threads or 'one per core'}, "
-          f"providers {', '.join(settings.providers)}, detector input "
-          f"{settings.detector_input[0]}x{settings.detector_input[1]}, embedder {settings.embedder_variant})")
-    for note in settings.notes:
-        print(f"  note: {note}")
-    print(f"model search path: {' , '.join(str(d) for d in models.search_dirs())}")
+    checks = []
     for name, spec in models.manifest().items():
         st = models.status(name)
         needed = name in ("yunet-2023mar", "dlib-resnet-v1")  # variants are optional: the pipeline falls back
-        state = "verified" if st.verified else ("HASH MISMATCH" if st.path else "missing")
-        flag = "required" if needed else "optional"
-        print(f"  {name:18s} {state:14s} ({flag})" + ("" if st.verified else f"  fix: {spec.fix_command}"))
-        if needed and not st.verified:
-            ok = False
-    if not ok and not os.environ.get(models.ENV_MODELS):
-        print(f"models were looked for only in {models.cache_dir()}: if you have the model files already, "
-              f"point {models.ENV_MODELS} at their folder (e.g. {models.ENV_MODELS}=/path/to/models) "
-              "before downloading anything")
-    _doctor_keys(args.home)
-    print("pipeline: ready" if ok else "pipeline: NOT ready (see above)")
-    return EXIT_OK if ok else EXIT_ERROR
+        checks.append({"check": f"model {name}", "ok": bool(st.verified), "required": needed,
+                       "state": "verified" if st.verified else ("HASH MISMATCH" if st.path else "missing"),
+                       "fix": None if st.verified else spec.fix_command})
+    tpm, key = _doctor_keys(args.home)
+    checks += [tpm, key]
+    return {"version": __version__,
+            "python": {"version": platform.python_version(), "machine": platform.machine(),
+                       "system": platform.system(), "release": platform.release()},
+            "cpus": os.cpu_count(),
+            "packages": {"numpy": np.__version__, "opencv": cv2.__version__, "onnxruntime": ort.__version__,
+                         "cryptography": cryptography.__version__},
+            "onnxruntime_providers": list(ort.get_available_providers()),
+            "egress_guard": egress.enforcement(),
+            "board": {"name": settings.board, "threads": settings.threads, "providers": list(settings.providers),
+                      "detector_input": list(settings.detector_input[:2]), "embedder": settings.embedder_variant,
+                      "notes": list(settings.notes)},
+            "model_search_path": [str(d) for d in models.search_dirs()],
+            "checks": checks, "tpm": tpm["ok"],
+            "ready": all(c["ok"] for c in checks if c["required"])}
 
 
-def _doctor_keys(home_arg: str | None) -> None:
-    """The TPM (present, version, manufacturer, PCR banks) and who holds this home's store key."""
+def _doctor_keys(home_arg: str | None) -> tuple[dict, dict]:
+    """The TPM (present, version, manufacturer, PCR banks) and who holds this home's store key:
+    two checks, neither required (``line``: doctor's text for each)."""
     from pathlib import Path
 
     from fr_pbd.config import default_home
@@ -159,20 +195,20 @@ def _doctor_keys(home_arg: str | None) -> None:
 
     home = Path(home_arg) if home_arg else default_home()
     info = tpm_info(home=home)
-    print(info.line())
+    tpm = {"check": "tpm", "ok": info.present, "required": False, "line": info.line()}
+    key = {"check": "store key", "ok": False, "required": False, "store": False}
     if not os.path.lexists(home / STORE_FILE):
-        print(f"store key: no store in {home} yet (fr-pbd keys init --provider "
-              f"{'tpm2' if info.present else 'tpm2|file|passphrase'})")
-        return
+        key["line"] = (f"store key: no store in {home} yet (fr-pbd keys init --provider "
+                       f"{'tpm2' if info.present else 'tpm2|file|passphrase'})")
+        return tpm, key
+    key["store"] = True
     try:
         provider = provider_for(home)
     except FrPbdError as exc:
-        print(f"store key: {exc}")
-        return
-    print(f"store key: {provider.custody()}")
-    if not provider.rollback_protection:
-        print("  rollback: NOT detected: restoring an older copy of the store brings back old lockouts and "
-              "withdrawn users" + ("; a TPM is here: fr-pbd keys migrate --to tpm2" if info.present else ""))
+        key["line"] = f"store key: {exc}"
+        return tpm, key
+    key.update(ok=True, line=f"store key: {provider.custody()}", rollback_protection=bool(provider.rollback_protection))
+    return tpm, key
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -190,4 +226,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     mb.set_defaults(func=cmd_models_build)
 
     doc = add_board(add_home(sub.add_parser("doctor", help="check that this machine can run the pipeline")))
+    add_json(doc, "the checks and their results (ready: the required ones passed)")
     doc.set_defaults(func=cmd_doctor)
