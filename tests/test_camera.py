@@ -12,7 +12,7 @@ from fr_pbd.capture import camera
 from fr_pbd.capture.camera import CameraSource
 from fr_pbd.capture.detect import detect_faces
 from fr_pbd.capture.image import load_image
-from fr_pbd.errors import CameraError
+from fr_pbd.errors import CameraError, CameraUnavailableError
 
 
 @pytest.fixture()
@@ -79,3 +79,34 @@ def test_stalled_camera_times_out(monkeypatch):
             cam.read()
         assert time.monotonic() - start < 2.0
     assert fake.released
+
+
+def test_a_still_image_is_not_a_camera(faces_dir, tmp_path):
+    """A photo (any format OpenCV could read, by its bytes or its name) is refused before OpenCV opens it:
+    FFmpeg would decode it without the image module's checks (tests/test_camera_bombs.py: the bombs)."""
+    photo = faces_dir / "obama4.jpg"
+    with pytest.raises(CameraUnavailableError, match=r"is a still image \(JPEG\), not a camera"):
+        CameraSource(str(photo))
+    renamed = tmp_path / "camera.avi"
+    renamed.write_bytes(photo.read_bytes())
+    with pytest.raises(CameraUnavailableError, match=r"still image \(JPEG\)"):
+        CameraSource(str(renamed))
+    by_name = tmp_path / "frame.tga"
+    by_name.write_bytes(b"\0" * 100)
+    with pytest.raises(CameraUnavailableError, match=r"still image \(a .tga file\)"):
+        CameraSource(str(by_name))
+
+
+class HugeCapture(StallingCapture):
+    """A source that opens and reports frames larger than the pixel budget."""
+
+    def get(self, prop):
+        return {cv2.CAP_PROP_FRAME_WIDTH: 10_000.0, cv2.CAP_PROP_FRAME_HEIGHT: 8_000.0}.get(prop, 0.0)
+
+
+def test_a_source_with_frames_over_the_budget_is_closed_before_its_first_read(monkeypatch):
+    fake = HugeCapture(np.zeros((8, 8, 3), np.uint8))
+    monkeypatch.setattr(camera, "_new_capture", lambda source: fake)
+    with pytest.raises(CameraUnavailableError, match="gives 10000x8000 frames, more than the 50 MP"):
+        CameraSource("0")
+    assert fake.released and fake.reads == 0
