@@ -1,6 +1,6 @@
 """``fr-pbd bench`` with numpy's BLAS at one thread (what ``build_pipeline`` sets) and at OpenBLAS's default.
 
-Issue 16: ``fr_pbd.runtime.one_blas_thread`` holds numpy's BLAS at one thread in a verifying
+Why: ``fr_pbd.runtime.one_blas_thread`` holds numpy's BLAS at one thread in a verifying
 process. This measures what that buys, end to end: the same ``fr-pbd bench`` run in fresh
 processes, alternately with the limit and with it switched off (``one_blas_thread`` replaced
 by a no-op in that process only), ``--pairs`` times each, back to back, so the load falls on

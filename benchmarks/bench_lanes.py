@@ -1,9 +1,9 @@
-"""Lanes vs one-after-the-other, side by side in one process (issue 16, docs/performance.md).
+"""Lanes vs one-after-the-other, side by side in one process (docs/performance.md).
 
 Both modes share the detector and the frames; per frame, interleaved, each runs decode ->
 detect -> align -> quality -> liveness (both MiniFASNets) -> embed (chip + mirror):
 
-* ``sequential``: the capture path before issue 16: liveness then one batch of chip and
+* ``sequential``: the capture path before the lanes: liveness then one batch of chip and
   mirror, every session with one intra-op thread per core;
 * ``lanes``: what ``build_pipeline`` assembles now: the liveness lane starts when the face
   is chosen, the mirror runs in a second lane, sessions with ``cores // 2`` threads.

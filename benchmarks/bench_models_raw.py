@@ -2,7 +2,7 @@
 
     FR_PBD_MODELS=../shared/models python benchmarks/bench_models_raw.py --out RESULT.json [--runs 50]
 
-Issue 16 asks where a verification's time goes. ``fr-pbd bench`` times the stages of the real
+Where does a verification's time go: in the models or around them? ``fr-pbd bench`` times the stages of the real
 verifier (pre/post-processing, lanes and contention included); this times each graph the
 default board runs, alone, at 1 and 2 intra-op threads, so the difference between the two
 is the overhead around the models. Input shapes: the 640x480 YuNet graph (a 640x480 frame),

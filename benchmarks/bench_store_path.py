@@ -1,4 +1,4 @@
-"""The store's part of one verification, old tree against new, in interleaved rounds (issue 16).
+"""The store's part of one verification, old tree against new, in interleaved rounds.
 
     python benchmarks/bench_store_path.py --old /tmp/storebase/src [--new src] [--rounds 15] [--per-round 20]
         [--out result.json]
@@ -21,7 +21,8 @@ iterations of four verifications: the enrolled user's template claiming nobody (
 impostor's claiming nobody (no), the same two claiming the enrolled user. After each no
 the count is reset outside the timings (as ``fr-pbd bench`` does), so nothing locks.
 
-Trees for issue 16: ``--old`` a ``git archive`` of the commit before the store work;
+Trees for the store's latency work (the pre-check's cache, the clear written after the answer):
+``--old`` a ``git archive`` of the commit before it;
 ``--new`` the same archive with the store work's files (``src/fr_pbd/verify.py``,
 ``src/fr_pbd/store/``, ``src/fr_pbd/bench.py``) taken from the commit after it, so that
 nothing else (the capture side, the gallery) differs between the two.

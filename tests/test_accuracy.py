@@ -35,7 +35,7 @@ FNMR_AT_DEFAULT_TODAY = 0.474
 """FNMR at the manifest's default threshold (0.95831) on the 500 matched pairs: 237 of 500.
 
 A single photo against a single photo: the threshold is chosen for 3 enrolled images per user
-(transaction FAR 2e-5, issue 15), where a user is refused in about 11 % of attempts
+(transaction FAR 2e-5), where a user is refused in about 11 % of attempts
 (docs/evaluation.md). Measured 2026-11-29 at commit 0f79efe (fp32, CPU, onnxruntime) with
 this file's own computation (tests/test_accuracy.py::devtest, then ``scores < threshold``
 over the matched pairs, a failed image counting as a non-match); at the earlier default

@@ -1,4 +1,4 @@
-"""Multi-frame attempts (issue 15, item 2): up to N frames within a time budget, yes at the first
+"""Multi-frame attempts: up to N frames within a time budget, yes at the first
 frame that is live and matches, one lockout count per attempt; a recorded video stands in for
 the camera (CLI and daemon).
 """
@@ -166,7 +166,7 @@ def test_daemon_camera_attempt_and_no_camera_for_an_unknown_claim(tmp_path, temp
         proc.wait(timeout=15)
 
 
-# --- the count beside the embedder (issue 16) -------------------------------------------
+# --- the count beside the embedder (off the answer's path) -------------------------------------------
 class SlowEmbedder:
     """A stand-in extractor whose 'embedder' watches the store: is the attempt already counted?"""
 

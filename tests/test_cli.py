@@ -126,7 +126,7 @@ def test_compare_same_different_and_errors(faces_dir, extractor):
     diff = run("compare", str(faces_dir / "obama.jpg"), str(faces_dir / "biden2.jpg"))
     assert (diff.stdout, diff.returncode) == ("different\n", 1), diff.stderr
     assert "score" not in same.stdout + diff.stdout  # no score without --show-score
-    # (biden/biden2 scores 0.9456: "same" under the old default 0.94365, not under 0.95831 of issue 15)
+    # (biden/biden2 scores 0.9456: "same" under the old default 0.94365, not under 0.95831, the transaction-FAR threshold)
     scored = run("compare", str(faces_dir / "obama.jpg"), str(faces_dir / "obama3.jpg"), "--show-score")
     assert scored.stdout.startswith("same\nscore ") and "biometric data" in scored.stderr
     noface = run("compare", str(faces_dir / "obama.jpg"), str(faces_dir / "no_face_coffee.png"))

@@ -3,7 +3,7 @@
 The daemon runs with ``--frames DIR``: every VERIFY reads ``DIR/current.jpg``
 at that moment, so the test swaps real photos in between requests.
 
-Attacks from another local user (issue 13) are kept here as tests that fail to get in:
+Attacks from another local user are kept here as tests that fail to get in:
 a fake daemon of another uid, a socket in a directory others can change, another
 account's face, answer times that tell the reason, idle connections that starve the
 daemon. The ones that need a second uid run it with ``setpriv`` as an account the session
@@ -382,7 +382,7 @@ def test_the_daemon_and_the_cli_are_not_dumpable_and_write_no_core(daemon_env):
 
 
 # --------------------------------------------------------------------------------------
-# issue 13: attacks from another local user, each a test that fails to get in
+# attacks from another local user, each a test that fails to get in
 # --------------------------------------------------------------------------------------
 def peer_python(peer, gid: int | None = None) -> list[str]:
     """A command prefix that runs a stdlib-only Python as the account ``peer`` (gid ``gid``, default
@@ -434,7 +434,7 @@ FAKE_DAEMON = textwrap.dedent("""
 
 
 def test_ask_refuses_a_fake_daemon_of_another_uid(tmp_path, public_dir, template_home, monkeypatch, peer_account):
-    """Issue 13, attack 1: another local user binds the socket's name in a 1777 directory and answers Y.
+    """Another local user binds the socket's name in a 1777 directory and answers Y.
 
     Before: root's `fr-pbd ask --socket ...` printed `yes`, exit 0 (pam_exec's success), and the
     real daemon refused to start ("another daemon already listens"). Now ask exits 2 with one
@@ -515,7 +515,7 @@ def test_ask_refuses_a_socket_others_can_change(daemon_env, tmp_path):
 
 
 def test_claim_for_binds_pam_to_pam_user():
-    """`ask --pam` claims PAM_USER; run by PAM without it, ask refuses (issue 13, attack 2)."""
+    """`ask --pam` claims PAM_USER; run by PAM without it, ask refuses (else any enrolled face would open PAM_USER's account)."""
     pam = {"PAM_USER": "alice", "PAM_TYPE": "auth", "PAM_SERVICE": "sudo"}
     assert claim_for({}, None, False) is None and claim_for({}, "bob", False) == "bob"
     assert claim_for(pam, None, True) == "alice"
@@ -614,7 +614,7 @@ IDLE_PEER = textwrap.dedent("""
 @pytest.mark.parametrize("allowed", [True, False], ids=["idle-peer-on-the-allowlist", "idle-peer-refused"])
 def test_idle_connections_of_one_uid_do_not_delay_another(tmp_path, template_home, faces_dir, public_dir, allowed,
                                                           peer_account):
-    """Issue 13, attack 4: 50 idle connections of another local user while root asks.
+    """Slots exhausted: 50 idle connections of another local user while root asks.
 
     Before: 20 idle connections delayed real requests by 4-5 s, 60 made `ask` fail. Now one uid
     holds at most max_connections_per_uid (4) connections, the rest get N at once, and root's
@@ -675,7 +675,7 @@ def _percentile(xs: list[float], q: float) -> float:
 
 @pytest.mark.slow
 def test_answer_times_do_not_tell_the_reason(tmp_path, template_home, faces_dir, spoof_dir):
-    """Issue 13, attack 3: every answer comes at the deadline, whatever the reason.
+    """No timing side channel: every answer comes at the deadline, whatever the reason.
 
     Before (median answer through the daemon): locked 2 ms, no face 37 ms, attack 50 ms,
     no match 62 ms. Now genuine, impostor, no face, attack and locked answers lie within

@@ -54,7 +54,7 @@ def test_lock_all_memory_only_where_nothing_can_fail_later():
 
 
 def test_the_store_overwrites_every_data_key_buffer_when_its_operation_ends(tmp_path, monkeypatch):
-    """Issue 13, item 9: the data key lives in its own buffer, zeroed after create, read, transaction,
+    """Key in memory: the data key lives in its own buffer, zeroed after create, read, transaction,
     re-key and erase; a fresh key is random (the store it seals opens again)."""
     from fr_pbd.store import Store, erase
 

@@ -31,7 +31,7 @@ MIN_AGREEMENT = 0.975
 
 Measured 2026-11-29 (commit 0f79efe, x86-64 CPU, onnxruntime) at the default 0.95831: 982 of
 1,000 (98.20 %); the 18 differences are all matched pairs (int8 FNMR 49.00 % vs 47.40 %): the
-threshold chosen for transaction FAR 2e-5 (issue 15) lies where matched pairs' scores are
+threshold chosen for transaction FAR 2e-5 lies where matched pairs' scores are
 denser than at the earlier 0.94365, where the same chips gave 991 of 1,000 (9 matched pairs
 within 0.016 of the threshold, the largest int8-fp32 score difference). 97.5 % leaves room
 for 7 more such near-threshold flips on another CPU's int8 kernels, no more; impostor flips

@@ -1,4 +1,4 @@
-"""Issue 16: the verification's lanes (chip, mirror and liveness side by side) and the detector's first pass.
+"""Latency: the verification's lanes (chip, mirror and liveness side by side) and the detector's first pass.
 
 Real models, real photos: the lanes must give the template the one-batch path gives, an
 attack found in a lane must still be the answer, and the first pass must answer only

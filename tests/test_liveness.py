@@ -130,7 +130,7 @@ def _onnxruntime_pad():
 
 
 def test_opencv_dnn_scores_as_onnxruntime_on_samples_and_photos(pad_models, detector, spoof_dir, faces_dir):
-    """The pipeline runs the MiniFASNets on OpenCV's DNN module (issue 16): same probabilities as onnxruntime."""
+    """The pipeline runs the MiniFASNets on OpenCV's DNN module (faster there): same probabilities as onnxruntime."""
     from fr_pbd.runtime import OpenCvNet
 
     assert all(isinstance(s, OpenCvNet) for s in pad_models._sessions.values())

@@ -181,7 +181,7 @@ def test_gallery_is_private_copy_readonly_unpicklable():
         pickle.dumps(g)
 
 
-# -- issue 16, second pass: spans sized for L2, (rows, B) scores, one thread per core ---------------
+# -- the matcher's second pass: spans sized for L2, (rows, B) scores, one thread per core ---------------
 class _FakeBlas:
     """Stands in for OpenBLAS's thread setter where numpy has none (the parallel path still runs)."""
 

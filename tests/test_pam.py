@@ -1,6 +1,6 @@
 """PAM binds the account: a real PAM stack (pamtester -> pam_exec -> ``fr-pbd ask --pam``), as root.
 
-Issue 13, attack 2: the old PAM line had no ``--user``, so the face of any enrolled person
+The attack: the old PAM line had no ``--user``, so the face of any enrolled person
 (a child's) opened any account, root's for ``sudo`` included. Here two people are enrolled
 under two Unix accounts the test creates for itself (Obama as ``frpbd-obama<pid>``, the second
 person as ``frpbd-biden<pid>``; removed afterwards) and the test drives the service line
@@ -98,7 +98,7 @@ def test_one_persons_face_opens_only_their_own_account(pam_service, tmp_path, ex
     d = RunningDaemon(home, sock, frames, tmp_path / "daemon.log")
     fr_pbd = f"{sys.executable} -m fr_pbd.cli ask"
     safe = pam_service("safe", f"pam_exec.so quiet {fr_pbd} --pam --home {home}")  # the line of docs/pam.md
-    old = pam_service("old", f"pam_exec.so quiet {fr_pbd} --socket {sock}")  # the line before issue 13
+    old = pam_service("old", f"pam_exec.so quiet {fr_pbd} --socket {sock}")  # the line before --pam existed
     try:
         set_frame(frames, faces_dir / "obama3.jpg")
         assert pam(safe, OBAMA)

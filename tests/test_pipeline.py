@@ -156,7 +156,7 @@ def test_quality_check_order_and_policies():
 
 
 def test_a_built_pipeline_holds_numpys_blas_at_one_thread(extractor):
-    """Issue 16: OpenBLAS's idle workers spin and wake late; a verification's products are tiny (fr_pbd.runtime)."""
+    """One BLAS thread: OpenBLAS's idle workers spin and wake late; a verification's products are tiny (fr_pbd.runtime)."""
     import threadpoolctl
 
     from fr_pbd.pipeline import build_pipeline

@@ -1,4 +1,4 @@
-"""Issue 16, the store half: the pre-check's cache and the clear written after the answer.
+"""The store's share of a verification's latency: the pre-check's cache and the clear written after the answer.
 
 The pre-check (claim and lockout, before a frame is looked at) is served from the
 claims of the store file version last read (:meth:`fr_pbd.store.Store.claims`); every

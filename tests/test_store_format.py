@@ -276,10 +276,10 @@ def test_a_format_1_store_opens_and_is_written_as_format_2(tmp_path):
 
 
 # --------------------------------------------------------------------------------------
-# stored times: the fast parser refuses exactly what strptime refused (issue 16)
+# stored times: the fast parser (strptime was slow on the answer's path) refuses exactly what strptime refused
 # --------------------------------------------------------------------------------------
 def _strptime_reference(v: object):
-    """The parser before issue 16: the shape regex, then strptime; None where it refused."""
+    """The parser before the fast one: the shape regex, then strptime; None where it refused."""
     import re
     from datetime import timezone
 

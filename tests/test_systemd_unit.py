@@ -1,4 +1,4 @@
-"""hardware/systemd/fr-pbd.service: valid for systemd, and as locked down as claimed (issue 14, item 6).
+"""hardware/systemd/fr-pbd.service: valid for systemd, and as locked down as docs/pam.md claims.
 
 ``systemd-analyze verify`` needs no running systemd (PID 1 here is not systemd), so it runs
 in CI (Debian package ``systemd``); under ``CI=true`` a missing systemd-analyze fails.

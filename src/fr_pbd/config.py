@@ -97,7 +97,7 @@ ANSWER_DEADLINE_RANGE_MS = (50, 10_000)
 DEFAULT_MAX_CONNECTIONS_PER_UID = 4
 MAX_CONNECTIONS_PER_UID_RANGE = (1, 64)
 _CAPTURE_KEYS = {"max_frames", "frame_budget_ms"}
-#: A camera attempt: up to 5 frames within 1 s (issue 15; docs/lockout.md). One frame of
+#: A camera attempt: up to 5 frames within 1 s, counted once (docs/lockout.md). One frame of
 #: the pipeline takes 25-60 ms on x86 and about 4x that on a Raspberry Pi 4.
 DEFAULT_MAX_FRAMES = 5
 MAX_FRAMES_RANGE = (1, 30)

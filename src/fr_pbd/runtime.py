@@ -15,9 +15,9 @@ machine (``fr-pbd bench --sweep-sessions``; figures in hardware/results/):
 * arena, memory pattern, sequential vs parallel execution: no measurable difference; the
   arena and the pattern stay on (inputs have a fixed shape per session).
 
-Board profiles (``fr_pbd.profiles``) override threads and execution providers.
+Boards (``fr_pbd.boards``) override threads and execution providers.
 
-Lanes (issue 16, docs/performance.md). After detection, a verification has three
+Lanes (docs/performance.md). After detection, a verification has three
 independent jobs: the embedder on the chip, the embedder on its mirror image, and the two
 liveness models. Each is too small for two intra-op threads to pay (per-operator
 wake-ups and barriers, no spinning), so they run side by side instead: :data:`LANES`
@@ -121,8 +121,8 @@ def one_blas_thread() -> None:
     onnxruntime. On the 2-core VM (docs/results/bench-blas-threads-issue16.json, the
     same ``fr-pbd bench`` in alternate processes) a verification took 26.7-27.5 ms p50
     with OpenBLAS's two threads and 19.9-21.1 ms with one; the alignment's stage went
-    from 3.4 to 1.0 ms and the lanes' from 14.4-15.0 to 9.1-9.5 ms (issue 16,
-    docs/performance.md). The matcher's large galleries split their work
+    from 3.4 to 1.0 ms and the lanes' from 14.4-15.0 to 9.1-9.5 ms
+    (docs/performance.md). The matcher's large galleries split their work
     over threads themselves (:mod:`fr_pbd.match.gallery`).
     threadpoolctl does this for every BLAS numpy may be built with (OpenBLAS, MKL,
     BLIS, Accelerate), on x86 and aarch64 alike.
@@ -193,7 +193,7 @@ class OpenCvNet:
     Why a second runtime: the two MiniFASNets (80x80 input, a hundred small depthwise
     and pointwise convolutions each) are dispatch-bound on onnxruntime's CPU provider:
     3.5 ms per run on one thread here, against 1.3-1.5 ms on OpenCV's DNN module with
-    logits equal to 1.4e-6 (issue 16; ``benchmarks/bench_models_raw.py``,
+    logits equal to 1.4e-6 (``benchmarks/bench_models_raw.py``,
     docs/performance.md). The larger graphs (YuNet, the ResNet) stay on onnxruntime,
     which is 1.7-2x faster for them.
 
