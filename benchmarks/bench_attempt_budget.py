@@ -1,7 +1,7 @@
 """Does a camera attempt keep its frame budget? A recorded video stands in for the camera.
 
     FR_PBD_MODELS=../shared/models FR_PBD_DATA=../shared/data \\
-        python benchmarks/bench_attempt_budget.py --out RESULT.json [--runs 10]
+        .venv/bin/python benchmarks/bench_attempt_budget.py --out RESULT.json [--runs 10]
 
 An impostor (the worst case: no frame matches, so the attempt runs until the frame
 limit or the budget) is shown to a home where Obama is enrolled, through the same path

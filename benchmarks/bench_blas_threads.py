@@ -7,7 +7,7 @@ by a no-op in that process only), ``--pairs`` times each, back to back, so the l
 both alike.
 
     FR_PBD_MODELS=../shared/models FR_PBD_DATA=../shared/data \\
-        python benchmarks/bench_blas_threads.py --out RESULT.json [--pairs 2] [--rounds 5]
+        .venv/bin/python benchmarks/bench_blas_threads.py --out RESULT.json [--pairs 2] [--rounds 5]
 
 Timings only (the bench's own JSON: no score, no template).
 """

@@ -1,6 +1,6 @@
 """Does the time of the decision step depend on the decision? Genuine vs impostor timings.
 
-    python benchmarks/bench_decision_timing.py [--quick] [--sizes 20 10000] [--reps 3000]
+    .venv/bin/python benchmarks/bench_decision_timing.py [--quick] [--sizes 20 10000] [--reps 3000]
 
 The decision step is ``StoreView.matcher().matches(probe, threshold, user)``: the
 store's secret rotation applied to the probe, then the whole gallery scored

@@ -5,7 +5,7 @@ fr-pbd runs its derived 640x480 variant when it is built
 (`fr-pbd models build yunet-variants`), else the 640x640 graph.
 
     pytest benchmarks/bench_detect.py --benchmark-enable
-    python benchmarks/bench_detect.py        # prints medians and the ratio
+    .venv/bin/python benchmarks/bench_detect.py        # prints medians and the ratio
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ is the figure. Wall time and process CPU time (all threads) per call are both ke
 idle core the lanes save wall time; on a saturated machine they cannot.
 
     FR_PBD_MODELS=../shared/models FR_PBD_DATA=../shared/data \\
-        python benchmarks/bench_lanes.py [--rounds 5] [--out FILE.json]
+        .venv/bin/python benchmarks/bench_lanes.py [--rounds 5] [--out FILE.json]
 
 Timings and counts only: no score or template is written.
 """

@@ -3,7 +3,7 @@
 Two ways to run it::
 
     pytest benchmarks/bench_matcher.py --benchmark-enable        # pytest-benchmark suites
-    python benchmarks/bench_matcher.py [--quick]                 # a table + the two ratios
+    .venv/bin/python benchmarks/bench_matcher.py [--quick]                 # a table + the two ratios
 
 Sizes: N = 10, 1,000, 100,000, 1,000,000 templates of D = 128 float32 (5 per
 user), B = 1 and B = 64 probes. Beside the matcher:

@@ -1,6 +1,6 @@
 """What the models alone cost: one onnxruntime session per model, random input, no pre/post-processing.
 
-    FR_PBD_MODELS=../shared/models python benchmarks/bench_models_raw.py --out RESULT.json [--runs 50]
+    FR_PBD_MODELS=../shared/models .venv/bin/python benchmarks/bench_models_raw.py --out RESULT.json [--runs 50]
 
 Where does a verification's time go: in the models or around them? ``fr-pbd bench`` times the stages of the real
 verifier (pre/post-processing, lanes and contention included); this times each graph the

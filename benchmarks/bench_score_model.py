@@ -1,6 +1,6 @@
 """The match stage with each score model, side by side: centroid cosine vs PLDA (fr_pbd.match.score_model).
 
-    python benchmarks/bench_score_model.py [--users 1,5,100,1000] [--rounds 200] [--json FILE]
+    .venv/bin/python benchmarks/bench_score_model.py [--users 1,5,100,1000] [--rounds 200] [--json FILE]
 
 What a verification does in phase (b) after the store is open: build the protected gallery of the
 score model in force from the store's protected templates and rotation (``ProtectedMatcher.of``), then

@@ -26,7 +26,7 @@ does; a board may choose the int8 embedder (``config.precision`` says which).
 dlib (dlib-bin) runs as built (``config.dlib`` records its BLAS and AVX flags).
 
     FR_PBD_MODELS=../shared/models FR_PBD_DATA=../shared/data \\
-        python benchmarks/bench_side_by_side.py [--board x86-generic] [--rounds 5] [--out FILE.json]
+        .venv/bin/python benchmarks/bench_side_by_side.py [--board x86-generic] [--rounds 5] [--out FILE.json]
 
 ``--out`` writes the p50/p95 per runner, the ratios, the yes/no agreement counts and the
 configuration (precision, liveness per runner, threads, board, machine, load averages):

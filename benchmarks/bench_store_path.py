@@ -1,6 +1,6 @@
 """The store's part of one verification, old tree against new, in interleaved rounds.
 
-    python benchmarks/bench_store_path.py --old /tmp/storebase/src [--new src] [--rounds 15] [--per-round 20]
+    .venv/bin/python benchmarks/bench_store_path.py --old /tmp/storebase/src [--new src] [--rounds 15] [--per-round 20]
         [--out result.json]
 
 Why a store-only benchmark: ``fr-pbd bench`` times the whole verification, and the capture

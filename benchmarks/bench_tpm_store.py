@@ -1,6 +1,6 @@
 """The TPM path's cost per store operation: file key vs TPM 2.0 (docs/tpm.md, docs/results/tpm-bench.md).
 
-    FR_PBD_TPM=swtpm:path=/path/tpm.sock python benchmarks/bench_tpm_store.py --out result.json [--n 200]
+    FR_PBD_TPM=swtpm:path=/path/tpm.sock .venv/bin/python benchmarks/bench_tpm_store.py --out result.json [--n 200]
 
 One verification opens the store for the read and counts the attempt in one transaction
 (and a success clears the count in a second one: ``bench.py``'s ``store_read`` and ``decide``).

@@ -1,6 +1,6 @@
 """Which fusion of a probe against a user's K templates? Decided on LFW View 1 training identities only.
 
-    FR_PBD_MODELS=../shared/models python benchmarks/fusion_view1.py ../shared/data/lfw --out FILE.json [--board B]
+    FR_PBD_MODELS=../shared/models .venv/bin/python benchmarks/fusion_view1.py ../shared/data/lfw --out FILE.json [--board B]
 
 Images: every image of the identities named by ``pairsDevTrain.txt`` (View 1 training; no
 ``pairsDevTest.txt`` identity, none of View 2's folds is looked at separately). The transaction

@@ -8,7 +8,7 @@ failed image counts as wrong at every threshold. Prints accuracy at the best
 single threshold, FTA, median per-image latency (decode to descriptor), and,
 for the peer, accuracy at dlib's customary distance 0.6.
 
-    FR_PBD_MODELS=../shared/models python benchmarks/lfw_devtest_side_by_side.py ../shared/data/lfw [--pairs pairs.txt] [--out FILE.json]
+    FR_PBD_MODELS=../shared/models .venv/bin/python benchmarks/lfw_devtest_side_by_side.py ../shared/data/lfw [--pairs pairs.txt] [--out FILE.json]
 
 With ``--pairs pairs.txt`` it also gives the 10-fold accuracy of both (threshold
 chosen on the other 9 folds). FNMR at FMR 1e-4 needs all cross-identity

@@ -1,6 +1,6 @@
 """Run a command that writes a JSON result, and keep the result with its configuration.
 
-    python benchmarks/record_result.py --out docs/results/NAME.json --result FILE.json \\
+    .venv/bin/python benchmarks/record_result.py --out docs/results/NAME.json --result FILE.json \\
         [--drop KEY ...] -- COMMAND ARGS...
 
 The record is what every figure in README.md is generated from (``tools/readme_figures.py``).

@@ -101,7 +101,7 @@ VERDICT=${VERDICT%%; report:*}
 echo "5. Withdraw everything: crypto-shred the store and its key (then the temporary home is removed)."
 run 0 erase "$FR" erase --home "$H" --yes
 
-echo
+echo  # the six-line summary README describes (tests/test_demo.py checks it)
 echo "enrolled: $N_OBAMA templates of obama + $N_SAMPLE of the sample person (consent recorded)"
 echo "same person: yes"
 echo "another person: no"

@@ -7,13 +7,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install --quiet --upgrade pip
+# pip's errors only (-qq): no progress, no version nag, no warning per package about an index
+# location the machine's pip configuration names but does not have; an error still shows and stops.
+PIP=(.venv/bin/python -m pip -qq --disable-pip-version-check --no-input)
+"${PIP[@]}" install --upgrade pip
 # The TPM 2.0 key provider (tpm2-pytss, docs/tpm.md) builds against Debian's libtss2-dev:
 # installed where that library is present (CI installs it), else said and skipped.
 if command -v pkg-config >/dev/null 2>&1 && pkg-config --exists tss2-esys 2>/dev/null; then
-  .venv/bin/python -m pip install --quiet -e '.[test,tpm]'
+  "${PIP[@]}" install -e '.[test,tpm]'
 else
-  .venv/bin/python -m pip install --quiet -e '.[test]'
+  "${PIP[@]}" install -e '.[test]'
   echo "note: no libtss2-dev here, so no TPM key provider (apt-get install libtss2-dev pkg-config; docs/tpm.md)" >&2
 fi
 export FR_PBD_MODELS=${FR_PBD_MODELS:-../shared/models}

@@ -23,8 +23,10 @@ build then fails with both hashes instead of installing an unpinned file.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -128,6 +130,26 @@ def _load_ranges(path: Path) -> dict[str, tuple[float, float]]:
         raise ModelBuildError(f"the int8 calibration table {path} is unreadable: {exc}") from None
 
 
+class _PreprocessingAdvice(logging.Filter):
+    """Drops onnxruntime's "Please consider (to run) pre-processing before quantization" warnings: the
+    pinned bytes are those of the model as it is (pre-processing would change them); every other
+    record, errors included, passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.getMessage().startswith("Please consider")
+                    and "pre-processing before quantization" in record.getMessage())
+
+
+@contextlib.contextmanager
+def _without_preprocessing_advice():
+    root, advice = logging.getLogger(), _PreprocessingAdvice()  # quantize.py warns on the root logger
+    root.addFilter(advice)
+    try:
+        yield
+    finally:
+        root.removeFilter(advice)
+
+
 def build_int8_bytes(fp32: bytes, ranges: dict[str, tuple[float, float]]) -> bytes:
     """Static QDQ, per-channel s8 weights, u8 activations, from fixed ranges; deterministic bytes."""
     import onnx
@@ -142,9 +164,10 @@ def build_int8_bytes(fp32: bytes, ranges: dict[str, tuple[float, float]]) -> byt
         src, dst, cache = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx", Path(tmp) / "ranges.json"
         src.write_bytes(fp32)
         save_tensors_data(td, cache)
-        quantize_static(str(src), str(dst), None, quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax, calibration_cache_path=str(cache))
+        with _without_preprocessing_advice():
+            quantize_static(str(src), str(dst), None, quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=CalibrationMethod.MinMax, calibration_cache_path=str(cache))
         model = onnx.load(str(dst))
     model.producer_name, model.producer_version = "fr-pbd", "quantize/1"
     del model.metadata_props[:]
