@@ -194,3 +194,66 @@ def test_the_pinned_model_if_built_here_verifies_and_matches_its_fingerprint() -
     pinned = models.spec(NAME).extra["fingerprint"]
     got = fingerprint(Plda.from_bytes(m.data))
     assert max(abs(a - b) for a, b in zip(got, pinned)) <= FINGERPRINT_TOL
+
+
+def test_the_threshold_follows_the_score_model_in_force(monkeypatch) -> None:
+    """The manifest names the score model; the decision threshold is that model's (a PLDA LLR), so a
+    verifier can never compare one model's score with the other's threshold."""
+    import dataclasses
+
+    from fr_pbd import models
+
+    real = models.manifest()
+    emb = real["dlib-resnet-v1"]
+    assert sm.name_in_force("dlib-resnet-v1") == "cosine"  # in force today: centroid cosine
+    assert sm.threshold("dlib-resnet-v1") == models.threshold("dlib-resnet-v1") == emb.default_threshold
+    switched = dict(real)
+    switched["dlib-resnet-v1"] = dataclasses.replace(emb, extra={**emb.extra, "score_model": "plda-dlib-resnet-v1-lfw-a"})
+    monkeypatch.setattr(models, "manifest", lambda: switched)
+    assert sm.name_in_force("dlib-resnet-v1") == "plda-dlib-resnet-v1-lfw-a"
+    assert models.threshold("dlib-resnet-v1") == real["plda-dlib-resnet-v1-lfw-a"].default_threshold
+    assert sm.name_in_force("an-embedder-not-in-the-manifest") == "cosine"
+    switched["dlib-resnet-v1"] = dataclasses.replace(emb, extra={**emb.extra, "score_model": "yunet-2023mar"})
+    with pytest.raises(ModelError):  # a detector is no score model
+        sm.name_in_force("dlib-resnet-v1")
+
+
+def test_protected_matcher_uses_the_score_model_in_force(monkeypatch) -> None:
+    """ProtectedMatcher.of (what the verifier gets from the store) on a real StoreState: with PLDA in
+    force its yes/no on a raw probe is the plain-domain PLDA score against the threshold; with cosine,
+    the plain centroid cosine."""
+    from datetime import datetime, timezone
+
+    from fr_pbd.store.protection import ProtectedMatcher
+    from fr_pbd.store.records import ConsentRecord, StoreState, UserRecord
+    from fr_pbd.template import Template
+
+    d = 128
+    rng = np.random.default_rng(12)
+    centres = rng.standard_normal((40, d))
+    ids = np.repeat(np.arange(40), 6)
+    x = centres[ids] + 0.8 * rng.standard_normal((ids.size, d))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    model = sm.PldaModel.train(x[60:], ids[60:])  # users 0..9 are not in the training set
+    state = StoreState.new("dlib-resnet-v1", d, random_rotation(d))
+    when = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    for u in range(3):
+        state.users[f"u{u}"] = UserRecord(ConsentRecord(f"u{u}", when, "v1", "dev"),
+                                          protect_rows(x[6 * u: 6 * u + 3], state.rotation))
+    probes = x[[3, 4, 9, 10, 15, 16, 30, 40]]
+    plain = model.enrolled(np.stack([x[6 * u: 6 * u + 3] for u in range(3)]), np.ones((3, 3), bool)).scores(probes)
+    monkeypatch.setattr(sm, "in_force", lambda model_id: model)
+    m = ProtectedMatcher.of(state)
+    for thr in (float(np.quantile(plain, q)) for q in (0.3, 0.6, 0.9)):
+        for i, p in enumerate(probes):
+            t = Template(vector=p.astype(np.float32), model_id="dlib-resnet-v1")
+            assert m.matches(t, thr) == bool((plain[i] >= thr).any())
+            assert m.matches(t, thr, "u1") == bool(plain[i, 1] >= thr)
+    monkeypatch.setattr(sm, "in_force", lambda model_id: sm.Cosine())
+    m = ProtectedMatcher.of(state)
+    from fr_pbd.match.fusion import centroid
+
+    cos = probes @ np.stack([centroid(x[6 * u: 6 * u + 3]) for u in range(3)]).T
+    for i, p in enumerate(probes):
+        t = Template(vector=p.astype(np.float32), model_id="dlib-resnet-v1")
+        assert m.matches(t, float(cos[i].max()) - 1e-4) and not m.matches(t, float(cos[i].max()) + 1e-4)

@@ -8,7 +8,9 @@ start, a fixed number of EM steps, no random draw), the parameters are written a
 the format of :mod:`fr_pbd.match.plda`, and the file's sha256 must equal the manifest's.
 
 Bit-for-bit: the templates come from onnxruntime and the fit from numpy's BLAS, and neither
-promises the same last bits on another CPU or library build. So a build whose bytes differ
+promises the same last bits on another CPU or library build. (Even on one machine BLAS's thread
+count changes the order of a GEMM's sums: the fit runs with one BLAS thread, as a verification
+does.) So a build whose bytes differ
 from the pin is compared with the manifest's ``fingerprint`` (the LLRs of seeded synthetic
 attempts, :func:`fingerprint`): the error says whether the scores agree within
 :data:`FINGERPRINT_TOL`, and the file is removed either way (the matcher loads only the
@@ -59,8 +61,11 @@ def build_plda(x: np.ndarray, identity: np.ndarray) -> tuple[str, list[float]]:
 
     Returns (path, fingerprint). Raises ModelBuildError (file removed) when the bytes differ.
     """
+    from threadpoolctl import threadpool_limits
+
     spec = models.spec(NAME)
-    plda = fit(x, identity)
+    with threadpool_limits(limits=1, user_api="blas"):  # one BLAS thread: the sums in one order, whatever the cores
+        plda = fit(x, identity)
     data = plda.to_bytes()
     digest = models.sha256_bytes(data)
     fp = fingerprint(plda)
