@@ -44,6 +44,7 @@ def main() -> int:
     os.makedirs(os.path.join(a.data, "models"), exist_ok=True)
     os.makedirs(os.path.dirname(a.log) or ".", exist_ok=True)
     os.makedirs(os.path.dirname(a.socket) or ".", exist_ok=True)
+    os.makedirs(a.frames, exist_ok=True)  # where its camera frame is put: its own, as every directory here
     with open(os.path.join(a.data, "config.ini"), "w") as f:
         f.write("[core]\ncertainty = 3.5\ndetection_notice = true\n")
     enrolled = open(a.enroll, "rb").read()
