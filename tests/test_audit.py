@@ -324,7 +324,9 @@ def test_the_scanners_stay_quiet_on_real_files(faces_dir, spoof_dir, home):
 
     files = [home / "store.frpbd", home / "keys" / "kek", *sorted(faces_dir.glob("*.jpg")), *sorted(faces_dir.glob(
         "*.png")), *sorted(spoof_dir.glob("*.jpg")), Path(sys.executable).resolve(),
-        *sorted(Path(p) for p in glob.glob(str(Path(scan.__file__).parent / "__pycache__" / "*.pyc")))]
+        # compiled Python, but not the scanner's own: its constants are the magic numbers it looks for
+        *sorted(Path(p) for p in glob.glob(str(Path(scan.__file__).parent / "__pycache__" / "*.pyc"))
+                if not Path(p).name.startswith("scan."))]
     for f in files:
         found = [x for x in scan.scan(f.read_bytes()[: 4 << 20]) if x.kind != "score"]
         assert found == [], (f, [x.describe() for x in found])

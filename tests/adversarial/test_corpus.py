@@ -319,7 +319,7 @@ def test_the_howdy_like_product_fails_with_evidence(tmp_path, data_dir):
     assert st["C3.plaintext-templates"] == FAIL and "data/models/obama.dat" in ev["C3.plaintext-templates"]
     assert st["C3.logs"] == FAIL and "log/howdy.log: line 1: score-like text" in ev["C3.logs"]
     assert st["C3.file-modes"] == FAIL and "readable to other users" in ev["C3.file-modes"]
-    assert st["C3.socket"] == FAIL and "wider than 0660" in ev["C3.socket"]
+    assert st["C3.socket"] == FAIL and "gives other users access" in ev["C3.socket"]
     assert st["C4.ciphertext"] == FAIL and "obama.dat" in ev["C4.ciphertext"]
     assert st["C5.answer"] == FAIL and "NOT a declared yes/no answer" in ev["C5.answer"]
     assert st["C3.network"] == PASS, ev["C3.network"]  # it keeps everything local: the audit says so

@@ -13,7 +13,9 @@ The checks do not take fr-pbd's word for anything: the store is parsed and
 decrypted by an independent reader (:mod:`fr_pbd.audit.storefacts`), files are
 scanned byte by byte (:mod:`fr_pbd.audit.scan`), the daemon is driven through
 its socket and watched with ``strace`` (:mod:`fr_pbd.audit.probe`). Each check
-is listed with its condition, enforcing module and test in ``docs/conditions.md``.
+is a row of one table (:mod:`fr_pbd.audit.table`: id, condition, title, the function on an
+fr-pbd home, the black-box function); ``docs/conditions.md`` lists its condition, enforcing
+module and test.
 
 Side effects, on purpose and bounded: ``--verifications N`` (default 3) live
 verifications through the daemon, which count towards the lockout like any
@@ -29,14 +31,13 @@ import socket
 from pathlib import Path
 from typing import Any, Sequence
 
-from fr_pbd.audit import checks as _c
 from fr_pbd.audit import files as _f
-from fr_pbd.audit import observed as _o
 from fr_pbd.audit.checks import FAIL, INCONCLUSIVE, PASS, RESULT_FAIL, RESULT_INCOMPLETE, RESULT_PASS, Check, overall
 from fr_pbd.audit.probe import FramePlan
+from fr_pbd.audit.table import CHECKS, Context, run_checks
 from fr_pbd.errors import AuditError
 
-__all__ = ["Check", "run_audit", "run_target", "build_report", "write_reports", "overall", "DEFAULT_ROUNDS",
+__all__ = ["Check", "CHECKS", "run_audit", "run_target", "build_report", "write_reports", "overall", "DEFAULT_ROUNDS",
            "DEFAULT_VERIFICATIONS", "FramePlan", "PASS", "FAIL", "INCONCLUSIVE", "RESULT_PASS", "RESULT_FAIL",
            "RESULT_INCOMPLETE"]
 
@@ -75,26 +76,9 @@ def run_audit(home: str | os.PathLike[str], *, socket_path: str | os.PathLike[st
     nf = analyse(result) if result is not None and not result.error else None
     src = _f.gather([home_p], [Path(p) for p in logs], [], nf, _writable(result),
                     why_not_observed=_why_not_observed(result), also_allowed=_egress_record_of(sock))
-    ev = Path(eval_report) if eval_report else None
-    return [
-        _c.c1_profile(home_p),
-        _c.c2_consent(facts),
-        _c.c2_fallback(home_p, facts),
-        _c.c3_file_modes(home_p),
-        _f.c3_plaintext_templates(src),
-        _o.c3_socket(sock, result),
-        _o.c3_network(result, nf),
-        _f.c3_logs(src),
-        _c.c4_cipher(facts),
-        _c.c4_kdf(facts),
-        _c.c4_ciphertext(facts),
-        _c.c4_key(facts),
-        _o.c5_answer(result),
-        _o.c5_timing(result),
-        _c.dpia_provenance(facts),
-        _c.dpia_accuracy(ev, facts),
-        _c.dpia_bias(ev, facts),
-    ]
+    ctx = Context(home=home_p, facts=facts, socket=sock, result=result, nf=nf, src=src,
+                  eval_report=Path(eval_report) if eval_report else None)
+    return run_checks(ctx)
 
 
 def run_target(target: str | os.PathLike[str], *, verifications: int = DEFAULT_VERIFICATIONS,
@@ -118,38 +102,17 @@ def run_target(target: str | os.PathLike[str], *, verifications: int = DEFAULT_V
         with run:
             result = probe(t.socket, t.protocol, verifications=verifications, use_strace=use_strace,
                            frames=t.frames, rounds=rounds)
+            result.notes[:0] = run.notes
             nf = analyse(result) if not result.error else None
             src = _f.gather(t.data_dirs, [*t.log_files, *run.outputs], t.log_dirs, nf, _writable(result),
                             metadata=t.metadata, why_not_observed=_why_not_observed(result),
                             also_allowed=_egress_record_of(t.socket) if home is not None else None)
             src.findings()  # scan while the product still runs (and before its temporary output goes)
-            sock_check = _o.c3_socket(t.socket, result)
-            modes = _c.c3_file_modes(home) if home is not None else _t.c3_data_modes(t, result.server_uid)
+            ctx = Context(home=home, facts=facts, socket=t.socket, result=result, nf=nf, src=src,
+                          eval_report=t.eval_report, target=t, extra={"missing_dirs": run.missing_dirs})
+            checks = run_checks(ctx)  # while the product runs: its socket and files are as it keeps them
     finally:
         run.cleanup()
-    if facts is not None and home is not None:
-        store_checks = [_c.c1_profile(home), _c.c2_consent(facts), _c.c2_fallback(home, facts), modes]
-        c4 = [_c.c4_cipher(facts), _c.c4_kdf(facts), _c.c4_ciphertext(facts), _c.c4_key(facts)]
-        dpia = [_c.dpia_provenance(facts), _c.dpia_accuracy(t.eval_report, facts), _c.dpia_bias(t.eval_report, facts)]
-    else:
-        bb = _t.black_box
-        store_checks = [bb("C1.profile", "C1", "Deployment profile is household-device-access"),
-                        bb("C2.consent", "C2", "Every enrolled user has a consent record"),
-                        bb("C2.fallback", "C2", "Fallback PIN/passphrase is set and works"),
-                        modes]
-        c4 = [bb("C4.cipher", "C4", "Store encrypted with AES-256-GCM under a 256-bit key"),
-              bb("C4.kdf", "C4", "Key derivation parameters at or above the minimums"),
-              _t.c4_data_ciphertext(t),
-              bb("C4.key", "C4", "Keys are random, nonces not fixed; key custody stated")]
-        dpia = [bb("DPIA.model-provenance", "DPIA", "Model provenance and training data stated for every model"),
-                bb("DPIA.accuracy", "DPIA", "Accuracy measured by the book (ISO/IEC 19795-1, FNMR at FMR)"),
-                bb("DPIA.bias", "DPIA", _c.BIAS_TITLE)]
-    checks = [*store_checks, _f.c3_plaintext_templates(src), sock_check,
-              _o.c3_network(result, nf), _f.c3_logs(src), *c4, _o.c5_answer(result), _o.c5_timing(result), *dpia]
-    order = ["C1.profile", "C2.consent", "C2.fallback", "C3.file-modes", "C3.plaintext-templates", "C3.socket",
-             "C3.network", "C3.logs", "C4.cipher", "C4.kdf", "C4.ciphertext", "C4.key", "C5.answer", "C5.timing",
-             "DPIA.model-provenance", "DPIA.accuracy", "DPIA.bias"]
-    checks.sort(key=lambda c: order.index(c.id))
     info = t.describe()
     info["live_verifications"] = verifications
     return checks, info

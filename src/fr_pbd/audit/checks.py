@@ -25,6 +25,11 @@ KNOWN_CONSENT_VERSIONS = ("1",)
 EVAL_NEEDS = "--eval REPORT.json (an `fr-pbd eval lfw --groups FILE.csv` report for the store's model)"
 
 
+#: A check function's title until the table of checks (:mod:`fr_pbd.audit.table`), the one place that names
+#: each check, stamps its own on the result.
+TITLE_FROM_TABLE = ""
+
+
 @dataclass
 class Check:
     id: str
@@ -78,7 +83,7 @@ def c1_profile(home: Path) -> Check:
     from fr_pbd import config
     from fr_pbd.errors import ConfigError
 
-    title = "Deployment profile is household-device-access"
+    title = TITLE_FROM_TABLE
     try:
         cfg = config.load(home)
     except ConfigError as exc:
@@ -108,7 +113,7 @@ def _no_store(cid: str, cond: str, title: str, facts: StoreFacts) -> Check | Non
 
 
 def c2_consent(facts: StoreFacts) -> Check:
-    title = "Every enrolled user has a consent record"
+    title = TITLE_FROM_TABLE
     early = _no_store("C2.consent", "C2", title, facts)
     if early:
         return early
@@ -134,7 +139,7 @@ def c2_consent(facts: StoreFacts) -> Check:
 
 
 def c2_fallback(home: Path, facts: StoreFacts) -> Check:
-    title = "Fallback PIN/passphrase is set and works"
+    title = TITLE_FROM_TABLE
     early = _no_store("C2.fallback", "C2", title, facts)
     if early:
         return early
@@ -182,7 +187,7 @@ def c2_fallback(home: Path, facts: StoreFacts) -> Check:
 # C3
 # --------------------------------------------------------------------------------------
 def c3_file_modes(home: Path) -> Check:
-    title = "Home, store and key: private modes, owned by the user"
+    title = TITLE_FROM_TABLE
     uid = os.getuid()
     want = [(home, 0o700, True, "home"), (home / "store.frpbd", 0o600, False, "store.frpbd"),
             (home / "store.lock", 0o600, False, "store.lock"), (home / "keys", 0o700, True, "keys/"),
@@ -224,7 +229,7 @@ def c3_file_modes(home: Path) -> Check:
 # C4
 # --------------------------------------------------------------------------------------
 def c4_cipher(facts: StoreFacts) -> Check:
-    title = "Store encrypted with AES-256-GCM under a 256-bit key"
+    title = TITLE_FROM_TABLE
     if not facts.header_ok:
         return Check("C4.cipher", "C4", title, FAIL, "; ".join(facts.problems) or "no store header")
     bad = []
@@ -256,7 +261,7 @@ def c4_cipher(facts: StoreFacts) -> Check:
 
 
 def c4_kdf(facts: StoreFacts) -> Check:
-    title = "Key derivation parameters at or above the minimums"
+    title = TITLE_FROM_TABLE
     items, bad = [], []
     if facts.provider_id == 2 and facts.kdf:
         k = facts.kdf
@@ -287,7 +292,7 @@ def c4_kdf(facts: StoreFacts) -> Check:
 
 
 def c4_ciphertext(facts: StoreFacts) -> Check:
-    title = "Store file looks like ciphertext: ~8 bits/byte, no plaintext floats"
+    title = TITLE_FROM_TABLE
     if not facts.data:
         return Check("C4.ciphertext", "C4", title, FAIL, "no store file")
     h = scan.entropy_bits_per_byte(facts.data)
@@ -349,7 +354,7 @@ def weak_key(k: bytes) -> str | None:
 
 
 def c4_key(facts: StoreFacts) -> Check:
-    title = "Keys are random, nonces not fixed; key custody stated"
+    title = TITLE_FROM_TABLE
     if facts.provider_id in CUSTODY:
         where, protects = CUSTODY[facts.provider_id]
     else:
@@ -395,7 +400,7 @@ def dpia_provenance(facts: StoreFacts) -> Check:
     from fr_pbd.capture import liveness, yunet
     from fr_pbd.errors import FrPbdError
 
-    title = "Model provenance and training data stated for every model in use"
+    title = TITLE_FROM_TABLE
     # Detector, the store's embedder, and the PAD ensemble (on by default in every verification).
     names = [yunet.MODEL_NAME] + ([facts.model_id] if facts.model_id else []) + list(liveness.MODEL_NAMES)
     details, bad, values = [], [], {}
@@ -438,7 +443,7 @@ def _load_eval(path: Path | None) -> tuple[dict | None, str | None]:
 
 
 def dpia_accuracy(eval_path: Path | None, facts: StoreFacts) -> Check:
-    title = "Accuracy measured by the book (ISO/IEC 19795-1, FNMR at FMR)"
+    title = TITLE_FROM_TABLE
     d, err = _load_eval(eval_path)
     if eval_path is None:
         return inconclusive("DPIA.accuracy", "DPIA", title, "no evaluation report was given", EVAL_NEEDS)
@@ -459,9 +464,6 @@ def dpia_accuracy(eval_path: Path | None, facts: StoreFacts) -> Check:
                      f"the report evaluates {d.get('model_id')}, but the store uses {facts.model_id}", details, values)
     return Check("DPIA.accuracy", "DPIA", title, PASS,
                  f"evaluation report for {d.get('model_id')} with FNMR at target FMRs", details, values)
-
-
-BIAS_TITLE = "Every labelled group within the claimed FMR at the installation's threshold (ISO/IEC 19795-10)"
 
 
 def _claim(model_id: str) -> tuple[float | None, float | None, str | None]:
@@ -501,7 +503,7 @@ def _curve_point(curve: dict, threshold: float) -> tuple[float, int, int, int, i
 def dpia_bias(eval_path: Path | None, facts: StoreFacts | None = None) -> Check:
     """FAIL when the installation's threshold gives any labelled group a same-group FMR above
     the target the manifest claims, or when the report has no per-group curve to show it."""
-    title = BIAS_TITLE
+    title = TITLE_FROM_TABLE
     d, err = _load_eval(eval_path)
     if eval_path is None:
         return inconclusive("DPIA.bias", "DPIA", title, "no evaluation report was given", EVAL_NEEDS)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fr_pbd.audit import scan
-from fr_pbd.audit.checks import FAIL, INCONCLUSIVE, PASS, Check
+from fr_pbd.audit.checks import FAIL, INCONCLUSIVE, PASS, TITLE_FROM_TABLE, Check
 from fr_pbd.audit.network import NetworkFacts
 
 __all__ = ["Sources", "gather", "c3_plaintext_templates", "c3_logs", "METADATA_MAX"]
@@ -201,14 +201,14 @@ def _verdict(cid: str, title: str, src: Sources, kinds: tuple[str, ...], what: s
 
 
 def c3_plaintext_templates(src: Sources) -> Check:
-    return _verdict("C3.plaintext-templates", "No template data in any file or stream the product writes", src,
+    return _verdict("C3.plaintext-templates", TITLE_FROM_TABLE, src,
                     ("template",), "template data",
                     f"no run of {scan.MIN_VALUES}-{scan.MAX_VALUES} numbers with a template's statistics in any "
                     "encoding (float16/32/64, int8, text, base64, hex, compressed, ZIP/NPZ, pickle, JSON, SQLite)")
 
 
 def c3_logs(src: Sources) -> Check:
-    return _verdict("C3.logs", "No scores in logs or in any file or stream the product writes", src, ("score",),
+    return _verdict("C3.logs", TITLE_FROM_TABLE, src, ("score",),
                     "score-like text",
                     "no decimal fraction, percentage, exponent or score/conf/sim/dist/match key with a number")
 

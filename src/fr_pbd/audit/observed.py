@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 from fr_pbd.audit import stats
-from fr_pbd.audit.checks import FAIL, INCONCLUSIVE, PASS, Check, inconclusive
+from fr_pbd.audit.checks import FAIL, INCONCLUSIVE, PASS, TITLE_FROM_TABLE, Check, inconclusive
 from fr_pbd.audit.network import NetworkFacts
 from fr_pbd.audit.probe import CLASSES, LOCK_ATTEMPTS, LOCKED, ProbeResult
 
@@ -28,7 +28,7 @@ def _unreachable(cid: str, cond: str, title: str, res: ProbeResult | None, what:
         return inconclusive(cid, cond, title, f"no daemon was given: {what}", SOCKET_NEEDS)
     if res.error:
         return inconclusive(cid, cond, title, res.error, f"a daemon answering at {res.socket}",
-                            [a.describe() for a in res.answers])
+                            res.notes + [a.describe() for a in res.answers])
     return None
 
 
@@ -36,7 +36,7 @@ def _unreachable(cid: str, cond: str, title: str, res: ProbeResult | None, what:
 # C3.socket
 # --------------------------------------------------------------------------------------
 def c3_socket(sock: Path | None, res: ProbeResult | None) -> Check:
-    title = "Daemon socket: owned by the daemon's user, 0660 or stricter, in a directory others cannot write"
+    title = TITLE_FROM_TABLE
     if sock is None:
         return inconclusive("C3.socket", "C3", title, "no daemon was given: the socket was not checked", SOCKET_NEEDS)
     try:
@@ -47,9 +47,13 @@ def c3_socket(sock: Path | None, res: ProbeResult | None) -> Check:
         return Check("C3.socket", "C3", title, FAIL, f"{sock} is not a socket")
     m = stat.S_IMODE(st.st_mode)
     uid = res.server_uid if res is not None else None
-    bad, details = [], [f"{sock}: Unix socket, mode {m:04o}, owner uid {st.st_uid}"]
-    if m & ~0o660:
-        bad.append(f"{sock} mode {m:04o} is wider than 0660: other users can connect")
+    bad, details = [], [f"{sock}: Unix socket, mode {m:04o}, owner uid {st.st_uid} (judged: the group and other "
+                        "bits; others must have none)"]
+    if res is not None:
+        details += res.notes
+    if m & 0o007:  # the owner's bits are the owner's business; connecting needs write permission
+        bad.append(f"{sock} mode {m:04o} gives other users access (0{m & 0o007:o} for others; at most 0660: "
+                   "owner and group)")
     if uid is not None and st.st_uid != uid:
         bad.append(f"{sock} is owned by uid {st.st_uid}, but the daemon runs as uid {uid} (SO_PEERCRED)")
     d = Path(os.path.abspath(sock)).parent
@@ -87,7 +91,7 @@ def c3_socket(sock: Path | None, res: ProbeResult | None) -> Check:
 # C3.network
 # --------------------------------------------------------------------------------------
 def c3_network(res: ProbeResult | None, nf: NetworkFacts | None) -> Check:
-    title = "Nothing leaves the daemon but its answer: no network socket, no child process, no other local process"
+    title = TITLE_FROM_TABLE
     early = _unreachable("C3.network", "C3", title, res, "its network use was not observed")
     if early:
         return early
@@ -138,8 +142,7 @@ def _egress_record(res: ProbeResult) -> list[str]:
 # --------------------------------------------------------------------------------------
 def c5_answer(res: ProbeResult | None) -> Check:
     proto = res.protocol if res is not None else None
-    title = ("Every daemon answer is exactly one byte, Y or N" if proto is None or proto.yes == b"Y"
-             else "Every answer is the declared yes or the declared no, and nothing else")
+    title = TITLE_FROM_TABLE
     early = _unreachable("C5.answer", "C5", title, res, "no answer was seen")
     if early:
         return early
@@ -179,37 +182,70 @@ def c5_answer(res: ProbeResult | None) -> Check:
                  details, values)
 
 
+def _by_outcome(res: ProbeResult, close: bool) -> dict[str, dict[str, list[float]]]:
+    """outcome -> probe class -> times (to the first byte, or to the close) of the timed answers with that outcome."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for a in res.answers:
+        t = a.close_seconds if close else a.seconds
+        if a.kind == "timing" and a.cls and t is not None and not a.error and a.outcome:
+            out.setdefault(a.outcome, {}).setdefault(a.cls, []).append(t)
+    return out
+
+
+def _judge_same_answer(groups: dict[str, dict[str, list[float]]]) -> tuple[stats.TimingVerdict | None, list[str],
+                                                                            list[str]]:
+    """The rule within each answer: only states that got the same answer are compared (the answer already
+    tells yes from no). Returns the strongest verdict that tells apart (or the last one), its lines, the pairs."""
+    found, lines, pairs = None, [], []
+    for outcome in ("no", "yes"):
+        per = {c: v for c, v in groups.get(outcome, {}).items() if len(v) >= stats.MIN_SAMPLES}
+        names = list(per)
+        pairs += [f"{a} vs {b} (both {outcome!r})" for i, a in enumerate(names) for b in names[i + 1:]]
+        if len(per) < 2:
+            continue
+        v = stats.judge(per)
+        lines += [f"answer {outcome!r}: {ln}" for ln in v.lines]
+        if found is None or (v.tells_apart and not found.tells_apart) or (
+                v.tells_apart == found.tells_apart and v.p < found.p):
+            found = v
+    return found, lines, pairs
+
+
 def c5_timing(res: ProbeResult | None) -> Check:
-    title = "The answer time (and the close) does not tell the outcome or the reason apart"
+    title = TITLE_FROM_TABLE
     early = _unreachable("C5.timing", "C5", title, res, "no answer was timed")
     if early:
         return early
     assert res is not None
     samples = res.timing
-    v = stats.judge(samples)
-    closes = stats.judge(res.close_timing)  # the close can carry what the answer byte does not
-    if closes.tells_apart and not v.tells_apart:
+    v, lines, pairs = _judge_same_answer(_by_outcome(res, close=False))
+    closes, close_lines, _ = _judge_same_answer(_by_outcome(res, close=True))  # the close can carry what the byte does not
+    if closes is not None and closes.tells_apart and not (v is not None and v.tells_apart):
         v = closes
-        v.lines.insert(0, "time to the close (the answer byte itself came at times that do not differ):")
+        lines = ["time to the close (the answer byte itself came at times that do not differ):"] + close_lines
     else:
-        v.lines.append("time to the close: " + closes.lines[0] if closes.lines else "time to the close: not measured")
+        lines += ["time to the close: " + ln for ln in close_lines[:1]] or ["time to the close: not compared"]
     outcomes = {cls: Counter(a.outcome or "undeclared" for a in res.answers if a.cls == cls and not a.error)
                 for cls in samples}
-    details = list(v.lines) + [f"{cls}: answers {dict(c)}" for cls, c in outcomes.items()]
-    details.append(f"rule: Kruskal-Wallis p < {stats.ALPHA}, |Cliff's delta| >= {stats.MIN_DELTA} and a median "
-                   f"difference >= {stats.MIN_SHIFT_S * 1000:g} ms between two classes (docs/audit.md)")
+    details = [f"compared (only states that got the same answer: the answer itself already tells yes from no): "
+               f"{'; '.join(pairs) if pairs else 'no pair'}"]
+    details += lines + [f"{cls}: answers {dict(c)}" for cls, c in outcomes.items()]
+    details.append(f"rule: within one answer, Kruskal-Wallis p < {stats.ALPHA}, |Cliff's delta| >= "
+                   f"{stats.MIN_DELTA} and a median difference >= {stats.MIN_SHIFT_S * 1000:g} ms between two states "
+                   "(docs/audit.md)")
     if res.lock_observed is False:
         details.append(f"the genuine frame was still accepted after {LOCK_ATTEMPTS} failed attempts: no lockout "
                        "observed, so the locked-out state was not timed")
-    values = {"kruskal_wallis_h": round(v.h, 3), "p": v.p, "pair": list(v.pair) if v.pair else None,
-              "cliffs_delta": round(v.delta, 3), "median_difference_ms": round(v.shift_s * 1000, 3),
-              "samples": {k: len(s) for k, s in samples.items()}}
-    if v.tells_apart:
+    values = {"kruskal_wallis_h": round(v.h, 3) if v else None, "p": v.p if v else None,
+              "pair": list(v.pair) if v and v.pair else None, "cliffs_delta": round(v.delta, 3) if v else None,
+              "median_difference_ms": round(v.shift_s * 1000, 3) if v else None,
+              "samples": {k: len(s) for k, s in samples.items()}, "compared": pairs}
+    if v is not None and v.tells_apart:
         assert v.pair is not None
         return Check("C5.timing", "C5", title, FAIL,
-                     f"the answer time tells {v.pair[0]} from {v.pair[1]} apart: median difference "
-                     f"{v.shift_s * 1000:+.1f} ms, Cliff's delta {v.delta:+.2f}, Kruskal-Wallis p = {v.p:.2g}",
-                     details, values)
+                     f"the answer time tells {v.pair[0]} from {v.pair[1]} apart, which got the same answer: median "
+                     f"difference {v.shift_s * 1000:+.1f} ms, Cliff's delta {v.delta:+.2f}, Kruskal-Wallis "
+                     f"p = {v.p:.2g}", details, values)
     missing = [c for c in CLASSES if len(samples.get(c, [])) < stats.MIN_SAMPLES]
     if missing:
         why = ("no probe frames were given" if res.frames_missing == list(CLASSES)
@@ -220,7 +256,11 @@ def c5_timing(res: ProbeResult | None) -> Check:
         return inconclusive("C5.timing", "C5", title, "the genuine frame was never accepted, so the outcome "
                             "'yes' was not timed", "--genuine IMG showing a person enrolled in this installation",
                             details, values)
+    if not pairs:
+        return inconclusive("C5.timing", "C5", title, "no two states got the same answer often enough to be compared",
+                            FRAMES_NEEDS, details, values)
     timed = [c for c in (*CLASSES, LOCKED) if c in samples]
     return Check("C5.timing", "C5", title, PASS,
                  f"{sum(len(s) for s in samples.values())} timed answers over {len(timed)} states "
-                 f"({', '.join(timed)}): the time does not tell them apart (p = {v.p:.2g})", details, values)
+                 f"({', '.join(timed)}): within each answer the time does not tell the states apart "
+                 f"(p = {v.p:.2g})" if v else "", details, values)

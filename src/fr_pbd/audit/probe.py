@@ -167,6 +167,7 @@ class Answer:
     close_seconds: float | None = None  # request sent -> the daemon closed
     error: str | None = None
     cls: str | None = None  # probe frame class of a timing request
+    reset: bool = False  # the product reset the connection (after what it sent: e.g. request bytes it left unread)
 
     @property
     def length(self) -> int:
@@ -179,6 +180,8 @@ class Answer:
         s += f", the declared {self.outcome!r}" if self.outcome else ", NOT a declared yes/no answer"
         if not self.closed:
             s += "; the daemon did not close the connection"
+        elif self.reset:
+            s += "; then the connection was reset (request bytes left unread), which ends it like a close"
         return s
 
 
@@ -208,6 +211,10 @@ class ProbeResult:
     frames_missing: list[str] = field(default_factory=list)
     lock_observed: bool | None = None
     error: str | None = None
+    #: (pid, fd, socket inode) of every process holding the listening socket, when the probe began
+    listeners: list[tuple[int, int, int]] = field(default_factory=list)
+    #: what the audit noticed about the product's start (a stale socket file it waited out, ...)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def timing(self) -> dict[str, list[float]]:
@@ -231,8 +238,12 @@ class ProbeResult:
 
 
 def _exchange(path: Path, payload: bytes, close_write: bool, timeout: float, inodes: set[int]
-              ) -> tuple[bytes, bool, tuple[int, int, int] | None, float | None, float | None]:
-    """(answer, closed, peer credentials, seconds to the first byte, seconds to the close)."""
+              ) -> tuple[bytes, bool, tuple[int, int, int] | None, float | None, float | None, bool]:
+    """(answer, closed, peer credentials, seconds to the first byte, seconds to the close, reset).
+
+    A reset (ECONNRESET: the product closed with request bytes it had not read) ends the
+    answer like a close: what it sent before is read first, in order, so nothing is lost.
+    """
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
@@ -246,7 +257,7 @@ def _exchange(path: Path, payload: bytes, close_write: bool, timeout: float, ino
         if close_write:
             s.shutdown(socket.SHUT_WR)
         out = bytearray()
-        closed, first, end = False, None, None
+        closed, first, end, reset = False, None, None, False
         try:
             while len(out) < MAX_ANSWER:
                 left = deadline - time.monotonic()
@@ -263,7 +274,9 @@ def _exchange(path: Path, payload: bytes, close_write: bool, timeout: float, ino
                 out += chunk
         except TimeoutError:
             pass
-        return bytes(out), closed, cred, first, end
+        except ConnectionResetError:
+            closed, end, reset = True, time.perf_counter() - t0, True
+        return bytes(out), closed, cred, first, end, reset
     finally:
         s.close()
 
@@ -318,12 +331,12 @@ class _Session:
             self.res.answers.append(a)
             return a
         try:
-            data, closed, cred, first, end = _exchange(self.path, payload, close_write, timeout,
-                                                       self.res.client_inodes)
+            data, closed, cred, first, end, reset = _exchange(self.path, payload, close_write, timeout,
+                                                              self.res.client_inodes)
         except OSError as exc:
             a = Answer(label, kind, error=exc.strerror or type(exc).__name__, cls=cls)
         else:
-            a = Answer(label, kind, data, self.protocol.outcome(data), closed, first, end, cls=cls)
+            a = Answer(label, kind, data, self.protocol.outcome(data), closed, first, end, cls=cls, reset=reset)
             if cred and self.res.server_pid is None:
                 self.res.server_pid, self.res.server_uid, self.res.server_gid = cred
         self.silent = self.silent + 1 if a.error or (not a.data and not a.closed) else 0
@@ -346,6 +359,11 @@ def probe(sock: str | os.PathLike[str], protocol: Protocol = FRPBD_PROTOCOL, *, 
     """Every request the audit sends, and everything the kernel showed meanwhile. Never raises for a finding."""
     path = Path(sock)
     res = ProbeResult(socket=path, protocol=protocol)
+    res.listeners = procfs.listeners(path)
+    if not res.listeners:  # a stale file from an earlier run, or nothing yet: reported, never connected to
+        res.error = (f"no process listens on {path}: " + ("a stale socket file (left by an earlier run?); the audit "
+                     "neither connects to it nor removes it" if path.exists() else "it does not exist"))
+        return res
     s = _Session(path, protocol, res, frames)
     first = s.ask("first contact (a malformed request: a control byte)", "malformed", b"\x00\n", True, BAD_TIMEOUT_S)
     if first.error or res.server_pid is None:

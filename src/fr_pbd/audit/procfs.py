@@ -287,6 +287,54 @@ def fd_targets(pid: int) -> list[tuple[int, str]]:
     return out
 
 
+_LISTENING = 0x00010000  # __SO_ACCEPTCON in /proc/net/unix's Flags
+
+
+def listeners(path: str | os.PathLike[str]) -> list[tuple[int, int, int]]:
+    """(pid, fd, socket inode) of every process holding a listening Unix socket bound to the file ``path``.
+
+    ``/proc/net/unix`` names the path as it was given to ``bind`` (it may be relative to the
+    binder's directory then): each listening entry is resolved against its holder's working
+    directory and compared with ``path`` by device and inode, so a stale socket file (nobody
+    listening on it), or another socket once bound to the same name, never counts.
+    """
+    try:
+        want = os.stat(path)
+    except OSError:
+        return []
+    candidates: dict[int, str] = {}
+    try:
+        lines = Path("/proc/net/unix").read_text().splitlines()[1:]
+    except OSError:
+        return []
+    for line in lines:
+        f = line.split()
+        if len(f) < 8 or f[7].startswith("@"):
+            continue
+        try:
+            if int(f[3], 16) & _LISTENING:
+                candidates[int(f[6])] = f[7]
+        except ValueError:
+            continue
+    if not candidates:
+        return []
+    found = []
+    for (inode, pids) in holders("socket", set(candidates)).items():
+        for p in pids:
+            bound = candidates[inode]
+            full = bound if bound.startswith("/") else os.path.join(f"/proc/{p}/cwd", bound)
+            try:
+                st = os.stat(full)
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) != (want.st_dev, want.st_ino):
+                continue
+            for fd, target in fd_targets(p):
+                if target == f"socket:[{inode}]":
+                    found.append((p, fd, inode))
+    return found
+
+
 def holders(kind: str, inodes: set[int]) -> dict[int, list[int]]:
     """Every process on the machine holding a 'socket' or 'pipe' of these inodes (best effort, this instant)."""
     want = {f"{kind}:[{i}]": i for i in inodes}

@@ -59,7 +59,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fr_pbd.audit import scan
-from fr_pbd.audit.checks import FAIL, PASS, Check, inconclusive
+from fr_pbd.audit.checks import FAIL, PASS, Check, TITLE_FROM_TABLE, inconclusive
 from fr_pbd.audit.probe import FRPBD_MALFORMED, FramePlan, Protocol, no_face_png
 from fr_pbd.errors import AuditError
 
@@ -213,9 +213,21 @@ class running:
         self.proc: subprocess.Popen | None = None
         self.tmp: str | None = None
         self.outputs: list[Path] = []
+        self.notes: list[str] = []
+        #: declared data and log directories that did not exist when the audit began (watched, judged if they appear)
+        self.missing_dirs: list[Path] = []
 
     def __enter__(self) -> running:
+        from fr_pbd.audit import procfs
+
         t = self.target
+        self.missing_dirs = [d for d in (*t.data_dirs, *t.log_dirs) if not os.path.lexists(d)]
+        stale = None
+        if t.socket.exists() and not procfs.listeners(t.socket):
+            st = os.stat(t.socket)
+            stale = (st.st_dev, st.st_ino)
+            self.notes.append(f"{t.socket} existed before the audit with no process listening on it (a stale socket "
+                              "file): reported, not removed, not connected to")
         if t.command is None:
             if not t.socket.exists():
                 raise AuditError(f"{t.socket} does not exist: start the product, or give [process] command")
@@ -235,11 +247,15 @@ class running:
                 self.__exit__()
                 raise AuditError(f"the target's command exited with status {code} before {t.socket} appeared "
                                  f"(run it by hand in {t.root} to see why)")
-            if t.socket.exists():
+            if procfs.listeners(t.socket):  # a process holds the socket's inode, listening: not a stale file
+                if stale is not None:
+                    self.notes.append(f"the product replaced the stale file and listens on {t.socket} "
+                                      f"{time.monotonic() - (end - t.ready_timeout):.1f} s after it was started")
                 return self
             time.sleep(0.05)
         self.__exit__()
-        raise AuditError(f"{t.socket} did not appear within {t.ready_timeout:g} s of starting the target")
+        raise AuditError(f"no process listened on {t.socket} within {t.ready_timeout:g} s of starting the target"
+                         + (" (the file there is a stale socket that nobody listens on)" if t.socket.exists() else ""))
 
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -271,11 +287,25 @@ def _walk(dirs: list[Path]):
                 yield Path(base) / n
 
 
-def c3_data_modes(t: Target, product_uid: int | None) -> Check:
-    """The product's data: no file or directory readable or writable by others, none writable by its group."""
-    title = "The product's data and logs: not readable by other users, owned by the product or root"
-    bad, checked = [], 0
-    for p in _walk(t.data_dirs + t.log_dirs):
+def c3_data_modes(t: Target, product_uid: int | None, missing_at_start: tuple[Path, ...] | list[Path] = ()
+                  ) -> Check:
+    """The product's data: no file or directory readable or writable by others, none writable by its group.
+
+    A declared directory that does not exist is no failure: it is watched (``missing_at_start``:
+    absent when the audit began) and judged like the others if the product made it meanwhile.
+    """
+    title = TITLE_FROM_TABLE
+    bad, checked, notes = [], 0, []
+    present = []
+    for d in t.data_dirs + t.log_dirs:
+        if os.path.lexists(d):
+            present.append(d)
+            if d in missing_at_start:
+                notes.append(f"{d}: did not exist when the audit began; the product made it during the audit: judged")
+        else:
+            notes.append(f"{d}: declared, but did not exist at any time of the audit"
+                         if d in missing_at_start else f"{d}: declared, but does not exist")
+    for p in _walk(present):
         try:
             st = os.lstat(p)
         except OSError as exc:
@@ -293,14 +323,17 @@ def c3_data_modes(t: Target, product_uid: int | None) -> Check:
         return inconclusive("C3.file-modes", "C3", title, "the target declares no data directory",
                             "[data] dirs in the TARGET.toml")
     if bad:
-        return Check("C3.file-modes", "C3", title, FAIL, bad[0], bad[:50], {"checked": checked})
+        return Check("C3.file-modes", "C3", title, FAIL, bad[0], bad[:50] + notes, {"checked": checked})
+    if not any(os.path.lexists(d) for d in t.data_dirs):
+        return inconclusive("C3.file-modes", "C3", title, "no declared data directory exists: nothing was judged",
+                            "the product's data directories as it makes them (run it, enrol, then audit)", notes)
     return Check("C3.file-modes", "C3", title, PASS, f"{checked} files and directories: none open to other users",
-                 values={"checked": checked})
+                 notes, values={"checked": checked})
 
 
 def c4_data_ciphertext(t: Target) -> Check:
     """Every data file that is not declared metadata is ciphertext: >= 7.9 bits/byte over >= 1 KiB."""
-    title = "The product's data files look like ciphertext (~8 bits/byte)"
+    title = TITLE_FROM_TABLE
     bad, small, details = [], [], []
     for p in _walk(t.data_dirs):
         if not p.is_file() or p.is_symlink():

@@ -1,0 +1,187 @@
+"""Every check's verdict for every product of the corpus: the table of a closing note, before and after a change.
+
+Runs the audit of the checkout it is imported from (put another checkout's ``src`` first on
+``PYTHONPATH`` to get that one's verdicts) on every corpus product: each trick of
+``dishonest_daemon.py`` against a correct fr-pbd home, fr-pbd's own daemon, the Howdy-like
+target and the honest product with real products' habits (``shapes.py``). Prints one JSON
+object per product ({"product": ..., "checks": {id: status}}) as it goes.
+
+    FR_PBD_MODELS=... FR_PBD_DATA=... python tests/adversarial/verdicts.py [--only NAME ...] > verdicts.jsonl
+    python tests/adversarial/verdicts.py --table before.jsonl after.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent.parent))  # the repository root: tests.* importable
+
+TRICKS_OLD = ("honest", "tcp-write", "tcp-send", "udp-sendto", "udp-fresh", "child-net", "score-file", "score-home",
+              "timing", "close-delay", "extra-byte", "local-relay", "pipe-relay", "anti-trace", "template-out",
+              "binary-file", "binary-log", "signal", "tracer-aware")
+
+
+def _kw(fn, **kw):
+    names = inspect.signature(fn).parameters
+    return {k: v for k, v in kw.items() if k in names}
+
+
+def _wait_listening(sock: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"product exited {proc.returncode}")
+        if sock.exists():
+            try:
+                with socket.socket(socket.AF_UNIX) as s:
+                    s.connect(str(sock))
+                    return
+            except OSError:
+                pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{sock} not listening")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", nargs="*", default=None)
+    ap.add_argument("--table", nargs=2, metavar=("BEFORE", "AFTER"))
+    ap.add_argument("--peer-uid", type=int, default=65534)
+    a = ap.parse_args()
+    if a.table:
+        return table(*a.table)
+    from fr_pbd.audit import FramePlan, run_audit, run_target
+    from fr_pbd.audit.probe import no_face_png
+    from fr_pbd.pipeline import build_pipeline
+    from tests.adversarial import dishonest_daemon
+    from tests.test_daemon import make_enrolled_home, write_config
+
+    data = Path(os.environ["FR_PBD_DATA"])
+    faces, spoof = data / "faces", data / "spoof"
+    work = Path(tempfile.mkdtemp(prefix="fr-pbd-verdicts-", dir="/tmp"))
+    os.chmod(work, 0o711)
+    template = make_enrolled_home(work / "template-home", faces, build_pipeline(liveness=False).extractor)
+    tricks = [t for t in dishonest_daemon.TRICKS if t != "anti-trace"]
+    want = set(a.only) if a.only else None
+    peer = {"peer_uid": a.peer_uid}
+
+    def emit(name: str, checks) -> None:
+        print(json.dumps({"product": name, "checks": {c.id: c.status for c in checks}}), flush=True)
+
+    def fresh_home(name: str) -> Path:
+        h = work / name / "home"
+        h.parent.mkdir(mode=0o711)
+        shutil.copytree(template, h)
+        return h
+
+    def frames_for(root: Path) -> FramePlan:
+        fr = root / "frames"
+        fr.mkdir()
+        shutil.copyfile(faces / "obama3.jpg", fr / "current.jpg")
+        return FramePlan(fr, "current.jpg", {"genuine": (faces / "obama3.jpg").read_bytes(),
+                                             "impostor": (faces / "biden2.jpg").read_bytes(),
+                                             "attack": (spoof / "spoof_print_F1.jpg").read_bytes(),
+                                             "no-face": no_face_png()})
+
+    # fr-pbd's own daemon, on its home
+    if want is None or "fr-pbd daemon" in want:
+        home = fresh_home("frpbd")
+        write_config(home, f"allowed_uids = [0, {a.peer_uid}]\nallowed_gids = [0]\n", deadline_ms=400)
+        plan = frames_for(home.parent)
+        run = home.parent / "run"
+        run.mkdir(mode=0o711)
+        sock = run / "d.sock"
+        p = subprocess.Popen([sys.executable, "-m", "fr_pbd.cli", "serve", "--home", str(home), "--socket", str(sock),
+                              "--frames", str(plan.directory), "--log", str(home / "daemon.log")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            _wait_listening(sock, p)
+            emit("fr-pbd daemon", run_audit(home, socket_path=sock, frames=plan, rounds=5, verifications=1,
+                                            logs=[home / "daemon.log"], **_kw(run_audit, **peer)))
+        finally:
+            p.kill()
+            p.wait()
+    for trick in tricks:
+        if want is not None and trick not in want:
+            continue
+        home = fresh_home(f"trick-{trick}")
+        plan = frames_for(home.parent)
+        sock = home.parent / "d.sock"
+        out = home.parent / "out.bin"
+        cmd = [sys.executable, str(HERE / "dishonest_daemon.py"), "--socket", str(sock), "--frames",
+               str(plan.directory), "--genuine", str(faces / "obama3.jpg"), "--trick", trick, "--port", "9",
+               "--out", str(out), "--home", str(home)]
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            _wait_listening(sock, p)
+            emit(f"dishonest daemon: {trick}", run_audit(home, socket_path=sock, frames=plan, rounds=5,
+                                                         verifications=2, **_kw(run_audit, **peer)))
+        except RuntimeError as exc:
+            print(json.dumps({"product": f"dishonest daemon: {trick}", "error": str(exc)}), flush=True)
+        finally:
+            p.kill()
+            p.wait()
+    os.environ["FR_PBD_TARGET_ROOT"] = ""
+    if want is None or "howdy-like" in want:
+        root = work / "howdy"
+        (root / "frames").mkdir(parents=True)
+        shutil.copyfile(faces / "obama3.jpg", root / "frames" / "current.jpg")
+        os.environ["FR_PBD_TARGET_ROOT"] = str(root)
+        checks, _ = run_target(HERE / "targets" / "howdylike.toml", verifications=1, rounds=5)
+        emit("howdy-like", checks)
+    from tests.adversarial.test_shapes import HABITS, write_target
+
+    for habit, (options, _cid, _w) in HABITS.items():
+        if want is not None and habit not in want:
+            continue
+        root = work / f"shape-{habit}"
+        root.mkdir()
+        dirs = ("data", "spool", "snapshots") if habit == "late-directory" else ("data",)
+        if habit == "stale-socket-file":
+            (root / "run").mkdir(mode=0o700)
+            s = socket.socket(socket.AF_UNIX)
+            s.bind(str(root / "run" / "s.sock"))
+            s.close()
+        try:
+            checks, _ = run_target(write_target(root, faces, spoof, options, dirs), verifications=1, rounds=5)
+            emit(f"honest product, habit: {habit}", checks)
+        except Exception as exc:  # noqa: BLE001 - the old audit may refuse to run it at all
+            print(json.dumps({"product": f"honest product, habit: {habit}", "error": str(exc)}), flush=True)
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def table(before: str, after: str) -> int:
+    def load(p: str) -> dict:
+        return {d["product"]: d for d in map(json.loads, Path(p).read_text().splitlines()) if d}
+    b, a = load(before), load(after)
+    short = {"PASS": "P", "FAIL": "F", "INCONCLUSIVE": "I"}
+    ids = list(dict.fromkeys(k for d in (*b.values(), *a.values()) for k in d.get("checks", {})))
+    print("| product | " + " | ".join(ids) + " |")
+    print("|---|" + "---|" * len(ids))
+    for prod in dict.fromkeys([*b, *a]):
+        cells = []
+        for cid in ids:
+            x = short.get(b.get(prod, {}).get("checks", {}).get(cid, ""), "-")
+            y = short.get(a.get(prod, {}).get("checks", {}).get(cid, ""), "-")
+            cells.append(x if x == y else f"{x}→{y}")
+        err = [f"{w}: {d['error']}" for w, d in (("before", b.get(prod, {})), ("after", a.get(prod, {})))
+               if "error" in d]
+        print(f"| {prod} | " + " | ".join(cells) + " |" + (f" {'; '.join(err)}" if err else ""))
+    print("\nP pass, F fail, I inconclusive, - not run; X→Y: before → after")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
