@@ -19,7 +19,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_ask(args: argparse.Namespace) -> int:
     from fr_pbd import egress
-    from fr_pbd.daemon import ask, claim_for, daemon_identity
+    from fr_pbd.daemon.client import ask, claim_for, daemon_identity
     from fr_pbd.daemon.pam import PamRefusal, check_pam_context
     from fr_pbd.errors import DaemonError
 
@@ -44,7 +44,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from fr_pbd.daemon import ASK_TIMEOUT_S
+    from fr_pbd.daemon.client import ASK_TIMEOUT_S
 
     s = add_board(sub.add_parser("serve", help="run the yes/no verification daemon on a Unix socket"))
     s.add_argument("--socket", default=None, metavar="PATH",

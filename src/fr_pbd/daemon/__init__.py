@@ -19,25 +19,25 @@ a score, template or image), and the egress record (counts, no addresses) beside
 
 from __future__ import annotations
 
-from fr_pbd.daemon.client import ASK_TIMEOUT_S, ask, check_socket, claim_for, daemon_identity, socket_from_config
-from fr_pbd.daemon.listen import claimed_user
-from fr_pbd.daemon.protocol import MAX_REQUEST, MAX_USER, ProtocolError, egress_record_path, parse_request
-from fr_pbd.daemon.process import serve
-from fr_pbd.daemon.server import READ_TIMEOUT_S
+import importlib
+from typing import Any
 
-__all__ = [
-    "ASK_TIMEOUT_S",
-    "MAX_REQUEST",
-    "MAX_USER",
-    "READ_TIMEOUT_S",
-    "ProtocolError",
-    "ask",
-    "check_socket",
-    "claim_for",
-    "claimed_user",
-    "daemon_identity",
-    "egress_record_path",
-    "parse_request",
-    "serve",
-    "socket_from_config",
-]
+# Names re-exported from the role modules, loaded on first use: `fr-pbd --help` and `fr-pbd ask`
+# must not pay for the server's imports (OpenCV, numpy) to reach the client.
+_WHERE = {
+    "ASK_TIMEOUT_S": "client", "ask": "client", "check_socket": "client", "claim_for": "client",
+    "daemon_identity": "client", "socket_from_config": "client",
+    "claimed_user": "listen",
+    "MAX_REQUEST": "protocol", "MAX_USER": "protocol", "ProtocolError": "protocol",
+    "egress_record_path": "protocol", "parse_request": "protocol",
+    "serve": "process",
+    "READ_TIMEOUT_S": "server",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"fr_pbd.daemon.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'fr_pbd.daemon' has no attribute {name!r}")
