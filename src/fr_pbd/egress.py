@@ -73,8 +73,8 @@ and ``/proc/PID/mem`` stays closed to root too (root can still read
 ``environ`` and ``maps``). The ruleset handles one right, making block devices,
 so the only other thing it refuses is ``mknod`` of a block device. Limits:
 Landlock binds the thread that installs it and the threads and children it
-starts afterwards, not threads that already run (``fr-pbd`` installs the guard
-before its parser imports numpy and OpenCV, whose thread pools start at import;
+starts afterwards, not threads that already run (numpy and OpenCV start thread
+pools at import: ``fr-pbd`` installs the guard before it builds its parser, and
 :func:`enforcement` says when other threads existed); on a kernel
 without Landlock ``/proc/PID/mem`` of the user's other processes stays open, and
 :func:`enforcement` says so. Neither layer stops what another process does with

@@ -70,9 +70,9 @@ def guard_for(words: Sequence[str]) -> str:
 
 
 def _guard_before_parsing(words: Sequence[str]) -> None:
-    """Harden and guard this process before the parser is built: building it imports numpy and
-    OpenCV, whose thread pools start at import, and the guard's Landlock domain binds only the
-    threads started after it."""
+    """Harden and guard this process before the parser is built: the guard's Landlock domain binds
+    only the threads started after it, and a module the parser imports may start some (numpy and
+    OpenCV start their thread pools at import)."""
     from fr_pbd import egress, hardening
 
     hardening.harden_process()
