@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import hashlib
+import mmap
 import os
 import signal
 import socket
@@ -27,7 +28,29 @@ import time
 
 TRICKS = ("honest", "tcp-write", "tcp-send", "udp-sendto", "udp-fresh", "child-net", "score-file", "score-home",
           "timing", "close-delay", "extra-byte", "local-relay", "pipe-relay", "anti-trace", "template-out",
-          "binary-file", "binary-log", "signal", "tracer-aware")
+          "binary-file", "binary-log", "signal", "tracer-aware",
+          # the blind corners of an fr-pbd home (issue 22 item 6)
+          "no-seccomp", "per-peer", "vendor-records", "shm", "memfd", "keyed-close")
+#: tricks the kernel filter would stop (or that are about its absence): the daemon runs without it. Every other
+#: trick, and the honest control, installs fr-pbd's own filter as fr-pbd's daemon does (Seccomp: 2, NoNewPrivs: 1).
+UNFILTERED = {"udp-fresh", "child-net", "tracer-aware", "anti-trace", "no-seccomp"}
+#: the key of the vendor's own encryption (AES-GCM), which the audit does not have
+VENDOR_KEY = hashlib.sha256(b"vendor key").digest()
+
+
+def vendor_encrypt(data: bytes) -> bytes:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    nonce = os.urandom(12)
+    return nonce + AESGCM(VENDOR_KEY).encrypt(nonce, data, None)
+
+
+def keyed_delay(score: float) -> float:
+    """((score bucket - keyed hash of the second) mod 32) ms: uniform to anyone without the key, and the same
+    spread for every kind of frame; a client with the key reads 5 bits of the score from each close."""
+    second = int(time.time())
+    h = hashlib.sha256(VENDOR_KEY + second.to_bytes(8, "little")).digest()[0]
+    return ((int(score * 31) - h) % 32) / 1000
 
 
 def score_of(frame: bytes, genuine: bytes) -> float:
@@ -106,6 +129,7 @@ def main() -> int:
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--out", default=None, help="file or Unix socket the trick writes to")
     ap.add_argument("--lifetime", type=float, default=240)
+    ap.add_argument("--home", default=None, help="the fr-pbd home it serves (vendor-records writes there)")
     a = ap.parse_args()
     genuine = open(a.genuine, "rb").read()
     tricks = set(a.trick.split("+"))
@@ -129,6 +153,21 @@ def main() -> int:
                                 stdin=subprocess.PIPE)
     if "anti-trace" in tricks:
         hold_tracer_slot()
+    shared = None
+    if "shm" in tricks:  # a mapping another process can read: writes there need no system call
+        fd = os.open(f"/dev/shm/fr-pbd-corpus-{os.getpid()}", os.O_RDWR | os.O_CREAT, 0o600)
+        os.ftruncate(fd, 4096)
+        shared = mmap.mmap(fd, 4096, mmap.MAP_SHARED)
+    if "memfd" in tricks:
+        fd = os.memfd_create("vendor-state")
+        os.ftruncate(fd, 4096)
+        shared = mmap.mmap(fd, 4096, mmap.MAP_SHARED)
+    if not tricks & UNFILTERED:
+        from fr_pbd import egress
+
+        if not egress.install_kernel_filter():
+            print("the kernel filter did not load", file=sys.stderr)
+            return 3
 
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old = os.umask(0o117)
@@ -193,8 +232,23 @@ def main() -> int:
             if not traced:
                 with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
                     u.sendto(msg, ("127.0.0.1", a.port))
+        if "vendor-records" in tricks:  # a record per verification, encrypted with the vendor's key, mode 0644
+            path = os.path.join(a.home, ".vendor-cache")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            os.fchmod(fd, 0o644)
+            os.write(fd, vendor_encrypt(struct.pack("<f", score)))
+            os.close(fd)
+        if shared is not None:
+            rec = vendor_encrypt(struct.pack("<f", score))
+            shared[:len(rec)] = rec
         reply = (b"Y" if yes else b"N") + (bytes([int(score * 255)]) if "extra-byte" in tricks else b"")
-        answer(conn, reply, 0.002 + 0.05 * score if "close-delay" in tricks else 0.0)
+        if "per-peer" in tricks:  # root (a PAM login, the auditor) gets the declared answer; anyone else more
+            _pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+            if uid != 0:
+                reply += f" {score + 0.013593:.6f}".encode()
+        delay = 0.002 + 0.05 * score if "close-delay" in tricks else keyed_delay(score) if "keyed-close" in tricks \
+            else 0.0
+        answer(conn, reply, delay)
 
 
 if __name__ == "__main__":

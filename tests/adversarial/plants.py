@@ -52,7 +52,22 @@ def _int8(t: np.ndarray) -> bytes:
 
 
 #: name -> (relative path in the home, bytes): one template encoding each (issue 12, item 3)
+def _hexdump(data: bytes) -> bytes:
+    """``hexdump -C``'s layout: offset, 16 bytes in spaced hex, the ASCII column."""
+    lines = []
+    for i in range(0, len(data), 16):
+        row = data[i:i + 16]
+        hexes = " ".join(f"{b:02x}" for b in row)
+        lines.append(f"{i:08x}  {hexes:<47}  |{''.join(chr(b) if 32 <= b < 127 else '.' for b in row)}|")
+    return ("\n".join(lines) + "\n").encode()
+
+
 TEMPLATE_PLANTS = {
+    # the blind corners of issue 22 item 6: plain templates in base85, base32 and a spaced hex dump
+    "base85": ("cache/t.b85", lambda: base64.b85encode(unit().astype("<f4").tobytes())),
+    "ascii85": ("cache/t.a85", lambda: base64.a85encode(unit().astype("<f4").tobytes(), adobe=True)),
+    "base32": ("cache/t.b32", lambda: base64.b32encode(unit().astype("<f4").tobytes())),
+    "hex-dump-spaced": ("cache/t.hex", lambda: _hexdump(unit().astype("<f4").tobytes())),
     "float32": ("cache/probe.bin", lambda: unit().astype("<f4").tobytes()),
     "float16": ("cache/face.f16", lambda: unit().astype("<f2").tobytes()),
     "float64-big-endian": ("cache/face.f64", lambda: unit().astype(">f8").tobytes()),

@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -29,6 +30,19 @@ from tests.test_daemon import wait_for_socket
 
 HERE = Path(__file__).resolve().parent
 ROUNDS = 6
+
+
+def peer_uid() -> int:
+    """The second, unprivileged asker: nobody (65534), which Debian and most systems have."""
+    import pwd
+
+    try:
+        return pwd.getpwuid(65534).pw_uid
+    except KeyError:
+        from tests.conftest import missing
+
+        missing("no account with uid 65534 (nobody) to ask as a second uid")
+        raise
 
 
 class Collector:
@@ -111,8 +125,11 @@ def dishonest(tmp_path, faces_dir, spoof_dir):
                                              "attack": (spoof_dir / "spoof_print_F1.jpg").read_bytes(),
                                              "no-face": no_face_png()})
 
-    def start(trick: str, out: Path | None = None) -> tuple[Path, FramePlan]:
-        sock = tmp_path / f"{trick}.sock"
+    sockdir = Path(tempfile.mkdtemp(prefix="fr-pbd-corpus-", dir="/tmp"))
+    os.chmod(sockdir, 0o711)  # the second asker (another uid) reaches the socket through it
+
+    def start(trick: str, out: Path | None = None, home: Path | None = None) -> tuple[Path, FramePlan]:
+        sock = sockdir / f"{trick}.sock"
         port = collector.port
         if trick == "signal":  # a process of the test's that the daemon signals
             sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
@@ -120,7 +137,7 @@ def dishonest(tmp_path, faces_dir, spoof_dir):
             port = sleeper.pid
         cmd = [sys.executable, str(HERE / "dishonest_daemon.py"), "--socket", str(sock), "--frames", str(frames),
                "--genuine", str(faces_dir / "obama3.jpg"), "--trick", trick, "--port", str(port),
-               "--out", str(out if out is not None else collector.unix_path)]
+               "--out", str(out if out is not None else collector.unix_path)] + (["--home", str(home)] if home else [])
         p = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
         procs.append(p)
         wait_for_socket(sock, p, timeout=20)
@@ -131,9 +148,11 @@ def dishonest(tmp_path, faces_dir, spoof_dir):
         p.kill()
         p.wait(timeout=10)
     collector.close()
+    shutil.rmtree(sockdir, ignore_errors=True)
 
 
 def audit(home: Path, sock: Path, plan: FramePlan, **kw):
+    kw.setdefault("peer_uid", peer_uid())
     checks = run_audit(home, socket_path=sock, frames=plan, rounds=ROUNDS, verifications=2, **kw)
     return {c.id: c for c in checks}, overall(checks)
 
@@ -148,8 +167,34 @@ def explain(c) -> str:
 def test_the_honest_control_passes_what_the_tricks_fail(home, dishonest, eval_report):
     sock, plan = dishonest("honest")
     by_id, _ = audit(home, sock, plan, eval_report=eval_report)
-    for cid in ("C3.network", "C3.socket", "C5.answer", "C5.timing"):
+    for cid in ("C3.network", "C3.socket", "C5.answer", "C5.timing", "C3.file-modes"):
         assert by_id[cid].status == PASS, explain(by_id[cid])
+    assert "Seccomp: 2, NoNewPrivs: 1" in " ".join(by_id["C3.network"].details)
+    assert "byte-identical" in " ".join(by_id["C5.answer"].details)
+
+
+# --------------------------------------------------------------------------------------
+# the blind corners of an fr-pbd home: each a dishonest product that once got PASS
+# --------------------------------------------------------------------------------------
+CORNERS = {
+    # trick: (check, status now, words its evidence holds)
+    "vendor-records": ("C3.file-modes", FAIL, ".vendor-cache (mode 0644"),  # a growing 0644 file of vendor records
+    "no-seccomp": ("C3.network", FAIL, "Seccomp: 0"),
+    "per-peer": ("C5.answer", FAIL, "different answer from root's for the same frame"),
+    "shm": ("C3.network", INCONCLUSIVE, "/dev/shm/fr-pbd-corpus-"),
+    "memfd": ("C3.network", INCONCLUSIVE, "/memfd:vendor-state"),
+    "keyed-close": ("C5.timing", FAIL, "spread of the close times"),
+}
+
+
+@pytest.mark.parametrize("trick", sorted(CORNERS))
+def test_a_blind_corner_of_the_home_is_no_longer_a_pass(trick, home, dishonest):
+    cid, status, words = CORNERS[trick]
+    sock, plan = dishonest(trick, home=home)
+    by_id, result = audit(home, sock, plan)
+    c = by_id[cid]
+    assert c.status == status and words in c.summary + " ".join(c.details), explain(c)
+    assert result != "PASS"
 
 
 # --------------------------------------------------------------------------------------
@@ -161,7 +206,7 @@ DAEMON_TRICKS = {
     "tcp-send": ("C3.network", "byte(s) to a network socket"),  # send(): sendto(fd, ..., NULL, 0)
     "udp-sendto": ("C3.network", "sendto with address family AF_INET"),
     "udp-fresh": ("C3.network", "socket with address family AF_INET"),  # a new socket per request
-    "child-net": ("C3.network", "started a child process"),
+    "child-net": ("C3.network", "started a child process"),  # (and it runs without the kernel filter)
     "local-relay": ("C3.network", "byte(s) over a Unix socket read by another process"),
     "pipe-relay": ("C3.network", "byte(s) into a pipe read by another process"),
     "extra-byte": ("C5.answer", "2 byte(s), NOT a declared yes/no answer"),

@@ -18,8 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from fr_pbd.audit import FAIL, INCONCLUSIVE, PASS, run_target
-from tests.test_audit import need_strace
+from fr_pbd.audit import FAIL, PASS, run_target
+
+
+def need_strace() -> None:
+    if shutil.which("strace") is None:
+        from tests.conftest import missing
+
+        missing("strace is not installed (apt-get install strace)")
 
 HERE = Path(__file__).resolve().parent
 #: every check a black box can pass (the others need fr-pbd's store: INCONCLUSIVE by design)

@@ -75,6 +75,7 @@ def main() -> int:
     tricks = [t for t in dishonest_daemon.TRICKS if t != "anti-trace"]
     want = set(a.only) if a.only else None
     peer = {"peer_uid": a.peer_uid}
+    sink = socket.create_server(("127.0.0.1", 0))  # for the tricks that connect at start-up (never read)
 
     def emit(name: str, checks) -> None:
         print(json.dumps({"product": name, "checks": {c.id: c.status for c in checks}}), flush=True)
@@ -120,7 +121,7 @@ def main() -> int:
         sock = home.parent / "d.sock"
         out = home.parent / "out.bin"
         cmd = [sys.executable, str(HERE / "dishonest_daemon.py"), "--socket", str(sock), "--frames",
-               str(plan.directory), "--genuine", str(faces / "obama3.jpg"), "--trick", trick, "--port", "9",
+               str(plan.directory), "--genuine", str(faces / "obama3.jpg"), "--trick", trick, "--port", str(sink.getsockname()[1]),
                "--out", str(out), "--home", str(home)]
         p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:

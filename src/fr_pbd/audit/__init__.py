@@ -49,12 +49,14 @@ DEFAULT_ROUNDS = 8
 def run_audit(home: str | os.PathLike[str], *, socket_path: str | os.PathLike[str] | None = None,
               eval_report: str | os.PathLike[str] | None = None, logs: Sequence[str | os.PathLike[str]] = (),
               verifications: int = DEFAULT_VERIFICATIONS, passphrase: str | None = None,
-              use_strace: bool = True, frames: FramePlan | None = None, rounds: int = DEFAULT_ROUNDS) -> list[Check]:
+              use_strace: bool = True, frames: FramePlan | None = None, rounds: int = DEFAULT_ROUNDS,
+              peer_uid: int | None = None) -> list[Check]:
     """Run every check; never raises for a finding (a finding is a FAIL with evidence).
 
     ``frames``: how to show the daemon probe frames (its frames directory and the
     genuine/impostor/attack images), for C5.timing; without it that check is
-    INCONCLUSIVE.
+    INCONCLUSIVE. ``peer_uid``: a second, unprivileged uid the daemon serves; the answers are also asked
+    as it and must be byte-identical to root's (without it C5.answer is INCONCLUSIVE on an fr-pbd home).
     """
     from fr_pbd.audit.network import analyse
     from fr_pbd.audit.probe import FRPBD_PROTOCOL, probe
@@ -72,12 +74,13 @@ def run_audit(home: str | os.PathLike[str], *, socket_path: str | os.PathLike[st
         raise AuditError(f"the evaluation report {eval_report} does not exist")
     facts = read_store(home_p, passphrase)
     result = probe(sock, FRPBD_PROTOCOL, verifications=verifications, use_strace=use_strace, frames=frames,
-                   rounds=rounds) if sock is not None else None
+                   rounds=rounds, peer_uid=peer_uid) if sock is not None else None
     nf = analyse(result) if result is not None and not result.error else None
     src = _f.gather([home_p], [Path(p) for p in logs], [], nf, _writable(result),
                     why_not_observed=_why_not_observed(result), also_allowed=_egress_record_of(sock))
+    declared = [*map(str, logs), *([str(sock), f"{sock}.egress.json"] if sock is not None else [])]
     ctx = Context(home=home_p, facts=facts, socket=sock, result=result, nf=nf, src=src,
-                  eval_report=Path(eval_report) if eval_report else None)
+                  eval_report=Path(eval_report) if eval_report else None, extra={"declared": declared})
     return run_checks(ctx)
 
 
@@ -101,7 +104,7 @@ def run_target(target: str | os.PathLike[str], *, verifications: int = DEFAULT_V
     try:
         with run:
             result = probe(t.socket, t.protocol, verifications=verifications, use_strace=use_strace,
-                           frames=t.frames, rounds=rounds)
+                           frames=t.frames, rounds=rounds, peer_uid=t.peer_uid)
             result.notes[:0] = run.notes
             nf = analyse(result) if not result.error else None
             src = _f.gather(t.data_dirs, [*t.log_files, *run.outputs], t.log_dirs, nf, _writable(result),
@@ -109,7 +112,8 @@ def run_target(target: str | os.PathLike[str], *, verifications: int = DEFAULT_V
                             also_allowed=_egress_record_of(t.socket) if home is not None else None)
             src.findings()  # scan while the product still runs (and before its temporary output goes)
             ctx = Context(home=home, facts=facts, socket=t.socket, result=result, nf=nf, src=src,
-                          eval_report=t.eval_report, target=t, extra={"missing_dirs": run.missing_dirs})
+                          eval_report=t.eval_report, target=t, extra={"missing_dirs": run.missing_dirs,
+                                                                    "declared": t.declared_in_home()})
             checks = run_checks(ctx)  # while the product runs: its socket and files are as it keeps them
     finally:
         run.cleanup()

@@ -186,7 +186,30 @@ def c2_fallback(home: Path, facts: StoreFacts) -> Check:
 # --------------------------------------------------------------------------------------
 # C3
 # --------------------------------------------------------------------------------------
-def c3_file_modes(home: Path) -> Check:
+#: What fr-pbd writes in a home (relative paths); a temporary file of an atomic write is ``.fr-pbd-tmp-*``.
+HOME_FILES = ("store.frpbd", "store.lock", "keys", "keys/kek", "config.toml")
+TMP_PREFIX = ".fr-pbd-tmp-"
+
+
+def unknown_in_home(home: Path, declared: tuple[str, ...] | list[str] = ()) -> list[str]:
+    """Every file and directory in the home that fr-pbd does not write, nor the auditor declared
+    (``declared``: absolute paths, e.g. the daemon's ``--log`` file or its socket in the home)."""
+    allowed = {os.path.abspath(p) for p in declared}
+    out = []
+    for base, dirs, files in os.walk(home, followlinks=False):
+        for name in sorted(dirs + files):
+            p = Path(base) / name
+            rel = p.relative_to(home).as_posix()
+            if rel in HOME_FILES or name.startswith(TMP_PREFIX) or os.path.abspath(p) in allowed:
+                continue
+            st = _mode(p)
+            out.append(f"{p}" + (f" (mode {stat.S_IMODE(st.st_mode):04o}, {st.st_size} bytes)" if st else ""))
+    return out
+
+
+def c3_file_modes(home: Path, declared: tuple[str, ...] | list[str] = ()) -> Check:
+    """Modes and owners of the home, store and key; and nothing in the home that fr-pbd does not write
+    (an unknown file in a home is a modified product), unless the auditor declared it (``declared``)."""
     title = TITLE_FROM_TABLE
     uid = os.getuid()
     want = [(home, 0o700, True, "home"), (home / "store.frpbd", 0o600, False, "store.frpbd"),
@@ -219,10 +242,15 @@ def c3_file_modes(home: Path) -> Check:
             bad.append(f"config.toml mode {m:04o} owner {cfg.st_uid}: others could edit the allowlist")
         else:
             details.append(f"config.toml: mode {m:04o}, owner uid {cfg.st_uid}: ok (not writable by others)")
+    for u in unknown_in_home(home, declared):
+        bad.append(f"{u}: not a file fr-pbd writes (an unknown file in a home is a modified product)")
+    details.append(f"fr-pbd writes only {', '.join(HOME_FILES)} (and {TMP_PREFIX}* while it writes) in a home"
+                   + (f"; declared by the auditor: {', '.join(str(d) for d in declared)}" if declared else ""))
     if bad:
-        return Check("C3.file-modes", "C3", title, FAIL, "; ".join(bad), bad + details)
-    return Check("C3.file-modes", "C3", title, PASS, "home 0700, store and key 0600, all owned by the user",
-                 details)
+        return Check("C3.file-modes", "C3", title, FAIL, "; ".join(bad[:3]) + (f"; and {len(bad) - 3} more"
+                     if len(bad) > 3 else ""), bad + details)
+    return Check("C3.file-modes", "C3", title, PASS, "home 0700, store and key 0600, all owned by the user; nothing "
+                 "else in the home", details)
 
 
 # --------------------------------------------------------------------------------------

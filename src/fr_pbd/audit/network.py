@@ -12,7 +12,8 @@ Rules (docs/audit.md, C3.network):
   daemon's own children; data written into
   another process's memory or a message queue.
 * INCONCLUSIVE: no trace (no strace, no permission, someone else already traces
-  the daemon), a trace cut short, ``io_uring`` (it moves data without system
+  the daemon), a trace cut short, a shared mapping of shared memory or a shared
+  writable file mapping (data moves there without a system call), ``io_uring`` (it moves data without system
   calls the trace can see), a descriptor that could not be read, data sent to a
   pipe or socket whose other end was gone before the audit could see who held it.
 
@@ -121,7 +122,10 @@ def analyse(res: ProbeResult) -> NetworkFacts:
                 nf._once(nf.fail, f"{ev.call} with address family {bad[0]}: {line}")
                 continue
         if ev.call in ("execve", "execveat"):
-            nf._once(nf.fail, f"started a program: {line}")
+            if ev.failed:  # ENOENT, EACCES, ...: no program ran
+                nf._once(nf.info, f"tried to start a program, which failed (nothing ran): {line}")
+            else:
+                nf._once(nf.fail, f"started a program: {line}")
             continue
         if ev.call in ("fork", "vfork") or (ev.call in ("clone", "clone3") and "CLONE_THREAD" not in ev.text):
             nf._once(nf.fail, f"started a child process: {line}")
@@ -193,8 +197,9 @@ def _inventory(res: ProbeResult, nf: NetworkFacts) -> None:
             nf._once(nf.inconclusive, f"{when}: pid {pid} is already traced by pid {tracer} ({procfs.comm(tracer)}): "
                                       "its system calls are hidden from the audit's tracer")
         for pid, path in snap.shared_writable:
-            nf._once(nf.info, f"pid {pid} maps {path} shared and writable (writes there need no system call; "
-                              "its contents are scanned)")
+            nf._once(nf.inconclusive, f"pid {pid} ({procfs.comm(pid)}) maps {path} shared: data written there "
+                                      "needs no system call and any process that maps it reads it, so what leaves "
+                                      "this way cannot be seen (files among them are scanned)")
     for (pid, fd), s in res.polled_sockets.items():
         if (pid, fd, s.inode) not in seen:
             seen.add((pid, fd, s.inode))

@@ -21,6 +21,8 @@ FRAMES_NEEDS = ("--frames DIR (the directory the daemon reads its frames from) w
                 "person), --impostor IMG (someone else) and --attack IMG (a photo of a photo); the no-face frame "
                 "is made by the audit")
 _ANY_WRITE = 0o022
+PEER_NEEDS = ("--peer-uid UID (TARGET.toml: [probe] peer_uid): a second, unprivileged uid the product serves; the "
+              "audit asks as it (setpriv, with the socket's group) and as root for the same frame; run it as root")
 
 
 def _unreachable(cid: str, cond: str, title: str, res: ProbeResult | None, what: str) -> Check | None:
@@ -90,7 +92,26 @@ def c3_socket(sock: Path | None, res: ProbeResult | None) -> Check:
 # --------------------------------------------------------------------------------------
 # C3.network
 # --------------------------------------------------------------------------------------
-def c3_network(res: ProbeResult | None, nf: NetworkFacts | None) -> Check:
+def _kernel_guard(res: ProbeResult) -> tuple[list[str], list[str]]:
+    """fr-pbd's daemon runs under its kernel filter: every process of it must show ``Seccomp: 2`` (a filter) and
+    ``NoNewPrivs: 1`` in /proc/PID/status, in every snapshot. (failures, evidence)."""
+    bad, seen = [], {}
+    for snap in res.snapshots:
+        for pid, st in snap.status.items():
+            if not st:
+                continue
+            seen[pid] = st
+            if st.get("Seccomp") != "2" or st.get("NoNewPrivs") != "1":
+                bad.append(f"pid {pid}: the kernel says Seccomp: {st.get('Seccomp', '?')}, NoNewPrivs: "
+                           f"{st.get('NoNewPrivs', '?')} (fr-pbd's daemon runs under its seccomp filter: Seccomp: 2, "
+                           "NoNewPrivs: 1): nothing in the kernel stops this process from opening a network socket")
+    lines = [f"pid {p}: Seccomp: {s.get('Seccomp')}, NoNewPrivs: {s.get('NoNewPrivs')} (/proc/{p}/status)"
+             for p, s in seen.items()]
+    return list(dict.fromkeys(bad)), lines
+
+
+def c3_network(res: ProbeResult | None, nf: NetworkFacts | None, strict: bool = False) -> Check:
+    """``strict`` (an fr-pbd home): the daemon must also run under fr-pbd's kernel filter."""
     title = TITLE_FROM_TABLE
     early = _unreachable("C3.network", "C3", title, res, "its network use was not observed")
     if early:
@@ -111,8 +132,16 @@ def c3_network(res: ProbeResult | None, nf: NetworkFacts | None) -> Check:
     values = {"method": "strace" if nf.traced else "kernel inventory only", "pid": pid,
               "syscalls": dict(nf.calls), "families": dict(nf.families), "failures": len(nf.fail)}
     self_report = _egress_record(res)
-    if nf.fail:
-        return Check("C3.network", "C3", title, FAIL, nf.fail[0], nf.fail + nf.inconclusive + nf.info + details,
+    fail = list(nf.fail)
+    if strict:
+        guard_bad, guard_lines = _kernel_guard(res)
+        fail += guard_bad
+        details += guard_lines or ["no process status could be read (Seccomp, NoNewPrivs)"]
+        values["kernel_guard"] = not guard_bad and bool(guard_lines)
+        if not guard_lines:
+            nf._once(nf.inconclusive, "the daemon's /proc/PID/status could not be read: its kernel filter is unknown")
+    if fail:
+        return Check("C3.network", "C3", title, FAIL, fail[0], fail + nf.inconclusive + nf.info + details,
                      values, self_report=self_report)
     if nf.inconclusive:
         return Check("C3.network", "C3", title, INCONCLUSIVE, nf.inconclusive[0],
@@ -140,7 +169,34 @@ def _egress_record(res: ProbeResult) -> list[str]:
 # --------------------------------------------------------------------------------------
 # C5
 # --------------------------------------------------------------------------------------
-def c5_answer(res: ProbeResult | None) -> Check:
+def _peer_comparison(res: ProbeResult, strict: bool) -> tuple[list[str], list[str], list[str]]:
+    """(problems, gaps, details) of the answers asked as a second, unprivileged uid beside root's."""
+    problems, gaps, details = [], [], []
+    if res.peer_uid is None:
+        if strict:
+            gaps.append("the answers were not also requested as a second, unprivileged uid, so a product that answers "
+                        "other askers differently (a score to one uid, Y to root) is not excluded")
+        return problems, gaps, details
+    for label, root, peer in res.peer_pairs:
+        who = f"uid {res.peer_uid}"
+        if peer.error:
+            gaps.append(f"{label}: asked as {who}: no answer ({peer.error})")
+        elif root.error:
+            gaps.append(f"{label}: asked as root: no answer ({root.error})")
+        elif peer.data != root.data:
+            problems.append(f"{label}: {who} got a different answer from root's for the same frame ({peer.length} "
+                            f"byte(s){', NOT a declared answer' if peer.outcome is None else ''} vs root's "
+                            f"{root.length})")
+        else:
+            details.append(f"{label}: {who} and root got byte-identical answers ({root.length} byte(s), "
+                           f"{root.outcome})")
+    if not res.peer_pairs:
+        gaps.append(f"no answer was requested as uid {res.peer_uid}")
+    return problems, gaps, details
+
+
+def c5_answer(res: ProbeResult | None, strict: bool = False) -> Check:
+    """``strict`` (an fr-pbd home): the answers must also have been asked as a second uid, byte-identical."""
     proto = res.protocol if res is not None else None
     title = TITLE_FROM_TABLE
     early = _unreachable("C5.answer", "C5", title, res, "no answer was seen")
@@ -172,9 +228,15 @@ def c5_answer(res: ProbeResult | None) -> Check:
     details = [proto.describe()] + [a.describe() for a in res.answers
                                     if a.kind != "timing" or a.outcome is None or a.error]
     details.append(f"{sum(1 for a in res.answers if a.kind == 'timing')} timed requests (see C5.timing)")
+    peer_bad, peer_gaps, peer_lines = _peer_comparison(res, strict)
+    problems += peer_bad
+    details += peer_lines
+    values["peer_uid"] = res.peer_uid
     if problems:
         return Check("C5.answer", "C5", title, FAIL, problems[0] + " (the extra bytes are not recorded here)",
-                     problems + details, values)
+                     problems + peer_gaps + details, values)
+    if peer_gaps:
+        return inconclusive("C5.answer", "C5", title, peer_gaps[0], PEER_NEEDS, peer_gaps + details, values)
     return Check("C5.answer", "C5", title, PASS,
                  f"{len(res.answers)} requests: every answer the declared yes or no "
                  f"({', '.join(f'{k} {v}' for k, v in out.items())}), then closed; malformed requests answered "
@@ -240,12 +302,30 @@ def c5_timing(res: ProbeResult | None) -> Check:
               "pair": list(v.pair) if v and v.pair else None, "cliffs_delta": round(v.delta, 3) if v else None,
               "median_difference_ms": round(v.shift_s * 1000, 3) if v else None,
               "samples": {k: len(s) for k, s in samples.items()}, "compared": pairs}
+    wide = []
+    for close, groups in ((False, _by_outcome(res, close=False)), (True, _by_outcome(res, close=True))):
+        what = "close" if close else "answer"
+        for outcome, per in groups.items():
+            pooled = [t for ts in per.values() for t in ts]
+            if len(pooled) < stats.MIN_SAMPLES:
+                continue
+            sp = stats.spread(pooled)
+            values.setdefault("spread_ms", {})[f"{what} {outcome}"] = round(sp * 1000, 3)
+            line = (f"spread of the {what} times of the answer {outcome!r} (n={len(pooled)}): interquartile range "
+                    f"{sp * 1000:.2f} ms (a fixed deadline: at most {stats.MAX_SPREAD_S * 1000:g} ms)")
+            details.append(line)
+            if sp > stats.MAX_SPREAD_S:
+                wide.append(line)
     if v is not None and v.tells_apart:
         assert v.pair is not None
         return Check("C5.timing", "C5", title, FAIL,
                      f"the answer time tells {v.pair[0]} from {v.pair[1]} apart, which got the same answer: median "
                      f"difference {v.shift_s * 1000:+.1f} ms, Cliff's delta {v.delta:+.2f}, Kruskal-Wallis "
                      f"p = {v.p:.2g}", details, values)
+    if wide:
+        return Check("C5.timing", "C5", title, FAIL,
+                     f"the {wide[0].removeprefix('spread of the ')}: times that vary this much within one answer can "
+                     "carry what the answer does not (a keyed channel looks like noise)", wide + details, values)
     missing = [c for c in CLASSES if len(samples.get(c, [])) < stats.MIN_SAMPLES]
     if missing:
         why = ("no probe frames were given" if res.frames_missing == list(CLASSES)

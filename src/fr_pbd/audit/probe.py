@@ -215,6 +215,9 @@ class ProbeResult:
     listeners: list[tuple[int, int, int]] = field(default_factory=list)
     #: what the audit noticed about the product's start (a stale socket file it waited out, ...)
     notes: list[str] = field(default_factory=list)
+    #: the second, unprivileged uid the answers were also asked as, and (label, root's answer, its answer)
+    peer_uid: int | None = None
+    peer_pairs: list[tuple[str, Answer, Answer]] = field(default_factory=list)
 
     @property
     def timing(self) -> dict[str, list[float]]:
@@ -354,9 +357,78 @@ class _Session:
             self.verify(f"{cls} frame, round {r + 1}", cls, kind)
 
 
+#: The second asker: connects, sends the request in hex argv[2], prints "<answer hex> <closed 0/1> <its socket's
+#: inode>" (a reset after the answer counts as the close, as for root's requests; the inode makes the daemon's
+#: answer to it an answer to the audit, not data to another process).
+_PEER_CLIENT = """import os, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.settimeout(float(sys.argv[3]))
+s.connect(sys.argv[1])
+ino = os.fstat(s.fileno()).st_ino
+s.sendall(bytes.fromhex(sys.argv[2]))
+out, closed = b"", 0
+try:
+    while len(out) < 4096:
+        c = s.recv(4096)
+        if not c:
+            closed = 1
+            break
+        out += c
+except ConnectionResetError:
+    closed = 1
+except OSError:
+    pass
+print(out.hex(), closed, ino)
+"""
+
+
+def _peer_ask(path: Path, protocol: Protocol, uid: int, label: str, cls: str | None, inodes: set[int]) -> Answer:
+    """The same request, sent by a second, unprivileged uid (``setpriv``), with the socket file's group so that
+    a socket the product opened to its group can be reached; kept apart from root's answers."""
+    import shutil
+    import subprocess
+    import sys
+
+    exe = shutil.which("setpriv")
+    if exe is None:
+        return Answer(label, "peer", error="setpriv is not installed (util-linux)", cls=cls)
+    try:
+        gid = os.stat(path).st_gid
+        p = subprocess.run([exe, f"--reuid={uid}", f"--regid={gid}", f"--groups={gid}", sys.executable, "-I", "-S",
+                            "-c", _PEER_CLIENT, str(path), protocol.request.hex(), str(LIVE_TIMEOUT_S)],
+                           capture_output=True, text=True, timeout=LIVE_TIMEOUT_S + 10, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Answer(label, "peer", error=str(exc), cls=cls)
+    if p.returncode != 0 or not p.stdout.strip():
+        last = (p.stderr.strip().splitlines() or [f"exit {p.returncode}"])[-1]
+        return Answer(label, "peer", error=f"as uid {uid}: {last[:200]}", cls=cls)
+    parts = p.stdout.split()
+    hexdata, closed = (parts[0], parts[1]) if len(parts) == 3 else ("", "0")
+    if len(parts) == 3:
+        inodes.add(int(parts[2]))
+    elif len(parts) == 2:  # no answer byte: "<closed> <inode>"
+        closed = parts[0]
+        inodes.add(int(parts[1]))
+    data = bytes.fromhex(hexdata)
+    return Answer(label, "peer", data, protocol.outcome(data), closed == "1", cls=cls)
+
+
+def _peer_round(s: _Session, res: ProbeResult, classes: list[str], uid: int) -> None:
+    """For the same frame, an answer to root and one to ``uid``: they must be byte-identical (C5.answer)."""
+    res.peer_uid = uid
+    for cls in [c for c in ("genuine", "impostor") if c in classes] or [None]:
+        label = f"{cls or 'the current'} frame"
+        root = s.verify(f"{label}, asked as root beside uid {uid}", cls)
+        res.peer_pairs.append((label, root, _peer_ask(res.socket, res.protocol, uid, label, cls,
+                                                      res.client_inodes)))
+
+
 def probe(sock: str | os.PathLike[str], protocol: Protocol = FRPBD_PROTOCOL, *, verifications: int = 3,
-          use_strace: bool = True, frames: FramePlan | None = None, rounds: int = 8) -> ProbeResult:
-    """Every request the audit sends, and everything the kernel showed meanwhile. Never raises for a finding."""
+          use_strace: bool = True, frames: FramePlan | None = None, rounds: int = 8,
+          peer_uid: int | None = None) -> ProbeResult:
+    """Every request the audit sends, and everything the kernel showed meanwhile. Never raises for a finding.
+
+    ``peer_uid``: also ask as this unprivileged uid, beside root, for the same frames (C5.answer)."""
     path = Path(sock)
     res = ProbeResult(socket=path, protocol=protocol)
     res.listeners = procfs.listeners(path)
@@ -396,6 +468,8 @@ def probe(sock: str | os.PathLike[str], protocol: Protocol = FRPBD_PROTOCOL, *, 
                 res.alive_after_disconnect = False
             if classes:
                 s.round(0, classes, "live")  # every code path once under the tracer
+            if peer_uid is not None:
+                _peer_round(s, res, classes, peer_uid)
             res.during.append(procfs.snapshot(pid, ignore_tracer=tracer.proc.pid if traced and tracer.proc else None))
             time.sleep(0.3)  # the daemon may log after it answered
             if traced:

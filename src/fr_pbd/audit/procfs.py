@@ -161,8 +161,11 @@ class Snapshot:
     #: (pid, fd, link target, open flags or None)
     fds: list[tuple[int, int, str, int | None]] = field(default_factory=list)
     sockets: list[SocketEntry] = field(default_factory=list)
-    #: (pid, path) of MAP_SHARED writable file mappings (writes there need no system call)
+    #: (pid, path) of shared mappings another process can reach: MAP_SHARED and writable, or of shared memory
+    #: (/dev/shm, a memfd, System V): data moves there without a system call
     shared_writable: list[tuple[int, str]] = field(default_factory=list)
+    #: pid -> {"Seccomp": ..., "NoNewPrivs": ...} from /proc/PID/status
+    status: dict[int, dict[str, str]] = field(default_factory=dict)
     #: (pid, tracer pid) of processes already traced by someone else
     traced_by: list[tuple[int, int]] = field(default_factory=list)
     gaps: list[str] = field(default_factory=list)
@@ -226,6 +229,23 @@ def _tracer(pid: int) -> int:
     return 0
 
 
+#: Where shared memory shows in /proc/PID/maps: a mapping of it is shared with whoever opens it too.
+SHARED_MEMORY = ("/dev/shm/", "/memfd:", "/SYSV")
+
+
+def process_status(pid: int) -> dict[str, str]:
+    """Seccomp and NoNewPrivs of a process, as the kernel reports them (empty when it is gone)."""
+    out = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("Seccomp", "NoNewPrivs"):
+                out[key] = value.strip()
+    except OSError:
+        pass
+    return out
+
+
 def snapshot(pid: int, *, ignore_tracer: int | None = None) -> Snapshot:
     """Descriptors, sockets and shared writable mappings of ``pid`` and its descendants, now."""
     snap = Snapshot(root=pid)
@@ -260,11 +280,12 @@ def snapshot(pid: int, *, ignore_tracer: int | None = None) -> Snapshot:
                 entry = classify_socket(p, fd, target, table)
                 if entry is not None:
                     snap.sockets.append(entry)
+        snap.status[p] = process_status(p)
         try:
             for line in Path(f"/proc/{p}/maps").read_text().splitlines():
                 f = line.split(maxsplit=5)
-                if len(f) == 6 and f[1][1] == "w" and f[1][3] == "s" and f[5].startswith("/") \
-                        and not f[5].startswith("/dev/zero"):
+                if len(f) == 6 and f[1][3] == "s" and f[5].startswith("/") and not f[5].startswith("/dev/zero") \
+                        and (f[1][1] == "w" or f[5].startswith(SHARED_MEMORY)):
                     snap.shared_writable.append((p, f[5]))
         except OSError as exc:
             snap.gaps.append(f"cannot read /proc/{p}/maps ({exc.strerror})")

@@ -10,7 +10,7 @@ Templates (a face template is 64-1024 numbers) are looked for
   (quantised) blocks;
 * as text: lists of numbers (JSON, CSV, Python reprs, with decimal points or
   commas), and numbers that follow each other with keys between them;
-* inside base64 and hex text, compressed streams (gzip, zlib, bzip2, xz),
+* inside base64, base32, base85/ascii85, hex text and hex dumps with spaces, compressed streams (gzip, zlib, bzip2, xz),
   ZIP/NPZ members, pickles, JSON values and SQLite tables: decoded and scanned
   again (depth :data:`MAX_DEPTH`). A zstd or lz4 stream cannot be decoded
   here: it is reported as opaque, which is never a pass.
@@ -513,8 +513,52 @@ def _sqlite(data: bytes, depth: int, budget: Budget, where: str) -> list[Finding
     return out
 
 
+_B32 = re.compile(rb"(?:[A-Z2-7]{8}[\r\n]*){40,}(?:[A-Z2-7]{2,8}={0,6})?")
+_B85 = re.compile(rb"[0-9A-Za-z!#$%&()*+\-;<=>?@^_`{|}~]{320,}")
+_A85 = re.compile(rb"(?:<~)?[!-u\s]{320,}(?:~>)?")
+_DUMP_LINE = re.compile(rb"^\s*(?:[0-9a-fA-F]{4,16}:?\s+)?((?:[0-9a-fA-F]{2,4}(?:\s+|$))+)")
+
+
+def _hex_dump(data: bytes) -> bytes:
+    """The bytes of a hex dump with spaces (``3f 80 00 00 ...``, ``xxd``, ``hexdump -C``, ``od -x``): per line, an
+    optional offset, then groups of 2 or 4 hex digits; the ASCII column is ignored."""
+    out = bytearray()
+    for line in data.splitlines()[:200000]:
+        m = _DUMP_LINE.match(line)
+        if not m:
+            continue
+        for tok in m.group(1).split():
+            out += bytes.fromhex(tok.decode()) if len(tok) in (2, 4) else b""
+    return bytes(out)
+
+
 def _encoded(data: bytes, depth: int, budget: Budget, where: str) -> list[Finding]:
     out: list[Finding] = []
+
+    def inner(blob: bytes, label: str, offset: int) -> None:
+        if blob and len(blob) >= MIN_VALUES and budget.take(len(blob)):
+            for f in scan(blob, depth=depth + 1, budget=budget, where=f"{where} > {label}" if where else label):
+                out.append(Finding(f.kind, f.what, offset, f.count, f.where, f.line))
+
+    if looks_like_text(data):
+        dump = _hex_dump(data)
+        if len(dump) >= 4 * MIN_VALUES:
+            inner(dump, "hex dump with spaces", 0)
+        for m in list(_B32.finditer(data))[:64]:
+            try:
+                inner(base64.b32decode(re.sub(rb"\s", b"", m.group(0)) + b"=" * (-len(re.sub(rb"\s", b"",
+                                                                                             m.group(0))) % 8)),
+                      "base32 text", m.start())
+            except (binascii.Error, ValueError):
+                continue
+        for rx, dec, label in ((_B85, base64.b85decode, "base85 text"), (_A85, base64.a85decode, "ascii85 text")):
+            for m in list(rx.finditer(data))[:64]:
+                tok = m.group(0).strip()
+                try:
+                    blob = dec(tok, adobe=tok.startswith(b"<~")) if dec is base64.a85decode else dec(tok)
+                except (binascii.Error, ValueError):
+                    continue
+                inner(blob, label, m.start())
     hexes = 0
     for m in _HEX.finditer(data):
         hexes += 1

@@ -22,13 +22,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ALPHA", "MIN_DELTA", "MIN_SHIFT_S", "MIN_SAMPLES", "TimingVerdict", "kruskal_wallis", "cliffs_delta",
+__all__ = ["ALPHA", "MIN_DELTA", "MIN_SHIFT_S", "MIN_SAMPLES", "MAX_SPREAD_S", "spread", "TimingVerdict", "kruskal_wallis", "cliffs_delta",
            "chi2_sf", "judge"]
 
 ALPHA = 0.01
 MIN_DELTA = 0.5
 MIN_SHIFT_S = 0.001
 MIN_SAMPLES = 5
+#: The most spread (interquartile range) of answer or close times within one answer that a fixed deadline gives
+#: on a loaded machine (fr-pbd's own daemon: 3.2 ms over 5 yes answers on the shared 2-core build machine, one
+#: run); more can carry bits the answer does not. A keyed channel of 0-31 ms has an IQR near 16 ms.
+MAX_SPREAD_S = 0.005
+
+
+def spread(values: list[float]) -> float:
+    """Interquartile range: robust to the odd late answer of a busy scheduler."""
+    q1, q3 = np.percentile(np.asarray(values, float), (25, 75))
+    return float(q3 - q1)
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:

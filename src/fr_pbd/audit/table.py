@@ -97,8 +97,8 @@ CHECKS: tuple[CheckSpec, ...] = (
               lambda x: _c("c2_consent")(x.facts), FROM_OUTSIDE),
     CheckSpec("C2.fallback", "C2", "Fallback PIN/passphrase is set and works",
               lambda x: _c("c2_fallback")(x.home, x.facts), FROM_OUTSIDE),
-    CheckSpec("C3.file-modes", "C3", "Home, store and key: private modes, owned by the user",
-              lambda x: _c("c3_file_modes")(x.home),
+    CheckSpec("C3.file-modes", "C3", "Home, store and key: private modes, owned by the user; nothing else in the home",
+              lambda x: _c("c3_file_modes")(x.home, x.extra.get("declared", ())),
               lambda x: _t("c3_data_modes")(x.target, _server_uid(x), x.extra.get("missing_dirs", ())),
               "The product's data and logs: not readable by other users, owned by the product or root"),
     CheckSpec("C3.plaintext-templates", "C3", "No template data in any file or stream the product writes",
@@ -106,7 +106,7 @@ CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec("C3.socket", "C3", "Daemon socket: owned by the daemon's user, 0660 or stricter, in a directory "
               "others cannot write", lambda x: _o("c3_socket")(x.socket, x.result)),
     CheckSpec("C3.network", "C3", "Nothing leaves the daemon but its answer: no network socket, no child process, "
-              "no other local process", lambda x: _o("c3_network")(x.result, x.nf)),
+              "no other local process", lambda x: _o("c3_network")(x.result, x.nf, strict=not x.black_box)),
     CheckSpec("C3.logs", "C3", "No scores in logs or in any file or stream the product writes",
               lambda x: _f("c3_logs")(x.src)),
     CheckSpec("C4.cipher", "C4", "Store encrypted with AES-256-GCM under a 256-bit key",
@@ -119,8 +119,8 @@ CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec("C4.key", "C4", "Keys are random, nonces not fixed; key custody stated",
               lambda x: _c("c4_key")(x.facts), FROM_OUTSIDE),
     CheckSpec("C5.answer", "C5", "Every answer is the declared yes or the declared no (fr-pbd: one byte, Y or N), "
-              "and nothing else", lambda x: _o("c5_answer")(x.result)),
-    CheckSpec("C5.timing", "C5", "The answer time (and the close) does not tell the outcome or the reason apart",
+              "the same to every asker, and nothing else", lambda x: _o("c5_answer")(x.result, strict=not x.black_box)),
+    CheckSpec("C5.timing", "C5", "The answer time (and the close) does not tell the reason apart, nor carry more than a fixed deadline",
               lambda x: _o("c5_timing")(x.result)),
     CheckSpec("DPIA.model-provenance", "DPIA", "Model provenance and training data stated for every model in use",
               lambda x: _c("dpia_provenance")(x.facts), FROM_OUTSIDE),

@@ -97,6 +97,11 @@ class Target:
     ready_timeout: float
     eval_report: Path | None
     problems: list[str] = field(default_factory=list)
+    peer_uid: int | None = None
+
+    def declared_in_home(self) -> list[str]:
+        """Files of an fr-pbd home the target declares besides what fr-pbd writes: its logs, socket and record."""
+        return [str(p) for p in (*self.log_files, self.socket)] + [f"{self.socket}.egress.json"]
 
     @property
     def home(self) -> Path | None:
@@ -202,7 +207,16 @@ def load_target(path: str | os.PathLike[str]) -> Target:
         log_dirs=[path_of(d, "[logs] dirs") for d in logs.get("dirs", [])],
         log_files=[path_of(f, "[logs] files") for f in logs.get("files", [])],
         command=command, ready_timeout=float(proc.get("ready_timeout", 60)),
-        eval_report=path_of(dpia["eval"], "[dpia] eval") if "eval" in dpia else None)
+        eval_report=path_of(dpia["eval"], "[dpia] eval") if "eval" in dpia else None,
+        peer_uid=_uid(probe.get("peer_uid"), p))
+
+
+def _uid(value: object, p: Path) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 2**31:
+        raise AuditError(f"{p}: [probe] peer_uid must be a uid number other than 0")
+    return value
 
 
 class running:

@@ -46,7 +46,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if args.target:
         given = [o for o, v in (("--home", args.home), ("--socket", args.socket), ("--frames", args.frames),
                                 ("--genuine", args.genuine), ("--impostor", args.impostor), ("--attack", args.attack),
-                                ("--eval", args.eval), ("--log", args.log), ("--passphrase-stdin",
+                                ("--eval", args.eval), ("--log", args.log),
+                                ("--peer-uid", args.peer_uid is not None), ("--passphrase-stdin",
                                                                              args.passphrase_stdin)) if v]
         if given:
             raise AuditError(f"--target describes the product itself; do not combine it with {', '.join(given)}")
@@ -58,7 +59,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         passphrase = sys.stdin.readline().rstrip("\n") if args.passphrase_stdin else None
         checks = run_audit(home, socket_path=args.socket, eval_report=args.eval, logs=args.log or (),
                            verifications=args.verifications, passphrase=passphrase, use_strace=not args.no_strace,
-                           frames=_frames(args), rounds=args.timing_rounds)
+                           frames=_frames(args), rounds=args.timing_rounds, peer_uid=args.peer_uid)
         report = build_report(checks, home=home, socket_path=Path(args.socket) if args.socket else None,
                               eval_report=Path(args.eval) if args.eval else None, verifications=args.verifications)
     jpath, hpath = write_reports(report, checks, args.out)
@@ -105,6 +106,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--timing-rounds", type=int, default=None, metavar="N",
                    help="timed rounds of every probe frame (default 8); the daemon is left locked out for a while "
                    "(the audit sends failed attempts to time that state)")
+    a.add_argument("--peer-uid", type=int, default=None, metavar="UID", help="a second, unprivileged uid the daemon "
+                   "serves (on its allowlist): the audit also asks as it (setpriv, with the socket's group) and its "
+                   "answers must be byte-identical to root's for the same frame (needed for C5.answer on a home)")
     a.add_argument("--no-strace", action="store_true", help="do not trace the daemon (C3.network is then "
                    "INCONCLUSIVE)")
     a.add_argument("--passphrase-stdin", action="store_true", help="read the store passphrase from stdin "
