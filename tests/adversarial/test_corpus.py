@@ -271,7 +271,8 @@ def test_a_daemon_that_keeps_the_tracer_out_is_never_a_pass(home, dishonest):
     sock, plan = dishonest("anti-trace")
     by_id, result = audit(home, sock, plan)
     c = by_id["C3.network"]
-    assert c.status == INCONCLUSIVE and "strace could not attach" in c.summary + " ".join(c.details), explain(c)
+    # INCONCLUSIVE for what the tracer could not see; FAIL on a home, since it runs without fr-pbd's kernel filter
+    assert c.status in (INCONCLUSIVE, FAIL) and "strace could not attach" in c.summary + " ".join(c.details), explain(c)
     assert "already traced by pid" in " ".join(c.details)
     assert result != "PASS"
 
