@@ -30,8 +30,8 @@ MIN_DELTA = 0.5
 MIN_SHIFT_S = 0.001
 MIN_SAMPLES = 5
 #: The most spread (interquartile range) of answer or close times within one answer that a fixed deadline gives
-#: on a loaded machine (fr-pbd's own daemon: 3.2 ms over 5 yes answers on the shared 2-core build machine, one
-#: run); more can carry bits the answer does not. A keyed channel of 0-31 ms has an IQR near 16 ms.
+#: on a loaded machine, with a margin (tests/test_audit.py holds fr-pbd's own daemon to it); more can carry bits
+#: the answer does not. A keyed channel of 0-31 ms has an IQR near 16 ms.
 MAX_SPREAD_S = 0.005
 
 
