@@ -31,7 +31,11 @@ from typing import TYPE_CHECKING, Iterable
 # (fr_pbd.runtime's docstring says more).
 os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 
-from fr_pbd._version import __version__  # noqa: E402 - after the variable above
+from fr_pbd.limits import set_native_limits  # noqa: E402 - after the variable above
+
+set_native_limits()  # OpenCV's own image-size limit, before any module of fr_pbd imports cv2
+
+from fr_pbd._version import __version__  # noqa: E402 - after the variables above
 
 if TYPE_CHECKING:  # imports stay lazy: `import fr_pbd` loads no model and no numpy
     from fr_pbd.capture.image import ImageSource

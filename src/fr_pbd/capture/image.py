@@ -14,10 +14,11 @@ cannot be read is refused, never passed on. A PNG's chunk list is walked first t
 OpenCV 5 drives it) allocates a chunk's *declared* length before reading it.
 
 A second barrier: OpenCV checks every decoded size against ``OPENCV_IO_MAX_IMAGE_PIXELS``, which
-it reads once, when cv2 is loaded. This module sets it to :data:`MAX_PIXELS` before importing
-cv2 (unless a lower value is set), so a header this module reads differently from OpenCV still
-cannot make it allocate more than the budget. That holds where this module is the first to
-import cv2, as in every fr-pbd command; :data:`OPENCV_LIMIT_IN_FORCE` says whether it was.
+it reads once, when cv2 is loaded. ``fr_pbd/__init__`` sets it to :data:`MAX_PIXELS` before any
+module of fr-pbd imports cv2 (:mod:`fr_pbd.limits`; a lower value already set is kept), so a
+header this module reads differently from OpenCV still cannot make it allocate more than the
+budget. A program that imports cv2 before fr_pbd must set it itself; :data:`OPENCV_LIMIT_IN_FORCE`
+says whether it holds.
 
 Camera frames arrive as arrays (:func:`to_bgr8` checks their size): they are never decoded here.
 
@@ -27,30 +28,22 @@ PNG chunks, :data:`MAX_JPEG_SCANS` JPEG scans.
 
 from __future__ import annotations
 
-import os
 import re
 import struct
-import sys
 from pathlib import Path
 from typing import Union
 
 import numpy as np
 
 from fr_pbd.errors import ImageError
+from fr_pbd.limits import MAX_IMAGE_PIXELS, opencv_limit_in_force, set_native_limits
 
-MAX_PIXELS = 50_000_000
+MAX_PIXELS = MAX_IMAGE_PIXELS
 """Larger images are refused: no camera frame for face verification needs more."""
 
-
-def _lower_opencv_limit(name: str, value: int) -> None:
-    current = os.environ.get(name, "")
-    if not (current.isdigit() and 0 < int(current) <= value):
-        os.environ[name] = str(value)
-
-
-_lower_opencv_limit("OPENCV_IO_MAX_IMAGE_PIXELS", MAX_PIXELS)
-#: False when something imported cv2 before this module: OpenCV's own limit is then its default (2^30 pixels).
-OPENCV_LIMIT_IN_FORCE = "cv2" not in sys.modules
+set_native_limits()  # done already by fr_pbd/__init__, before any cv2 import; a no-op here
+#: False when cv2 was loaded before fr_pbd set the limit: OpenCV's default (2^30 pixels) applies then.
+OPENCV_LIMIT_IN_FORCE = opencv_limit_in_force()
 
 import cv2  # noqa: E402 - after the limit above: OpenCV reads it once, when it is loaded
 
