@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fr_pbd import fileio, hardening
 from fr_pbd.store import _format as fmt
-from fr_pbd.store import _fs
+from fr_pbd.store import _fs, migration
 from fr_pbd.store.envelope import MAX_FILE, open_bytes
 from fr_pbd.store.keys import KeyProvider, check_provider
 from fr_pbd.store.store import LOCK_FILE, STORE_FILE, provider_for
@@ -43,6 +43,7 @@ def erase(home: str | os.PathLike[str], *, key_provider: KeyProvider | None = No
         else:
             provider.destroy()
         _fs.remove_stale_temps(home)
+        migration.discard(home, provider)  # a superseded key file, a key-change journal and its TPM counters
     with contextlib.suppress(FileNotFoundError):
         os.unlink(home / LOCK_FILE)
     fileio.fsync_dir(home)

@@ -34,6 +34,7 @@ import hmac
 import os
 import struct
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -51,6 +52,7 @@ __all__ = [
     "WrappedKey",
     "DeviceFileKeyProvider",
     "PassphraseKeyProvider",
+    "superseded_key_files",
 ]
 
 KEY_LEN = 32
@@ -118,6 +120,12 @@ class KeyProvider(abc.ABC):
     provider_id: ClassVar[int]
     #: True iff opening refuses a stale copy of the store (a hardware monotonic counter).
     rollback_protection: ClassVar[bool] = False
+    #: The home whose store this provider opens, once known (custody lines check it for superseded key files).
+    _home: Path | None = None
+
+    def attach_home(self, home: str | os.PathLike[str]) -> None:
+        """Note the home this provider opens (the store does it on open; :func:`provider_for` too)."""
+        self._home = Path(home)
 
     @abc.abstractmethod
     def wrap(self, dek: bytes) -> WrappedKey: ...
@@ -163,6 +171,17 @@ class KeyProvider(abc.ABC):
         """Hook called with the exclusive lock held after the store opened: finish or clean up."""
         return None
 
+    def reserve_with(self, record: Callable[[int, bytes], None] | None) -> None:
+        """Before :meth:`bind` creates key material outside the store (a TPM NV counter), it calls
+        ``record(handle, auth)``, which makes that durable in the migration journal
+        (:mod:`fr_pbd.store.migration`) so that a crash can undo it. None: stop recording."""
+        return None
+
+    def pending(self) -> bool:
+        """True if the last open found a write this provider has not finished (a TPM counter behind the
+        store after a crash between the write and :meth:`committed`)."""
+        return False
+
     def __reduce__(self):
         raise TypeError("key providers hold key material and cannot be pickled")
 
@@ -176,6 +195,19 @@ def check_provider(p: object) -> KeyProvider:
 
 PROVIDER_NAMES = {fmt.PROVIDER_DEVICE_FILE: "a key file", fmt.PROVIDER_PASSPHRASE: "a passphrase",
                   fmt.PROVIDER_TPM2: "a TPM 2.0"}
+
+
+def superseded_key_files(home: str | os.PathLike[str]) -> list[Path]:
+    """The device-file provider's key files in ``home`` (``keys/kek``, ``keys/kek.next``) that exist.
+
+    For a store whose header names another provider each one is superseded: it opens the older
+    copies of the store that were wrapped under it (the store before a ``keys migrate``), never the
+    current one. The migration journal removes them (:mod:`fr_pbd.store.migration`); until then no
+    custody line may claim that the TPM or a passphrase alone holds the key. Existence only: a file
+    at those names is counted whatever it holds (nothing is read, no key enters memory).
+    """
+    keys = Path(home) / "keys"
+    return [p for p in (keys / "kek", keys / "kek.next") if os.path.lexists(p)]
 
 
 def protected_by(provider_id: int) -> str:
@@ -390,6 +422,11 @@ class PassphraseKeyProvider(KeyProvider):
         return "PassphraseKeyProvider(<hidden>)"
 
     def custody(self) -> str:
+        left = superseded_key_files(self._home) if self._home is not None else []
+        if left:
+            return (f"derived from a passphrase (scrypt), BUT the key file {', '.join(map(str, left))} of the "
+                    "store's earlier key custody is still there and opens every older copy of this store (an "
+                    "interrupted key migration); the next fr-pbd command that can write the home removes it")
         return ("derived from a passphrase (scrypt): a copy of the disk is only as safe as the passphrase is hard "
                 "to guess; rollback (restoring an older store) is not detected")
 

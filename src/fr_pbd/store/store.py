@@ -18,7 +18,7 @@ from pathlib import Path
 from fr_pbd import fileio, hardening
 from fr_pbd.errors import StoreError
 from fr_pbd.store import _format as fmt
-from fr_pbd.store import _fs, protection
+from fr_pbd.store import _fs, migration, protection
 from fr_pbd.store.envelope import Opened, make_header, new_dek, open_bytes, seal
 from fr_pbd.store.fallback import check_fallback as _compare_fallback
 from fr_pbd.store.keys import DeviceFileKeyProvider, KeyProvider, WrappedKey, check_provider, normalise_secret
@@ -108,6 +108,7 @@ class Store:
             if os.path.lexists(home / STORE_FILE):
                 raise StoreError(f"a store already exists in {home}; fr-pbd never replaces a store")
             state = StoreState.new(model_id, dim, protection.random_rotation(dim))
+            change = migration.begin(home, None, 0, None, provider)  # journals a TPM counter it creates
             dek = new_dek()
             try:
                 wrapped = provider.bind(provider.wrap(dek), state.generation)
@@ -115,6 +116,7 @@ class Store:
             finally:
                 hardening.release(dek)
             provider.committed(wrapped, state.generation)
+            change.end()
         return cls(home, provider, _CONSTRUCT)
 
     @classmethod
@@ -131,6 +133,7 @@ class Store:
         provider = check_provider(key_provider if key_provider is not None else provider_for(home))
         store = cls(home, provider, _CONSTRUCT)
         store.read()
+        migration.settle(store)  # finish or roll back a key change a crash interrupted (docs/tpm.md)
         return store
 
     # -- reading and writing ----------------------------------------------------
@@ -311,6 +314,7 @@ class Store:
             self._claims = None
             if renew:
                 protection.renew(state)
+            change = migration.begin(self._home, _header, state.generation, self._provider, target_owner)
             staged = target_owner.begin_rotation()
             dek = new_dek()
             try:
@@ -327,6 +331,7 @@ class Store:
             if not self._provider.same_key_material(target_owner):
                 self._provider.destroy()
             self._provider = target_owner
+            change.end()
         return True
 
 

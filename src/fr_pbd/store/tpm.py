@@ -38,15 +38,15 @@ import dataclasses
 import hashlib
 import hmac
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from fr_pbd.errors import ConfigError, KeyProviderError, StaleStoreError, StoreIntegrityError, TpmError, WrongKeyError
 from fr_pbd.store import _format as fmt
-from fr_pbd.store.keys import KEY_LEN, KeyProvider, WrappedKey, protected_by
+from fr_pbd.store.keys import KEY_LEN, KeyProvider, WrappedKey, protected_by, superseded_key_files
 
-__all__ = ["TpmKeyProvider", "TpmInfo", "tpm_info", "parse_transport", "resolve_transport",
+__all__ = ["TpmKeyProvider", "TpmInfo", "tpm_info", "parse_transport", "resolve_transport", "release_counter",
            "DEFAULT_TRANSPORT", "ENV_TPM"]
 
 ENV_TPM = "FR_PBD_TPM"
@@ -281,11 +281,15 @@ class TpmKeyProvider(KeyProvider):
         self._mask = mask
         self._binding: fmt.TpmParams | None = None  # the counter of the store last opened
         self._counter: tuple[int, int] | None = None  # (nv index, value) read by the last unwrap
+        self._reserve: Callable[[int, bytes], None] | None = None  # the migration journal, while one is open
+        self._behind = False  # the last open found the counter behind the store (a crash before committed)
 
     @classmethod
     def for_home(cls, home: str | os.PathLike[str]) -> "TpmKeyProvider":
         """The provider on the transport configured for ``home`` ($FR_PBD_TPM, config.toml, default)."""
-        return cls(resolve_transport(home))
+        provider = cls(resolve_transport(home))
+        provider.attach_home(home)
+        return provider
 
     @property
     def transport(self) -> str:
@@ -300,6 +304,7 @@ class TpmKeyProvider(KeyProvider):
         """The same TPM and the same store counter, sealing to other PCRs (``()``: none) from now on."""
         other = TpmKeyProvider(self._transport, pcrs=pcrs, pcr_bank=pcr_bank)
         other._binding = self._binding
+        other._home = self._home
         return other
 
     def __repr__(self) -> str:
@@ -309,6 +314,13 @@ class TpmKeyProvider(KeyProvider):
     def custody(self) -> str:
         pcr = (f"; bound to PCRs {','.join(str(i) for i in range(24) if self._mask >> i & 1)}" if self._mask
                else "")
+        left = superseded_key_files(self._home) if self._home is not None else []
+        if left:
+            # Never "sealed by the TPM" while a key file of the earlier custody exists: it opens older copies.
+            return (f"NOT in the TPM's sole custody: the data key is held by the TPM 2.0 at {self._transport}, but "
+                    f"the key file {', '.join(map(str, left))} of the store's earlier key custody is still there "
+                    "and opens every older copy of this store (an interrupted key migration); the next fr-pbd "
+                    "command that can write the home removes it (docs/tpm.md, 'Migration journal')")
         return (f"sealed by the TPM 2.0 at {self._transport} under its storage root key (the key-encryption key "
                 f"never leaves the TPM): a copy of the disk alone does not open the store{pcr}; rollback "
                 "detected by a TPM NV counter")
@@ -407,7 +419,7 @@ class TpmKeyProvider(KeyProvider):
         tss = _tss()
         nv_auth = _new_auth()
         with _esapi(self._transport) as ectx:
-            nv = _define_counter(ectx, tss, nv_auth)
+            nv = _define_counter(ectx, tss, nv_auth, self._reserve)
             ectx.tr_set_auth(nv, nv_auth)
             ectx.nv_increment(nv)
             value = _int(ectx.nv_read(nv, 8))
@@ -422,6 +434,7 @@ class TpmKeyProvider(KeyProvider):
         if not p.nv_index:
             raise StoreIntegrityError("this TPM store has no rollback counter: the store file is damaged")
         value = self._counter_value(p)
+        self._behind = value - p.nv_base < generation
         if value - p.nv_base > generation:
             raise StaleStoreError(
                 f"a stale copy of the store was restored: the TPM counter says write {value - p.nv_base}, this "
@@ -440,6 +453,7 @@ class TpmKeyProvider(KeyProvider):
                 ectx.nv_increment(nv)
                 value += 1
         self._counter = (p.nv_index, value)
+        self._behind = False
 
     def _counter_value(self, p: fmt.TpmParams) -> int:
         cached, self._counter = self._counter, None
@@ -447,6 +461,12 @@ class TpmKeyProvider(KeyProvider):
             return cached[1]
         with _esapi(self._transport) as ectx:
             return _read_counter(ectx, p)
+
+    def reserve_with(self, record: Callable[[int, bytes], None] | None) -> None:
+        self._reserve = record
+
+    def pending(self) -> bool:
+        return self._behind
 
     # -- rotation and destruction ------------------------------------------------------------
     def begin_rotation(self) -> KeyProvider:
@@ -524,13 +544,19 @@ def _read_counter(ectx: Any, p: fmt.TpmParams) -> int:
         raise TpmError(f"cannot read the store's rollback counter ({_short(exc)})") from None
 
 
-def _define_counter(ectx: Any, tss: Any, nv_auth: bytes) -> Any:
-    """A fresh NV counter at a random free index of the owner range."""
+def _define_counter(ectx: Any, tss: Any, nv_auth: bytes, reserve: Callable[[int, bytes], None] | None = None) -> Any:
+    """A fresh NV counter at a random free index of the owner range.
+
+    ``reserve(index, nv_auth)`` is called before each attempt to define ``index``: the migration
+    journal makes it durable there, so that a crash after the define can undefine the counter.
+    """
     span = fmt.TPM_NV_LAST - fmt.TPM_NV_FIRST + 1
     attrs = (tss.TPMA_NV.AUTHREAD | tss.TPMA_NV.AUTHWRITE | tss.TPMA_NV.NO_DA
              | (tss.TPM2_NT.COUNTER << tss.TPMA_NV.TPM2_NT_SHIFT))
     for _ in range(16):
         index = fmt.TPM_NV_FIRST + int.from_bytes(os.urandom(4), "big") % span
+        if reserve is not None:
+            reserve(index, nv_auth)
         public = tss.TPM2B_NV_PUBLIC(tss.TPMS_NV_PUBLIC(nvIndex=index, nameAlg=tss.TPM2_ALG.SHA256,
                                                         attributes=attrs, dataSize=8))
         try:
@@ -542,6 +568,41 @@ def _define_counter(ectx: Any, tss: Any, nv_auth: bytes) -> Any:
                            "or an owner password is set") from None
         return handle
     raise TpmError("no free NV index for the rollback counter")
+
+
+def release_counter(transport: str, index: int, nv_auth: bytes) -> str:
+    """Undefine the NV counter at ``index`` if it is the one ``nv_auth`` opens; what was found, in one word.
+
+    ``"released"``: it was ours and is gone now; ``"absent"``: no such index (never defined, or already
+    undefined); ``"foreign"``: the index belongs to someone else (its authorisation is not ``nv_auth``)
+    and is left alone. A counter that was defined but never incremented reads as "uninitialised" with
+    the right authorisation and as an authorisation failure with a wrong one, so ownership is proven
+    without changing anything (``TPMA_NV_NO_DA``: a wrong guess costs no dictionary-attack lockout).
+    TpmError if the TPM cannot be reached or refuses the undefine.
+    """
+    if not fmt.TPM_NV_FIRST <= index <= fmt.TPM_NV_LAST:
+        return "foreign"  # outside the range fr-pbd defines counters in: never touched
+    with _esapi(transport) as ectx:
+        try:
+            nv = ectx.tr_from_tpmpublic(index)
+        except Exception as exc:  # noqa: BLE001
+            if _fmt0(_rc(exc)) == _RC_HANDLE or "handle" in str(exc).lower():
+                return "absent"
+            raise TpmError(f"cannot look up NV index {index:#010x} ({_short(exc)})") from None
+        ectx.tr_set_auth(nv, nv_auth)
+        try:
+            ectx.nv_read(nv, 8)
+        except Exception as exc:  # noqa: BLE001
+            rc = _fmt0(_rc(exc))
+            if rc in (_RC_AUTH_FAIL, _RC_BAD_AUTH):
+                return "foreign"
+            if rc != _RC_NV_UNINITIALIZED:
+                raise TpmError(f"cannot read NV index {index:#010x} ({_short(exc)})") from None
+        try:
+            ectx.nv_undefine_space(nv)
+        except Exception as exc:  # noqa: BLE001
+            raise TpmError(f"the TPM refused to delete NV index {index:#010x} ({_short(exc)})") from None
+    return "released"
 
 
 # --------------------------------------------------------------------------------------
