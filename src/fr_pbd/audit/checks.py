@@ -392,7 +392,11 @@ def c4_key(facts: StoreFacts) -> Check:
     if facts.provider_id != 3:
         details.append(f"not in use here: {HARDWARE_CUSTODY[0]} ({HARDWARE_CUSTODY[1]})")
     values = {"custody": where, "provider_id": facts.provider_id, "hardware_custody": facts.provider_id == 3,
-              "rollback_detected": facts.provider_id == 3}
+              "rollback_detected": facts.provider_id == 3, "superseded_key_files": facts.superseded_key_files}
+    if facts.superseded_key_files:  # a key file beside a store it does not wrap: it opens the older copies
+        return Check("C4.key", "C4", title, FAIL, f"the key file {', '.join(facts.superseded_key_files)} of the "
+                     "store's earlier custody is still in the home and opens every older copy of the store (an "
+                     "unfinished key migration): the header's key custody is not the only one", details, values)
     if not facts.decrypted:
         if facts.decrypt_error and "passphrase" in facts.decrypt_error:
             return Check("C4.key", "C4", title, INCONCLUSIVE, "the keys cannot be checked without the passphrase",

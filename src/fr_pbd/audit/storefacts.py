@@ -49,6 +49,8 @@ class StoreFacts:
     provider_params: bytes = field(default=b"", repr=False)
     key_id: bytes = field(default=b"", repr=False)
     key_file_bits: int | None = None
+    #: fr-pbd key files (keys/kek, keys/kek.next) beside a store whose header names another provider (C4.key)
+    superseded_key_files: list[str] = field(default_factory=list)
     #: key material, in memory only, for the key checks (C4.key); never reported
     kek: bytes = field(default=b"", repr=False)
     dek: bytes = field(default=b"", repr=False)
@@ -121,6 +123,14 @@ def _kek(home: Path, f: StoreFacts, passphrase: str | None) -> bytes | None:
     return None
 
 
+def _is_key_file(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(8) == KEYFILE_MAGIC
+    except OSError:
+        return False
+
+
 def _tpm_unseal(home: Path, f: StoreFacts) -> bytes | None:
     """The data key unsealed by the TPM (only the TPM can); the payload is then decrypted here, independently."""
     from fr_pbd.errors import FrPbdError
@@ -147,6 +157,8 @@ def read_store(home: str | os.PathLike[str], passphrase: str | None = None) -> S
     _parse_header(f)
     if not f.header_ok:
         return f
+    if f.provider_id != 1:
+        f.superseded_key_files = [f"keys/{n}" for n in ("kek", "kek.next") if _is_key_file(home / "keys" / n)]
     try:
         kek = _kek(home, f, passphrase)
     except OSError as exc:
