@@ -36,7 +36,6 @@ import pytest
 from fr_pbd.errors import ConsentError, StoreIntegrityError
 from fr_pbd.store import LockoutState, Store
 from fr_pbd.template import Template
-from tests.helpers import absent_account
 
 PIN = "correct horse battery"
 DIM = 128
@@ -440,6 +439,7 @@ def test_a_claimed_user_is_compared_with_that_users_templates_only(tmp_path):
 
 def test_enrolment_binds_the_name_to_its_account(tmp_path):
     from fr_pbd.verify import Consent
+    from tests.helpers import absent_account  # (here: the race drivers run this file without the tests package)
 
     home = stub_home(tmp_path / "home")
     name = me()
@@ -457,6 +457,7 @@ def test_enrolment_binds_the_name_to_its_account(tmp_path):
 
 def test_a_name_opens_only_the_account_it_was_bound_to(tmp_path, monkeypatch):
     from fr_pbd import attempts, verify
+    from tests.helpers import absent_account
 
     newcomer = absent_account("new")
     home = stub_home(tmp_path / "home", users=((newcomer, 1), ("bob", 2)))
