@@ -112,27 +112,39 @@ def known_product_failures(by_id: dict) -> dict[str, str]:
     bias = by_id.get("DPIA.bias", {})
     if bias.get("status") == FAIL and "times the claimed" in bias["evidence"]["summary"]:
         known["DPIA.bias"] = "the shipped threshold breaks the claimed FMR for a group: " + bias["evidence"]["summary"]
-    ans = by_id.get("C5.answer", {})
-    if ans.get("status") == FAIL and "got a different answer from root's for the same frame (1 byte(s) vs root's 1)" \
-            in ans["evidence"]["summary"] and not [d for d in ans["evidence"]["details"] if "NOT a declared" in d]:
-        known["C5.answer"] = ("fr-pbd's daemon verifies a non-root asker as that user only (PAM's rule), so a plain "
-                              "VERIFY from the second uid is another question than root's; the audit must ask root "
-                              "the same claim: " + ans["evidence"]["summary"])
     if by_id.get("C5.timing", {}).get("status") == FAIL:
         known["C5.timing"] = "the daemon's answer time tells outcomes apart: " + by_id["C5.timing"]["evidence"][
             "summary"]
     return known
 
 
-def test_correct_installation_passes_every_check(tmp_path, home, faces_dir, spoof_dir):
+def enrol_peer(home: Path, faces_dir: Path, extractor, peer) -> None:
+    """The genuine person enrolled also under ``peer``'s account: fr-pbd's daemon verifies a non-root asker only
+    against its own account, so the second asker's and root's answers are about the same templates."""
+    from fr_pbd.verify import Consent, Verifier
+    from tests.test_daemon import PIN
+
+    Verifier(home, extractor).enroll(peer.pw_name, [faces_dir / "obama.jpg", faces_dir / "obama2.jpg"],
+                                     Consent("1", "test-device"), fallback=PIN)
+
+
+def assert_peer_agrees(c5: dict, peer) -> None:
+    """Root and the second asker asked about the peer's account: both Y for the genuine frame, both N for the
+    impostor."""
+    text = " | ".join(c5["evidence"]["details"])
+    assert f"both asked b'VERIFY {peer.pw_name}\\n'" in text, text
+    assert f"genuine frame: uid {peer.pw_uid} and root got byte-identical answers (1 byte(s), yes)" in text, text
+    assert f"impostor frame: uid {peer.pw_uid} and root got byte-identical answers (1 byte(s), no)" in text, text
+
+
+def test_correct_installation_passes_every_check(tmp_path, home, faces_dir, spoof_dir, extractor, peer_account):
     """With the daemon, its frames, the probe photos and an evaluation report, every check runs and passes."""
     need_strace()
-    from tests.adversarial.test_corpus import peer_uid
-
     frames = tmp_path / "frames"
     frames.mkdir()
     set_frame(frames, faces_dir / "obama3.jpg")
-    peer = peer_uid()  # the second asker: on the allowlist, reaching the socket through its group
+    enrol_peer(home, faces_dir, extractor, peer_account)
+    peer = peer_account.pw_uid  # the second asker: on the allowlist, reaching the socket through its group
     write_config(home, f"allowed_uids = [0, {peer}]\n", deadline_ms=AUDIT_DEADLINE_MS)
     run = Path(tempfile.mkdtemp(prefix="fr-pbd-audit-", dir="/tmp"))
     os.chmod(run, 0o711)
@@ -161,37 +173,40 @@ def test_correct_installation_passes_every_check(tmp_path, home, faces_dir, spoo
     assert [c["id"] for c in doc["checks"]] == ALL_CHECKS
     for c in doc["checks"]:
         assert {"id", "condition", "status", "evidence"} <= set(c) and c["condition"] in (
-            "C1", "C2", "C3", "C4", "C5", "DPIA")
+            "C1", "C2", "C3", "C4", "C5", "SEC", "DPIA")
     assert by_id["C4.cipher"]["evidence"]["values"]["aead"] == "AES-256-GCM"
     assert by_id["C4.ciphertext"]["evidence"]["values"]["entropy_bits_per_byte"] > 7.9
     net = by_id["C3.network"]["evidence"]["values"]
     assert net["method"] == "strace" and set(net["families"]) <= {"AF_UNIX"} and net["failures"] == 0
+    assert_peer_agrees(by_id["C5.answer"], peer_account)
     c5 = by_id["C5.answer"]["evidence"]["values"]
     assert c5["outcomes"]["yes"] >= 1 and c5["outcomes"]["no"] >= 8 and set(c5["lengths"]) == {"1"}
+    lock = by_id["SEC.lockout"]["evidence"]
+    assert lock["values"]["sequence"][:5] == ["no"] * 5 and set(lock["values"]["sequence"][5:]) == {"no"}, lock
     timing = by_id["C5.timing"]["evidence"]["values"]["samples"]
     assert set(timing) == {"genuine", "impostor", "no-face", "attack", "locked-out"}, timing
     html = (tmp_path / "out" / "audit.html").read_text()
-    for cond in ("C1", "C2", "C3", "C4", "C5", "DPIA"):
+    for cond in ("C1", "C2", "C3", "C4", "C5", "SEC", "DPIA"):
         assert f'id="{cond}"' in html
     assert 'class="verdict pass"' in html and "exit code 0" in html
     assert "<script" not in html and "src=" not in html and "http" not in html.split("<body>")[1].split("Generated")[0]
 
 
-def test_fr_pbds_own_daemon_passes_as_a_black_box(template_home, data_dir):
+def test_fr_pbds_own_daemon_passes_as_a_black_box(template_home, data_dir, faces_dir, extractor, peer_account):
     need_strace()
-    from tests.adversarial.test_corpus import peer_uid
-
-    tmp_path = Path(tempfile.mkdtemp(prefix="fr-pbd-audit-", dir="/tmp"))  # the second asker (uid 65534) reaches run/
+    tmp_path = Path(tempfile.mkdtemp(prefix="fr-pbd-audit-", dir="/tmp"))  # the second asker reaches run/
     os.chmod(tmp_path, 0o711)
     shutil.copytree(template_home, tmp_path / "home")
-    write_config(tmp_path / "home", f"allowed_uids = [0, {peer_uid()}]\n", deadline_ms=AUDIT_DEADLINE_MS)
+    enrol_peer(tmp_path / "home", faces_dir, extractor, peer_account)
+    write_config(tmp_path / "home", f"allowed_uids = [0, {peer_account.pw_uid}]\n", deadline_ms=AUDIT_DEADLINE_MS)
     (tmp_path / "frames").mkdir()
     shutil.copyfile(data_dir / "faces" / "obama3.jpg", tmp_path / "frames" / "current.jpg")
     (tmp_path / "run").mkdir(mode=0o711)
     (tmp_path / "eval.json").write_text(json.dumps(EVAL_REPORT))
     from tests.adversarial.test_corpus import audit_target
 
-    p, doc = audit_target("fr-pbd.toml", tmp_path, tmp_path / "out", data_dir)
+    p, doc = audit_target("fr-pbd.toml", tmp_path, tmp_path / "out", data_dir,
+                          FR_PBD_PEER_UID=str(peer_account.pw_uid))
     by_id = {c["id"]: c for c in doc["checks"]}
     known = known_product_failures(by_id)
     if known and {k for k, c in by_id.items() if c["status"] != PASS} == set(known):
@@ -199,6 +214,7 @@ def test_fr_pbds_own_daemon_passes_as_a_black_box(template_home, data_dir):
     assert p.returncode == 0, p.stdout + p.stderr
     assert doc["result"] == "PASS" and doc["installation"]["store_format"] == "fr-pbd"
     assert {c["status"] for c in doc["checks"]} == {PASS}
+    assert_peer_agrees(by_id["C5.answer"], peer_account)
     assert set(by_id["C5.timing"]["evidence"]["values"]["samples"]) == {"genuine", "impostor", "no-face", "attack",
                                                                         "locked-out"}
 

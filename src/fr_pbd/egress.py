@@ -96,11 +96,12 @@ import platform
 import socket as _socket
 import sys
 import threading
+from pathlib import Path
 from typing import Any, Callable
 
 from fr_pbd.errors import EgressError
 
-__all__ = ["install", "installed", "install_kernel_filter", "enforcement", "record", "EgressError"]
+__all__ = ["install", "installed", "install_kernel_filter", "enforcement", "record", "record_path", "EgressError"]
 
 # Set once by install(); reading them is for reporting only: the hook never looks here.
 _record_fn: Callable[[], dict[str, Any]] | None = None
@@ -184,6 +185,13 @@ def _make_hook() -> tuple[Callable[[str, tuple], None], Callable[[], dict[str, A
             }
 
     return hook, report
+
+
+def record_path(socket_path: str | os.PathLike[str]) -> Path:
+    """Where a daemon publishes its guard's :func:`record` beside its socket (the daemon writes it, the audit reads
+    it as a self-report): here, below both, so that neither application imports the other for a file name."""
+    p = Path(socket_path)
+    return p.with_name(p.name + ".egress.json")
 
 
 def install(kernel: bool = True) -> None:

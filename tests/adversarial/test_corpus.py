@@ -171,6 +171,10 @@ def test_the_honest_control_passes_what_the_tricks_fail(home, dishonest, eval_re
         assert by_id[cid].status == PASS, explain(by_id[cid])
     assert "Seccomp: 2, NoNewPrivs: 1" in " ".join(by_id["C3.network"].details)
     assert "byte-identical" in " ".join(by_id["C5.answer"].details)
+    # it has no lockout: the genuine frame, accepted before, is accepted right after 5 impostor attempts in a row
+    lock = by_id["SEC.lockout"]
+    assert lock.status == FAIL and "after 5 failed attempts in a row the genuine frame was accepted" in lock.summary \
+        and "failed attempt 5 towards the lockout (impostor frame): no" in lock.details, explain(lock)
 
 
 # --------------------------------------------------------------------------------------
@@ -341,8 +345,9 @@ def test_a_passphrase_store_without_fallback_is_never_a_pass(tmp_path):
 # black-box mode: a product that is not fr-pbd, end to end through the command line
 # (fr-pbd's own daemon as a black box: tests/test_audit.py::test_fr_pbds_own_daemon_passes_as_a_black_box)
 # --------------------------------------------------------------------------------------
-def audit_target(name: str, root: Path, out: Path, data_dir: Path) -> tuple[subprocess.CompletedProcess, dict]:
-    env = dict(os.environ, FR_PBD_TARGET_ROOT=str(root), FR_PBD_DATA=str(data_dir.resolve()))
+def audit_target(name: str, root: Path, out: Path, data_dir: Path, **env_vars: str
+                 ) -> tuple[subprocess.CompletedProcess, dict]:
+    env = dict(os.environ, FR_PBD_TARGET_ROOT=str(root), FR_PBD_DATA=str(data_dir.resolve()), **env_vars)
     if env.get("FR_PBD_MODELS"):  # the product runs in its root: relative paths would not hold there
         env["FR_PBD_MODELS"] = str(Path(env["FR_PBD_MODELS"]).resolve())
     p = subprocess.run([sys.executable, "-m", "fr_pbd.cli", "audit", "--target", str(HERE / "targets" / name),
@@ -369,6 +374,8 @@ def test_the_howdy_like_product_fails_with_evidence(tmp_path, data_dir):
     assert st["C4.ciphertext"] == FAIL and "obama.dat" in ev["C4.ciphertext"]
     assert st["C5.answer"] == FAIL and "NOT a declared yes/no answer" in ev["C5.answer"]
     assert st["C3.network"] == PASS, ev["C3.network"]  # it keeps everything local: the audit says so
+    # its answers carry the distance: no declared yes ever came, so a refusal would prove no lock
+    assert st["SEC.lockout"] == INCONCLUSIVE and "not accepted at all" in ev["SEC.lockout"], ev["SEC.lockout"]
     for cid in ("C1.profile", "C2.consent", "C2.fallback", "C4.cipher", "C4.key", "DPIA.accuracy"):
         assert st[cid] == INCONCLUSIVE and "not fr-pbd's" in by_id[cid]["needs"]
     # its distances ("distance 0.3500", "YES 0.3500") are not repeated (a timing such as 0.35 s may appear)

@@ -35,6 +35,7 @@ from fr_pbd.audit import files as _f
 from fr_pbd.audit.checks import FAIL, INCONCLUSIVE, PASS, RESULT_FAIL, RESULT_INCOMPLETE, RESULT_PASS, Check, overall
 from fr_pbd.audit.probe import FramePlan
 from fr_pbd.audit.table import CHECKS, Context, run_checks
+from fr_pbd.egress import record_path
 from fr_pbd.errors import AuditError
 
 __all__ = ["Check", "CHECKS", "run_audit", "run_target", "build_report", "write_reports", "overall", "DEFAULT_ROUNDS",
@@ -78,7 +79,7 @@ def run_audit(home: str | os.PathLike[str], *, socket_path: str | os.PathLike[st
     nf = analyse(result) if result is not None and not result.error else None
     src = _f.gather([home_p], [Path(p) for p in logs], [], nf, _writable(result),
                     why_not_observed=_why_not_observed(result), also_allowed=_egress_record_of(sock))
-    declared = [*map(str, logs), *([str(sock), f"{sock}.egress.json"] if sock is not None else [])]
+    declared = [*map(str, logs), *([str(sock), str(record_path(sock))] if sock is not None else [])]
     ctx = Context(home=home_p, facts=facts, socket=sock, result=result, nf=nf, src=src,
                   eval_report=Path(eval_report) if eval_report else None, extra={"declared": declared})
     return run_checks(ctx)
@@ -104,7 +105,7 @@ def run_target(target: str | os.PathLike[str], *, verifications: int = DEFAULT_V
     try:
         with run:
             result = probe(t.socket, t.protocol, verifications=verifications, use_strace=use_strace,
-                           frames=t.frames, rounds=rounds, peer_uid=t.peer_uid)
+                           frames=t.frames, rounds=rounds, peer_uid=t.peer_uid, lock_attempts=t.lockout_after)
             result.notes[:0] = run.notes
             nf = analyse(result) if not result.error else None
             src = _f.gather(t.data_dirs, [*t.log_files, *run.outputs], t.log_dirs, nf, _writable(result),
@@ -133,7 +134,7 @@ def _egress_record_of(sock: Path | None):
     """fr-pbd's daemon writes its egress-guard record beside its socket (a temporary file, then a rename)."""
     if sock is None:
         return None
-    folder, record = os.path.abspath(sock.parent), os.path.abspath(f"{sock}.egress.json")
+    folder, record = os.path.abspath(sock.parent), os.path.abspath(record_path(sock))
 
     def allowed(path: str) -> bool:
         p = os.path.abspath(path)

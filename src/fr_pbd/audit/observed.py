@@ -10,7 +10,7 @@ from pathlib import Path
 from fr_pbd.audit import stats
 from fr_pbd.audit.checks import FAIL, INCONCLUSIVE, PASS, TITLE_FROM_TABLE, Check, inconclusive
 from fr_pbd.audit.network import NetworkFacts
-from fr_pbd.audit.probe import CLASSES, LOCK_ATTEMPTS, LOCKED, ProbeResult
+from fr_pbd.audit.probe import CLASSES, LOCKED, ProbeResult
 
 __all__ = ["c3_socket", "c3_network", "c5_answer", "c5_timing", "SOCKET_NEEDS", "FRAMES_NEEDS"]
 
@@ -155,7 +155,9 @@ def c3_network(res: ProbeResult | None, nf: NetworkFacts | None, strict: bool = 
 def _egress_record(res: ProbeResult) -> list[str]:
     import json
 
-    path = Path(str(res.socket) + ".egress.json")
+    from fr_pbd.egress import record_path
+
+    path = record_path(res.socket)
     try:
         rec = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -177,6 +179,11 @@ def _peer_comparison(res: ProbeResult, strict: bool) -> tuple[list[str], list[st
             gaps.append("the answers were not also requested as a second, unprivileged uid, so a product that answers "
                         "other askers differently (a score to one uid, Y to root) is not excluded")
         return problems, gaps, details
+    if res.peer_request is not None:
+        named = res.peer_request != res.protocol.request
+        details.append(f"root and uid {res.peer_uid} both asked {res.peer_request!r}" + (
+            " (the question about that uid's own account: a product may verify an unprivileged asker only as "
+            "itself)" if named else ""))
     for label, root, peer in res.peer_pairs:
         who = f"uid {res.peer_uid}"
         if peer.error:
@@ -296,7 +303,7 @@ def c5_timing(res: ProbeResult | None) -> Check:
                    f"{stats.MIN_DELTA} and a median difference >= {stats.MIN_SHIFT_S * 1000:g} ms between two states "
                    "(docs/audit.md)")
     if res.lock_observed is False:
-        details.append(f"the genuine frame was still accepted after {LOCK_ATTEMPTS} failed attempts: no lockout "
+        details.append(f"the genuine frame was still accepted after {res.lock_attempts} failed attempts: no lockout "
                        "observed, so the locked-out state was not timed")
     values = {"kruskal_wallis_h": round(v.h, 3) if v else None, "p": v.p if v else None,
               "pair": list(v.pair) if v and v.pair else None, "cliffs_delta": round(v.delta, 3) if v else None,
@@ -344,3 +351,50 @@ def c5_timing(res: ProbeResult | None) -> Check:
                  f"{sum(len(s) for s in samples.values())} timed answers over {len(timed)} states "
                  f"({', '.join(timed)}): within each answer the time does not tell the states apart "
                  f"(p = {v.p:.2g})" if v else "", details, values)
+
+
+# --------------------------------------------------------------------------------------
+# SEC
+# --------------------------------------------------------------------------------------
+LOCKOUT_NEEDS = ("--frames with --genuine and --impostor (TARGET.toml: [probe] frames, genuine, impostor): the "
+                 "genuine photo must be accepted before the failed attempts, for a refusal after them to mean a lock")
+
+
+def sec_lockout(res: ProbeResult | None) -> Check:
+    """After ``res.lock_attempts`` failed attempts in a row the genuine frame must be refused (every try).
+
+    INCONCLUSIVE when the genuine frame was never accepted before (a refusal then proves nothing), when a
+    "failed" attempt was accepted or unanswered (the failures were not in a row), or without the frames.
+    """
+    title = TITLE_FROM_TABLE
+    early = _unreachable("SEC.lockout", "SEC", title, res, "no attempt was made")
+    if early:
+        return early
+    assert res is not None
+    n = res.lock_attempts
+    seq = res.lock_sequence
+    lines = [f"{label}: {outcome or ('no answer: ' + err if err else 'neither declared answer')}"
+             for label, outcome, err in seq]
+    values = {"attempts": n, "sequence": [o for _l, o, _e in seq]}
+    if not seq:
+        return inconclusive("SEC.lockout", "SEC", title, "the lockout was not tried: it needs a genuine and an "
+                            "impostor (or attack) frame", LOCKOUT_NEEDS, values=values)
+    genuine_before = [a for a in res.answers if a.cls == "genuine" and a.kind != "probe" and not a.error
+                      and not a.label.startswith("genuine frame after")]
+    if not any(a.outcome == "yes" for a in genuine_before):
+        return inconclusive("SEC.lockout", "SEC", title, f"the genuine frame was not accepted at all before the "
+                            f"failed attempts ({len(genuine_before)} tries): a refusal after them proves no lock",
+                            LOCKOUT_NEEDS, lines, values)
+    fails, tries = seq[:n], seq[n:]
+    if any(o != "no" for _l, o, _e in fails):
+        return inconclusive("SEC.lockout", "SEC", title, f"not {n} failures in a row: an attempt with the impostor "
+                            "frame was not answered no", LOCKOUT_NEEDS, lines, values)
+    accepted = [label for label, o, _e in tries if o == "yes"]
+    if accepted:
+        return Check("SEC.lockout", "SEC", title, FAIL, f"after {n} failed attempts in a row the genuine frame was "
+                     f"accepted ({accepted[0]}): no lockout", lines, values)
+    if any(o != "no" for _l, o, _e in tries):
+        return inconclusive("SEC.lockout", "SEC", title, "a genuine try after the failures got no declared answer",
+                            LOCKOUT_NEEDS, lines, values)
+    return Check("SEC.lockout", "SEC", title, PASS, f"after {n} failed attempts in a row the genuine frame, accepted "
+                 f"before, was refused {len(tries)} time(s) in a row", lines, values)

@@ -46,8 +46,9 @@ MAX_ANSWER = 4096
 CLASSES = ("genuine", "impostor", "no-face", "attack")
 LOCKED = "locked-out"
 TIMING_CLASSES = (*CLASSES, LOCKED)
-#: Failed attempts sent to reach the locked-out state (fr-pbd locks after 5).
-LOCK_ATTEMPTS = 6
+#: Failed attempts in a row sent to reach the locked-out state (SEC.lockout; fr-pbd locks at the 5th; Android CDD
+#: 7.3.10 C-1-3: at least 30 s after five false trials).
+LOCK_ATTEMPTS = 5
 POLL_S = 0.01
 
 
@@ -65,6 +66,16 @@ class Protocol:
     malformed: tuple[tuple[str, bytes, bool], ...] = ()
     #: a malformed request may also be answered by closing without a byte
     silent_close_ok: bool = False
+    #: the request that names an account (``{user}`` stands for its name), when the protocol has one: the second
+    #: asker and root then ask the same question about the second asker's account (a product may verify an
+    #: unprivileged asker only as itself, so a plain request would be another question for it than for root)
+    request_for_user: bytes | None = None
+
+    def request_naming(self, user: str | None) -> bytes:
+        """The request about ``user``'s account, or the plain request (no name, or none in the protocol)."""
+        if user is None or self.request_for_user is None:
+            return self.request
+        return self.request_for_user.replace(b"{user}", user.encode("ascii"))
 
     def outcome(self, data: bytes) -> str | None:
         """'yes', 'no', or None when the answer is neither declared answer."""
@@ -94,7 +105,7 @@ FRPBD_MALFORMED: tuple[tuple[str, bytes, bool], ...] = (
     ("control byte", b"VERIFY\x00\n", True),
 )
 FRPBD_PROTOCOL = Protocol("fr-pbd daemon protocol v1 (one byte)", b"VERIFY\n", yes=b"Y", no=b"N",
-                          malformed=FRPBD_MALFORMED)
+                          malformed=FRPBD_MALFORMED, request_for_user=b"VERIFY {user}\n")
 
 
 @dataclass
@@ -210,6 +221,10 @@ class ProbeResult:
     holders: dict[str, dict[int, list[int]]] = field(default_factory=dict)
     frames_missing: list[str] = field(default_factory=list)
     lock_observed: bool | None = None
+    #: failed attempts sent before the genuine frame was shown again, and the answers of the whole sequence
+    #: (label, outcome or None, error): the failures first, then the genuine tries (SEC.lockout)
+    lock_attempts: int = LOCK_ATTEMPTS
+    lock_sequence: list[tuple[str, str | None, str | None]] = field(default_factory=list)
     error: str | None = None
     #: (pid, fd, socket inode) of every process holding the listening socket, when the probe began
     listeners: list[tuple[int, int, int]] = field(default_factory=list)
@@ -218,6 +233,8 @@ class ProbeResult:
     #: the second, unprivileged uid the answers were also asked as, and (label, root's answer, its answer)
     peer_uid: int | None = None
     peer_pairs: list[tuple[str, Answer, Answer]] = field(default_factory=list)
+    #: the request both asked in the comparison (the named one when the protocol has it and the uid a name)
+    peer_request: bytes | None = None
 
     @property
     def timing(self) -> dict[str, list[float]]:
@@ -346,10 +363,10 @@ class _Session:
         self.res.answers.append(a)
         return a
 
-    def verify(self, label: str, cls: str | None = None, kind: str = "live") -> Answer:
+    def verify(self, label: str, cls: str | None = None, kind: str = "live", request: bytes | None = None) -> Answer:
         if cls is not None and self.frames is not None:
             self.frames.present(cls)
-        return self.ask(label, kind, self.protocol.request, False, LIVE_TIMEOUT_S, cls)
+        return self.ask(label, kind, request or self.protocol.request, False, LIVE_TIMEOUT_S, cls)
 
     def round(self, r: int, classes: list[str], kind: str) -> None:
         order = classes[r % len(classes):] + classes[:r % len(classes)]  # rotate: no class always first
@@ -382,7 +399,8 @@ print(out.hex(), closed, ino)
 """
 
 
-def _peer_ask(path: Path, protocol: Protocol, uid: int, label: str, cls: str | None, inodes: set[int]) -> Answer:
+def _peer_ask(path: Path, protocol: Protocol, uid: int, label: str, cls: str | None, inodes: set[int],
+              request: bytes) -> Answer:
     """The same request, sent by a second, unprivileged uid (``setpriv``), with the socket file's group so that
     a socket the product opened to its group can be reached; kept apart from root's answers."""
     import shutil
@@ -395,7 +413,7 @@ def _peer_ask(path: Path, protocol: Protocol, uid: int, label: str, cls: str | N
     try:
         gid = os.stat(path).st_gid
         p = subprocess.run([exe, f"--reuid={uid}", f"--regid={gid}", f"--groups={gid}", sys.executable, "-I", "-S",
-                            "-c", _PEER_CLIENT, str(path), protocol.request.hex(), str(LIVE_TIMEOUT_S)],
+                            "-c", _PEER_CLIENT, str(path), request.hex(), str(LIVE_TIMEOUT_S)],
                            capture_output=True, text=True, timeout=LIVE_TIMEOUT_S + 10, stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return Answer(label, "peer", error=str(exc), cls=cls)
@@ -415,22 +433,32 @@ def _peer_ask(path: Path, protocol: Protocol, uid: int, label: str, cls: str | N
 
 def _peer_round(s: _Session, res: ProbeResult, classes: list[str], uid: int) -> None:
     """For the same frame, an answer to root and one to ``uid``: they must be byte-identical (C5.answer)."""
+    import pwd
+
     res.peer_uid = uid
+    try:
+        name: str | None = pwd.getpwuid(uid).pw_name
+        name.encode("ascii")
+    except (KeyError, UnicodeEncodeError):
+        name = None
+    request = res.peer_request = s.protocol.request_naming(name)
     for cls in [c for c in ("genuine", "impostor") if c in classes] or [None]:
         label = f"{cls or 'the current'} frame"
-        root = s.verify(f"{label}, asked as root beside uid {uid}", cls)
+        root = s.verify(f"{label}, asked as root beside uid {uid}", cls, request=request)
         res.peer_pairs.append((label, root, _peer_ask(res.socket, res.protocol, uid, label, cls,
-                                                      res.client_inodes)))
+                                                      res.client_inodes, request)))
 
 
 def probe(sock: str | os.PathLike[str], protocol: Protocol = FRPBD_PROTOCOL, *, verifications: int = 3,
           use_strace: bool = True, frames: FramePlan | None = None, rounds: int = 8,
-          peer_uid: int | None = None) -> ProbeResult:
+          peer_uid: int | None = None, lock_attempts: int = LOCK_ATTEMPTS) -> ProbeResult:
     """Every request the audit sends, and everything the kernel showed meanwhile. Never raises for a finding.
+
+    ``lock_attempts``: failed attempts in a row before the genuine frame is shown again (SEC.lockout).
 
     ``peer_uid``: also ask as this unprivileged uid, beside root, for the same frames (C5.answer)."""
     path = Path(sock)
-    res = ProbeResult(socket=path, protocol=protocol)
+    res = ProbeResult(socket=path, protocol=protocol, lock_attempts=lock_attempts)
     res.listeners = procfs.listeners(path)
     if not res.listeners:  # a stale file from an earlier run, or nothing yet: reported, never connected to
         res.error = (f"no process listens on {path}: " + ("a stale socket file (left by an earlier run?); the audit "
@@ -487,10 +515,11 @@ def probe(sock: str | os.PathLike[str], protocol: Protocol = FRPBD_PROTOCOL, *, 
                 res.during.append(procfs.snapshot(pid))
                 if "genuine" in classes and ("impostor" in classes or "attack" in classes):
                     bad = "impostor" if "impostor" in classes else "attack"
-                    for i in range(LOCK_ATTEMPTS):
-                        s.verify(f"failed attempt {i + 1} towards the lockout ({bad} frame)", bad)
-                    tries = [s.verify(f"genuine frame after {LOCK_ATTEMPTS} failures, {i + 1}", "genuine", "probe")
-                             for i in range(rounds)]
+                    fails = [s.verify(f"failed attempt {i + 1} towards the lockout ({bad} frame)", bad)
+                             for i in range(lock_attempts)]
+                    tries = [s.verify(f"genuine frame after {lock_attempts} failures, {i + 1}", "genuine", "probe")
+                             for i in range(max(rounds, 1))]
+                    res.lock_sequence = [(a.label, a.outcome, a.error) for a in (*fails, *tries)]
                     res.lock_observed = (True if all(a.outcome == "no" for a in tries) else
                                          False if any(a.outcome == "yes" for a in tries) else None)
                     if res.lock_observed:

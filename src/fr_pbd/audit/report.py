@@ -21,6 +21,8 @@ CONDITIONS = [
      "the minimums."),
     ("C5", "Only yes or no", "Across the process boundary, the daemon passes on one byte, Y or N, and "
      "nothing else."),
+    ("SEC", "Verification security", "Attempts are limited: after five failed attempts in a row the genuine face "
+     "is refused for a while (a lockout)."),
     ("DPIA", "DPIA risks", "Model provenance and consent of training subjects; accuracy and bias measured "
      "by the book."),
 ]

@@ -55,7 +55,7 @@ FROM_OUTSIDE: Callable[[Context], Check] = _outside
 @dataclass(frozen=True)
 class CheckSpec:
     id: str
-    condition: str  # C1..C5 or DPIA
+    condition: str  # C1..C5, SEC or DPIA
     title: str
     run: Callable[[Context], Check]
     black_box: Callable[[Context], Check] | None = None
@@ -122,6 +122,8 @@ CHECKS: tuple[CheckSpec, ...] = (
               "the same to every asker, and nothing else", lambda x: _o("c5_answer")(x.result, strict=not x.black_box)),
     CheckSpec("C5.timing", "C5", "The answer time (and the close) does not tell the reason apart, nor carry more than a fixed deadline",
               lambda x: _o("c5_timing")(x.result)),
+    CheckSpec("SEC.lockout", "SEC", "After 5 failed attempts in a row (or the declared number) the genuine face is refused (a lockout)",
+              lambda x: _o("sec_lockout")(x.result)),
     CheckSpec("DPIA.model-provenance", "DPIA", "Model provenance and training data stated for every model in use",
               lambda x: _c("dpia_provenance")(x.facts), FROM_OUTSIDE),
     CheckSpec("DPIA.accuracy", "DPIA", "Accuracy measured by the book (ISO/IEC 19795-1, FNMR at FMR)",

@@ -15,6 +15,7 @@ The file (docs/audit.md has a commented example)::
     [socket]
     path = "run/howdy.sock"
     request = "VERIFY\\n"
+    request_for_user = "VERIFY {user}\\n"   # optional: the request about one account (the second asker's)
     [answer]                               # exactly one yes and one no (or yes_regex / no_regex)
     yes = "YES\\n"
     no = "NO\\n"
@@ -23,6 +24,8 @@ The file (docs/audit.md has a commented example)::
     frames = "frames"
     frame_name = "current.jpg"
     genuine = "${FR_PBD_DATA}/faces/obama3.jpg"
+    peer_uid = 1001                        # or "${VAR}": a second uid, asked beside root (C5.answer)
+    lockout_after = 5                      # failed attempts in a row before the genuine face is refused
     impostor = "${FR_PBD_DATA}/faces/biden2.jpg"
     attack = "${FR_PBD_DATA}/spoof/spoof_print_F1.jpg"
     [data]
@@ -98,10 +101,14 @@ class Target:
     eval_report: Path | None
     problems: list[str] = field(default_factory=list)
     peer_uid: int | None = None
+    #: failed attempts in a row after which the product claims to lock (SEC.lockout; default 5)
+    lockout_after: int = 5
 
     def declared_in_home(self) -> list[str]:
         """Files of an fr-pbd home the target declares besides what fr-pbd writes: its logs, socket and record."""
-        return [str(p) for p in (*self.log_files, self.socket)] + [f"{self.socket}.egress.json"]
+        from fr_pbd.egress import record_path
+
+        return [str(p) for p in (*self.log_files, self.socket)] + [str(record_path(self.socket))]
 
     @property
     def home(self) -> Path | None:
@@ -172,7 +179,11 @@ def load_target(path: str | os.PathLike[str]) -> Target:
         raise AuditError(f"{p}: [answer] malformed must be \"generic\" or \"fr-pbd\"")
     protocol = Protocol(f"{doc.get('name', p.stem)} (declared in {p.name})", request, lit.get("yes"), lit.get("no"),
                         rx.get("yes_regex"), rx.get("no_regex"), malformed,
-                        silent_close_ok=bool(ans.get("silent_close_ok", kind == "generic")))
+                        silent_close_ok=bool(ans.get("silent_close_ok", kind == "generic")),
+                        request_for_user=_bytes(sock["request_for_user"], "[socket] request_for_user")
+                        if "request_for_user" in sock else None)
+    if protocol.request_for_user is not None and b"{user}" not in protocol.request_for_user:
+        raise AuditError(f"{p}: [socket] request_for_user must hold {{user}} where the account name goes")
     probe = doc.get("probe") or {}
     frames = None
     if "frames" in probe:
@@ -208,12 +219,21 @@ def load_target(path: str | os.PathLike[str]) -> Target:
         log_files=[path_of(f, "[logs] files") for f in logs.get("files", [])],
         command=command, ready_timeout=float(proc.get("ready_timeout", 60)),
         eval_report=path_of(dpia["eval"], "[dpia] eval") if "eval" in dpia else None,
-        peer_uid=_uid(probe.get("peer_uid"), p))
+        peer_uid=_uid(probe.get("peer_uid"), p), lockout_after=_lockout_after(probe.get("lockout_after", 5), p))
+
+
+def _lockout_after(value: object, p: Path) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 20:
+        raise AuditError(f"{p}: [probe] lockout_after must be a number of attempts from 1 to 20")
+    return value
 
 
 def _uid(value: object, p: Path) -> int | None:
     if value is None:
         return None
+    if isinstance(value, str):  # "${VAR}": a uid the auditor's environment gives (an account made for the audit)
+        text = _expand(value, "[probe] peer_uid")
+        value = int(text) if text.isdigit() else text
     if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 2**31:
         raise AuditError(f"{p}: [probe] peer_uid must be a uid number other than 0")
     return value

@@ -15,6 +15,7 @@ import socket
 import struct
 from pathlib import Path
 
+from fr_pbd.egress import record_path
 from fr_pbd.errors import DaemonError
 
 __all__ = ["MAX_REQUEST", "MAX_USER", "NO", "YES", "ProtocolError", "egress_record_path", "parse_request",
@@ -71,6 +72,6 @@ def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
 
 
 def egress_record_path(socket_path: str | Path) -> Path:
-    """Where the daemon publishes its egress guard's counts (no addresses), read by ``fr-pbd audit``."""
-    p = Path(socket_path)
-    return p.with_name(p.name + ".egress.json")
+    """Where the daemon publishes its egress guard's counts (no addresses), read by ``fr-pbd audit``
+    (:func:`fr_pbd.egress.record_path`: the audit may not import the daemon)."""
+    return record_path(socket_path)
