@@ -176,7 +176,8 @@ def _make_store(home: Path, pipeline: Any, data_dir: Path, hook: Callable[[str, 
         from fr_pbd.store import Store
         from fr_pbd.store.tpm import TpmKeyProvider
 
-        Store.create(home, model_id=v.extractor.model_id, dim=128, key_provider=TpmKeyProvider())
+        Store.create(home, model_id=v.model_of_record().model_id, dim=v.model_of_record().dim,
+                     key_provider=TpmKeyProvider())
     pin = "bench-0000-" + os.urandom(4).hex()
     v.set_fallback(pin)
     consent = Consent(text_version="bench", device_id="bench")
@@ -185,7 +186,7 @@ def _make_store(home: Path, pipeline: Any, data_dir: Path, hook: Callable[[str, 
     with v.store().transaction() as tx:
         for u in range(HOUSEHOLD_USERS):
             tx.record_consent(f"member{u}", text_version="bench", device_id="bench")
-            vecs = rng.standard_normal((TEMPLATES_PER_USER, 128)).astype(np.float32)
+            vecs = rng.standard_normal((TEMPLATES_PER_USER, v.model_of_record().dim)).astype(np.float32)
             tx.add_templates(f"member{u}", [Template(x / np.linalg.norm(x), v.extractor.model_id) for x in vecs])
     return v
 

@@ -10,6 +10,12 @@ runs.
 A board changes how the models run, never what is decided: the threshold stays the
 manifest's (:func:`fr_pbd.models.threshold`), and liveness stays on unless a caller
 switches it off explicitly (research and tests only).
+
+The board does choose the embedder (``[embedder] model``), and with it the *model of record*
+(:func:`model_of_record`): the model id and dimension a store made under this pipeline records,
+and the score model and threshold that decide for it. It is read from the embedder's class and
+the manifest without loading any model, so ``fr-pbd fallback set`` and ``fr-pbd keys init``
+create the store for the model that will verify against it.
 """
 
 from __future__ import annotations
@@ -46,6 +52,21 @@ class RunSettings:
         return {"board": self.board, "threads": self.threads, "providers": list(self.providers),
                 "detector_input": list(self.detector_input), "embedder": self.embedder,
                 "embedder_variant": self.embedder_variant, "notes": list(self.notes)}
+
+
+@dataclass(frozen=True)
+class ModelOfRecord:
+    """What a store made under one pipeline records (``model_id``, ``dim``) and what decides for it.
+
+    ``score_model`` (``"cosine"`` or a score-model entry) and ``threshold`` are the manifest's
+    for ``model_id`` (:mod:`fr_pbd.match.score_model`): a store records only the embedder, and
+    the rest follows from it.
+    """
+
+    model_id: str
+    dim: int
+    score_model: str
+    threshold: float
 
 
 @dataclass(frozen=True)
@@ -96,6 +117,61 @@ def run_settings(board: "str | _boards.Board | None" = None, embedder: str | Non
     model = embedder or b.embedder_model
     variant = b.embedder_variant if model == b.embedder_model else "fp32"
     return RunSettings(b.board, b.threads or None, tuple(chosen), b.detector_input, model, variant, tuple(notes))
+
+
+def model_of_record(board: "str | _boards.Board | RunSettings | None" = None,
+                    embedder: str | None = None) -> ModelOfRecord:
+    """The model of record of the pipeline ``board`` (and ``embedder``) would build; loads no model.
+
+    The dimension is the embedder class's ``embedding_dim``; the score model and its threshold
+    are the manifest's. An embedder fr-pbd does not know raises ModelError.
+    """
+    from fr_pbd.capture import extractor as _ex
+    from fr_pbd.match import score_model
+
+    settings = board if isinstance(board, RunSettings) else run_settings(board, embedder)
+    cls = _ex.EMBEDDERS.get(settings.embedder)
+    if cls is None:
+        raise ModelError(f"{settings.embedder!r} is not an embedder fr-pbd can use; "
+                         f"known: {', '.join(sorted(_ex.EMBEDDERS))}")
+    return ModelOfRecord(settings.embedder, int(cls.embedding_dim), score_model.name_in_force(settings.embedder),
+                         score_model.threshold(settings.embedder))
+
+
+def register_embedder(embedder_class: type, manifest_entry: str) -> None:
+    """Make an embedder of the caller's own usable in this process: the registry and the manifest.
+
+    ``manifest_entry`` is TOML in the manifest's own format (``schema = 1`` and one
+    ``[models.NAME]`` table, role ``embedder``, the file's sha256 and size, a
+    ``default_threshold``), ``NAME`` being ``embedder_class.model_id``; the file is then found
+    and hash-checked like every model (``$FR_PBD_MODELS``, then the cache). It is how a test
+    runs the whole product on a second model (tests/test_model_of_record.py). Only code in the
+    process can call it: no file, option or environment variable adds a model to an installed
+    fr-pbd, and no packaged embedder or manifest entry can be replaced (ModelError).
+    """
+    from fr_pbd import models
+    from fr_pbd.capture import extractor as _ex
+
+    name = getattr(embedder_class, "model_id", None)
+    dim = getattr(embedder_class, "embedding_dim", None)
+    if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
+        raise ModelError(f"embedder {name!r}: embedding_dim must be a positive int")
+    if name in _ex.EMBEDDERS:
+        raise ModelError(f"embedder {name!r} is already known; a known embedder is never replaced")
+    specs = models.parse_manifest(manifest_entry)
+    if list(specs) != [name] or specs[name].role != "embedder":
+        raise ModelError(f"the manifest entry must be the one embedder entry [models.{name}]")
+    models.add_to_manifest(specs)
+    _ex.EMBEDDERS[name] = embedder_class
+
+
+def unregister_embedder(model_id: str) -> None:
+    """Undo :func:`register_embedder` for ``model_id`` (a packaged embedder cannot be removed)."""
+    from fr_pbd import models
+    from fr_pbd.capture import extractor as _ex
+
+    models.remove_from_manifest([model_id])
+    _ex.EMBEDDERS.pop(model_id, None)
 
 
 def build_pipeline(board: "str | _boards.Board | RunSettings | None" = None, *, liveness: bool = True,

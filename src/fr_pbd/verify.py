@@ -34,7 +34,10 @@ CLI does not expose and which warns (research and tests only; docs/pad.md).
 
 The models come from :func:`fr_pbd.pipeline.build_pipeline`: the board in force
 (``board=`` here, else ``board`` in the home's ``config.toml``, else the defaults)
-decides how they run, never what is decided.
+decides how they run, never what is decided. Its embedder is the model of record
+(:func:`fr_pbd.pipeline.model_of_record`): a store is created for it (model id and
+dimension), and a store made for another model is refused, in one line naming both,
+before any image is looked at or any attempt counted; the fallback PIN still works.
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ from fr_pbd.capture.yunet import Face
 from fr_pbd.capture.quality import NO_FACE as _QUALITY_NO_FACE
 from fr_pbd.errors import CameraError, ConsentError, KeyProviderError, QualityError, StoreError
 from fr_pbd.outcome import ACCEPTED, LOW_QUALITY, NO_FACE, NO_MATCH, PRESENTATION_ATTACK, Outcome
-from fr_pbd.pipeline import Pipeline, build_pipeline
+from fr_pbd.pipeline import ModelOfRecord, Pipeline, build_pipeline, model_of_record
 from fr_pbd.store import STORE_FILE, Store
 from fr_pbd.store.fallback import check_strength
 from fr_pbd.store.transaction import ClaimsView
@@ -154,6 +157,7 @@ class Verifier:
         self._liveness: LivenessDetector | bool = liveness
         self._board = board
         self._pipeline: Pipeline | None = None
+        self._record: ModelOfRecord | None = None
         self.stage_hook = stage_hook
 
     @property
@@ -188,8 +192,30 @@ class Verifier:
             raise _PresentationAttack()
 
     def load_models(self) -> None:
-        """Load the embedder and the PAD models now (a camera attempt's time budget is for frames)."""
+        """Load the embedder and the PAD models now (a camera attempt's time budget is for frames).
+
+        A store that is there must be one made for this embedder (StoreError naming both otherwise).
+        """
         _ = self.extractor, self.liveness
+        if os.path.lexists(self.home / STORE_FILE):
+            self._read()
+
+    def model_of_record(self) -> ModelOfRecord:
+        """The model this verifier's templates come from: what a store it creates records, and what
+        decides (an injected extractor's model, else the board's embedder; no model is loaded)."""
+        if self._record is None:
+            self._record = (model_of_record(embedder=self.extractor.model_id) if self._injected
+                            else model_of_record(self.board))
+        return self._record
+
+    def _check_model(self, model_id: str, dim: int) -> None:
+        """StoreError, naming both, unless the store was made for this verifier's model and dimension."""
+        mine = self.model_of_record()
+        if (model_id, dim) != (mine.model_id, mine.dim):
+            raise StoreError(f"the store in {self.home} holds {model_id} templates ({dim}-d), but the pipeline "
+                             f"in force runs {mine.model_id} ({mine.dim}-d): templates of two models are never "
+                             f"compared; use a board whose embedder is {model_id}, or erase the store and enrol "
+                             f"again under {mine.model_id}")
 
     @property
     def extractor(self) -> TemplateExtractor:
@@ -237,22 +263,26 @@ class Verifier:
         """
         store = self.store()
         try:
-            return store, store.claims()
+            view = store.claims()
         except KeyProviderError:
             if not os.path.lexists(self.home / STORE_FILE):
                 raise
             self._store = None  # e.g. `fr-pbd keys migrate` in another process: the header names a new provider
             store = self.store()
-            return store, store.claims()
+            view = store.claims()
+        self._check_model(view.model_id, view.dim)
+        return store, view
 
     def _open_for_enrolment(self) -> Store:
         if not os.path.lexists(self.home / STORE_FILE):
             raise ConsentError("set a fallback PIN or passphrase first (fr-pbd fallback set): "
                                "face verification must never be the only way in")
         store = self.store()
-        if not store.read().has_fallback:
+        view = store.read()
+        if not view.has_fallback:
             raise ConsentError("set a fallback PIN or passphrase first (fr-pbd fallback set): "
                                "face verification must never be the only way in")
+        self._check_model(view.model_id, view.dim)
         return store
 
     def _prove(self, store: Store, fallback: object, what: str) -> None:
@@ -324,6 +354,7 @@ class Verifier:
                                    "face verification must never be the only way in")
             if self._binding(tx, user) != uid:
                 raise ConsentError(f"the Unix account {user!r} changed during enrolment; nothing was stored")
+            self._check_model(tx.model_id, tx.dim)  # the store may have been made anew meanwhile
             if tx.template_count(user):
                 matcher = tx.matcher()
                 thr = self.threshold(tx.model_id)
@@ -476,9 +507,10 @@ class Verifier:
             hook("decide", decide)
         return outcome
 
-    def set_fallback(self, secret: str, model_id: str | None = None, dim: int = 128, *,
-                     current: str | None = None) -> None:
+    def set_fallback(self, secret: str, *, current: str | None = None) -> None:
         """Set the fallback PIN/passphrase (creating the store on first use); replacing it needs ``current``.
+
+        A store created here records the model of record (:meth:`model_of_record`).
 
         At least 6 characters (a PIN of 6 digits or more), not one character
         repeated, not a straight run of digits. ``current`` is checked like any
@@ -486,7 +518,8 @@ class Verifier:
         """
         check_strength(secret)
         self.settle()
-        store = open_or_create_store(self.home, model_id or self.default_model_id(), dim)
+        record = self.model_of_record()
+        store = open_or_create_store(self.home, record.model_id, record.dim)
         if store.read().has_fallback:
             if current is None:
                 raise ConsentError("a fallback credential is already set: give the current one to replace it")
@@ -510,9 +543,11 @@ class Verifier:
 
     @staticmethod
     def default_model_id() -> str:
-        from fr_pbd.capture import dlib_resnet
+        """The default board's embedder (for tests that build a store by hand); a store made by a
+        verifier records :meth:`model_of_record`, the embedder of the board in force."""
+        from fr_pbd.pipeline import DEFAULT_EMBEDDER
 
-        return dlib_resnet.MODEL_ID
+        return DEFAULT_EMBEDDER
 
 
 def _where(image: object, i: int) -> str:

@@ -36,6 +36,7 @@ class Embedder(Protocol):
 
     model_id: str
     input_size: int
+    embedding_dim: int  # the template's length: what a store made for this model records
     alignment_reference: np.ndarray
     channel_order: str  # "RGB" or "BGR": the order ``embed`` takes
     flip_average: bool
@@ -45,7 +46,8 @@ class Embedder(Protocol):
 
 
 # The embedders fr-pbd can use, by manifest name. dlib-resnet-v1 is the default;
-# SFace is optional (used only when asked for and its file is present).
+# SFace is optional (used only when asked for and its file is present). A test adds
+# its own through fr_pbd.pipeline.register_embedder (registry and manifest together).
 EMBEDDERS: dict[str, Any] = {
     dlib_resnet.MODEL_ID: dlib_resnet.DlibResNetEmbedder,
     sface.MODEL_ID: sface.SFaceEmbedder,

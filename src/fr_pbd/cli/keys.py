@@ -86,7 +86,8 @@ def cmd_keys_init(args: argparse.Namespace) -> int:
         raise StoreError(f"a store already exists in {home}; to change its key provider: "
                          f"fr-pbd keys migrate --to {args.provider}")
     provider = _provider(args.provider, home, args, _pcrs(args.pcrs))
-    store = Store.create(home, model_id=Verifier.default_model_id(), dim=128, key_provider=provider)
+    record = Verifier(home).model_of_record()  # the embedder of the home's board (config.toml), not loaded
+    store = Store.create(home, model_id=record.model_id, dim=record.dim, key_provider=provider)
     print(f"created an empty store in {home}; key: {store.key_provider.custody()}")
     print("next: fr-pbd fallback set, then fr-pbd enroll")
     return EXIT_OK

@@ -123,7 +123,9 @@ class PldaModel:
 def name_in_force(model_id: str) -> str:
     """The manifest's score model for the embedder ``model_id``: ``"cosine"`` or a score-model entry's name.
 
-    An embedder the manifest does not list (a test's small graph) is scored with cosine.
+    An embedder the manifest does not list is scored with cosine (and has no threshold:
+    :func:`threshold` refuses it). A test's own embedder is listed through
+    :func:`fr_pbd.pipeline.register_embedder`.
     """
     known = models.manifest()
     if model_id not in known:

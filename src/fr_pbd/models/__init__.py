@@ -135,9 +135,39 @@ def parse_manifest(text: str) -> dict[str, ModelSpec]:
 
 
 @lru_cache(maxsize=1)
-def manifest() -> dict[str, ModelSpec]:
-    """All known models, by name."""
+def _packaged() -> dict[str, ModelSpec]:
     return parse_manifest(manifest_path().read_text(encoding="utf-8"))
+
+
+#: Entries added in this process (:func:`add_to_manifest`): never read from a file or the environment.
+_added: dict[str, ModelSpec] = {}
+
+
+def manifest() -> dict[str, ModelSpec]:
+    """All known models, by name: the packaged manifest, plus any entry this process added."""
+    packaged = _packaged()
+    return {**packaged, **_added} if _added else packaged
+
+
+def add_to_manifest(entries: dict[str, ModelSpec]) -> None:
+    """Add entries (from :func:`parse_manifest`) to this process's manifest; a known name is refused.
+
+    The one way to make a model of one's own known, used through
+    :func:`fr_pbd.pipeline.register_embedder`; the files are hash-checked like every model.
+    """
+    clash = sorted(set(entries) & set(manifest()))
+    if clash:
+        raise ManifestError(f"the manifest already has {', '.join(clash)}; a known entry is never replaced")
+    _added.update(entries)
+
+
+def remove_from_manifest(names: list[str]) -> None:
+    """Take entries added by :func:`add_to_manifest` out again (a packaged entry cannot be removed)."""
+    packaged = sorted(set(names) & set(_packaged()))
+    if packaged:
+        raise ManifestError(f"{', '.join(packaged)} is in the packaged manifest and cannot be removed")
+    for name in names:
+        _added.pop(name, None)
 
 
 def spec(name: str) -> ModelSpec:

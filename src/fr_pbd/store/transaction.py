@@ -133,15 +133,17 @@ class ClaimsView:
     Made from a decrypted state by :meth:`fr_pbd.store.Store.claims` and kept between
     verifications (``docs/store-format.md``, "Keys in process memory"): per user the
     template *count*, the uid binding and the face lockout; the "any enrolled user" and
-    fallback lockouts; model id, store id, generation. No template, no rotation, no
+    fallback lockouts; model id, dimension, store id, generation. No template, no rotation, no
     consent record, no fallback hash: nothing biometric and no secret. Immutable.
     """
 
-    __slots__ = ("model_id", "store_id", "generation", "lockout", "fallback_lockout", "has_fallback", "_users")
+    __slots__ = ("model_id", "dim", "store_id", "generation", "lockout", "fallback_lockout", "has_fallback",
+                 "_users")
 
     def __init__(self, state: StoreState) -> None:
         set_ = object.__setattr__
         set_(self, "model_id", state.model_id)
+        set_(self, "dim", state.dim)
         set_(self, "store_id", state.store_id.hex())
         set_(self, "generation", state.generation)
         set_(self, "lockout", state.lockout)
