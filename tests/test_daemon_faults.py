@@ -317,3 +317,41 @@ def test_jobs_are_taken_in_turns_across_askers():
     assert order[:2] == ["36", "4294967295"]  # the login's job right after the one flood job ahead of it
     q.close()
     assert q.get() is None
+
+
+def test_a_tpm_that_dies_mid_service(tmp_path, template_home, faces_dir, monkeypatch):
+    """The TPM (swtpm) killed under a running daemon whose store it seals: N at the deadline with one
+    log line per request, the daemon up; the same TPM restarted from its state: Y again."""
+    from tests.tpm_fixture import SoftwareTpm
+
+    tpm = SoftwareTpm(tmp_path / "tpm").start()
+    monkeypatch.setenv("FR_PBD_TPM", tpm.transport)
+    d = None
+    try:
+        home = tmp_path / "home"
+        shutil.copytree(template_home, home)
+        p = subprocess.run([sys.executable, "-m", "fr_pbd.cli", "keys", "migrate", "--to", "tpm2", "--home",
+                            str(home)], capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, p.stderr
+        write_config(home, deadline_ms=DEADLINE_MS)
+        frames = tmp_path / "frames"
+        frames.mkdir()
+        set_frame(frames, faces_dir / "obama3.jpg")
+        log = tmp_path / "daemon.log"
+        d = RunningDaemon(home, tmp_path / "d.sock", frames, log)
+        assert request(d.sock)[0] == b"Y"
+        tpm.stop()  # the TPM's socket dies
+        mark = len(log.read_text())
+        for _ in range(2):
+            answer, t = request(d.sock)
+            assert answer == b"N" and at_deadline(t), (answer, t)
+        lines = [line for line in read_log_until(log, lambda x: x[mark:].count("-> N") >= 2)[mark:].splitlines()
+                 if "-> N" in line]
+        assert len(lines) == 2 and all("error:" in line for line in lines), lines
+        assert d.proc.poll() is None
+        tpm.start()  # the same TPM, from its state directory
+        assert request(d.sock)[0] == b"Y"
+    finally:
+        if d is not None:
+            d.stop()
+        tpm.stop()
