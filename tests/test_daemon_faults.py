@@ -45,9 +45,13 @@ def request(sock: Path, line: bytes = b"VERIFY obama\n", timeout: float = 30.0) 
         s.close()
 
 
-def start_daemon(tmp_path: Path, template_home: Path, faces_dir: Path, deadline_ms: int = DEADLINE_MS) -> RunningDaemon:
+def start_daemon(tmp_path: Path, template_home: Path, faces_dir: Path, deadline_ms: int = DEADLINE_MS,
+                 prepare=None) -> RunningDaemon:
+    """A copy of the enrolled home (``prepare(home)`` runs on it first), obama3 at the camera, a daemon."""
     home = tmp_path / "home"
     shutil.copytree(template_home, home)
+    if prepare is not None:
+        prepare(home)
     write_config(home, deadline_ms=deadline_ms)
     frames = tmp_path / "frames"
     frames.mkdir()
@@ -327,18 +331,14 @@ def test_a_tpm_that_dies_mid_service(tmp_path, template_home, faces_dir, monkeyp
     tpm = SoftwareTpm(tmp_path / "tpm").start()
     monkeypatch.setenv("FR_PBD_TPM", tpm.transport)
     d = None
-    try:
-        home = tmp_path / "home"
-        shutil.copytree(template_home, home)
+    def migrate(home: Path) -> None:
         p = subprocess.run([sys.executable, "-m", "fr_pbd.cli", "keys", "migrate", "--to", "tpm2", "--home",
                             str(home)], capture_output=True, text=True, timeout=120)
         assert p.returncode == 0, p.stderr
-        write_config(home, deadline_ms=DEADLINE_MS)
-        frames = tmp_path / "frames"
-        frames.mkdir()
-        set_frame(frames, faces_dir / "obama3.jpg")
-        log = tmp_path / "daemon.log"
-        d = RunningDaemon(home, tmp_path / "d.sock", frames, log)
+
+    try:
+        d = start_daemon(tmp_path, template_home, faces_dir, prepare=migrate)
+        log = d.logfile
         assert request(d.sock)[0] == b"Y"
         tpm.stop()  # the TPM's socket dies
         mark = len(log.read_text())
