@@ -88,9 +88,9 @@ path = sys.argv[1]
 def exchange(line):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(60)
+    t0 = time.monotonic()  # before connect: the daemon may accept (and start its clock) before connect returns
     try:
         s.connect(path)
-        t0 = time.monotonic()
         if line:
             s.sendall(line)
         out = b""
