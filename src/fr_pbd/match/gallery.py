@@ -14,24 +14,16 @@ calls over contiguous blocks (below). (A ragged ``np.maximum.reduceat`` runs one
 tiny segment at a time and is about 20x slower.) The output column order is the order given by the caller
 (``Gallery.users``), independent of the internal layout.
 
-Scoring (issue 16, second pass; measured with ``benchmarks/bench_matcher.py --headline-only``,
-N = 10**6, D = 128, 5 templates per user; ``docs/results/bench-matcher-issue16-quiet*.json``)
----------------------------------------------------------------------------------------------------
+Scoring
+-------
 The work is cut into *spans* of whole chunks. ``B > 1``: one GEMM per span,
 ``vec_span @ P.T``, into a reused ``(rows, B)`` score block, then the fold:
 the block reshapes for free to ``(nchunks, c, n * B)``, the per-user max is
 ``c - 1`` ``np.maximum`` over contiguous blocks of ``n * B`` floats, and its
-``(n, B)`` result is written transposed into ``out[:, users]``. Against the
-previous layout (``P @ vec_span.T``, a ``(B, rows)`` block of up to 16 MiB,
-folded through strided ``(B, c, n)`` slices) the ``(rows, B)`` GEMM was the
-faster OpenBLAS orientation for K = 128 here, and the fold plus the transposed
-write out of a block that is still in L2 cost less than the strided fold of
-the old block (measured in isolation; the end-to-end figures are in the result
-files). Results are bit-identical to the previous layout at B = 64 (the
-benchmark checks it): the same OpenBLAS kernel sums each score in the same
-order. ``B == 1``: one GEMV (``np.matmul(..., out=)`` into a reused buffer) per
-span of about ``_GEMV_ROWS`` rows (4 calls at N = 10**6 instead of 16
-freshly allocated ones), then the same fold; memory-bandwidth bound.
+``(n, B)`` result is written transposed into ``out[:, users]``, while the block
+is still in L2. ``B == 1``: one GEMV (``np.matmul(..., out=)`` into a reused
+buffer) per span of about ``_GEMV_ROWS`` rows, then the same fold;
+memory-bandwidth bound.
 
 Threads, ``B > 1`` only: above ``_PAR_MIN_WORK`` multiply-adds the spans are
 handed out one at a time to one Python thread per usable core (at most
@@ -39,22 +31,13 @@ handed out one at a time to one Python thread per usable core (at most
 ufuncs) has its own buffers and 2 MiB score blocks (``_SPAN_FLOATS_PAR``, in
 that core's L2 while folded), and numpy's BLAS is set to one thread for the
 duration (through threadpoolctl; restored after; a module lock makes concurrent
-callers take turns). So the fold and the
-transposed write run on every core, and no span waits for a fork/join of
-OpenBLAS's threads. That fork/join is what made one thread with OpenBLAS's
-threads collapse when another process held a core (every span waits for the
-slowed BLAS thread); with spans handed out on demand, a thread slowed by
-another process (or by OpenBLAS's worker, which spins for about 0.1 s after any
-multi-threaded BLAS call, e.g. the benchmark's 4096^2 GEMM just before) takes
-fewer spans. (A static half-and-half split, and a variant that fell back to
-OpenBLAS's threads while another thread of the process was running, were
-measured and dropped: the first waits for the slower half; the second, falling
-back right after the benchmark's GEMM, was slower than the previous matcher in a
-run with another process on a core.) ``B == 1`` keeps OpenBLAS's own threads:
-two threads each running a one-thread GEMV read no faster than one (about one
-core's read rate), while OpenBLAS's two-thread GEMV reads at about twice that.
+callers take turns). Why: no span waits for a fork/join of OpenBLAS's threads,
+and a thread slowed by another process takes fewer spans. ``B == 1`` keeps
+OpenBLAS's own threads, whose two-thread GEMV reads about twice as fast as one.
 With one worker (small work, ``B == 1``, or no OpenBLAS next to numpy) the
 blocks are 4 MiB (``_SPAN_FLOATS``: fewer BLAS calls, fewer fork/joins).
+The measurements behind these choices, and the variants that were tried and
+dropped, are in docs/performance.md ("Matcher: the layout and threads, as measured").
 
 Nothing ``N x B``-sized is ever allocated: the largest temporaries are one
 score block and one fold block per thread, the output is ``B x U``.
