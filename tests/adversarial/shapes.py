@@ -14,6 +14,10 @@ option is a habit of real face logins that the audit once judged wrongly:
   waits S seconds, removes it and binds (the audit must not connect to the stale file);
 * ``--late-dir DIR``: a declared directory it makes only at its first verification.
 
+And one habit that is a finding: ``--keep IMG`` (repeatable) keeps a copy of IMG in its data
+directory (``snapshots/``, mode 0600), the way real face logins keep a snapshot of an attempt;
+``--no-record`` leaves out the opaque record, so that the snapshots are all it keeps.
+
 It does no face recognition: the enrolled frame is the one whose bytes are ``--enroll``.
 
     python shapes.py --socket run/s.sock --frames frames --enroll IMG --data data [options]
@@ -64,6 +68,8 @@ def main() -> int:
     ap.add_argument("--late-dir", default=None)
     ap.add_argument("--late-dir-mode", default="0700")
     ap.add_argument("--lifetime", type=float, default=300)
+    ap.add_argument("--keep", action="append", default=[])
+    ap.add_argument("--no-record", action="store_true")
     a = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     timer = threading.Timer(a.lifetime, lambda: os._exit(0))
@@ -71,8 +77,13 @@ def main() -> int:
     timer.start()
     os.umask(0o077)
     os.makedirs(a.data, exist_ok=True)
-    with open(os.path.join(a.data, "obama.bin"), "wb") as f:
-        f.write(os.urandom(4096))  # stands in for a record the product encrypted
+    if not a.no_record:
+        with open(os.path.join(a.data, "obama.bin"), "wb") as f:
+            f.write(os.urandom(4096))  # stands in for a record the product encrypted
+    for i, img in enumerate(a.keep):
+        os.makedirs(os.path.join(a.data, "snapshots"), exist_ok=True)
+        with open(img, "rb") as src, open(os.path.join(a.data, "snapshots", f"attempt-{i}.jpg"), "wb") as f:
+            f.write(src.read())
     enrolled = open(a.enroll, "rb").read()
     if os.path.exists(a.socket):
         time.sleep(a.bind_after)

@@ -16,7 +16,8 @@ text. A small metadata file by name (``config.toml``, ``*.ini``, ``*.conf``,
 as a threshold: it is still scanned for templates, not for score text. A file
 of at least 1 KiB with >= 7.9 bits/byte counts as ciphertext, but is scanned
 all the same (a score can hide in random padding; the scanners' rules for
-binary data do not fire on random bytes).
+binary data do not fire on random bytes). An image (recognised by its signature first,
+:func:`fr_pbd.audit.images.image_kind`) never counts as ciphertext, whatever its entropy.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pathlib import Path
 
 from fr_pbd.audit import scan
 from fr_pbd.audit.checks import FAIL, INCONCLUSIVE, PASS, TITLE_FROM_TABLE, Check
+from fr_pbd.audit.images import image_kind
 from fr_pbd.audit.network import NetworkFacts
 
 __all__ = ["Sources", "gather", "c3_plaintext_templates", "c3_logs", "METADATA_MAX"]
@@ -156,10 +158,12 @@ def gather(data_dirs: list[Path], logs: list[Path], log_dirs: list[Path], nf: Ne
 def _summary(src: Sources) -> str:
     kinds = {k: sum(1 for i in src.items if i.kind == k) for k in ("file", "log", "output")}
     size = sum(len(i.data) for i in src.items)
-    ciph = sum(1 for i in src.items if len(i.data) >= CIPHERTEXT_MIN
+    imgs = sum(1 for i in src.items if image_kind(i.data) is not None)
+    ciph = sum(1 for i in src.items if len(i.data) >= CIPHERTEXT_MIN and image_kind(i.data) is None
                and scan.entropy_bits_per_byte(i.data[:1 << 20]) >= CIPHERTEXT_BITS)
     return (f"{kinds['file']} file(s), {kinds['log']} log(s), {kinds['output']} stream(s) the daemon wrote to, "
-            f"{size:,} bytes ({ciph} of them ciphertext-like: >= {CIPHERTEXT_BITS} bits/byte)")
+            f"{size:,} bytes ({ciph} of them ciphertext-like: >= {CIPHERTEXT_BITS} bits/byte"
+            + (f"; {imgs} image(s), never counted as ciphertext" if imgs else "") + ")")
 
 
 def _verdict(cid: str, title: str, src: Sources, kinds: tuple[str, ...], what: str, clean: str) -> Check:

@@ -63,6 +63,7 @@ from pathlib import Path
 
 from fr_pbd.audit import scan
 from fr_pbd.audit.checks import FAIL, PASS, Check, TITLE_FROM_TABLE, inconclusive
+from fr_pbd.audit.images import image_kind
 from fr_pbd.audit.probe import FRPBD_MALFORMED, FramePlan, Protocol, no_face_png
 from fr_pbd.errors import AuditError
 
@@ -366,7 +367,11 @@ def c3_data_modes(t: Target, product_uid: int | None, missing_at_start: tuple[Pa
 
 
 def c4_data_ciphertext(t: Target) -> Check:
-    """Every data file that is not declared metadata is ciphertext: >= 7.9 bits/byte over >= 1 KiB."""
+    """Every data file that is not declared metadata is ciphertext: >= 7.9 bits/byte over >= 1 KiB.
+
+    An image (JPEG, PNG, ... by its signature) is recognised first and is never ciphertext: compressed
+    pixels measure nearly 8 bits/byte and are readable by anyone.
+    """
     title = TITLE_FROM_TABLE
     bad, small, details = [], [], []
     for p in _walk(t.data_dirs):
@@ -380,6 +385,11 @@ def c4_data_ciphertext(t: Target) -> Check:
                 data = f.read(1 << 20)
         except OSError as exc:
             bad.append(f"{p}: cannot be read ({exc.strerror})")
+            continue
+        fmt = image_kind(data)
+        if fmt is not None:  # recognised before any entropy rule: a JPEG measures ~7.97 bits/byte
+            bad.append(f"{p}: a {fmt} image, readable as it is: not ciphertext, whatever its entropy "
+                       f"({scan.fmt_bits(scan.entropy_bits_per_byte(data))} bits/byte)")
             continue
         h = scan.entropy_bits_per_byte(data)
         if size < 1024:
