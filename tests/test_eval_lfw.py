@@ -187,7 +187,10 @@ def test_failed_image_in_a_pair_is_an_error_at_every_threshold(tmp_path: Path) -
         return None if path.name == "Person_01_0001.jpg" else base(path)
 
     res = evaluate_lfw(lfw, "pairs.txt", embed, all_pairs=False)
-    assert res.fta_images == 2 and res.fta_reasons == {"no_face": 1, "no_template": 1}
+    # without all pairs only the images the pairs name are embedded: Person_03 image 2 (no face) is in no pair
+    assert res.all_pairs is None and res.fta_images == 1 and res.fta_reasons == {"no_template": 1}
+    named = {im for pr in parse_pairs(lfw / "pairs.txt").pairs for im in pr.images()}
+    assert res.images == len(named) < sum(PEOPLE.values())
     assert res.pairs_failed > 0
     wrong = sum(f.pairs - f.correct for f in res.tenfold.folds)
     assert wrong >= res.pairs_failed and res.tenfold.mean <= 1 - res.pairs_failed / res.pairs
@@ -324,6 +327,92 @@ def test_cli_eval_lfw_with_injected_embedder(tmp_path: Path, monkeypatch, capsys
     d = json.loads((tmp_path / "o" / "report.json").read_text())
     assert d["dataset"]["limited"] and "--limit 40" in d["command"]
     assert d["groups"] is not None
+
+
+def counting_embedder(seen: list[tuple[str, str]]):
+    base = fake_embedder()
+
+    def embed(path: Path) -> np.ndarray:
+        seen.append((path.parent.name, path.name))
+        return base(path)
+
+    return embed
+
+
+def small_pairs_file(lfw: Path, path: Path) -> tuple[Path, set[tuple[str, str]]]:
+    """A View 1 style pairs file: 3 matched and 3 mismatched pairs of real LFW people."""
+    multi = sorted(d.name for d in lfw.iterdir() if d.is_dir() and (d / f"{d.name}_0002.jpg").is_file())[:6]
+    lines = ["3"] + [f"{n}\t1\t2" for n in multi[:3]]
+    lines += [f"{multi[3 + k]}\t1\t{multi[k]}\t2" for k in range(3)]
+    path.write_text("\n".join(lines) + "\n")
+    named = {(n, f"{n}_{k:04d}.jpg") for n in multi[:3] for k in (1, 2)} | {(n, f"{n}_0001.jpg") for n in multi[3:]}
+    return path, named
+
+
+def test_cli_pairs_file_embeds_only_its_images(lfw_dir: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    """`eval lfw --pairs FILE` on real LFW: only the 9 images FILE names are embedded (not 13,233),
+    the summary prints the pair accuracy, and every title names its protocol."""
+    seen: list[tuple[str, str]] = []
+    monkeypatch.setattr(lfw_mod, "pipeline_embedder", lambda: (counting_embedder(seen), "synthetic"))
+    pairs, named = small_pairs_file(lfw_dir, tmp_path / "small-pairs.txt")
+    out = tmp_path / "o"
+    args = parser().parse_args(["eval", "lfw", "--data", str(lfw_dir), "--pairs", str(pairs), "--out", str(out),
+                                "--quiet"])
+    assert args.func(args) == 0
+    assert len(seen) == len(set(seen)) == 9 and set(seen) == named
+    text = capsys.readouterr().out
+    assert "pairs of small-pairs.txt (6 pairs), 0 with a failed image:" in text
+    assert "accuracy 100.00 % at the best threshold on the same pairs" in text
+    assert "every comparison: not scored" in text and "FNMR" not in text
+    d = json.loads((out / "report.json").read_text())
+    assert d["images"] == 9 and d["impostor_comparisons"] is None and "--all-pairs" not in d["command"]
+    assert d["protocols"] == {"pairs": "pairs of small-pairs.txt (6 pairs)", "all_comparisons": None}
+    assert not (out / "det.png").exists()
+    md = (out / "report.md").read_text()
+    assert "## Pairs of small-pairs.txt (6 pairs)" in md and "Every comparison of LFW was not scored" in md
+    # --json carries the same accuracy and protocol names
+    args = parser().parse_args(["eval", "lfw", "--data", str(lfw_dir), "--pairs", str(pairs), "--out", str(out),
+                                "--quiet", "--json"])
+    assert args.func(args) == 0
+    j = json.loads(capsys.readouterr().out)
+    assert j["accuracy_same_set_threshold"] == 1.0 and j["tenfold_accuracy"] is None
+    assert j["protocols"]["pairs"] == "pairs of small-pairs.txt (6 pairs)" and j["protocols"]["all_comparisons"] is None
+
+
+def test_cli_all_pairs_switch_names_both_protocols(tmp_path: Path, monkeypatch, capsys) -> None:
+    """Another pairs file with --all-pairs embeds every image; pairs.txt does so by default; the report,
+    the plots' titles and the summary say which figure is on which protocol."""
+    lfw = make_lfw(tmp_path)
+    (lfw / "other.txt").write_text((lfw / "pairs.txt").read_text())
+    n_images = sum(PEOPLE.values())
+    for argv, embedded in ((["--pairs", "other.txt"], None), (["--pairs", "other.txt", "--all-pairs"], n_images),
+                           ([], n_images), (["--no-all-pairs"], None)):
+        seen: list[tuple[str, str]] = []
+        monkeypatch.setattr(lfw_mod, "pipeline_embedder", lambda: (counting_embedder(seen), "synthetic"))
+        out = tmp_path / f"o{len(argv)}{'-'.join(argv)}"
+        args = parser().parse_args(["eval", "lfw", "--data", str(lfw), "--out", str(out), "--quiet", *argv])
+        assert args.func(args) == 0
+        text = capsys.readouterr().out
+        d = json.loads((out / "report.json").read_text())
+        name = "other.txt" if "--pairs" in argv else "pairs.txt"
+        assert "10-fold accuracy" in text and f"pairs of {name} (60 pairs)" in text
+        if embedded is None:
+            assert len(seen) < n_images and d["protocols"]["all_comparisons"] is None
+            continue
+        assert len(seen) == embedded
+        every = d["protocols"]["all_comparisons"]
+        assert every == (f"every comparison of LFW ({d['impostor_comparisons']:,} impostor, "
+                         f"{d['genuine_comparisons']:,} genuine)")
+        assert f"{every}:" in text and "FNMR" in text
+        assert ("--all-pairs" in d["command"]) == ("--all-pairs" in argv)
+        svg = (out / "det.svg").read_text()
+        assert "Every comparison of LFW" in svg and name not in svg  # the DET is not on the pairs
+        assert "Every comparison of LFW" in (out / "scores.svg").read_text()
+    p = parser()
+    args = p.parse_args(["eval", "lfw", "--data", str(lfw), "--out", str(tmp_path / "e"), "--no-all-pairs",
+                         "--groups", str(write_groups(tmp_path / "g.csv"))])
+    with pytest.raises(EvaluationError, match="--no-all-pairs"):
+        args.func(args)
 
 
 def test_cli_errors(tmp_path: Path, monkeypatch) -> None:

@@ -57,7 +57,7 @@ def cmd_eval_lfw(args: argparse.Namespace) -> int:
     """Run the LFW evaluation and write the report folder."""
     from fr_pbd.errors import EvaluationError
     from fr_pbd.eval.groups import read_groups
-    from fr_pbd.eval.lfw import DEFAULT_MODELS, evaluate_lfw, pipeline_embedder
+    from fr_pbd.eval.lfw import DEFAULT_MODELS, evaluate_lfw, pipeline_embedder, protocol_labels
     from fr_pbd.eval.report import write_report
 
     data = Path(args.data)
@@ -77,6 +77,7 @@ def cmd_eval_lfw(args: argparse.Namespace) -> int:
     if not (0.0 < args.fmr < 1.0):
         raise EvaluationError("--fmr must be in (0, 1)")
     enrol, fusion, tx_threshold = _transactions_args(args)
+    all_pairs = _all_pairs(args, pairs_path, bool(groups), bool(enrol))
     embed, model_id = pipeline_embedder(args.board) if args.board else pipeline_embedder()
     score_model = _score_model(args, model_id) if enrol else None
     bar = None if args.quiet else ProgressBar("templates")
@@ -87,7 +88,7 @@ def cmd_eval_lfw(args: argparse.Namespace) -> int:
                        enrol=enrol, enrol_threshold=tx_threshold,
                        enrol_threshold_source=tx_source, enrol_draws=args.enrol_draws, fusion=fusion,
                        enrol_progress=None if args.quiet or not enrol else ProgressBar("transactions"),
-                       score_model=score_model)
+                       score_model=score_model, all_pairs=all_pairs)
     argv = ["fr-pbd", "eval", "lfw", "--data", str(args.data), "--pairs", str(args.pairs), "--out", str(args.out)]
     if args.groups:
         argv += ["--groups", str(args.groups)]
@@ -107,6 +108,8 @@ def cmd_eval_lfw(args: argparse.Namespace) -> int:
         argv += ["--score-model", args.score_model]
     if args.enrol_draws != 5:
         argv += ["--enrol-draws", str(args.enrol_draws)]
+    if args.all_pairs is not None:
+        argv += ["--all-pairs" if args.all_pairs else "--no-all-pairs"]
     res.timings["total_s"] = time.monotonic() - t0
     used = DEFAULT_MODELS
     if args.board:  # an int8 board: the report names the int8 file (its templates carry the fp32 model id)
@@ -117,23 +120,35 @@ def cmd_eval_lfw(args: argparse.Namespace) -> int:
     files = write_report(res, args.out, models=used, command=shlex.join(argv), data_dir=lfw_dir,
                          pairs_path=pairs_path)
     tf, op = res.tenfold, res.operating_points.get("1e-4")
+    pairs_label, every = protocol_labels(res)
     if args.json:  # the summary below as one object (aggregates only); report.json holds everything
         print_json({"report": str(files["report.json"].parent), "pairs": res.pairs, "pairs_failed": res.pairs_failed,
+                    "protocols": {"pairs": pairs_label, "all_comparisons": every},
                     "tenfold_accuracy": None if tf is None else {"mean": tf.mean, "std": tf.std},
+                    "accuracy_same_set_threshold": res.accuracy_same_set,
                     "fnmr_at_fmr_1e-4": None if op is None else {"fnmr": op.fnmr, "threshold": op.threshold,
                                                                  "impostor_comparisons": op.impostor_comparisons},
                     "eer": None if res.eer is None else res.eer.eer, "fta_images": res.fta_images,
                     "images": res.images, "groups": None if res.groups is None else res.groups.to_dict(),
                     "transactions": None if res.transactions is None else res.transactions.to_dict()})
         return EXIT_OK
+    print(f"{pairs_label}, {res.pairs_failed} with a failed image:")
     if tf is not None:
-        print(f"10-fold accuracy {100 * tf.mean:.2f} % ± {100 * tf.std:.2f} % ({res.pairs} pairs, "
-              f"{res.pairs_failed} with a failed image)")
+        print(f"  10-fold accuracy {100 * tf.mean:.2f} % ± {100 * tf.std:.2f} % (std over {res.folds} folds)")
+    elif res.accuracy_same_set is not None:
+        print(f"  accuracy {100 * res.accuracy_same_set:.2f} % at the best threshold on the same pairs "
+              "(no folds; optimistic)")
+    else:
+        print("  accuracy n/a (no pair could be scored)")
+    if every is None:
+        print("every comparison: not scored (only the images the pairs name were embedded; --all-pairs adds it)")
+    else:
+        print(f"{every}:")
     if op is not None:
-        print(f"FNMR {100 * op.fnmr:.3f} % at FMR 1e-4 (threshold {op.threshold:.4f}, "
+        print(f"  FNMR {100 * op.fnmr:.3f} % at FMR 1e-4 (threshold {op.threshold:.4f}, "
               f"{op.impostor_comparisons:,} impostor comparisons)")
     if res.eer is not None:
-        print(f"EER {100 * res.eer.eer:.3f} %")
+        print(f"  EER {100 * res.eer.eer:.3f} %")
     if res.groups is not None:  # both thresholds and what each costs, per group
         from fr_pbd.eval.groups_report import summary_lines
 
@@ -145,6 +160,18 @@ def cmd_eval_lfw(args: argparse.Namespace) -> int:
     print(f"FTA {res.fta_images} of {res.images} images")
     print(f"report: {files['report.json'].parent}")
     return EXIT_OK
+
+
+def _all_pairs(args: argparse.Namespace, pairs_path: Path, groups: bool, enrol: bool) -> bool:
+    """--all-pairs / --no-all-pairs, else on for LFW's View 2 pairs.txt or with --groups / --enrol (whole-set
+    figures), off for any other pairs file (only the images its pairs name are embedded)."""
+    from fr_pbd.errors import EvaluationError
+
+    if args.all_pairs is False and (groups or enrol):
+        raise EvaluationError("--groups and --enrol measure every comparison: they cannot run with --no-all-pairs")
+    if args.all_pairs is not None:
+        return args.all_pairs
+    return pairs_path.name == "pairs.txt" or groups or enrol
 
 
 def _transactions_args(args: argparse.Namespace) -> tuple[tuple[int, ...], str, float | None]:
@@ -246,6 +273,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     lf.add_argument("--data", required=True, help="the LFW folder (holding pairs.txt and NAME/NAME_NNNN.jpg)")
     lf.add_argument("--pairs", default="pairs.txt", help="pairs file, relative to --data (default pairs.txt)")
+    lf.add_argument("--all-pairs", action=argparse.BooleanOptionalAction, default=None,
+                    help="also embed every image of --data and score every comparison (FNMR@FMR, EER, DET); "
+                         "default: on for pairs.txt or with --groups/--enrol, off for any other pairs file, "
+                         "which embeds only the images its pairs name")
     lf.add_argument("--out", required=True, help="output folder for report.json, report.md and the plots")
     lf.add_argument("--groups", default=None, help="CSV identity,group[,...] for demographic differentials")
     lf.add_argument("--limit", type=int, default=None,

@@ -1,5 +1,8 @@
 """The LFW protocol (View 2, pairs.txt) plus all-comparisons FNMR@FMR over the whole set.
 
+Two protocols, named apart in every report: the pairs of a pairs file (accuracy), and
+every comparison of the image set (FNMR@FMR, EER, DET); :func:`protocol_labels` words them.
+
 The embedder is injected (``embed(path) -> unit vector | None``, or raise
 :class:`~fr_pbd.errors.QualityError`), so this module does not depend on the
 capture pipeline and is tested with synthetic embeddings. Each image is embedded
@@ -22,7 +25,8 @@ from fr_pbd.eval.allpairs import AllPairsScores, score_all_pairs
 from fr_pbd.eval.groups import GroupsTable, GroupsResult, analyse_groups
 from fr_pbd.eval.transactions import DEFAULT_DRAWS, DEFAULT_FUSION, TransactionsReport, evaluate_transactions
 
-__all__ = ["Pair", "PairsFile", "parse_pairs", "image_path", "list_images", "LfwResult", "evaluate_lfw"]
+__all__ = ["Pair", "PairsFile", "parse_pairs", "image_path", "list_images", "LfwResult", "evaluate_lfw",
+           "protocol_labels"]
 
 Embedder = Callable[[Path], "np.ndarray | None"]
 Progress = Callable[[int, int], None]
@@ -244,9 +248,11 @@ def evaluate_lfw(
 ) -> LfwResult:
     """Run the LFW protocol and the all-comparisons metrics.
 
-    Images: every image under ``lfw_dir`` (``limit=None``), or, for a quick run,
+    Images: every image under ``lfw_dir`` (``limit=None``); with ``all_pairs=False``, only
+    the images the pairs file names (the pairs protocol needs no other); or, for a quick run,
     the first ``limit`` images named by the pairs file, taken across all folds
     alike; then only the pairs whose two images are among them are scored.
+    ``all_pairs``: also score every comparison of those images (FNMR@FMR, EER, DET, groups).
     A pair with a failed image is an error at every threshold; a genuine
     comparison with a failed image is a false non-match at every threshold.
     With ``groups``, per-group figures at the global threshold and at the worst-group
@@ -264,11 +270,20 @@ def evaluate_lfw(
     pf = parse_pairs(pf_path)
     t0 = time.perf_counter()
 
-    if limit is None:
+    if enrol and not all_pairs:
+        raise EvaluationError("--enrol measures every image of the set: it needs the all-pairs run")
+    if limit is None and all_pairs:
         listing = list_images(lfw_dir)
         if not listing:
             raise EvaluationError(f"no LFW images under {lfw_dir}")
         keep_pairs = [(s, p) for s, pairs in enumerate(pf.sets) for p in pairs]
+    elif limit is None:  # the pairs protocol alone: only the images the pairs name
+        keep_pairs = [(s, p) for s, pairs in enumerate(pf.sets) for p in pairs]
+        named = sorted({im for _s, p in keep_pairs for im in p.images()})
+        listing = [(n, k, image_path(lfw_dir, n, k)) for n, k in named]
+        for n, k, path in listing:
+            if not path.is_file():
+                raise EvaluationError(f"image {n} {k} named by {pf_path.name} is not in {lfw_dir}")
     else:
         if limit < 2:
             raise EvaluationError("--limit must be at least 2 images")
@@ -374,6 +389,18 @@ def evaluate_lfw(
         transactions=tx,
         score_model=score_model,
     )
+
+
+def protocol_labels(res: LfwResult) -> tuple[str, str | None]:
+    """The two protocols in words, for titles and summaries: the pairs one, and the all-comparisons
+    one (None when it was not run)."""
+    pairs = f"pairs of {res.pairs_file} ({res.pairs:,} pairs{', limited' if res.limited else ''})"
+    ap = res.all_pairs
+    if ap is None:
+        return pairs, None
+    n_gen = ap.genuine.size + ap.genuine_failed
+    where = f"the {res.images:,} images (limited)" if res.limited else "LFW"
+    return pairs, f"every comparison of {where} ({ap.impostors.n:,} impostor, {n_gen:,} genuine)"
 
 
 def _tenfold_scores(name, x, ok, identity, a, b, fold, pair_ok) -> np.ndarray:

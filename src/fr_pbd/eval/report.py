@@ -23,7 +23,7 @@ from fr_pbd.eval import metrics
 from fr_pbd.eval.groups_report import det_groups_plot, groups_markdown
 from fr_pbd.eval.plotting import finish_det_axes
 from fr_pbd.eval import transactions
-from fr_pbd.eval.lfw import LfwResult
+from fr_pbd.eval.lfw import LfwResult, protocol_labels
 
 __all__ = ["package_versions", "model_info", "report_dict", "write_report"]
 
@@ -87,10 +87,13 @@ def report_dict(
     """Every figure of ``res`` as a JSON-ready dict (aggregates only)."""
     ap = res.all_pairs
     tf = res.tenfold
+    pairs_label, all_label = protocol_labels(res)
     d: dict[str, Any] = {
         "schema": SCHEMA,
         "created_utc": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
         "command": command,
+        # which protocol each figure is on: accuracy_* on the pairs; fnmr_at_fmr, eer, groups on every comparison
+        "protocols": {"pairs": pairs_label, "all_comparisons": all_label},
         "dataset": {
             "name": "LFW (deep-funneled 250x250)",
             "dir": str(data_dir) if data_dir else None,
@@ -303,9 +306,11 @@ def _markdown(d: dict[str, Any]) -> str:
     def pct(v: float | None, digits: int = 3) -> str:
         return "n/a" if v is None else f"{100 * v:.{digits}f} %"
 
-    lines = [f"# LFW evaluation ({d['dataset']['pairs_file']})", ""]
+    proto = d["protocols"]
+    lines = ["# LFW evaluation", ""]
     if d["dataset"]["limited"]:
         lines += ["**Limited run (--limit): a smoke test, not comparable with published figures.**", ""]
+    lines += [f"## {proto['pairs'][0].upper()}{proto['pairs'][1:]}", ""]
     if d["accuracy_10fold_mean"] is not None:
         lines.append(f"- 10-fold accuracy: **{pct(d['accuracy_10fold_mean'], 2)} ± {pct(d['accuracy_10fold_std'], 2)}** "
                      f"(std over {d['folds']} folds; standard error {pct(d['accuracy_10fold_sem'], 2)}), "
@@ -315,7 +320,11 @@ def _markdown(d: dict[str, Any]) -> str:
                      f"{pct(d['accuracy_same_set_threshold'], 2)}")
     lines.append(f"- FTA: {d['fta_images']} of {d['images']:,} images ({pct(d['fta_rate'])})"
                  + (f"; reasons: {', '.join(f'{k} {v}' for k, v in d['fta_reasons'].items())}" if d["fta_reasons"] else ""))
+    if proto["all_comparisons"] is None:
+        lines += ["", "Every comparison of LFW was not scored (only the images the pairs name were embedded); "
+                  "`--all-pairs` adds FNMR@FMR, EER and the DET."]
     if d["impostor_comparisons"] is not None:
+        lines += ["", f"## {proto['all_comparisons'][0].upper()}{proto['all_comparisons'][1:]}", ""]
         lines.append(f"- comparisons: {d['genuine_comparisons']:,} genuine ({d['genuine_comparisons_failed']:,} with a failed "
                      f"image, counted as non-matches), {d['impostor_comparisons']:,} impostor")
         lines.append(f"- EER: {pct(d['eer'])} (threshold {d['eer_threshold']:.4f})")
@@ -375,15 +384,17 @@ def write_report(
     d = report_dict(res, models=models, command=command, data_dir=data_dir, pairs_path=pairs_path)
     files: dict[str, Path] = {}
     if plots and res.all_pairs is not None:
-        title = f"LFW ({res.pairs_file}{', limited' if res.limited else ''}): DET, all comparisons"
-        for p in _det_plot(res, out, title) + _hist_plot(res, out, f"LFW ({res.pairs_file})"):
+        _pairs_label, every = protocol_labels(res)
+        every = every[0].upper() + every[1:]
+        for p in _det_plot(res, out, f"DET: {every}") + _hist_plot(res, out, every):
             files[p.name] = p
         if res.groups is not None and res.groups.fairness is not None:
-            gtitle = f"LFW ({res.pairs_file}{', limited' if res.limited else ''}): DET per group, same-group impostors"
+            gtitle = f"DET per group, same-group impostors\n{every}"
             for p in det_groups_plot(res.groups.fairness, out, gtitle):
                 files[p.name] = p
         if res.transactions is not None:
-            ttitle = f"LFW{' (limited)' if res.limited else ''}: DET per attempt, K enrolled images"
+            where = f"the {res.images:,} images (limited)" if res.limited else "LFW"
+            ttitle = f"DET per attempt, K enrolled images\nevery identity of {where}"
             for p in transactions.det_plot(res.transactions, out, ttitle):
                 files[p.name] = p
         d["figures"] = sorted(files)
