@@ -1,0 +1,47 @@
+"""A per-login comparator with a real face login's habits, for the audit's ``[invoke]`` shape.
+
+PAM starts it once per login; its exit status is the answer (0 yes, 1 no). Like real ones it
+keeps its models as plaintext JSON (128 numbers per user, mode 0644), tries to start a GUI
+helper that is not installed (the ``execve`` fails: nothing runs) and prints a certainty line
+on its standard output. It does no face recognition: the enrolled frame is the one whose bytes
+are ``--enroll``.
+
+    python comparator.py --frames frames --enroll IMG --data data
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    for opt in ("--frames", "--enroll", "--data"):
+        ap.add_argument(opt, required=True)
+    a = ap.parse_args()
+    os.makedirs(a.data, exist_ok=True)
+    model = os.path.join(a.data, "obama.dat")
+    if not os.path.exists(model):
+        rng = random.Random(7)
+        with open(model, "w") as f:
+            json.dump([{"time": 0, "label": "Initial model", "data": [[rng.gauss(0, 0.09) for _ in range(128)]]}], f)
+        os.chmod(model, 0o644)
+    try:  # a GUI helper real comparators start to show the snapshot; not installed here
+        os.execv("/usr/lib/face-login/gui-helper", ["gui-helper"])
+    except OSError:
+        pass
+    try:
+        frame = open(os.path.join(a.frames, "current.jpg"), "rb").read()
+    except OSError:
+        frame = b""
+    ok = frame == open(a.enroll, "rb").read()
+    print(f"Winning model: 0 (certainty {0.31 if ok else 0.62:.2f})", flush=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
