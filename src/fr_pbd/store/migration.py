@@ -171,10 +171,13 @@ def _recover(home: Path, header: fmt.Header | None, generation: int, provider: K
 
 
 def needs_settling(store: Any) -> bool:
-    """Cheap (a few ``lstat``s, no TPM command): is there anything for :func:`settle` to do?"""
+    """Cheap (a few ``lstat``s and one listing of the home, no TPM command): anything for :func:`settle`?"""
     home, provider = store.home, store.key_provider
     if os.path.lexists(_path(home)) or provider.pending():
         return True
+    with contextlib.suppress(OSError), os.scandir(home) as entries:  # a journal or store a kill left half-written
+        if any(e.name.startswith(fileio.TMP_PREFIX) for e in entries):
+            return True
     if provider.provider_id == fmt.PROVIDER_DEVICE_FILE:
         path = getattr(provider, "path", None)
         return path is not None and os.path.lexists(path.with_name(path.name + ".next"))
@@ -233,6 +236,7 @@ def begin(home: Path, header: fmt.Header | None, generation: int, old: KeyProvid
     then write this change's, durably, if the change creates or destroys key material outside the store
     (a TPM counter) or changes the provider. ``header``/``old``: the store now (None: no store yet)."""
     target.attach_home(home)
+    _fs.remove_stale_temps(home)  # a journal or store a kill left half-written (keys init has no open to do it)
     source = header.provider_id if header is not None else 0
     needed = fmt.PROVIDER_TPM2 in (source, target.provider_id) or (source and source != target.provider_id)
     if os.path.lexists(_path(home)):
