@@ -27,6 +27,13 @@ settings.register_profile("dev")
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if IN_CI else "dev"))
 
 
+# CI gives these relative to the checkout (../shared/...): made absolute once, here, because tests
+# hand them to processes that run in other directories (products under audit, daemons, installers).
+for _var in ("FR_PBD_MODELS", "FR_PBD_DATA"):
+    if os.environ.get(_var):
+        os.environ[_var] = str(Path(os.environ[_var]).resolve())
+
+
 def missing(reason: str) -> None:
     """Fail in CI, skip elsewhere."""
     if IN_CI:
@@ -60,7 +67,7 @@ def data_dir() -> Path:
     value = os.environ.get("FR_PBD_DATA")
     if not value:
         missing("FR_PBD_DATA is not set (point it at ../shared/data)")
-    path = Path(value)
+    path = Path(value).resolve()  # absolute: tests hand it to products that run in other directories
     if not path.is_dir():
         missing(f"FR_PBD_DATA={value} is not a directory")
     return path
