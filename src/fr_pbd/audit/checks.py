@@ -13,6 +13,7 @@ from typing import Any
 
 from fr_pbd.audit import scan
 from fr_pbd.audit.storefacts import StoreFacts
+from fr_pbd.store.migration import JOURNAL_FILE
 
 PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
 STATUSES = (PASS, FAIL, INCONCLUSIVE)
@@ -187,7 +188,9 @@ def c2_fallback(home: Path, facts: StoreFacts) -> Check:
 # C3
 # --------------------------------------------------------------------------------------
 #: What fr-pbd writes in a home (relative paths); a temporary file of an atomic write is ``.fr-pbd-tmp-*``.
-HOME_FILES = ("store.frpbd", "store.lock", "keys", "keys/kek", "config.toml")
+#: ``keys/kek.next`` and the key-change journal exist only while a key change runs or after one was
+#: cut short (the next command finishes or rolls it back: docs/tpm.md, "Migration journal").
+HOME_FILES = ("store.frpbd", "store.lock", "keys", "keys/kek", "keys/kek.next", JOURNAL_FILE, "config.toml")
 TMP_PREFIX = ".fr-pbd-tmp-"
 
 
