@@ -244,7 +244,9 @@ def test_eval_json_is_the_summary(lfw_dir, models_env, tmp_path):
     assert 0 <= got["tenfold_accuracy"]["mean"] <= 1 and got["groups"] is None
     # aggregates only: the figures the text summary prints, no list of comparisons
     assert set(got) == {"report", "pairs", "pairs_failed", "tenfold_accuracy", "fnmr_at_fmr_1e-4", "eer",
-                        "fta_images", "images", "groups", "transactions"}
+                        "fta_images", "images", "groups", "transactions", "protocols",
+                        "accuracy_same_set_threshold"}
+    assert set(got["protocols"]) == set(report["protocols"])  # each figure named by its protocol
 
 
 # --------------------------------------------------------------------------------------

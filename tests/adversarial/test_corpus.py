@@ -393,8 +393,11 @@ def test_without_strace_the_network_check_is_inconclusive(home, dishonest, eval_
     assert c.status == INCONCLUSIVE and "strace" in c.needs, explain(c)
     assert by_id["C3.logs"].status == INCONCLUSIVE and by_id["C3.plaintext-templates"].status == INCONCLUSIVE
     # nothing else fails, but for fr-pbd's own known DPIA.bias failure (tests/test_audit.known_product_failures)
+    # and SEC.lockout: this honest control has no lockout, which the audit rightly fails
     failed = {cid for cid, chk in by_id.items() if chk.status == FAIL}
-    assert failed <= {"DPIA.bias"} and all("times the claimed" in by_id[cid].summary for cid in failed)
+    assert by_id["SEC.lockout"].status == FAIL
+    assert failed - {"SEC.lockout"} <= {"DPIA.bias"}
+    assert all("times the claimed" in by_id[cid].summary for cid in failed - {"SEC.lockout"})
     assert result == ("FAIL" if failed else "INCOMPLETE")
 
 
