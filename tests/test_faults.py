@@ -14,6 +14,8 @@ Mounting needs root (CI runs as root); elsewhere these tests skip with a one-lin
 
 from __future__ import annotations
 
+import contextlib
+
 import errno
 import os
 import shutil
@@ -179,12 +181,12 @@ def fault_home(tmp_path, template_home):
         yield fs, home
 
 
-@pytest.mark.parametrize("path", sorted(PATHS))
-@pytest.mark.parametrize("fault", FAULTS)
-def test_write_path_under_fault(fault, path, fault_home, extractor, faces_dir):
-    fs, home = fault_home
-    args, stdin = PATHS[path]
-    before = snapshot(home)
+@contextlib.contextmanager
+def fault_made(fs, fault: str):
+    """The fault for real (a full tmpfs, a read-only remount) or through the fileio seam; undone after.
+
+    Yields the seam to hand to :func:`run_cli` (("none", 0, 0) for the real faults).
+    """
     seam: tuple[str, int, int] = ("none", 0, 0)
     filler = None
     if fault == "enospc":
@@ -195,12 +197,22 @@ def test_write_path_under_fault(fault, path, fault_home, extractor, faces_dir):
         op, code = SEAM[fault]
         seam = (op, code, 1)
     try:
-        proc = run_cli(home, args, stdin, seam, faces_dir)
+        yield seam
     finally:
         if filler is not None:
             filler.unlink()
         if fault == "erofs":
             fs.remount("rw")
+
+
+@pytest.mark.parametrize("path", sorted(PATHS))
+@pytest.mark.parametrize("fault", FAULTS)
+def test_write_path_under_fault(fault, path, fault_home, extractor, faces_dir):
+    fs, home = fault_home
+    args, stdin = PATHS[path]
+    before = snapshot(home)
+    with fault_made(fs, fault) as seam:
+        proc = run_cli(home, args, stdin, seam, faces_dir)
     if path == "erase" and fault == "enospc":
         # Crypto-shredding overwrites in place and deletes: it needs no free space, and it must work.
         assert proc.returncode == 0, proc.stderr
@@ -247,22 +259,8 @@ def test_keys_init_under_fault(fault, tmp_path, faces_dir):
     with Tmpfs(tmp_path / "mnt") as fs:
         home = fs.where / "new"
         home.mkdir(mode=0o700)
-        seam: tuple[str, int, int] = ("none", 0, 0)
-        filler = None
-        if fault == "enospc":
-            filler = fs.fill()
-        elif fault == "erofs":
-            fs.remount("ro")
-        else:
-            op, code = SEAM[fault]
-            seam = (op, code, 1)
-        try:
+        with fault_made(fs, fault) as seam:
             proc = run_cli(home, ["keys", "init", "--provider", "file"], "", seam)
-        finally:
-            if filler is not None:
-                filler.unlink()
-            if fault == "erofs":
-                fs.remount("rw")
         assert_one_line_error(proc, CAUSE[fault], home)
         assert not (home / "store.frpbd").exists()
         assert not [p for p in home.rglob("*") if p.name.startswith(".fr-pbd-tmp-")]
