@@ -29,7 +29,8 @@ Typical use (the verifier)::
 
     from fr_pbd.store import Store, LockoutState, erase
 
-    store = Store.create(home, model_id="dlib-resnet-v1", dim=128)   # key file in home/keys/kek
+    record = fr_pbd.pipeline.model_of_record()                       # the pipeline in force, no model loaded
+    store = Store.create(home, model_id=record.model_id, dim=record.dim)  # key file in home/keys/kek
     store.set_fallback("4711-pin")                                   # required before enrolment
     with store.transaction() as tx:                                  # one atomic write
         tx.record_consent("alice", text_version="1", device_id="pi-kitchen", uid=1000)
