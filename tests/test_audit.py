@@ -178,6 +178,8 @@ def test_correct_installation_passes_every_check(tmp_path, home, faces_dir, spoo
     assert by_id["C4.ciphertext"]["evidence"]["values"]["entropy_bits_per_byte"] > 7.9
     net = by_id["C3.network"]["evidence"]["values"]
     assert net["method"] == "strace" and set(net["families"]) <= {"AF_UNIX"} and net["failures"] == 0
+    # it contacts nothing at all, not even the name-service cache a host may run (fr_pbd.accounts)
+    assert net["syscalls"].get("connect", 0) == 0, net["syscalls"]
     assert_peer_agrees(by_id["C5.answer"], peer_account)
     c5 = by_id["C5.answer"]["evidence"]["values"]
     assert c5["outcomes"]["yes"] >= 1 and c5["outcomes"]["no"] >= 8 and set(c5["lengths"]) == {"1"}
@@ -214,6 +216,7 @@ def test_fr_pbds_own_daemon_passes_as_a_black_box(template_home, data_dir, faces
     assert p.returncode == 0, p.stdout + p.stderr
     assert doc["result"] == "PASS" and doc["installation"]["store_format"] == "fr-pbd"
     assert {c["status"] for c in doc["checks"]} == {PASS}
+    assert by_id["C3.network"]["evidence"]["values"]["syscalls"].get("connect", 0) == 0  # not even nscd
     assert_peer_agrees(by_id["C5.answer"], peer_account)
     assert set(by_id["C5.timing"]["evidence"]["values"]["samples"]) == {"genuine", "impostor", "no-face", "attack",
                                                                         "locked-out"}

@@ -30,8 +30,6 @@ the same bytes, whose sha256 the manifest pins.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any

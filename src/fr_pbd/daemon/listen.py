@@ -9,11 +9,11 @@ own account (:func:`claimed_user`).
 from __future__ import annotations
 
 import os
-import pwd
 import socket
 import stat
 from pathlib import Path
 
+from fr_pbd import accounts
 from fr_pbd import config as _config
 from fr_pbd.daemon.protocol import peer_credentials
 from fr_pbd.errors import ConfigError, DaemonError
@@ -79,10 +79,8 @@ def bind_socket(path: Path) -> socket.socket:
 
 
 def account_name(uid: int) -> str | None:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return None
+    """The peer's account name, from /etc/passwd itself (never nscd: see :mod:`fr_pbd.accounts`)."""
+    return accounts.name_of(uid)
 
 
 class Refused(Exception):

@@ -23,8 +23,8 @@ daemon, the PAM stack falls through to the password) unless every one of these h
   ``CAP_AUDIT_CONTROL``, names ``/run/systemd/sessions/ID``), is not remote (``REMOTE=1``) and
   was not opened by a network service. A program of an ssh session that detached from its
   terminal keeps that session id.
-* ``PAM_USER`` is a Unix account (``getpwnam``): a name that is not one can never be logged
-  into, so it never gets a yes.
+* ``PAM_USER`` is a local account (``/etc/passwd``, read as :mod:`fr_pbd.accounts` does, the
+  same answer the daemon will use): a name that is not one never gets a yes.
 
 Every refusal is a :class:`PamRefusal` with a one-line reason for stderr (pam_exec's log);
 nothing is asked, so nothing is counted against the account's lockout.
@@ -33,10 +33,10 @@ nothing is asked, so nothing is counted against the account's lockout.
 from __future__ import annotations
 
 import fnmatch
-import pwd
 from collections.abc import Mapping
 from pathlib import Path
 
+from fr_pbd import accounts
 from fr_pbd.config import DEFAULT_PAM_SERVICES, DEFAULT_PAM_TTYS, NEVER_PAM_SERVICES, PamPolicy
 
 __all__ = [
@@ -117,8 +117,6 @@ def check_pam_context(environ: Mapping[str, str], policy: PamPolicy | None = Pam
         if not local_pty and not any(fnmatch.fnmatchcase(tty, g) for g in policy.ttys):
             raise PamRefusal(f"the terminal {tty[:64]!r} is not a local console or display (config.toml "
                              "[pam] ttys; a pseudo-terminal only in a local seat's session)")
-    try:
-        pwd.getpwnam(user)
-    except (KeyError, ValueError):
-        raise PamRefusal(f"{user[:64]!r} is not a Unix account: no face opens it") from None
+    if accounts.uid_of(user) is None:
+        raise PamRefusal(f"{user[:64]!r} is not a Unix account here (/etc/passwd): no face opens it")
     return user

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import math
 import os
-import pwd
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
 
+from fr_pbd import accounts
 from fr_pbd.errors import StoreIntegrityError
 from fr_pbd.store import _format as fmt
 
@@ -55,11 +55,11 @@ def lock_seconds(failures: int) -> int:
 
 
 def account_uid(name: str) -> int | None:
-    """The uid of the Unix account called ``name`` on this machine, or None if there is none."""
-    try:
-        return pwd.getpwnam(name).pw_uid
-    except (KeyError, ValueError, TypeError, OSError):
-        return None
+    """The uid of the Unix account called ``name`` on this machine, or None if there is none.
+
+    Read from /etc/passwd itself: the daemon calls this at every attempt, and must not
+    tell nscd or systemd's userdb who is logging in (:mod:`fr_pbd.accounts`)."""
+    return accounts.uid_of(name)
 
 
 def utc(t: datetime | None, *, ceil: bool = False) -> datetime:
