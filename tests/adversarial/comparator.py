@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import random
+import subprocess
 import sys
 
 
@@ -22,6 +23,8 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     for opt in ("--frames", "--enroll", "--data"):
         ap.add_argument(opt, required=True)
+    ap.add_argument("--gui-helper", default="/usr/lib/face-login/gui-helper")  # not installed: execve fails
+    ap.add_argument("--exit-score", action="store_true", help="exit with the certainty as status (a side channel)")
     a = ap.parse_args()
     os.makedirs(a.data, exist_ok=True)
     model = os.path.join(a.data, "obama.dat")
@@ -30,8 +33,9 @@ def main() -> int:
         with open(model, "w") as f:
             json.dump([{"time": 0, "label": "Initial model", "data": [[rng.gauss(0, 0.09) for _ in range(128)]]}], f)
         os.chmod(model, 0o644)
-    try:  # a GUI helper real comparators start to show the snapshot; not installed here
-        os.execv("/usr/lib/face-login/gui-helper", ["gui-helper"])
+    try:  # a GUI helper real comparators start to show the snapshot; not installed here (execve fails)
+        subprocess.run([a.gui_helper], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=10, check=False)
     except OSError:
         pass
     try:
@@ -39,7 +43,10 @@ def main() -> int:
     except OSError:
         frame = b""
     ok = frame == open(a.enroll, "rb").read()
-    print(f"Winning model: 0 (certainty {0.31 if ok else 0.62:.2f})", flush=True)
+    certainty = 0.31 if ok else 0.62 + (len(frame) % 7) / 100
+    print(f"Winning model: 0 (certainty {certainty:.2f})", flush=True)
+    if a.exit_score:  # no is any status but 0: the status itself carries the certainty
+        return 0 if ok else int(certainty * 100)
     return 0 if ok else 1
 
 

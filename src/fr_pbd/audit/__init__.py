@@ -92,6 +92,7 @@ def run_target(target: str | os.PathLike[str], *, verifications: int = DEFAULT_V
     Returns the checks and the description of the installation for the report.
     """
     from fr_pbd.audit import target as _t
+    from fr_pbd.audit.invoke import probe_invoke
     from fr_pbd.audit.network import analyse
     from fr_pbd.audit.probe import probe
     from fr_pbd.audit.storefacts import read_store
@@ -104,13 +105,18 @@ def run_target(target: str | os.PathLike[str], *, verifications: int = DEFAULT_V
     run = _t.running(t)
     try:
         with run:
-            result = probe(t.socket, t.protocol, verifications=verifications, use_strace=use_strace,
-                           frames=t.frames, rounds=rounds, peer_uid=t.peer_uid, lock_attempts=t.lockout_after)
+            if t.invoke is not None:  # a program run once per verification, each run traced from its start
+                result = probe_invoke(t.invoke, verifications=verifications, use_strace=use_strace,
+                                      frames=t.frames, rounds=rounds, lock_attempts=t.lockout_after,
+                                      logs=(run.outputs[0], run.outputs[1]))
+            else:
+                result = probe(t.socket, t.protocol, verifications=verifications, use_strace=use_strace,
+                               frames=t.frames, rounds=rounds, peer_uid=t.peer_uid, lock_attempts=t.lockout_after)
             result.notes[:0] = run.notes
             nf = analyse(result) if not result.error else None
             src = _f.gather(t.data_dirs, [*t.log_files, *run.outputs], t.log_dirs, nf, _writable(result),
                             metadata=t.metadata, why_not_observed=_why_not_observed(result),
-                            also_allowed=_egress_record_of(t.socket) if home is not None else None)
+                            also_allowed=_egress_record_of(t.socket) if home is not None and t.socket else None)
             src.findings()  # scan while the product still runs (and before its temporary output goes)
             ctx = Context(home=home, facts=facts, socket=t.socket, result=result, nf=nf, src=src,
                           eval_report=t.eval_report, target=t, extra={"missing_dirs": run.missing_dirs,

@@ -14,8 +14,11 @@ is the answer. The evidence of all runs is merged (:func:`merged_events`); the f
     yes_stdout = "^MATCH"          # optional regexes (search) on its standard output
     no_stdout = "^NO MATCH"
 
-Not yet wired into :func:`fr_pbd.audit.run_target` (the checks read a daemon's probe result):
-this module runs and traces the verifications.
+:func:`probe_invoke` asks as :func:`fr_pbd.audit.probe.probe` asks a daemon (live verifications
+and one round of every probe frame traced; untraced timing rounds; the lockout sequence) and
+gives the same :class:`~fr_pbd.audit.probe.ProbeResult`, with ``shape = "invoke"``: the exit
+status is the answer, each run's standard output and error are logs the scanners read, and no
+socket is left for other users to connect to.
 """
 
 from __future__ import annotations
@@ -31,10 +34,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fr_pbd.audit.probe import CLASSES, LOCK_ATTEMPTS, LOCKED, Answer, FramePlan, ProbeResult
 from fr_pbd.audit.trace import CALLS, MAX_STRING, MAX_TRACE, Event, parse
 from fr_pbd.errors import AuditError
 
-__all__ = ["InvokeSpec", "InvokeRun", "parse_invoke", "run_once", "merged_events"]
+__all__ = ["InvokeSpec", "InvokeRun", "parse_invoke", "run_once", "merged_events", "probe_invoke"]
 
 MAX_STDOUT = 1 << 20
 
@@ -48,6 +52,17 @@ class InvokeSpec:
     yes_exit: tuple[int, ...] = (0,)
     yes_stdout: re.Pattern[bytes] | None = None
     no_stdout: re.Pattern[bytes] | None = None
+    name: str = "the product"
+    #: what the checks written for a daemon's protocol read: a run has no request to malform
+    malformed: tuple = ()
+    silent_close_ok: bool = False
+
+    def describe(self) -> str:
+        rx = "".join(f", {k} {getattr(self, k).pattern!r}" for k in ("yes_stdout", "no_stdout")
+                     if getattr(self, k) is not None)
+        return (f"{self.name}: run once per verification ([invoke] {' '.join(self.command)[:160]}); yes = exit "
+                f"status {', '.join(map(str, self.yes_exit))}{rx}; any other status, a signal or the "
+                f"{self.timeout:g} s timeout is no")
 
     def outcome(self, status: int | None, stdout: bytes) -> str | None:
         """yes, no, or None (the exit status says one thing, the declared output does not follow)."""
@@ -71,7 +86,8 @@ class InvokeRun:
     root_pid: int | None = None
 
 
-def parse_invoke(table: object, where: str, *, root: Path, target_dir: Path) -> InvokeSpec:
+def parse_invoke(table: object, where: str, *, root: Path, target_dir: Path, name: str = "the product"
+                 ) -> InvokeSpec:
     """``[invoke]`` of a TARGET.toml (strings already ``${VAR}``-expanded by the caller where it wants)."""
     if not isinstance(table, dict):
         raise AuditError(f"{where}: [invoke] must be a table")
@@ -103,11 +119,14 @@ def parse_invoke(table: object, where: str, *, root: Path, target_dir: Path) -> 
             except re.error as exc:
                 raise AuditError(f"{where}: [invoke] {k} is not a regular expression: {exc}") from None
     return InvokeSpec(tuple(cmd), cwd if cwd.is_absolute() else root / cwd, tuple(sorted(env.items())),
-                      float(timeout), tuple(yes_exit), rx.get("yes_stdout"), rx.get("no_stdout"))
+                      float(timeout), tuple(yes_exit), rx.get("yes_stdout"), rx.get("no_stdout"), name)
 
 
-def run_once(spec: InvokeSpec, label: str, *, use_strace: bool = True) -> InvokeRun:
-    """One verification: the command started (under strace, from its first instruction), its answer read."""
+def run_once(spec: InvokeSpec, label: str, *, use_strace: bool = True, logs: tuple[Path, Path] | None = None
+             ) -> InvokeRun:
+    """One verification: the command started (under strace, from its first instruction), its answer read.
+
+    ``logs``: files its standard output and error are appended to, for the scanners (C3.logs)."""
     run = InvokeRun(label)
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/root"),
            **dict(spec.env)}
@@ -137,7 +156,7 @@ def run_once(spec: InvokeSpec, label: str, *, use_strace: bool = True) -> Invoke
     t0 = time.monotonic()
     try:
         proc = subprocess.Popen(argv, cwd=spec.cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, start_new_session=True,
+                                stderr=subprocess.PIPE, start_new_session=True,
                                 pass_fds=(w,) if w is not None else ())
     except OSError as exc:
         if r is not None:
@@ -150,13 +169,17 @@ def run_once(spec: InvokeSpec, label: str, *, use_strace: bool = True) -> Invoke
         reader = threading.Thread(target=drain, daemon=True)
         reader.start()
     try:
-        out, _ = proc.communicate(timeout=spec.timeout)
+        out, err = proc.communicate(timeout=spec.timeout)
     except subprocess.TimeoutExpired:
         run.timed_out = True
         os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
+        out, err = proc.communicate()
     run.seconds = time.monotonic() - t0
     run.stdout = out[:MAX_STDOUT]
+    if logs is not None:
+        for path, data in zip(logs, (out, err)):
+            with open(path, "ab") as f:
+                f.write(data[:MAX_STDOUT])
     if proc.returncode is not None and proc.returncode < 0:
         run.signal = -proc.returncode
     elif not run.timed_out:
@@ -186,3 +209,71 @@ def merged_events(runs: list[InvokeRun]) -> tuple[list[Event] | None, str | None
                       and not e.failed), None)
         out += [e for e in run.events if e is not first]
     return out, None
+
+
+def _answer_bytes(run: InvokeRun) -> bytes:
+    """What C5.answer counts as one answer: the exit status (a product that exits with more than two
+    statuses tells more than yes and no)."""
+    if run.timed_out:
+        return b"timeout"
+    if run.signal is not None:
+        return f"signal {run.signal}".encode()
+    return f"exit {run.status}".encode()
+
+
+def probe_invoke(spec: InvokeSpec, *, verifications: int = 3, use_strace: bool = True,
+                 frames: FramePlan | None = None, rounds: int = 8, lock_attempts: int = LOCK_ATTEMPTS,
+                 logs: tuple[Path, Path] | None = None) -> ProbeResult:
+    """Every verification the audit runs, in the order :func:`fr_pbd.audit.probe.probe` asks a daemon.
+
+    The live verifications and one round of every probe frame are traced; the timing rounds and the
+    lockout sequence are not (strace would slow every run by its own cost)."""
+    res = ProbeResult(socket=None, protocol=spec, lock_attempts=lock_attempts, shape="invoke")  # type: ignore[arg-type]
+    res.server_uid, res.server_gid = os.geteuid(), os.getegid()
+    runs: list[InvokeRun] = []
+
+    def verify(label: str, cls: str | None, kind: str, traced: bool) -> Answer:
+        if cls is not None and frames is not None:
+            frames.present(cls)
+        run = run_once(spec, label, use_strace=use_strace and traced, logs=logs)
+        if traced:
+            runs.append(run)
+        a = Answer(label, kind, _answer_bytes(run), run.outcome, closed=True, seconds=run.seconds,
+                   close_seconds=run.seconds, cls=cls)
+        res.answers.append(a)
+        return a
+
+    classes = [c for c in CLASSES if frames is not None and c in frames.images]
+    res.frames_missing = [c for c in CLASSES if c not in classes]
+    try:
+        for i in range(verifications):
+            verify(f"live verification {i + 1} (the frame the product sees now)", None, "live", True)
+        for cls in classes:
+            verify(f"{cls} frame (traced round)", cls, "live", True)
+        if use_strace:
+            res.events, res.trace_error = merged_events(runs)
+            res.trace_truncated = any(r.trace_truncated for r in runs)
+            timed_out = [r.trace_error for r in runs if r.timed_out and r.trace_error]
+            if timed_out and res.trace_error is None:
+                res.trace_error = timed_out[0]
+        else:
+            res.trace_error = "strace was not used (--no-strace)"
+        for r in range(rounds):
+            for cls in classes:
+                verify(f"timing round {r + 1}, {cls} frame", cls, "timing", False)
+        if "genuine" in classes and ("impostor" in classes or "attack" in classes):
+            bad = "impostor" if "impostor" in classes else "attack"
+            fails = [verify(f"failed attempt {i + 1} towards the lockout ({bad} frame)", bad, "probe", False)
+                     for i in range(lock_attempts)]
+            tries = [verify(f"genuine frame after {lock_attempts} failures, {i + 1}", "genuine", "probe", False)
+                     for i in range(max(rounds, 1))]
+            res.lock_sequence = [(a.label, a.outcome, a.error) for a in (*fails, *tries)]
+            res.lock_observed = (True if all(a.outcome == "no" for a in tries) else
+                                 False if any(a.outcome == "yes" for a in tries) else None)
+            if res.lock_observed:
+                for a in tries:
+                    a.kind, a.cls = "timing", LOCKED
+    finally:
+        if frames is not None:
+            frames.restore()
+    return res

@@ -78,6 +78,8 @@ class NetworkFacts:
     calls: Counter = field(default_factory=Counter)
     families: Counter = field(default_factory=Counter)
     traced: bool = False
+    #: [invoke]: pipe and socket-pair inodes the product made itself (data between its own processes)
+    internal: set[tuple[str, int]] = field(default_factory=set, repr=False)
 
     def _once(self, bucket: list[str], line: str) -> None:
         if line not in bucket:
@@ -103,6 +105,9 @@ def analyse(res: ProbeResult) -> NetworkFacts:
         nf._once(nf.inconclusive, f"the daemon's system calls were not traced: {res.trace_error}")
         return nf
     nf.traced = True
+    invoke = res.shape == "invoke"  # every process of the product traced from its first instruction
+    if invoke:
+        tree |= {ev.pid for ev in res.events}
     if res.trace_truncated:
         nf._once(nf.inconclusive, "the trace was cut short (more than the audit keeps): what follows is incomplete")
     if res.trace_error:
@@ -112,6 +117,11 @@ def analyse(res: ProbeResult) -> NetworkFacts:
         for fam in ev.families:
             nf.families[fam] += 1
         line = f"pid {ev.pid}: {ev.text}"
+        if invoke and ev.call in ("pipe", "pipe2", "socketpair") and not ev.failed:
+            for _fd, desc in ev.fds:  # both ends stay inside the product unless handed on (traced too)
+                m = re.match(r"pipe:\[(\d+)\]", desc) or _UNIX_DESC.match(desc)
+                if m:
+                    nf.internal.add(("pipe" if desc.startswith("pipe") else "unix", int(m.group(1))))
         if ev.call in ("socket", "socketpair", "connect", "bind", "sendto", "sendmsg", "sendmmsg"):
             bad = [f for f in ev.families if f not in _UNIX_FAMILIES]
             if bad and ev.failed:  # refused (e.g. by the kernel's filter): no endpoint, nothing left
@@ -124,11 +134,17 @@ def analyse(res: ProbeResult) -> NetworkFacts:
         if ev.call in ("execve", "execveat"):
             if ev.failed:  # ENOENT, EACCES, ...: no program ran
                 nf._once(nf.info, f"tried to start a program, which failed (nothing ran): {line}")
+            elif invoke:  # traced from its start like the rest of the product: judged by what it does
+                nf._once(nf.info, f"ran a program, traced with the product from its first instruction: {line}")
             else:
                 nf._once(nf.fail, f"started a program: {line}")
             continue
         if ev.call in ("fork", "vfork") or (ev.call in ("clone", "clone3") and "CLONE_THREAD" not in ev.text):
-            nf._once(nf.fail, f"started a child process: {line}")
+            if invoke:
+                nf._once(nf.info, f"started a child process, traced with the product from its first instruction "
+                                  f"(judged by what it does): {line}")
+            else:
+                nf._once(nf.fail, f"started a child process: {line}")
             continue
         if ev.call.startswith("io_uring"):
             nf._once(nf.inconclusive, f"uses io_uring, which moves data without system calls a trace can see: {line}")
@@ -243,6 +259,9 @@ def _data(ev, res: ProbeResult, nf: NetworkFacts, tree: set[int], line: str) -> 
             _out(nf, f"standard {'output' if fd == 1 else 'error'} (a Unix socket, e.g. the journal)"
                  if fd in (1, 2) else f"log service ({desc})", "log").add(ev.payload, ev.truncated)
             return
+        if m and ("unix", int(m.group(1))) in nf.internal:
+            _internal(nf, "a socket pair", line)
+            return
         _other_end(nf, res, tree, "socket", peer, f"sent {size} over a Unix socket", line)
         return
     if kind == "pipe":
@@ -250,6 +269,9 @@ def _data(ev, res: ProbeResult, nf: NetworkFacts, tree: set[int], line: str) -> 
             _out(nf, f"standard {'output' if fd == 1 else 'error'} (a pipe)", "log").add(ev.payload, ev.truncated)
             return
         m = re.match(r"pipe:\[(\d+)\]", desc)
+        if m and ("pipe", int(m.group(1))) in nf.internal:
+            _internal(nf, "a pipe", line)
+            return
         _other_end(nf, res, tree, "pipe", int(m.group(1)) if m else None, f"wrote {size} into a pipe", line)
         return
     if kind == "file":
@@ -272,6 +294,11 @@ def _other_end(nf: NetworkFacts, res: ProbeResult, tree: set[int], kind: str, in
         nf._once(nf.fail, f"{what} read by another process{where}, {_who(others)}: {line}")
     elif not held:
         nf._once(nf.inconclusive, f"{what} whose other end was gone before the audit could see who held it: {line}")
+
+
+def _internal(nf: NetworkFacts, what: str, line: str) -> None:
+    """[invoke]: data between the product's own processes, every one of them traced (what they do is judged)."""
+    nf._once(nf.info, f"data through {what} the product made between its own processes, all traced: {line}")
 
 
 def _out(nf: NetworkFacts, label: str, kind: str) -> Output:

@@ -198,7 +198,7 @@ class Answer:
 
 @dataclass
 class ProbeResult:
-    socket: Path
+    socket: Path | None  # None: the [invoke] shape (a program run per verification) has none
     protocol: Protocol
     server_pid: int | None = None
     server_uid: int | None = None
@@ -235,6 +235,9 @@ class ProbeResult:
     peer_pairs: list[tuple[str, Answer, Answer]] = field(default_factory=list)
     #: the request both asked in the comparison (the named one when the protocol has it and the uid a name)
     peer_request: bytes | None = None
+    #: "socket" (a daemon asked over its socket) or "invoke" (a program run once per verification,
+    #: every run traced from its first instruction: :mod:`fr_pbd.audit.invoke`)
+    shape: str = "socket"
 
     @property
     def timing(self) -> dict[str, list[float]]:

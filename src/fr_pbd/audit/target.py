@@ -41,6 +41,17 @@ The file (docs/audit.md has a commented example)::
     [dpia]
     eval = "eval.json"                     # store = "fr-pbd" only
 
+A product that PAM or a login program starts once per verification (a per-login comparator:
+its exit status is the answer) declares ``[invoke]`` in place of ``[socket]``, ``[answer]`` and
+``[process]`` (:mod:`fr_pbd.audit.invoke`): every run is traced from its first instruction,
+every process it starts with it, and its standard output and error are scanned as logs::
+
+    [invoke]
+    command = ["{python}", "{target_dir}/comparator.py", "--user", "alice"]
+    timeout = 10                           # seconds; past it the run is killed and counts as no
+    yes_exit = [0]                         # every other status, a signal or the timeout is no
+    yes_stdout = "^MATCH"                  # optional: what a yes (no_stdout: a no) prints
+
 Strings may use ``${VAR}`` from the environment; in ``command``, ``{python}`` is
 this Python and ``{target_dir}`` the directory of the TARGET.toml.
 """
@@ -64,6 +75,7 @@ from pathlib import Path
 from fr_pbd.audit import scan
 from fr_pbd.audit.checks import FAIL, PASS, Check, TITLE_FROM_TABLE, inconclusive
 from fr_pbd.audit.images import image_kind
+from fr_pbd.audit.invoke import InvokeSpec, parse_invoke
 from fr_pbd.audit.probe import FRPBD_MALFORMED, FramePlan, Protocol, no_face_png
 from fr_pbd.errors import AuditError
 
@@ -78,7 +90,7 @@ GENERIC_MALFORMED: tuple[tuple[str, bytes | None, bool], ...] = (  # None: the r
     ("control bytes", b"\x00\x01\x02\n", True),
     ("the request twice", None, True),
 )
-_KEYS = {"name", "root", "socket", "answer", "probe", "data", "logs", "process", "dpia"}
+_KEYS = {"name", "root", "socket", "invoke", "answer", "probe", "data", "logs", "process", "dpia"}
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 NOT_FROM_OUTSIDE = ("a review by hand of the product's source and store (its store format is not fr-pbd's; for "
                     "an fr-pbd home declare store = \"fr-pbd\" in the TARGET.toml)")
@@ -89,7 +101,7 @@ class Target:
     path: Path
     name: str
     root: Path
-    socket: Path
+    socket: Path | None  # None: the [invoke] shape
     protocol: Protocol
     frames: FramePlan | None
     data_dirs: list[Path]
@@ -104,11 +116,15 @@ class Target:
     peer_uid: int | None = None
     #: failed attempts in a row after which the product claims to lock (SEC.lockout; default 5)
     lockout_after: int = 5
+    #: the [invoke] shape: a program the audit runs once per verification (None: a daemon, [socket])
+    invoke: InvokeSpec | None = None
 
     def declared_in_home(self) -> list[str]:
         """Files of an fr-pbd home the target declares besides what fr-pbd writes: its logs, socket and record."""
         from fr_pbd.egress import record_path
 
+        if self.socket is None:
+            return [str(p) for p in self.log_files]
         return [str(p) for p in (*self.log_files, self.socket)] + [str(record_path(self.socket))]
 
     @property
@@ -116,7 +132,8 @@ class Target:
         return self.data_dirs[0] if self.store == "fr-pbd" and self.data_dirs else None
 
     def describe(self) -> dict:
-        return {"target": str(self.path), "name": self.name, "socket": str(self.socket),
+        return {"target": str(self.path), "name": self.name, "shape": "invoke" if self.invoke else "socket",
+                "socket": str(self.socket) if self.socket is not None else None,
                 "protocol": self.protocol.describe(), "data_dirs": [str(d) for d in self.data_dirs],
                 "log_dirs": [str(d) for d in self.log_dirs], "log_files": [str(f) for f in self.log_files],
                 "store_format": self.store or "unknown (black box)",
@@ -164,6 +181,11 @@ def load_target(path: str | os.PathLike[str]) -> Target:
 
     sock = doc.get("socket") or {}
     ans = doc.get("answer") or {}
+    if ("socket" in doc) == ("invoke" in doc):
+        raise AuditError(f"{p}: declare the product's shape: [socket] (a daemon) or [invoke] (a program run once "
+                         "per verification), exactly one")
+    if "invoke" in doc:
+        return _invoke_target(doc, p, tdir, root, path_of)
     if "path" not in sock:
         raise AuditError(f"{p}: [socket] path is required")
     request = _bytes(sock.get("request", "VERIFY\n"), "[socket] request")
@@ -185,6 +207,14 @@ def load_target(path: str | os.PathLike[str]) -> Target:
                         if "request_for_user" in sock else None)
     if protocol.request_for_user is not None and b"{user}" not in protocol.request_for_user:
         raise AuditError(f"{p}: [socket] request_for_user must hold {{user}} where the account name goes")
+    common = _common(doc, p, path_of)
+    return Target(path=p, name=str(doc.get("name", p.stem)), root=root, socket=path_of(sock["path"], "[socket] path"),
+                  protocol=protocol, **common)
+
+
+def _common(doc: dict, p: Path, path_of) -> dict:
+    """What every shape declares alike: probe frames, data, logs, the start command, the DPIA report."""
+    tdir = p.resolve().parent
     probe = doc.get("probe") or {}
     frames = None
     if "frames" in probe:
@@ -211,9 +241,8 @@ def load_target(path: str | os.PathLike[str]) -> Target:
     if store not in (None, "fr-pbd"):
         raise AuditError(f"{p}: [data] store can only be \"fr-pbd\" (leave it out for any other product)")
     dpia = doc.get("dpia") or {}
-    return Target(
-        path=p, name=str(doc.get("name", p.stem)), root=root, socket=path_of(sock["path"], "[socket] path"),
-        protocol=protocol, frames=frames,
+    return dict(
+        frames=frames,
         data_dirs=[path_of(d, "[data] dirs") for d in data.get("dirs", [])],
         metadata=tuple(str(m) for m in data.get("metadata", [])), store=store,
         log_dirs=[path_of(d, "[logs] dirs") for d in logs.get("dirs", [])],
@@ -221,6 +250,28 @@ def load_target(path: str | os.PathLike[str]) -> Target:
         command=command, ready_timeout=float(proc.get("ready_timeout", 60)),
         eval_report=path_of(dpia["eval"], "[dpia] eval") if "eval" in dpia else None,
         peer_uid=_uid(probe.get("peer_uid"), p), lockout_after=_lockout_after(probe.get("lockout_after", 5), p))
+
+
+def _invoke_target(doc: dict, p: Path, tdir: Path, root: Path, path_of) -> Target:
+    """A TARGET.toml of the [invoke] shape: no socket, no [answer] (the exit status answers), no [process]."""
+    for key in ("answer", "process"):
+        if key in doc:
+            raise AuditError(f"{p}: [{key}] belongs to a daemon ([socket]); an [invoke] product answers by its exit "
+                             "status (yes_exit, yes_stdout, no_stdout) and is started by the audit once per "
+                             "verification")
+    name = str(doc.get("name", p.stem))
+    table = doc["invoke"]
+    if isinstance(table, dict):  # ${VAR} in its strings, as everywhere else in the file
+        table = {k: ([_expand(a, "[invoke] command") if isinstance(a, str) else a for a in v] if k == "command"
+                     and isinstance(v, list) else _expand(v, f"[invoke] {k}") if isinstance(v, str) else v)
+                 for k, v in table.items()}
+    spec = parse_invoke(table, str(p), root=root, target_dir=tdir, name=name)
+    common = _common(doc, p, path_of)
+    if common["peer_uid"] is not None:
+        raise AuditError(f"{p}: [probe] peer_uid asks a daemon as a second user; an [invoke] product is run by "
+                         "the audit (leave peer_uid out)")
+    return Target(path=p, name=name, root=root, socket=None, protocol=spec, invoke=spec,  # type: ignore[arg-type]
+                  **common)
 
 
 def _lockout_after(value: object, p: Path) -> int:
@@ -257,6 +308,12 @@ class running:
 
         t = self.target
         self.missing_dirs = [d for d in (*t.data_dirs, *t.log_dirs) if not os.path.lexists(d)]
+        if t.socket is None:  # [invoke]: the audit runs the product per verification; its output streams are logs
+            self.tmp = tempfile.mkdtemp(prefix="fr-pbd-audit-target-")
+            self.outputs = [Path(self.tmp) / "stdout.log", Path(self.tmp) / "stderr.log"]
+            for f in self.outputs:
+                f.touch(mode=0o600)
+            return self
         stale = None
         if t.socket.exists() and not procfs.listeners(t.socket):
             st = os.stat(t.socket)

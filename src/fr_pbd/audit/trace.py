@@ -28,7 +28,7 @@ from pathlib import Path
 __all__ = ["CALLS", "Event", "Tracer", "parse", "describe_fd"]
 
 #: Every system call that moves data, makes an endpoint or starts a process.
-CALLS = ("socket", "socketpair", "connect", "bind", "listen", "accept", "accept4",
+CALLS = ("socket", "socketpair", "pipe", "pipe2", "connect", "bind", "listen", "accept", "accept4",
          "sendto", "sendmsg", "sendmmsg", "write", "writev", "pwrite64", "pwritev", "pwritev2",
          "sendfile", "splice", "vmsplice", "tee", "copy_file_range",
          "io_uring_setup", "io_uring_enter", "io_uring_register",
