@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from fr_pbd.audit import checks, files, images, observed, target
+from fr_pbd.audit import checks, files, images, model, observed, target
 from fr_pbd.audit.checks import Check
 
 __all__ = ["Context", "CheckSpec", "CHECKS", "FROM_OUTSIDE", "ids", "spec", "run_checks"]
@@ -86,6 +86,19 @@ def _t(name: str) -> Callable[..., Check]:
     return getattr(target, name)
 
 
+def _declared(name: str) -> Callable[[Context], Check]:
+    """A DPIA row's black-box function: read the model the TARGET.toml declares in [model]
+    (:mod:`fr_pbd.audit.model`); without one, out of reach from outside, as every store check."""
+    def run(ctx: Context) -> Check:
+        declared = getattr(ctx.target, "model", None)
+        if declared is None:
+            c = target.black_box("", "DPIA", "")
+            return replace(c, needs=f"{c.needs}; or a [model] table declaring the model, its metric and threshold")
+        fn = getattr(model, name)
+        return fn(declared) if name == "dpia_provenance" else fn(declared, ctx.eval_report)
+    return run
+
+
 def _server_uid(ctx: Context) -> int | None:
     return ctx.result.server_uid if ctx.result is not None else None
 
@@ -127,11 +140,11 @@ CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec("SEC.lockout", "SEC", "After 5 failed attempts in a row (or the declared number) the genuine face is refused (a lockout)",
               lambda x: _o("sec_lockout")(x.result)),
     CheckSpec("DPIA.model-provenance", "DPIA", "Model provenance and training data stated for every model in use",
-              lambda x: _c("dpia_provenance")(x.facts), FROM_OUTSIDE),
+              lambda x: _c("dpia_provenance")(x.facts), _declared("dpia_provenance")),
     CheckSpec("DPIA.accuracy", "DPIA", "Accuracy measured by the book (ISO/IEC 19795-1, FNMR at FMR)",
-              lambda x: _c("dpia_accuracy")(x.eval_report, x.facts), FROM_OUTSIDE),
+              lambda x: _c("dpia_accuracy")(x.eval_report, x.facts), _declared("dpia_accuracy")),
     CheckSpec("DPIA.bias", "DPIA", "Every labelled group within the claimed FMR at the installation's threshold "
-              "(ISO/IEC 19795-10)", lambda x: _c("dpia_bias")(x.eval_report, x.facts), FROM_OUTSIDE),
+              "(ISO/IEC 19795-10)", lambda x: _c("dpia_bias")(x.eval_report, x.facts), _declared("dpia_bias")),
 )
 _BY_ID = {s.id: s for s in CHECKS}
 

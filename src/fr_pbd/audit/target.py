@@ -76,6 +76,7 @@ from fr_pbd.audit import scan
 from fr_pbd.audit.checks import FAIL, PASS, Check, TITLE_FROM_TABLE, inconclusive
 from fr_pbd.audit.images import image_kind
 from fr_pbd.audit.invoke import InvokeSpec, parse_invoke
+from fr_pbd.audit.model import DeclaredModel, parse_model
 from fr_pbd.audit.probe import FRPBD_MALFORMED, FramePlan, Protocol, no_face_png
 from fr_pbd.errors import AuditError
 
@@ -90,7 +91,7 @@ GENERIC_MALFORMED: tuple[tuple[str, bytes | None, bool], ...] = (  # None: the r
     ("control bytes", b"\x00\x01\x02\n", True),
     ("the request twice", None, True),
 )
-_KEYS = {"name", "root", "socket", "invoke", "answer", "probe", "data", "logs", "process", "dpia"}
+_KEYS = {"name", "root", "socket", "invoke", "answer", "probe", "data", "logs", "process", "dpia", "model"}
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 NOT_FROM_OUTSIDE = ("a review by hand of the product's source and store (its store format is not fr-pbd's; for "
                     "an fr-pbd home declare store = \"fr-pbd\" in the TARGET.toml)")
@@ -118,6 +119,8 @@ class Target:
     lockout_after: int = 5
     #: the [invoke] shape: a program the audit runs once per verification (None: a daemon, [socket])
     invoke: InvokeSpec | None = None
+    #: the [model] table: the model, metric and threshold the auditor declares (DPIA checks; None: not declared)
+    model: DeclaredModel | None = None
 
     def declared_in_home(self) -> list[str]:
         """Files of an fr-pbd home the target declares besides what fr-pbd writes: its logs, socket and record."""
@@ -249,6 +252,7 @@ def _common(doc: dict, p: Path, path_of) -> dict:
         log_files=[path_of(f, "[logs] files") for f in logs.get("files", [])],
         command=command, ready_timeout=float(proc.get("ready_timeout", 60)),
         eval_report=path_of(dpia["eval"], "[dpia] eval") if "eval" in dpia else None,
+        model=parse_model(doc["model"], p) if "model" in doc else None,
         peer_uid=_uid(probe.get("peer_uid"), p), lockout_after=_lockout_after(probe.get("lockout_after", 5), p))
 
 
