@@ -140,17 +140,20 @@ def test_the_real_threshold_in_the_reports_units_gets_the_reports_numbers_and_ve
     expect_bad = False
     for key, curve in groups_of(REPORT).items():
         hi, lo = curve_at(curve, THRESHOLD)
-        got = bias.values["groups"][key]["fmr"]
-        assert (got["at_most"], got["at_least"]) == (hi, lo)
+        got = bias.values["groups"][key]["fmr_bracket"]
+        assert (got["at_most"], got["at_least"]) == (hi, lo) and bias.values["groups"][key]["fmr"] == hi
         expect_bad |= hi > CLAIM
     assert bias.status == (FAIL if expect_bad else PASS) == PASS, bias.summary
+    from fr_pbd.audit.report import bias_figure
+
+    assert "<svg" in bias_figure(bias.values) and "sex=female" in bias_figure(bias.values)  # audit.html draws it
     # fr-pbd's own home check reads the same curve at the same (manifest) threshold: the same FMR per group
     bare = tmp_path / "eval.json"  # the home check reads a bare report, not a result record
     bare.write_text(json.dumps(REPORT))
     home = checks.dpia_bias(bare, None)
     assert home.status == PASS and home.values["threshold"] == THRESHOLD
-    assert {k: v["fmr"] for k, v in home.values["groups"].items()} == \
-        {k: v["fmr"]["at_most"] for k, v in bias.values["groups"].items()}
+    for key, v in home.values["groups"].items():
+        assert {k: bias.values["groups"][key][k] for k in v} == v
     # all comparisons: the report's own operating points bracket it
     ops = sorted((op["threshold"], op["false_matches"] / op["impostor_comparisons"])
                  for op in REPORT["fnmr_at_fmr"].values())
@@ -163,7 +166,8 @@ def test_a_lower_threshold_fails_both_with_the_reports_counts():
     m = declare(id=DLIB, metric="cosine", threshold=0.94)
     bias, acc = dpia_bias(m, RECORD), dpia_accuracy(m, RECORD)
     female = groups_of(REPORT)["sex=female"]
-    assert bias.status == FAIL and bias.values["groups"]["sex=female"]["fmr"]["at_least"] == curve_at(female, 0.94)[1]
+    assert bias.status == FAIL and bias.values["groups"]["sex=female"]["fmr_bracket"]["at_least"] == \
+        curve_at(female, 0.94)[1]
     assert curve_at(female, 0.94)[1] > CLAIM and "sex=female: FMR at least" in bias.summary
     # the groups' same-group false matches alone put the overall FMR above the claim
     assert acc.status == FAIL and acc.values["fmr"]["at_least"] > CLAIM
@@ -173,7 +177,7 @@ def test_at_the_reports_own_worst_group_threshold_the_figures_are_exact():
     wg = REPORT["groups"]["worst_group"]
     m = declare(id=DLIB, metric="cosine", threshold=wg["threshold"])
     bias, acc = dpia_bias(m, RECORD), dpia_accuracy(m, RECORD)
-    binding = bias.values["groups"][wg["binding"]]["fmr"]
+    binding = bias.values["groups"][wg["binding"]]["fmr_bracket"]
     assert binding["exact"] and binding["at_most"] <= wg["target_fmr"] and bias.status == PASS
     overall = wg["all_comparisons_at_worst_group_threshold"]
     assert acc.values["fmr"] == {"at_least": overall["fmr"], "at_most": overall["fmr"], "exact": True}
@@ -213,7 +217,7 @@ def test_unit_length_descriptors_convert_exactly_and_get_figures():
     assert bias.values["report_threshold"] == acc.values["report_threshold"] == t and bias.values["strict"]
     for key, curve in groups_of(REPORT).items():
         hi, lo = curve_at(curve, t, strict=True)
-        assert bias.values["groups"][key]["fmr"] == {"at_least": lo, "at_most": hi, "exact": lo == hi}
+        assert bias.values["groups"][key]["fmr_bracket"] == {"at_least": lo, "at_most": hi, "exact": lo == hi}
     assert curve_at(groups_of(REPORT)["sex=female"], t, strict=True)[1] > CLAIM
     assert bias.status == FAIL and acc.status == FAIL
     assert "0.3500" not in json.dumps([bias.to_dict(), acc.to_dict()])  # a distance is never printed as a score

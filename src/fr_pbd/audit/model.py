@@ -435,7 +435,7 @@ def dpia_bias(m: DeclaredModel, eval_path: Path | None) -> Check:
     t, target = r.threshold, r.target
     details = r.details + [f"groups file {groups.get('groups_file')}; impostors: {groups.get('impostor_definition')}"]
     details += _overall(r)[2][:1]
-    bad, unresolved, per = [], [], {}
+    bad, unresolved, per, det = [], [], {}, {}
     for attr, a in groups["attributes"].items():
         for name, s in (a.get("groups") or {}).items():
             key = f"{attr}={name}"
@@ -445,8 +445,15 @@ def dpia_bias(m: DeclaredModel, eval_path: Path | None) -> Check:
                 continue
             fmr, fnmr = _rates(_curve_points(curve), t, r.strict)
             details.append(_rate_line(key, fmr, fnmr, t, "of same-group"))
-            per[key] = {"fmr": fmr.value(), "fnmr": fnmr.value()}
             im = int(curve["impostor_comparisons"])
+            # fmr, fnmr: at the curve point at or below the threshold, as on a home (audit.html draws them)
+            per[key] = {"fmr": fmr.hi.rate if fmr.hi else None, "fnmr": fnmr.lo.rate if fnmr.lo else None,
+                        "curve_threshold": fmr.hi.at if fmr.hi else None, "impostor_comparisons": im,
+                        "false_matches": fmr.hi.errors if fmr.hi else None,
+                        "fmr_bracket": fmr.value(), "fnmr_bracket": fnmr.value()}
+            if isinstance(s.get("det"), dict):
+                det[key] = {"fmr": s["det"].get("fmr"), "fnmr": s["det"].get("fnmr"),
+                            "point": [per[key]["fmr"], per[key]["fnmr"]]}
             if im * target < 1.0:
                 unresolved.append(f"{key}: {im:,} impostor comparisons cannot show FMR {target:g}")
             elif fmr.lo and fmr.lo.rate > target:
@@ -456,7 +463,7 @@ def dpia_bias(m: DeclaredModel, eval_path: Path | None) -> Check:
                 bad.append(f"{key}: FMR at {t:.6g} cannot be shown within the claimed {target:g} "
                            + (f"(at most {fmr.hi.rate:.3g} on the curve point at or below it)" if fmr.hi
                               else "(the threshold is below the report's curve)"))
-    values = dict(r.values, groups=per)
+    values = dict(r.values, threshold=t, groups=per, det_per_group=det)
     if bad:
         return Check("DPIA.bias", "DPIA", title, FAIL, "; ".join(bad), details, values)
     if unresolved:
