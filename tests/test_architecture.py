@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "fr_pbd"
 # Lowest first. A module may import its own layer or lower ones, never a higher one.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("fr_pbd._version", "fr_pbd.errors", "fr_pbd.template", "fr_pbd.fileio", "fr_pbd.timing",
-                    "fr_pbd.outcome", "fr_pbd.limits")),
+                    "fr_pbd.outcome", "fr_pbd.limits", "fr_pbd.accounts")),
     ("support", ("fr_pbd.config", "fr_pbd.models", "fr_pbd.runtime", "fr_pbd.boards", "fr_pbd.egress",
                  "fr_pbd.machine", "fr_pbd.hardening")),
     ("phases", ("fr_pbd.capture", "fr_pbd.store", "fr_pbd.match")),
