@@ -40,7 +40,9 @@ def _c() -> ctypes.CDLL | None:
     global _libc
     if _libc is None and sys.platform.startswith("linux"):
         try:
-            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            # dlopen(NULL): the C library already in the process; ctypes.util.find_library would run
+            # `ldconfig -p` in a child process (in every PAM login, under the audit's trace)
+            _libc = ctypes.CDLL(None, use_errno=True)
         except OSError:
             return None
     return _libc
@@ -71,6 +73,7 @@ def is_dumpable() -> bool | None:
 
 MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT = 1, 2, 4
 _CAP_IPC_LOCK = 14
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 
 def _may_lock_everything() -> bool:
@@ -78,14 +81,16 @@ def _may_lock_everything() -> bool:
     soft, _ = resource.getrlimit(resource.RLIMIT_MEMLOCK)
     if soft == resource.RLIM_INFINITY:
         return True
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("CapEff:"):
-                    return bool(int(line.split()[1], 16) >> _CAP_IPC_LOCK & 1)
-    except (OSError, ValueError):
-        pass
-    return False
+    # capget(2), not /proc/self/status: a program that reads its status, where a tracer shows, is one the
+    # audit cannot trust to behave the same unwatched (docs/audit.md, C3.network)
+    libc = _c()
+    if libc is None:
+        return False
+    header = (ctypes.c_uint32 * 2)(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)()  # two {effective, permitted, inheritable}: capabilities 0-31, 32-63
+    if libc.capget(header, data) != 0:
+        return False
+    return bool(data[0] >> _CAP_IPC_LOCK & 1)
 
 
 def lock_all_memory() -> str | None:

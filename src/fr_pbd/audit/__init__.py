@@ -105,10 +105,11 @@ def run_target(target: str | os.PathLike[str], *, verifications: int = DEFAULT_V
     run = _t.running(t)
     try:
         with run:
-            if t.invoke is not None:  # a program run once per verification, each run traced from its start
-                result = probe_invoke(t.invoke, verifications=verifications, use_strace=use_strace,
+            if run.invoke is not None:  # a program run (or a PAM login) per verification, traced from its start
+                result = probe_invoke(run.invoke, verifications=verifications, use_strace=use_strace,
                                       frames=t.frames, rounds=rounds, lock_attempts=t.lockout_after,
-                                      logs=(run.outputs[0], run.outputs[1]))
+                                      logs=run.run_logs, daemon=t.socket if t.pam is not None else None,
+                                      pam=t.pam is not None)
             else:
                 result = probe(t.socket, t.protocol, verifications=verifications, use_strace=use_strace,
                                frames=t.frames, rounds=rounds, peer_uid=t.peer_uid, lock_attempts=t.lockout_after)

@@ -34,8 +34,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fr_pbd.audit.probe import CLASSES, LOCK_ATTEMPTS, LOCKED, Answer, FramePlan, ProbeResult
-from fr_pbd.audit.trace import CALLS, MAX_STRING, MAX_TRACE, Event, parse
+from fr_pbd.audit.probe import CLASSES, LOCK_ATTEMPTS, LOCKED, Answer, FramePlan, ProbeResult, _lookup_holders
+from fr_pbd.audit import procfs
+from fr_pbd.audit.trace import CALLS, MAX_STRING, MAX_TRACE, Event, Tracer, parse
 from fr_pbd.errors import AuditError
 
 __all__ = ["InvokeSpec", "InvokeRun", "parse_invoke", "run_once", "merged_events", "probe_invoke"]
@@ -56,6 +57,8 @@ class InvokeSpec:
     #: what the checks written for a daemon's protocol read: a run has no request to malform
     malformed: tuple = ()
     silent_close_ok: bool = False
+    #: argv the audit puts before each run, outside the trace (the [pam] shape's private /etc/pam.d)
+    wrapper: tuple[str, ...] = ()
 
     def describe(self) -> str:
         rx = "".join(f", {k} {getattr(self, k).pattern!r}" for k in ("yes_stdout", "no_stdout")
@@ -140,6 +143,7 @@ def run_once(spec: InvokeSpec, label: str, *, use_strace: bool = True, logs: tup
     else:
         run.trace_error = "strace is not installed (apt-get install strace)" if use_strace else \
             "strace was not used (--no-strace)"
+    argv = [*spec.wrapper, *argv]
     chunks: list[bytes] = []
     size = [0]
 
@@ -223,14 +227,37 @@ def _answer_bytes(run: InvokeRun) -> bytes:
 
 def probe_invoke(spec: InvokeSpec, *, verifications: int = 3, use_strace: bool = True,
                  frames: FramePlan | None = None, rounds: int = 8, lock_attempts: int = LOCK_ATTEMPTS,
-                 logs: tuple[Path, Path] | None = None) -> ProbeResult:
+                 logs: tuple[Path, Path] | None = None, daemon: Path | None = None, pam: bool = False
+                 ) -> ProbeResult:
     """Every verification the audit runs, in the order :func:`fr_pbd.audit.probe.probe` asks a daemon.
 
     The live verifications and one round of every probe frame are traced; the timing rounds and the
-    lockout sequence are not (strace would slow every run by its own cost)."""
-    res = ProbeResult(socket=None, protocol=spec, lock_attempts=lock_attempts, shape="invoke")  # type: ignore[arg-type]
+    lockout sequence are not (strace would slow every run by its own cost). ``daemon``: the socket
+    of a daemon the runs ask ([pam] socket): it is part of the product, inventoried before, during
+    and after, and traced (attached) while the traced runs go. ``pam``: each run is a PAM login (shape "pam")."""
+    res = ProbeResult(socket=daemon, protocol=spec, lock_attempts=lock_attempts,  # type: ignore[arg-type]
+                      shape="pam" if pam or daemon is not None else "invoke")
     res.server_uid, res.server_gid = os.geteuid(), os.getegid()
     runs: list[InvokeRun] = []
+    tracer = None
+    if daemon is not None:
+        held = procfs.listeners(daemon)
+        if not held:
+            res.error = (f"no process listens on {daemon}: " + ("a stale socket file; the audit neither connects to "
+                         "it nor removes it" if daemon.exists() else "it does not exist"))
+            return res
+        res.listeners = held
+        pid = res.server_pid = held[0][0]
+        try:
+            res.server_uid = os.stat(f"/proc/{pid}").st_uid
+        except OSError:
+            res.server_uid = None
+        res.before = procfs.snapshot(pid)
+        if use_strace:
+            tracer = Tracer(pid, [p for p in res.before.pids if p != pid])
+            if not tracer.start():
+                res.trace_error = tracer.error
+                tracer = None
 
     def verify(label: str, cls: str | None, kind: str, traced: bool) -> Answer:
         if cls is not None and frames is not None:
@@ -250,9 +277,25 @@ def probe_invoke(spec: InvokeSpec, *, verifications: int = 3, use_strace: bool =
             verify(f"live verification {i + 1} (the frame the product sees now)", None, "live", True)
         for cls in classes:
             verify(f"{cls} frame (traced round)", cls, "live", True)
+        if daemon is not None and res.server_pid is not None:
+            res.during.append(procfs.snapshot(res.server_pid,
+                                              ignore_tracer=tracer.proc.pid if tracer and tracer.proc else None))
         if use_strace:
+            daemon_error = res.trace_error
             res.events, res.trace_error = merged_events(runs)
-            res.trace_truncated = any(r.trace_truncated for r in runs)
+            if daemon is not None:
+                if tracer is None:
+                    res.events, res.trace_error = None, daemon_error or "the product's daemon was not traced"
+                else:
+                    text = tracer.stop()
+                    res.trace_truncated = tracer.truncated
+                    if res.events is not None:
+                        res.events = parse(text) + res.events
+                        _lookup_holders(res)  # who holds what the daemon wrote to, while it still runs
+                    if tracer.detached_early:
+                        res.trace_error = "strace lost the product's daemon before the end of the traced logins"
+                    tracer = None
+            res.trace_truncated = res.trace_truncated or any(r.trace_truncated for r in runs)
             timed_out = [r.trace_error for r in runs if r.timed_out and r.trace_error]
             if timed_out and res.trace_error is None:
                 res.trace_error = timed_out[0]
@@ -274,6 +317,10 @@ def probe_invoke(spec: InvokeSpec, *, verifications: int = 3, use_strace: bool =
                 for a in tries:
                     a.kind, a.cls = "timing", LOCKED
     finally:
+        if tracer is not None and tracer.proc is not None and tracer.proc.poll() is None:
+            tracer.stop()
         if frames is not None:
             frames.restore()
+    if daemon is not None and res.server_pid is not None:
+        res.after = procfs.snapshot(res.server_pid)
     return res

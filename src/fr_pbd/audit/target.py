@@ -77,6 +77,7 @@ from fr_pbd.audit.checks import FAIL, PASS, Check, TITLE_FROM_TABLE, inconclusiv
 from fr_pbd.audit.images import image_kind
 from fr_pbd.audit.invoke import InvokeSpec, parse_invoke
 from fr_pbd.audit.model import DeclaredModel, parse_model
+from fr_pbd.audit.pamshape import PamSpec, login_spec, parse_pam, private_pam_dir
 from fr_pbd.audit.probe import FRPBD_MALFORMED, FramePlan, Protocol, no_face_png
 from fr_pbd.errors import AuditError
 
@@ -91,7 +92,7 @@ GENERIC_MALFORMED: tuple[tuple[str, bytes | None, bool], ...] = (  # None: the r
     ("control bytes", b"\x00\x01\x02\n", True),
     ("the request twice", None, True),
 )
-_KEYS = {"name", "root", "socket", "invoke", "answer", "probe", "data", "logs", "process", "dpia", "model"}
+_KEYS = {"name", "root", "socket", "invoke", "pam", "answer", "probe", "data", "logs", "process", "dpia", "model"}
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 NOT_FROM_OUTSIDE = ("a review by hand of the product's source and store (its store format is not fr-pbd's; for "
                     "an fr-pbd home declare store = \"fr-pbd\" in the TARGET.toml)")
@@ -119,6 +120,8 @@ class Target:
     lockout_after: int = 5
     #: the [invoke] shape: a program the audit runs once per verification (None: a daemon, [socket])
     invoke: InvokeSpec | None = None
+    #: the [pam] shape: a PAM service the audit logs into with pamtester (socket: the daemon it asks, if any)
+    pam: PamSpec | None = None
     #: the [model] table: the model, metric and threshold the auditor declares (DPIA checks; None: not declared)
     model: DeclaredModel | None = None
 
@@ -135,9 +138,11 @@ class Target:
         return self.data_dirs[0] if self.store == "fr-pbd" and self.data_dirs else None
 
     def describe(self) -> dict:
-        return {"target": str(self.path), "name": self.name, "shape": "invoke" if self.invoke else "socket",
+        return {"target": str(self.path), "name": self.name, "shape": "invoke" if self.invoke else "pam" if self.pam else "socket",
                 "socket": str(self.socket) if self.socket is not None else None,
-                "protocol": self.protocol.describe(), "data_dirs": [str(d) for d in self.data_dirs],
+                "protocol": self.protocol.describe() if self.protocol is not None else
+                f"logins to PAM service {self.pam.service!r} as {self.pam.user!r} with pamtester; PAM's success is "
+                "the yes" if self.pam is not None else "", "data_dirs": [str(d) for d in self.data_dirs],
                 "log_dirs": [str(d) for d in self.log_dirs], "log_files": [str(f) for f in self.log_files],
                 "store_format": self.store or "unknown (black box)",
                 "started_by_audit": self.command is not None, "host": socket.gethostname(),
@@ -184,11 +189,13 @@ def load_target(path: str | os.PathLike[str]) -> Target:
 
     sock = doc.get("socket") or {}
     ans = doc.get("answer") or {}
-    if ("socket" in doc) == ("invoke" in doc):
-        raise AuditError(f"{p}: declare the product's shape: [socket] (a daemon) or [invoke] (a program run once "
-                         "per verification), exactly one")
+    if sum(k in doc for k in ("socket", "invoke", "pam")) != 1:
+        raise AuditError(f"{p}: declare the product's shape: [socket] (a daemon), [invoke] (a program run once "
+                         "per verification) or [pam] (a PAM service), exactly one")
     if "invoke" in doc:
         return _invoke_target(doc, p, tdir, root, path_of)
+    if "pam" in doc:
+        return _pam_target(doc, p, root, path_of)
     if "path" not in sock:
         raise AuditError(f"{p}: [socket] path is required")
     request = _bytes(sock.get("request", "VERIFY\n"), "[socket] request")
@@ -256,6 +263,30 @@ def _common(doc: dict, p: Path, path_of) -> dict:
         peer_uid=_uid(probe.get("peer_uid"), p), lockout_after=_lockout_after(probe.get("lockout_after", 5), p))
 
 
+def _expanded(table: object, where: str) -> object:
+    """``${VAR}`` in a shape table's strings and lists of strings, as everywhere else in the file."""
+    if not isinstance(table, dict):
+        return table
+    return {k: ([_expand(a, f"{where} {k}") if isinstance(a, str) else a for a in v] if isinstance(v, list)
+                else _expand(v, f"{where} {k}") if isinstance(v, str) else v) for k, v in table.items()}
+
+
+def _pam_target(doc: dict, p: Path, root: Path, path_of) -> Target:
+    """A TARGET.toml of the [pam] shape: logins through a PAM service; [process] may start its daemon."""
+    if "answer" in doc:
+        raise AuditError(f"{p}: [answer] belongs to a daemon ([socket]); a [pam] product answers by PAM's result")
+    name = str(doc.get("name", p.stem))
+    spec = parse_pam(_expanded(doc["pam"], "[pam]"), str(p), root=root)
+    common = _common(doc, p, path_of)
+    if common["peer_uid"] is not None:
+        raise AuditError(f"{p}: [probe] peer_uid asks a daemon as a second user; a [pam] product is logged into "
+                         "by the audit (leave peer_uid out)")
+    if common["command"] is not None and spec.socket is None:
+        raise AuditError(f"{p}: [process] starts a daemon: name the socket the PAM module asks in [pam] socket")
+    return Target(path=p, name=name, root=root, socket=spec.socket, protocol=None,  # type: ignore[arg-type]
+                  pam=spec, **common)
+
+
 def _invoke_target(doc: dict, p: Path, tdir: Path, root: Path, path_of) -> Target:
     """A TARGET.toml of the [invoke] shape: no socket, no [answer] (the exit status answers), no [process]."""
     for key in ("answer", "process"):
@@ -264,12 +295,7 @@ def _invoke_target(doc: dict, p: Path, tdir: Path, root: Path, path_of) -> Targe
                              "status (yes_exit, yes_stdout, no_stdout) and is started by the audit once per "
                              "verification")
     name = str(doc.get("name", p.stem))
-    table = doc["invoke"]
-    if isinstance(table, dict):  # ${VAR} in its strings, as everywhere else in the file
-        table = {k: ([_expand(a, "[invoke] command") if isinstance(a, str) else a for a in v] if k == "command"
-                     and isinstance(v, list) else _expand(v, f"[invoke] {k}") if isinstance(v, str) else v)
-                 for k, v in table.items()}
-    spec = parse_invoke(table, str(p), root=root, target_dir=tdir, name=name)
+    spec = parse_invoke(_expanded(doc["invoke"], "[invoke]"), str(p), root=root, target_dir=tdir, name=name)
     common = _common(doc, p, path_of)
     if common["peer_uid"] is not None:
         raise AuditError(f"{p}: [probe] peer_uid asks a daemon as a second user; an [invoke] product is run by "
@@ -306,18 +332,29 @@ class running:
         self.notes: list[str] = []
         #: declared data and log directories that did not exist when the audit began (watched, judged if they appear)
         self.missing_dirs: list[Path] = []
+        #: [invoke] and [pam]: what each run is, and the files its output streams are appended to
+        self.invoke: InvokeSpec | None = None
+        self.run_logs: tuple[Path, Path] | None = None
 
     def __enter__(self) -> running:
         from fr_pbd.audit import procfs
 
         t = self.target
         self.missing_dirs = [d for d in (*t.data_dirs, *t.log_dirs) if not os.path.lexists(d)]
-        if t.socket is None:  # [invoke]: the audit runs the product per verification; its output streams are logs
+        if t.invoke is not None or t.pam is not None:  # the audit runs the product (or logs in) per verification
             self.tmp = tempfile.mkdtemp(prefix="fr-pbd-audit-target-")
-            self.outputs = [Path(self.tmp) / "stdout.log", Path(self.tmp) / "stderr.log"]
+            self.run_logs = (Path(self.tmp) / "runs-stdout.log", Path(self.tmp) / "runs-stderr.log")
+            self.outputs = list(self.run_logs)
             for f in self.outputs:
                 f.touch(mode=0o600)
-            return self
+            self.invoke = t.invoke
+            if t.pam is not None:
+                try:
+                    self.invoke = login_spec(t.pam, private_pam_dir(t.pam, Path(self.tmp)), cwd=t.root, name=t.name)
+                except OSError as exc:
+                    raise AuditError(f"cannot make the private PAM directory: {exc.strerror or exc}") from None
+            if t.socket is None:
+                return self
         stale = None
         if t.socket.exists() and not procfs.listeners(t.socket):
             st = os.stat(t.socket)
@@ -328,9 +365,10 @@ class running:
             if not t.socket.exists():
                 raise AuditError(f"{t.socket} does not exist: start the product, or give [process] command")
             return self
-        self.tmp = tempfile.mkdtemp(prefix="fr-pbd-audit-target-")
-        self.outputs = [Path(self.tmp) / "stdout.log", Path(self.tmp) / "stderr.log"]
-        with open(self.outputs[0], "wb") as out, open(self.outputs[1], "wb") as err:
+        self.tmp = self.tmp or tempfile.mkdtemp(prefix="fr-pbd-audit-target-")
+        daemon_logs = [Path(self.tmp) / "stdout.log", Path(self.tmp) / "stderr.log"]
+        self.outputs += daemon_logs
+        with open(daemon_logs[0], "wb") as out, open(daemon_logs[1], "wb") as err:
             try:
                 self.proc = subprocess.Popen(t.command, cwd=t.root, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                                              start_new_session=True)
