@@ -13,6 +13,7 @@ object per product ({"product": ..., "checks": {id: status}}) as it goes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import json
 import os
@@ -57,10 +58,20 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", nargs="*", default=None)
     ap.add_argument("--table", nargs=2, metavar=("BEFORE", "AFTER"))
-    ap.add_argument("--peer-uid", type=int, default=65534)
+    ap.add_argument("--peer-uid", type=int, default=None,
+                    help="the second asker's uid (default: an account made for the run, removed after)")
     a = ap.parse_args()
     if a.table:
         return table(*a.table)
+    with contextlib.ExitStack() as stack:
+        if a.peer_uid is None:  # never an account the host may or may not have (nobody, daemon, ...)
+            from tests.helpers import own_account_name, own_accounts
+
+            a.peer_uid = stack.enter_context(own_accounts(own_account_name("vpeer")))[0].pw_uid
+        return run(a)
+
+
+def run(a: argparse.Namespace) -> int:
     from fr_pbd.audit import FramePlan, run_audit, run_target
     from fr_pbd.audit.probe import no_face_png
     from fr_pbd.pipeline import build_pipeline
@@ -159,6 +170,72 @@ def main() -> int:
             emit(f"honest product, habit: {habit}", checks)
         except Exception as exc:  # noqa: BLE001 - the old audit may refuse to run it at all
             print(json.dumps({"product": f"honest product, habit: {habit}", "error": str(exc)}), flush=True)
+    # the per-verification shapes (issue 24): a per-login comparator ([invoke]) and its two controls, the same
+    # comparator behind pam_exec ([pam]), and fr-pbd's own PAM line with its daemon ([pam] socket)
+    comparator = {"comparator [invoke]": [], "comparator [invoke], exit status = certainty": ["--exit-score"]}
+    for name, extra in comparator.items():
+        if want is not None and name not in want:
+            continue
+        root = work / name.replace(" ", "-").replace("[", "").replace("]", "").replace(",", "").replace("=", "")
+        (root / "frames").mkdir(parents=True)
+        shutil.copyfile(faces / "obama3.jpg", root / "frames" / "current.jpg")
+        os.environ["FR_PBD_TARGET_ROOT"] = str(root)
+        t = root / "comparator.toml"
+        t.write_text((HERE / "targets" / "comparator.toml").read_text().replace(
+            "{target_dir}/../comparator.py", str(HERE / "comparator.py")).replace(
+            '"--data", "data"]', '"--data", "data"' + "".join(f', "{x}"' for x in extra) + "]"))
+        try:
+            checks, _ = run_target(t, verifications=1, rounds=5)
+            emit(name, checks)
+        except Exception as exc:  # noqa: BLE001 - the old audit refuses the shape
+            print(json.dumps({"product": name, "error": str(exc)}), flush=True)
+    if want is None or "comparator behind pam_exec [pam]" in want:
+        from tests.adversarial.test_pam_shape import COMPARATOR_PAM
+
+        name = "comparator behind pam_exec [pam]"
+        root = work / "pam-comparator"
+        (root / "frames").mkdir(parents=True)
+        shutil.copyfile(faces / "obama3.jpg", root / "frames" / "current.jpg")
+        t = root / "target.toml"
+        t.write_text(COMPARATOR_PAM.format(root=root, python="{python}", comparator=HERE / "comparator.py",
+                                           genuine=faces / "obama3.jpg", impostor=faces / "biden2.jpg",
+                                           attack=spoof / "spoof_print_F1.jpg"))
+        try:
+            checks, _ = run_target(t, verifications=1, rounds=5)
+            emit(name, checks)
+        except Exception as exc:  # noqa: BLE001
+            print(json.dumps({"product": name, "error": str(exc)}), flush=True)
+    if want is None or "fr-pbd PAM line [pam]" in want:
+        import compileall
+
+        from fr_pbd.verify import Consent, Verifier
+        from tests.helpers import own_account_name, own_accounts
+        from tests.test_daemon import PIN
+
+        import fr_pbd
+        compileall.compile_dir(Path(fr_pbd.__file__).parent, quiet=1)  # as installed: no bytecode written at login
+        name = "fr-pbd PAM line [pam]"
+        root = work / "pam-frpbd"
+        root.mkdir(mode=0o711)
+        with own_accounts(own_account_name("vpam")) as (acct,):
+            home = root / "home"
+            shutil.copytree(template, home)
+            Verifier(home, build_pipeline(liveness=False).extractor).enroll(
+                acct.pw_name, [faces / "obama.jpg", faces / "obama2.jpg"], Consent("1", "verdicts"), fallback=PIN)
+            write_config(home, f'socket = "{root}/run/fr-pbd.sock"\nallowed_uids = [0]\n', deadline_ms=400)
+            (root / "frames").mkdir()
+            shutil.copyfile(faces / "obama3.jpg", root / "frames" / "current.jpg")
+            (root / "run").mkdir(mode=0o711)
+            from tests.test_audit import EVAL_REPORT
+
+            (root / "eval.json").write_text(json.dumps(EVAL_REPORT))
+            os.environ["FR_PBD_TARGET_ROOT"] = str(root)
+            os.environ["FR_PBD_PAM_USER"] = acct.pw_name
+            try:
+                checks, _ = run_target(HERE / "targets" / "fr-pbd-pam.toml", verifications=1, rounds=5)
+                emit(name, checks)
+            except Exception as exc:  # noqa: BLE001
+                print(json.dumps({"product": name, "error": str(exc)}), flush=True)
     shutil.rmtree(work, ignore_errors=True)
     return 0
 
