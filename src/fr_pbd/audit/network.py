@@ -224,10 +224,32 @@ def _inventory(res: ProbeResult, nf: NetworkFacts) -> None:
         started = sorted(set(res.polled_pids) - set(res.before.pids))
         for pid in started:
             nf._once(nf.fail, f"a child process appeared while the probe ran: pid {pid} ({res.polled_pids[pid]})")
-        children = [p for p in res.before.pids if p != res.before.root]
+        children = [p for p in res.before.pids if p not in (res.before.roots or [res.before.root])]
         if children:
             nf._once(nf.info, f"child processes already running before the probe (inventoried too): "
                               f"{_who(children)}")
+    _answerers(res, nf)
+
+
+def _answerers(res: ProbeResult, nf: NetworkFacts) -> None:
+    """Every process that could answer must have been watched: any holder of the listening socket can accept."""
+    for pid, fd, inode in res.late_listeners:
+        nf._once(nf.inconclusive, f"pid {pid} ({procfs.comm(pid)}) took up the listening socket (fd {fd}, inode "
+                                  f"{inode}) while the probe ran, outside the processes traced: it could answer "
+                                  "untraced (its sockets were inventoried)")
+    watched = _tree(res)
+    unwatched: dict[int, list[str]] = {}
+    for label, pid in [(a.label, a.server_pid) for a in res.answers if a.server_pid is not None] + res.contacts:
+        if pid not in watched:
+            unwatched.setdefault(pid, []).append(label)
+    for pid, labels in unwatched.items():
+        line = (f"{len(labels)} connection(s) (first: {labels[0]}): SO_PEERCRED names pid {pid} "
+                f"({procfs.comm(pid)}), which the audit neither traced nor inventoried")
+        if pid == res.server_pid and pid not in res.serving:  # it listened, then exited before the probe began
+            nf._once(nf.info, f"{line}: it had exited before the probe began; the holders of the listening "
+                              "socket were watched")
+        else:
+            nf._once(nf.inconclusive, line)
 
 
 def _data(ev, res: ProbeResult, nf: NetworkFacts, tree: set[int], line: str) -> None:

@@ -7,7 +7,7 @@ import stat
 from collections import Counter
 from pathlib import Path
 
-from fr_pbd.audit import stats
+from fr_pbd.audit import procfs, stats
 from fr_pbd.audit.checks import FAIL, INCONCLUSIVE, PASS, TITLE_FROM_TABLE, Check, inconclusive
 from fr_pbd.audit.network import NetworkFacts
 from fr_pbd.audit.probe import CLASSES, LOCKED, ProbeResult
@@ -130,10 +130,16 @@ def c3_network(res: ProbeResult | None, nf: NetworkFacts | None, strict: bool = 
     else:
         details = [f"daemon pid {pid} (from SO_PEERCRED), uid {res.server_uid}; processes inventoried: "
                    f"{len(res.polled_pids)}; kernel inventories: {len(res.snapshots)} snapshots + {res.polls} polls"]
+        details += [f"serves the socket (traced and inventoried with its children): pid {p} ({procfs.comm(p)}), {why}"
+                    for p, why in res.serving.items()]
+        if res.served:
+            details.append("the audit's connections the trace saw served (accepted and answered): " + ", ".join(
+                f"pid {p} ({procfs.comm(p)}) {n}" for p, n in res.served.items()))
     if nf.traced:
         calls = ", ".join(f"{k} x{v}" for k, v in sorted(nf.calls.items())) or "none"
         fams = ", ".join(f"{k} x{v}" for k, v in sorted(nf.families.items())) or "none"
-        details += [f"strace -f -yy -p {pid}: traced calls: {calls}", f"address families named: {fams}"]
+        details += [f"strace -f -yy {' '.join(f'-p {p}' for p in res.serving or [pid])}: traced calls: {calls}",
+                    f"address families named: {fams}"]
         if nf.outputs:
             outs = [f"{o.label}: {len(o.data)} bytes in {o.calls} call(s)" for o in nf.outputs.values()]
             more = f"; and {len(outs) - 8} more" if len(outs) > 8 else ""
@@ -163,7 +169,8 @@ def c3_network(res: ProbeResult | None, nf: NetworkFacts | None, strict: bool = 
                      "exit status and the output streams (scanned as logs)",
                      nf.info + details, values, self_report=self_report)
     return Check("C3.network", "C3", title, PASS,
-                 f"the kernel saw only Unix sockets in the daemon (pid {pid}) and no child process; the trace saw no "
+                 f"the kernel saw only Unix sockets in the daemon "
+                 f"(pid {', '.join(map(str, res.serving or [pid]))}) and no child process; the trace saw no "
                  f"data leave except the answers, during {len(res.answers)} requests",
                  nf.info + details, values, self_report=self_report)
 

@@ -4,10 +4,14 @@ The audit does not trust the product's code (not even fr-pbd's): the wire
 format below is written down here on purpose, not imported from
 :mod:`fr_pbd.daemon`. The probe
 
-1. finds the process that really answers from the socket (``SO_PEERCRED``);
-2. takes a kernel inventory of it and its children (:mod:`fr_pbd.audit.procfs`)
-   before, during and after, and keeps polling it while it runs;
-3. attaches ``strace -f -yy`` (:mod:`fr_pbd.audit.trace`) to the running process
+1. finds every process that can answer from the socket: the peer of the first
+   contact (``SO_PEERCRED``) and every process holding the listening socket
+   (``/proc``), which need not be one another's descendants: any of them may
+   accept a connection, so the product is all of them;
+2. takes a kernel inventory of them and their children (:mod:`fr_pbd.audit.procfs`)
+   before, during and after, and keeps polling them while it runs (and the
+   listening socket's holders, in case another process takes it up);
+3. attaches ``strace -f -yy`` (:mod:`fr_pbd.audit.trace`) to all of them
    and sends the live verifications, the malformed requests, a vanishing client
    and one round of every probe frame (genuine, impostor, no face, attack);
 4. detaches and, untraced (so that the tracer does not distort the clock), times
@@ -50,6 +54,7 @@ TIMING_CLASSES = (*CLASSES, LOCKED)
 #: 7.3.10 C-1-3: at least 30 s after five false trials).
 LOCK_ATTEMPTS = 5
 POLL_S = 0.01
+LISTENERS_S = 0.5  # how often the poller looks who holds the listening socket
 
 
 @dataclass(frozen=True)
@@ -179,6 +184,10 @@ class Answer:
     error: str | None = None
     cls: str | None = None  # probe frame class of a timing request
     reset: bool = False  # the product reset the connection (after what it sent: e.g. request bytes it left unread)
+    #: SO_PEERCRED of this connection: the kernel names the process that last called listen() on the socket
+    #: (not necessarily the one that accepted: any holder of the listening socket can), None without one
+    server_pid: int | None = None
+    client_inode: int | None = None  # the audit's end of the connection (the trace names the other end's holder)
 
     @property
     def length(self) -> int:
@@ -235,6 +244,15 @@ class ProbeResult:
     peer_pairs: list[tuple[str, Answer, Answer]] = field(default_factory=list)
     #: the request both asked in the comparison (the named one when the protocol has it and the uid a name)
     peer_request: bytes | None = None
+    #: every process inventoried and traced as the product, with its children: the first contact's peer, then
+    #: every other holder of the listening socket (pid -> why it counts)
+    serving: dict[int, str] = field(default_factory=dict)
+    #: (pid, fd, socket inode) of processes that held the listening socket later, outside what was traced
+    late_listeners: list[tuple[int, int, int]] = field(default_factory=list)
+    #: (label, SO_PEERCRED pid) of the audit's connections that have no answer (the vanishing client)
+    contacts: list[tuple[str, int]] = field(default_factory=list)
+    #: pid -> the audit's connections it served, as the trace shows them (accept and answer on the connection)
+    served: dict[int, int] = field(default_factory=dict)
     #: "socket" (a daemon asked over its socket) or "invoke" (a program run once per verification,
     #: every run traced from its first instruction: :mod:`fr_pbd.audit.invoke`)
     shape: str = "socket"
@@ -261,8 +279,8 @@ class ProbeResult:
 
 
 def _exchange(path: Path, payload: bytes, close_write: bool, timeout: float, inodes: set[int]
-              ) -> tuple[bytes, bool, tuple[int, int, int] | None, float | None, float | None, bool]:
-    """(answer, closed, peer credentials, seconds to the first byte, seconds to the close, reset).
+              ) -> tuple[bytes, bool, tuple[int, int, int] | None, float | None, float | None, bool, int | None]:
+    """(answer, closed, peer credentials, seconds to the first byte, seconds to the close, reset, client inode).
 
     A reset (ECONNRESET: the product closed with request bytes it had not read) ends the
     answer like a close: what it sent before is read first, in order, so nothing is lost.
@@ -271,7 +289,8 @@ def _exchange(path: Path, payload: bytes, close_write: bool, timeout: float, ino
     s.settimeout(timeout)
     try:
         s.connect(str(path))
-        inodes.add(os.fstat(s.fileno()).st_ino)
+        ino = os.fstat(s.fileno()).st_ino
+        inodes.add(ino)
         cred = procfs.peer_cred(s)
         if payload:
             s.sendall(payload)
@@ -299,29 +318,50 @@ def _exchange(path: Path, payload: bytes, close_write: bool, timeout: float, ino
             pass
         except ConnectionResetError:
             closed, end, reset = True, time.perf_counter() - t0, True
-        return bytes(out), closed, cred, first, end, reset
+        return bytes(out), closed, cred, first, end, reset, ino
     finally:
         s.close()
 
 
 class _Poller:
-    """Kernel inventory of the daemon's tree every few milliseconds, in a thread, while the probe runs."""
+    """Kernel inventory of the daemon's trees every few milliseconds, in a thread, while the probe runs.
 
-    def __init__(self, pid: int, result: ProbeResult) -> None:
-        self.pid, self.result = pid, result
+    Every :data:`LISTENERS_S` it also looks who holds the listening socket: a process outside the
+    trees that takes it up can answer the next connection, untraced; it is recorded and inventoried.
+    """
+
+    def __init__(self, roots: list[int], result: ProbeResult) -> None:
+        self.roots, self.result = list(roots), result
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def _late_listeners(self) -> list[int]:
+        """The trees now, after adding any holder of the listening socket outside them (a new child is in them)."""
+        held = procfs.listeners(self.result.socket) if self.result.socket is not None else []
+        pids = procfs.process_tree(self.roots)
+        for h in held:
+            if h[0] not in pids and h not in self.result.late_listeners:
+                self.result.late_listeners.append(h)
+                self.roots.append(h[0])
+                pids = procfs.process_tree(self.roots)
+        return pids
+
     def _run(self) -> None:
-        pids = procfs.process_tree(self.pid)
+        pids = procfs.process_tree(self.roots)
         known: set[tuple[int, int, str]] = set()
-        last_tree = time.monotonic()
+        last_tree = last_listeners = time.monotonic()
+        late = {p for p, _fd, _ino in self.result.late_listeners}
         while not self._stop.is_set():
+            if time.monotonic() - last_listeners > LISTENERS_S:
+                pids = self._late_listeners()
+                late = {p for p, _fd, _ino in self.result.late_listeners}
+                last_listeners = last_tree = time.monotonic()
             if time.monotonic() - last_tree > 0.2:
-                pids = procfs.process_tree(self.pid)
+                pids = procfs.process_tree(self.roots)
                 last_tree = time.monotonic()
             for p in pids:
-                self.result.polled_pids.setdefault(p, procfs.comm(p))
+                if p not in late:  # not the product's child: named apart (C3.network), inventoried all the same
+                    self.result.polled_pids.setdefault(p, procfs.comm(p))
                 for fd, target in procfs.fd_targets(p):
                     key = (p, fd, target)
                     if key in known or not target.startswith("socket:["):
@@ -354,12 +394,13 @@ class _Session:
             self.res.answers.append(a)
             return a
         try:
-            data, closed, cred, first, end, reset = _exchange(self.path, payload, close_write, timeout,
-                                                              self.res.client_inodes)
+            data, closed, cred, first, end, reset, ino = _exchange(self.path, payload, close_write, timeout,
+                                                                   self.res.client_inodes)
         except OSError as exc:
             a = Answer(label, kind, error=exc.strerror or type(exc).__name__, cls=cls)
         else:
-            a = Answer(label, kind, data, self.protocol.outcome(data), closed, first, end, cls=cls, reset=reset)
+            a = Answer(label, kind, data, self.protocol.outcome(data), closed, first, end, cls=cls, reset=reset,
+                       server_pid=cred[0] if cred else None, client_inode=ino)
             if cred and self.res.server_pid is None:
                 self.res.server_pid, self.res.server_uid, self.res.server_gid = cred
         self.silent = self.silent + 1 if a.error or (not a.data and not a.closed) else 0
@@ -377,14 +418,15 @@ class _Session:
             self.verify(f"{cls} frame, round {r + 1}", cls, kind)
 
 
-#: The second asker: connects, sends the request in hex argv[2], prints "<answer hex> <closed 0/1> <its socket's
-#: inode>" (a reset after the answer counts as the close, as for root's requests; the inode makes the daemon's
-#: answer to it an answer to the audit, not data to another process).
-_PEER_CLIENT = """import os, socket, sys
+#: The second asker: connects, sends the request in hex argv[2], prints "<its socket's inode> <SO_PEERCRED pid>
+#: <closed 0/1> <answer hex>" (a reset after the answer counts as the close, as for root's requests; the inode
+#: makes the daemon's answer to it an answer to the audit, not data to another process).
+_PEER_CLIENT = """import os, socket, struct, sys
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 s.settimeout(float(sys.argv[3]))
 s.connect(sys.argv[1])
 ino = os.fstat(s.fileno()).st_ino
+pid = struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0]
 s.sendall(bytes.fromhex(sys.argv[2]))
 out, closed = b"", 0
 try:
@@ -398,7 +440,7 @@ except ConnectionResetError:
     closed = 1
 except OSError:
     pass
-print(out.hex(), closed, ino)
+print(ino, pid, closed, out.hex())
 """
 
 
@@ -423,15 +465,14 @@ def _peer_ask(path: Path, protocol: Protocol, uid: int, label: str, cls: str | N
     if p.returncode != 0 or not p.stdout.strip():
         last = (p.stderr.strip().splitlines() or [f"exit {p.returncode}"])[-1]
         return Answer(label, "peer", error=f"as uid {uid}: {last[:200]}", cls=cls)
-    parts = p.stdout.split()
-    hexdata, closed = (parts[0], parts[1]) if len(parts) == 3 else ("", "0")
-    if len(parts) == 3:
-        inodes.add(int(parts[2]))
-    elif len(parts) == 2:  # no answer byte: "<closed> <inode>"
-        closed = parts[0]
-        inodes.add(int(parts[1]))
-    data = bytes.fromhex(hexdata)
-    return Answer(label, "peer", data, protocol.outcome(data), closed == "1", cls=cls)
+    parts = p.stdout.split()  # "<inode> <pid> <closed> [<answer hex>]" (no answer byte: no hex)
+    if len(parts) < 3:
+        return Answer(label, "peer", error=f"as uid {uid}: no result", cls=cls)
+    ino, pid, closed = int(parts[0]), int(parts[1]), parts[2]
+    inodes.add(ino)
+    data = bytes.fromhex(parts[3]) if len(parts) > 3 else b""
+    return Answer(label, "peer", data, protocol.outcome(data), closed == "1", cls=cls, server_pid=pid,
+                  client_inode=ino)
 
 
 def _peer_round(s: _Session, res: ProbeResult, classes: list[str], uid: int) -> None:
@@ -472,16 +513,17 @@ def probe(sock: str | os.PathLike[str], protocol: Protocol = FRPBD_PROTOCOL, *, 
     if first.error or res.server_pid is None:
         res.error = f"cannot talk to the daemon at {path}: {first.error or 'no peer credentials'}"
         return res
-    pid = res.server_pid
+    res.serving = _serving(path, res)
+    pid, *others = res.serving
     classes = [c for c in CLASSES if frames is not None and c in frames.images]
     res.frames_missing = [c for c in CLASSES if c not in classes]
-    res.before = procfs.snapshot(pid)
+    res.before = procfs.snapshot(pid, also=others)
     tracer = Tracer(pid, res.before.pids) if use_strace else None
     traced = tracer.start() if tracer else False
     if not traced:
         res.trace_error = tracer.error if tracer else "strace was not used (--no-strace)"
     try:
-        with _Poller(pid, res):
+        with _Poller(res.serving, res):
             for i in range(verifications):
                 s.verify(f"live verification {i + 1} (the frame the daemon sees now)")
             for label, payload, close_write in protocol.malformed:
@@ -490,6 +532,7 @@ def probe(sock: str | os.PathLike[str], protocol: Protocol = FRPBD_PROTOCOL, *, 
                 c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 c.connect(str(path))
                 res.client_inodes.add(os.fstat(c.fileno()).st_ino)
+                res.contacts.append(("a client that vanished mid-request", procfs.peer_cred(c)[0]))
                 c.sendall(protocol.request[:4])
                 c.close()
                 time.sleep(0.2)
@@ -501,7 +544,8 @@ def probe(sock: str | os.PathLike[str], protocol: Protocol = FRPBD_PROTOCOL, *, 
                 s.round(0, classes, "live")  # every code path once under the tracer
             if peer_uid is not None:
                 _peer_round(s, res, classes, peer_uid)
-            res.during.append(procfs.snapshot(pid, ignore_tracer=tracer.proc.pid if traced and tracer.proc else None))
+            res.during.append(procfs.snapshot(pid, also=others,
+                                              ignore_tracer=tracer.proc.pid if traced and tracer.proc else None))
             time.sleep(0.3)  # the daemon may log after it answered
             if traced:
                 res.holders = {"socket": {}, "pipe": {}}
@@ -510,12 +554,13 @@ def probe(sock: str | os.PathLike[str], protocol: Protocol = FRPBD_PROTOCOL, *, 
                 res.events = parse(text)
                 del text
                 _lookup_holders(res)
+                _served(res)
                 if tracer.detached_early:
                     res.trace_error = "strace lost the daemon before the end of the probe"
             if classes:
                 for r in range(rounds):
                     s.round(r, classes, "timing")
-                res.during.append(procfs.snapshot(pid))
+                res.during.append(procfs.snapshot(pid, also=others))
                 if "genuine" in classes and ("impostor" in classes or "attack" in classes):
                     bad = "impostor" if "impostor" in classes else "attack"
                     fails = [s.verify(f"failed attempt {i + 1} towards the lockout ({bad} frame)", bad)
@@ -534,8 +579,46 @@ def probe(sock: str | os.PathLike[str], protocol: Protocol = FRPBD_PROTOCOL, *, 
         if frames is not None:
             frames.restore()
     time.sleep(0.2)
-    res.after = procfs.snapshot(pid)
+    res.after = procfs.snapshot(pid, also=others)
     return res
+
+
+def _serving(path: Path, res: ProbeResult) -> dict[int, str]:
+    """Every process that can answer from the socket, the first contact's peer first.
+
+    ``SO_PEERCRED`` names the process that last called ``listen()``, not the one that accepted: any
+    holder of the listening socket can accept (a descendant or not: the descriptor is inherited,
+    or passed), so every holder, before and now, is the product too."""
+    out: dict[int, str] = {}
+    first = res.server_pid
+    assert first is not None
+    held: dict[int, list[int]] = {}
+    for p, fd, _ino in [*res.listeners, *procfs.listeners(path)]:
+        if not os.path.isdir(f"/proc/{p}"):  # held it when the probe began, gone since: it answers nothing
+            continue
+        if fd not in held.setdefault(p, []):
+            held[p].append(fd)
+    if os.path.isdir(f"/proc/{first}") or not held:  # gone (it listened, then left the socket to others)
+        out[first] = "the first contact's peer (SO_PEERCRED)" + (
+            f", holds the listening socket (fd {', '.join(map(str, held[first]))})" if first in held else "")
+    else:
+        res.notes.append(f"the first contact's peer (SO_PEERCRED) is pid {first}, which has exited: the "
+                         "processes holding the listening socket serve it")
+    for p, fds in held.items():
+        if p not in out:
+            out[p] = f"holds the listening socket (fd {', '.join(map(str, fds))})"
+    return out
+
+
+def _served(res: ProbeResult) -> None:
+    """Which traced process held the server end of each of the audit's connections (it accepted and answered)."""
+    conns: dict[int, set[int]] = {}
+    for ev in res.events or []:
+        for _fd, desc in ev.fds:
+            m = re.match(r"UNIX(?:-[A-Z]+)?:\[\d+->(\d+)", desc)
+            if m and int(m.group(1)) in res.client_inodes:
+                conns.setdefault(procfs.tgid(ev.pid) or ev.pid, set()).add(int(m.group(1)))
+    res.served = {p: len(c) for p, c in sorted(conns.items())}
 
 
 def _lookup_holders(res: ProbeResult) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import socket
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,14 +76,14 @@ def _all_pids() -> list[int]:
     return [int(n) for n in os.listdir("/proc") if n.isdigit()]
 
 
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and every live descendant (children, grandchildren, ...), by parent pid."""
+def process_tree(pid: int | Iterable[int]) -> list[int]:
+    """``pid`` (or every pid of several) and every live descendant (children, grandchildren, ...), by parent pid."""
     children: dict[int, list[int]] = {}
     for p in _all_pids():
         pp = _ppid(p)
         if pp is not None:
             children.setdefault(pp, []).append(p)
-    out, todo = [], [pid]
+    out, todo = [], [pid] if isinstance(pid, int) else list(pid)[::-1]
     while todo:
         p = todo.pop()
         if p in out:
@@ -157,6 +158,8 @@ class Snapshot:
     """One look at a process tree: its processes, descriptors, sockets and shared writable mappings."""
 
     root: int
+    #: every process whose tree was looked at: ``root`` first, then the others that serve the same socket
+    roots: list[int] = field(default_factory=list)
     pids: list[int] = field(default_factory=list)
     #: (pid, fd, link target, open flags or None)
     fds: list[tuple[int, int, str, int | None]] = field(default_factory=list)
@@ -246,12 +249,15 @@ def process_status(pid: int) -> dict[str, str]:
     return out
 
 
-def snapshot(pid: int, *, ignore_tracer: int | None = None) -> Snapshot:
-    """Descriptors, sockets and shared writable mappings of ``pid`` and its descendants, now."""
-    snap = Snapshot(root=pid)
-    snap.pids = process_tree(pid)
-    if pid not in snap.pids:
-        snap.gaps.append(f"process {pid} is gone")
+def snapshot(pid: int, *, also: Iterable[int] = (), ignore_tracer: int | None = None) -> Snapshot:
+    """Descriptors, sockets and shared writable mappings of ``pid``, the processes ``also`` and all their
+    descendants, now (``also``: the other processes that hold the socket ``pid`` serves, which need not be
+    its descendants)."""
+    snap = Snapshot(root=pid, roots=list(dict.fromkeys([pid, *also])))
+    snap.pids = process_tree(snap.roots)
+    for r in snap.roots:
+        if r not in snap.pids:
+            snap.gaps.append(f"process {r} is gone")
     for p in snap.pids:
         tracer = _tracer(p)
         if tracer and tracer != ignore_tracer:
