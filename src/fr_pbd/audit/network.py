@@ -24,6 +24,7 @@ audit's own requests are not (C5 reads them from the client side).
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -105,9 +106,20 @@ def analyse(res: ProbeResult) -> NetworkFacts:
         nf._once(nf.inconclusive, f"the daemon's system calls were not traced: {res.trace_error}")
         return nf
     nf.traced = True
-    invoke = res.shape == "invoke"  # every process of the product traced from its first instruction
-    if invoke:
-        tree |= {ev.pid for ev in res.events}
+    # [invoke] and [pam]: every process of a run traced from its first instruction; a [pam] daemon
+    # (attached, like a [socket] one) keeps the daemon's rules
+    daemon_tree = set(tree)
+    run_pids = {ev.pid for ev in res.events if ev.pid not in daemon_tree} if res.shape != "socket" else set()
+    tree |= run_pids
+    own_socket = os.path.realpath(res.socket) if res.shape == "pam" and res.socket is not None else None
+    if own_socket is not None:  # the logins' connections to the product's own daemon: its answer channel
+        for ev in res.events:
+            if ev.call == "connect" and ev.pid in run_pids and ev.sun_paths and ev.fds \
+                    and os.path.realpath(ev.sun_paths[0]) == own_socket:
+                m = _UNIX_DESC.match(ev.fds[0][1])
+                if m:
+                    res.client_inodes.add(int(m.group(1)))
+                    nf.internal.add(("unix", int(m.group(1))))
     if res.trace_truncated:
         nf._once(nf.inconclusive, "the trace was cut short (more than the audit keeps): what follows is incomplete")
     if res.trace_error:
@@ -117,6 +129,9 @@ def analyse(res: ProbeResult) -> NetworkFacts:
         for fam in ev.families:
             nf.families[fam] += 1
         line = f"pid {ev.pid}: {ev.text}"
+        invoke = ev.pid in run_pids
+        if res.shape == "pam" and invoke and _pam_audit_record(ev, nf, line):
+            continue
         if invoke and ev.call in ("pipe", "pipe2", "socketpair") and not ev.failed:
             for _fd, desc in ev.fds:  # both ends stay inside the product unless handed on (traced too)
                 m = re.match(r"pipe:\[(\d+)\]", desc) or _UNIX_DESC.match(desc)
@@ -168,7 +183,10 @@ def analyse(res: ProbeResult) -> NetworkFacts:
             continue
         if ev.call == "connect" and ev.sun_paths and not ev.failed:
             path = ev.sun_paths[0]
-            if path in LOG_SINKS:
+            if invoke and own_socket is not None and os.path.realpath(path) == own_socket:
+                nf._once(nf.info, f"the login asked the product's own daemon at {path} (traced and inventoried "
+                                  "as part of the product)")
+            elif path in LOG_SINKS:
                 nf._once(nf.info, f"connected to the log service {path}")
             else:
                 nf._once(nf.fail, f"contacted another local service at {path!r}: {line}")
@@ -282,17 +300,17 @@ def _data(ev, res: ProbeResult, nf: NetworkFacts, tree: set[int], line: str) -> 
                  if fd in (1, 2) else f"log service ({desc})", "log").add(ev.payload, ev.truncated)
             return
         if m and ("unix", int(m.group(1))) in nf.internal:
-            _internal(nf, "a socket pair", line)
+            _internal(nf, "a socket pair or the connection to its daemon", line)
             return
         _other_end(nf, res, tree, "socket", peer, f"sent {size} over a Unix socket", line)
         return
     if kind == "pipe":
+        m = re.match(r"pipe:\[(\d+)\]", desc)
+        if m and ("pipe", int(m.group(1))) in nf.internal:  # e.g. a program's output read by the product itself
+            _internal(nf, "a pipe", line)
+            return
         if fd in (1, 2):
             _out(nf, f"standard {'output' if fd == 1 else 'error'} (a pipe)", "log").add(ev.payload, ev.truncated)
-            return
-        m = re.match(r"pipe:\[(\d+)\]", desc)
-        if m and ("pipe", int(m.group(1))) in nf.internal:
-            _internal(nf, "a pipe", line)
             return
         _other_end(nf, res, tree, "pipe", int(m.group(1)) if m else None, f"wrote {size} into a pipe", line)
         return
@@ -316,6 +334,25 @@ def _other_end(nf: NetworkFacts, res: ProbeResult, tree: set[int], kind: str, in
         nf._once(nf.fail, f"{what} read by another process{where}, {_who(others)}: {line}")
     elif not held:
         nf._once(nf.inconclusive, f"{what} whose other end was gone before the audit could see who held it: {line}")
+
+
+def _pam_audit_record(ev, nf: NetworkFacts, line: str) -> bool:
+    """[pam]: libpam writes every login's result to the kernel's audit log (a NETLINK_AUDIT socket, the
+    kernel its only peer), as for every login on the host. That is the host's login accounting, not the
+    product's; what is written there is scanned as a log all the same (a module could use it)."""
+    if ev.call == "socket" and ev.text.startswith("socket(AF_NETLINK") and "NETLINK_AUDIT" in ev.text:
+        m = re.search(r"= \d+<NETLINK:\[(\d+)\]>", ev.text)
+        if m:
+            nf.internal.add(("audit", int(m.group(1))))
+        nf._once(nf.info, f"PAM's login record for the kernel's audit log (NETLINK_AUDIT; the kernel is its only "
+                          f"peer; what is sent there is scanned as a log): {line}")
+        return True
+    if ev.call in ("sendto", "sendmsg", "write", "writev") and ev.fds:
+        m = re.match(r"NETLINK:\[(\d+)\]", ev.fds[0][1])
+        if m and ("audit", int(m.group(1))) in nf.internal:
+            _out(nf, "the kernel's audit log (PAM's login record)", "log").add(ev.payload, ev.truncated)
+            return True
+    return False
 
 
 def _internal(nf: NetworkFacts, what: str, line: str) -> None:
