@@ -12,7 +12,9 @@ traced its quiet tree while the other process answered.
   and writes one score line there per verification;
 * ``--serve in-tree``: the serving process is a plain child of the decoy (no double fork, no
   ``setsid``), inside the tree the audit always traced: the control (``--serve detached``, the
-  default, is the product).
+  default, is the product);
+* ``--serve detached-guarded``: detached, and a child of the serving process ptrace-seizes it, so
+  that no other tracer (strace) can attach to it.
 
 The decoy hands over by closing a pipe (``close`` moves no data). The serving process exits
 when the decoy is gone, and both exit after ``--lifetime`` seconds. It does no face
@@ -24,6 +26,7 @@ recognition: the enrolled frame is the one whose bytes are ``--enroll``.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import hashlib
 import os
 import signal
@@ -58,8 +61,32 @@ def answer(conn: socket.socket, reply: bytes) -> None:
     conn.close()
 
 
+def hold_tracer_slot() -> None:
+    """A child that ptrace-seizes its parent: no other tracer (strace) can attach to it."""
+    parent = os.getpid()
+    if os.fork():
+        time.sleep(0.3)
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+    PTRACE_SEIZE, PTRACE_CONT = 0x4206, 7
+    if libc.ptrace(PTRACE_SEIZE, parent, None, None) != 0:
+        os._exit(1)
+    while True:  # pass every signal on, so that the serving process runs as if untraced
+        try:
+            _, status = os.waitpid(parent, 0x40000000)  # __WALL
+        except ChildProcessError:
+            os._exit(0)
+        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+            os._exit(0)
+        sig = os.WSTOPSIG(status) if os.WIFSTOPPED(status) else 0
+        libc.ptrace(PTRACE_CONT, parent, None, ctypes.c_void_p(sig if sig != signal.SIGTRAP else 0))
+
+
 def serve(srv: socket.socket, handed: int, decoy: int, a: argparse.Namespace) -> None:
     """The serving process: waits for the decoy's hand-over, then answers every connection."""
+    if a.serve == "detached-guarded":
+        hold_tracer_slot()
     peer = socket.create_connection(("127.0.0.1", a.port), timeout=5) if a.mode == "leak" else None
 
     def watch() -> None:  # never outlive the decoy (the audit stops the decoy only)
@@ -99,7 +126,8 @@ def main() -> int:
         ap.add_argument(opt, required=True)
     ap.add_argument("--mode", choices=("handoff", "leak"), required=True)
     ap.add_argument("--port", type=int, default=0)
-    ap.add_argument("--serve", choices=("detached", "in-tree"), default="detached")
+    ap.add_argument("--serve", choices=("detached", "detached-guarded", "in-tree"),
+                    default="detached")
     ap.add_argument("--lifetime", type=float, default=300)
     a = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
@@ -120,7 +148,7 @@ def main() -> int:
     child = os.fork()
     if child == 0:
         os.close(hand_over)
-        if a.serve == "detached":
+        if a.serve != "in-tree":
             os.setsid()
             if os.fork():
                 os._exit(0)
@@ -130,7 +158,7 @@ def main() -> int:
         finally:
             os._exit(0)
     os.close(handed)
-    if a.serve == "detached":
+    if a.serve != "in-tree":
         os.waitpid(child, 0)  # the intermediate process: the serving one is now nobody's child here
     conn, _ = srv.accept()  # the first contact, and only that one
     answer(conn, b"NO\n")

@@ -5,7 +5,8 @@
 The audit once traced and inventoried only the first contact's ``SO_PEERCRED`` tree, so a
 detached server that sent a score line per request to a TCP peer got C3.network PASS (the
 decoy's tree: "no child process", no socket but Unix ones). Now every holder of the listening
-socket is traced and inventoried with its children. The controls: the leak reaches the test's
+socket is traced and inventoried with its children (one that keeps strace out is INCONCLUSIVE,
+and a FAIL still when its sockets show the leak). The controls: the leak reaches the test's
 TCP listener (the attack works), the first contact's tree alone shows no TCP socket (what the
 audit used to look at), and the same leak from a child of the decoy was always caught.
 """
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from fr_pbd.audit import FAIL, PASS, procfs
+from fr_pbd.audit import FAIL, INCONCLUSIVE, PASS, procfs
 from tests.adversarial.test_corpus import Collector, audit_target
 from tests.test_audit import need_strace
 
@@ -77,10 +78,8 @@ def test_a_detached_server_that_leaks_fails_on_its_tcp_socket(decoy):
     assert c["status"] == FAIL, _text(c)
     first, server = _serving(c)
     assert first != server
-    tcp = [d for d in c["evidence"]["details"] if d.startswith(f"before the probe: pid {server} ")]
-    assert tcp and "AF_INET/TCP socket" in tcp[0] and re.search(r"fd \d+:", tcp[0]) and "127.0.0.1:" in tcp[0], \
-        _text(c)
-    assert c["evidence"]["summary"] == tcp[0]
+    tcp = rf"pid {server} \(\w+\) fd \d+: AF_INET/TCP socket, 127\.0\.0\.1:\d+ -> 127\.0\.0\.1:\d+ ESTABLISHED"
+    assert re.search(tcp, c["evidence"]["summary"]), _text(c)  # the kernel inventory (before, during or polled)
     assert f"accepted and answered): pid {server} " in _text(c)  # and the trace saw it serve
     assert "0.3500" not in json.dumps(doc)  # the leaked score is not repeated
 
@@ -93,6 +92,19 @@ def test_a_detached_server_that_keeps_to_itself_is_traced_and_passes(decoy):
     assert first != server and f"-p {first} -p {server}:" in _text(c)
     assert re.search(rf"accepted and answered\): pid {server} \(\w+\) [1-9]", _text(c)), _text(c)
     assert f"(pid {first}, {server})" in c["evidence"]["summary"]
+
+
+def test_a_detached_server_that_keeps_strace_out_is_never_a_pass_and_its_socket_still_fails(decoy):
+    """strace refused by one serving process: INCONCLUSIVE; the kernel inventory's TCP socket in it still FAILs."""
+    c, _doc, leaked = decoy("leak", "detached-guarded")
+    first, server = _serving(c)
+    assert leaked > 0 and c["status"] == FAIL, _text(c)
+    assert re.search(rf"pid {server} \(\w+\) fd \d+: AF_INET/TCP socket", c["evidence"]["summary"]), _text(c)
+    assert f"strace could not attach to pid {server}: Operation not permitted" in _text(c)
+    c, _doc, leaked = decoy("handoff", "detached-guarded")
+    first, server = _serving(c)
+    assert leaked == 0 and c["status"] == INCONCLUSIVE, _text(c)
+    assert f"strace could not attach to pid {server}: Operation not permitted" in _text(c)
 
 
 def test_control_the_same_leak_from_a_child_of_the_decoy_was_always_caught(decoy):
