@@ -128,6 +128,16 @@ def enrol_peer(home: Path, faces_dir: Path, extractor, peer) -> None:
                                      Consent("1", "test-device"), fallback=PIN)
 
 
+def enrol_pad_subject(home: Path, spoof_dir: Path, extractor) -> None:
+    """The person of the spoof samples enrolled too (from the bona fide ``live_T1.jpg``), so that the screen
+    replay ``spoof_replay_F2.jpg`` is an attack on an enrolled person (SEC.presentation-attack)."""
+    from fr_pbd.verify import Consent, Verifier
+    from tests.test_daemon import PIN
+
+    Verifier(home, extractor).enroll("pad-subject", [spoof_dir / "live_T1.jpg"], Consent("1", "test-device"),
+                                     fallback=PIN)
+
+
 def assert_peer_agrees(c5: dict, peer) -> None:
     """Root and the second asker asked about the peer's account: both Y for the genuine frame, both N for the
     impostor."""
@@ -144,6 +154,7 @@ def test_correct_installation_passes_every_check(tmp_path, home, faces_dir, spoo
     frames.mkdir()
     set_frame(frames, faces_dir / "obama3.jpg")
     enrol_peer(home, faces_dir, extractor, peer_account)
+    enrol_pad_subject(home, spoof_dir, extractor)
     peer = peer_account.pw_uid  # the second asker: on the allowlist, reaching the socket through its group
     write_config(home, f"allowed_uids = [0, {peer}]\n", deadline_ms=AUDIT_DEADLINE_MS)
     run = Path(tempfile.mkdtemp(prefix="fr-pbd-audit-", dir="/tmp"))
@@ -155,7 +166,9 @@ def test_correct_installation_passes_every_check(tmp_path, home, faces_dir, spoo
         p = audit_cli("--home", str(home), "--socket", str(d.sock), "--eval", str(report),
                       "--out", str(tmp_path / "out"),
                       "--frames", str(frames), "--genuine", str(faces_dir / "obama3.jpg"),
-                      "--impostor", str(faces_dir / "biden2.jpg"), "--attack", str(spoof_dir / "spoof_print_F1.jpg"),
+                      "--impostor", str(faces_dir / "biden2.jpg"),
+                      "--attack", f"replay={spoof_dir / 'spoof_replay_F2.jpg'}",  # of an enrolled person:
+                      "--attack-subject", str(spoof_dir / "live_T1.jpg"),  # enrol_pad_subject
                       "--verifications", "1", "--timing-rounds", "5", "--peer-uid", str(peer),
                       "--log", str(home / "daemon.log"))
     finally:
@@ -200,6 +213,7 @@ def test_fr_pbds_own_daemon_passes_as_a_black_box(template_home, data_dir, faces
     os.chmod(tmp_path, 0o711)
     shutil.copytree(template_home, tmp_path / "home")
     enrol_peer(tmp_path / "home", faces_dir, extractor, peer_account)
+    enrol_pad_subject(tmp_path / "home", data_dir / "spoof", extractor)
     write_config(tmp_path / "home", f"allowed_uids = [0, {peer_account.pw_uid}]\n", deadline_ms=AUDIT_DEADLINE_MS)
     (tmp_path / "frames").mkdir()
     shutil.copyfile(data_dir / "faces" / "obama3.jpg", tmp_path / "frames" / "current.jpg")

@@ -18,7 +18,10 @@ And one habit that is a finding: ``--keep IMG`` (repeatable) keeps a copy of IMG
 directory (``snapshots/``, mode 0600), the way real face logins keep a snapshot of an attempt;
 ``--no-record`` leaves out the opaque record, so that the snapshots are all it keeps.
 
-It does no face recognition: the enrolled frame is the one whose bytes are ``--enroll``.
+It does no face recognition: the enrolled frame is the one whose bytes are ``--enroll``; with
+``--recognise`` it recognises faces with fr-pbd's own pipeline and threshold but without
+presentation-attack detection (``liveness=False``), like the many face logins that have none:
+a replay of the enrolled person on a screen is accepted.
 
     python shapes.py --socket run/s.sock --frames frames --enroll IMG --data data [options]
 """
@@ -70,6 +73,7 @@ def main() -> int:
     ap.add_argument("--lifetime", type=float, default=300)
     ap.add_argument("--keep", action="append", default=[])
     ap.add_argument("--no-record", action="store_true")
+    ap.add_argument("--recognise", action="store_true")
     a = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     timer = threading.Timer(a.lifetime, lambda: os._exit(0))
@@ -85,6 +89,21 @@ def main() -> int:
         with open(img, "rb") as src, open(os.path.join(a.data, "snapshots", f"attempt-{i}.jpg"), "wb") as f:
             f.write(src.read())
     enrolled = open(a.enroll, "rb").read()
+    same = None
+    if a.recognise:  # a real matcher, no presentation-attack detection
+        from fr_pbd import models
+        from fr_pbd.errors import FrPbdError
+        from fr_pbd.pipeline import build_pipeline
+
+        ext = build_pipeline(liveness=False).extractor
+        reference = ext.template(a.enroll, "enrol").vector
+        threshold = models.threshold(ext.model_id)
+
+        def same(frame_path: str) -> bool:
+            try:
+                return float(ext.template(frame_path, "verify").vector @ reference) >= threshold
+            except FrPbdError:
+                return False
     if os.path.exists(a.socket):
         time.sleep(a.bind_after)
         os.unlink(a.socket)
@@ -104,7 +123,7 @@ def main() -> int:
                 frame = open(os.path.join(a.frames, "current.jpg"), "rb").read()
             except OSError:
                 frame = b""
-            ok = frame == enrolled
+            ok = same(os.path.join(a.frames, "current.jpg")) if same is not None else frame == enrolled
             if not ok:
                 time.sleep(a.slow_no)
             reply = b"YES\n" if ok else b"NO\n"

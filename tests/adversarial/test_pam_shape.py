@@ -21,7 +21,7 @@ from fr_pbd.audit.pamshape import parse_pam
 from fr_pbd.errors import AuditError
 from tests.adversarial.test_corpus import audit_target
 from tests.conftest import missing, need_tool
-from tests.test_audit import AUDIT_DEADLINE_MS, EVAL_REPORT, enrol_peer, known_product_failures, need_strace
+from tests.test_audit import AUDIT_DEADLINE_MS, EVAL_REPORT, known_product_failures, need_strace
 from tests.test_daemon import write_config
 
 
@@ -34,11 +34,17 @@ def _root(template_home: Path, data_dir: Path, faces_dir: Path, extractor, accou
     compileall.compile_dir(Path(fr_pbd.__file__).parent, quiet=1)
     root = Path(tempfile.mkdtemp(prefix="fr-pbd-audit-pam-", dir="/tmp"))
     shutil.copytree(template_home, root / "home")
-    enrol_peer(root / "home", faces_dir, extractor, account)
+    # the PAM user is the person of the spoof samples: its bona fide photo is the genuine probe, and the
+    # screen replay of the same face is an attack on it (SEC.presentation-attack)
+    from fr_pbd.verify import Consent, Verifier
+    from tests.test_daemon import PIN
+
+    Verifier(root / "home", extractor).enroll(account.pw_name, [data_dir / "spoof" / "live_T1.jpg"],
+                                              Consent("1", "test-device"), fallback=PIN)
     write_config(root / "home", f'socket = "{root}/run/fr-pbd.sock"\nallowed_uids = [0]\n',
                  deadline_ms=AUDIT_DEADLINE_MS)
     (root / "frames").mkdir()
-    shutil.copyfile(data_dir / "faces" / "obama3.jpg", root / "frames" / "current.jpg")
+    shutil.copyfile(data_dir / "spoof" / "live_T1.jpg", root / "frames" / "current.jpg")
     (root / "run").mkdir(mode=0o711)
     (root / "eval.json").write_text(json.dumps(EVAL_REPORT))
     return root

@@ -110,6 +110,18 @@ def run(a: argparse.Namespace) -> int:
     if want is None or "fr-pbd daemon" in want:
         home = fresh_home("frpbd")
         write_config(home, f"allowed_uids = [0, {a.peer_uid}]\nallowed_gids = [0]\n", deadline_ms=400)
+        pad = {}
+        try:  # a screen replay of an enrolled person (SEC.presentation-attack), where the audit has the check
+            from fr_pbd.audit.pad import Attack
+            from fr_pbd.verify import Consent, Verifier
+            from tests.test_daemon import PIN
+
+            Verifier(home, build_pipeline(liveness=False).extractor).enroll(
+                "pad-subject", [spoof / "live_T1.jpg"], Consent("1", "verdicts"), fallback=PIN)
+            pad = {"attacks": [Attack("replay", (spoof / "spoof_replay_F2.jpg").read_bytes(),
+                                      (spoof / "live_T1.jpg").read_bytes(), "spoof_replay_F2.jpg")]}
+        except ImportError:
+            pass
         plan = frames_for(home.parent)
         run = home.parent / "run"
         run.mkdir(mode=0o711)
@@ -120,7 +132,7 @@ def run(a: argparse.Namespace) -> int:
         try:
             _wait_listening(sock, p)
             emit("fr-pbd daemon", run_audit(home, socket_path=sock, frames=plan, rounds=5, verifications=1,
-                                            logs=[home / "daemon.log"], **_kw(run_audit, **peer)))
+                                            logs=[home / "daemon.log"], **_kw(run_audit, **peer, **pad)))
         finally:
             p.kill()
             p.wait()
@@ -170,6 +182,35 @@ def run(a: argparse.Namespace) -> int:
             emit(f"honest product, habit: {habit}", checks)
         except Exception as exc:  # noqa: BLE001 - the old audit may refuse to run it at all
             print(json.dumps({"product": f"honest product, habit: {habit}", "error": str(exc)}), flush=True)
+    # the decoy pair (issue 24 item 2): a quiet decoy answers first contact, a detached process serves the rest
+    for mode, serve in (("leak", "detached"), ("handoff", "detached"), ("leak", "detached-guarded"),
+                        ("leak", "in-tree")):
+        name = f"decoy pair: {mode}, {serve}"
+        if want is not None and name not in want:
+            continue
+        root = work / f"decoy-{mode}-{serve}"
+        (root / "frames").mkdir(parents=True)
+        (root / "run").mkdir(mode=0o700)
+        shutil.copyfile(faces / "obama3.jpg", root / "frames" / "current.jpg")
+        os.environ.update(FR_PBD_TARGET_ROOT=str(root), FR_PBD_DECOY_MODE=mode, FR_PBD_DECOY_SERVE=serve,
+                          FR_PBD_DECOY_PORT=str(sink.getsockname()[1]))
+        try:
+            checks, _ = run_target(HERE / "targets" / "decoy.toml", verifications=1, rounds=5)
+            emit(name, checks)
+        except Exception as exc:  # noqa: BLE001
+            print(json.dumps({"product": name, "error": str(exc)}), flush=True)
+    # a real matcher without presentation-attack detection (shapes.py --recognise) and a screen replay
+    if want is None or "matcher without PAD, screen replay" in want:
+        from tests.adversarial.test_pad import _target as pad_target
+
+        name = "matcher without PAD, screen replay"
+        attacks = f'[{{ species = "replay", image = "{spoof / "spoof_replay_F2.jpg"}" }}]'
+        try:
+            checks, _ = run_target(pad_target(work / "nopad", spoof, faces, attacks, ["--recognise"]),
+                                   verifications=1, rounds=5)
+            emit(name, checks)
+        except Exception as exc:  # noqa: BLE001
+            print(json.dumps({"product": name, "error": str(exc)}), flush=True)
     # the per-verification shapes (issue 24): a per-login comparator ([invoke]) and its two controls, the same
     # comparator behind pam_exec ([pam]), and fr-pbd's own PAM line with its daemon ([pam] socket)
     comparator = {"comparator [invoke]": [], "comparator [invoke], exit status = certainty": ["--exit-score"]}
@@ -221,10 +262,10 @@ def run(a: argparse.Namespace) -> int:
             home = root / "home"
             shutil.copytree(template, home)
             Verifier(home, build_pipeline(liveness=False).extractor).enroll(
-                acct.pw_name, [faces / "obama.jpg", faces / "obama2.jpg"], Consent("1", "verdicts"), fallback=PIN)
+                acct.pw_name, [spoof / "live_T1.jpg"], Consent("1", "verdicts"), fallback=PIN)
             write_config(home, f'socket = "{root}/run/fr-pbd.sock"\nallowed_uids = [0]\n', deadline_ms=400)
             (root / "frames").mkdir()
-            shutil.copyfile(faces / "obama3.jpg", root / "frames" / "current.jpg")
+            shutil.copyfile(spoof / "live_T1.jpg", root / "frames" / "current.jpg")
             (root / "run").mkdir(mode=0o711)
             from tests.test_audit import EVAL_REPORT
 

@@ -51,13 +51,14 @@ def run_audit(home: str | os.PathLike[str], *, socket_path: str | os.PathLike[st
               eval_report: str | os.PathLike[str] | None = None, logs: Sequence[str | os.PathLike[str]] = (),
               verifications: int = DEFAULT_VERIFICATIONS, passphrase: str | None = None,
               use_strace: bool = True, frames: FramePlan | None = None, rounds: int = DEFAULT_ROUNDS,
-              peer_uid: int | None = None) -> list[Check]:
+              peer_uid: int | None = None, attacks: Sequence[Any] = ()) -> list[Check]:
     """Run every check; never raises for a finding (a finding is a FAIL with evidence).
 
     ``frames``: how to show the daemon probe frames (its frames directory and the
     genuine/impostor/attack images), for C5.timing; without it that check is
     INCONCLUSIVE. ``peer_uid``: a second, unprivileged uid the daemon serves; the answers are also asked
     as it and must be byte-identical to root's (without it C5.answer is INCONCLUSIVE on an fr-pbd home).
+    ``attacks``: :class:`fr_pbd.audit.pad.Attack` presentations of an enrolled person (SEC.presentation-attack).
     """
     from fr_pbd.audit.network import analyse
     from fr_pbd.audit.probe import FRPBD_PROTOCOL, probe
@@ -75,7 +76,7 @@ def run_audit(home: str | os.PathLike[str], *, socket_path: str | os.PathLike[st
         raise AuditError(f"the evaluation report {eval_report} does not exist")
     facts = read_store(home_p, passphrase)
     result = probe(sock, FRPBD_PROTOCOL, verifications=verifications, use_strace=use_strace, frames=frames,
-                   rounds=rounds, peer_uid=peer_uid) if sock is not None else None
+                   rounds=rounds, peer_uid=peer_uid, attacks=list(attacks)) if sock is not None else None
     nf = analyse(result) if result is not None and not result.error else None
     src = _f.gather([home_p], [Path(p) for p in logs], [], nf, _writable(result),
                     why_not_observed=_why_not_observed(result), also_allowed=_egress_record_of(sock))
@@ -109,10 +110,11 @@ def run_target(target: str | os.PathLike[str], *, verifications: int = DEFAULT_V
                 result = probe_invoke(run.invoke, verifications=verifications, use_strace=use_strace,
                                       frames=t.frames, rounds=rounds, lock_attempts=t.lockout_after,
                                       logs=run.run_logs, daemon=t.socket if t.pam is not None else None,
-                                      pam=t.pam is not None)
+                                      pam=t.pam is not None, attacks=t.attacks)
             else:
                 result = probe(t.socket, t.protocol, verifications=verifications, use_strace=use_strace,
-                               frames=t.frames, rounds=rounds, peer_uid=t.peer_uid, lock_attempts=t.lockout_after)
+                               frames=t.frames, rounds=rounds, peer_uid=t.peer_uid, lock_attempts=t.lockout_after,
+                               attacks=t.attacks)
             result.notes[:0] = run.notes
             nf = analyse(result) if not result.error else None
             src = _f.gather(t.data_dirs, [*t.log_files, *run.outputs], t.log_dirs, nf, _writable(result),

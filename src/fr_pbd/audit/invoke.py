@@ -227,8 +227,8 @@ def _answer_bytes(run: InvokeRun) -> bytes:
 
 def probe_invoke(spec: InvokeSpec, *, verifications: int = 3, use_strace: bool = True,
                  frames: FramePlan | None = None, rounds: int = 8, lock_attempts: int = LOCK_ATTEMPTS,
-                 logs: tuple[Path, Path] | None = None, daemon: Path | None = None, pam: bool = False
-                 ) -> ProbeResult:
+                 logs: tuple[Path, Path] | None = None, daemon: Path | None = None, pam: bool = False,
+                 attacks: list | None = None) -> ProbeResult:
     """Every verification the audit runs, in the order :func:`fr_pbd.audit.probe.probe` asks a daemon.
 
     The live verifications and one round of every probe frame are traced; the timing rounds and the
@@ -304,6 +304,10 @@ def probe_invoke(spec: InvokeSpec, *, verifications: int = 3, use_strace: bool =
         for r in range(rounds):
             for cls in classes:
                 verify(f"timing round {r + 1}, {cls} frame", cls, "timing", False)
+        if attacks and frames is not None:  # SEC.presentation-attack, before the lockout sequence
+            from fr_pbd.audit.pad import run_presentations
+
+            run_presentations(res, attacks, frames, lambda label: verify(label, None, "pad", False))
         if "genuine" in classes and ("impostor" in classes or "attack" in classes):
             bad = "impostor" if "impostor" in classes else "attack"
             fails = [verify(f"failed attempt {i + 1} towards the lockout ({bad} frame)", bad, "probe", False)

@@ -253,9 +253,13 @@ class ProbeResult:
     contacts: list[tuple[str, int]] = field(default_factory=list)
     #: pid -> the audit's connections it served, as the trace shows them (accept and answer on the connection)
     served: dict[int, int] = field(default_factory=dict)
-    #: "socket" (a daemon asked over its socket) or "invoke" (a program run once per verification,
-    #: every run traced from its first instruction: :mod:`fr_pbd.audit.invoke`)
+    #: "socket" (a daemon asked over its socket), "invoke" (a program run once per verification,
+    #: every run traced from its first instruction: :mod:`fr_pbd.audit.invoke`) or "pam" (PAM logins)
     shape: str = "socket"
+    #: SEC.presentation-attack (:mod:`fr_pbd.audit.pad`): (species, the attack's outcome, the following
+    #: bona fide photo's outcome) per presentation, and why a declared species was not presented
+    pad: list[tuple[str, str | None, str | None]] = field(default_factory=list)
+    pad_invalid: dict[str, str | None] = field(default_factory=dict)
 
     @property
     def timing(self) -> dict[str, list[float]]:
@@ -495,10 +499,13 @@ def _peer_round(s: _Session, res: ProbeResult, classes: list[str], uid: int) -> 
 
 def probe(sock: str | os.PathLike[str], protocol: Protocol = FRPBD_PROTOCOL, *, verifications: int = 3,
           use_strace: bool = True, frames: FramePlan | None = None, rounds: int = 8,
-          peer_uid: int | None = None, lock_attempts: int = LOCK_ATTEMPTS) -> ProbeResult:
+          peer_uid: int | None = None, lock_attempts: int = LOCK_ATTEMPTS, attacks: list | None = None
+          ) -> ProbeResult:
     """Every request the audit sends, and everything the kernel showed meanwhile. Never raises for a finding.
 
     ``lock_attempts``: failed attempts in a row before the genuine frame is shown again (SEC.lockout).
+    ``attacks``: :class:`fr_pbd.audit.pad.Attack` presentations, shown after the timing rounds and before the
+    lockout sequence (SEC.presentation-attack).
 
     ``peer_uid``: also ask as this unprivileged uid, beside root, for the same frames (C5.answer)."""
     path = Path(sock)
@@ -561,6 +568,11 @@ def probe(sock: str | os.PathLike[str], protocol: Protocol = FRPBD_PROTOCOL, *, 
                 for r in range(rounds):
                     s.round(r, classes, "timing")
                 res.during.append(procfs.snapshot(pid, also=others))
+            if attacks and frames is not None:
+                from fr_pbd.audit.pad import run_presentations
+
+                run_presentations(res, attacks, frames, lambda label: s.verify(label, None, "pad"))
+            if classes:
                 if "genuine" in classes and ("impostor" in classes or "attack" in classes):
                     bad = "impostor" if "impostor" in classes else "attack"
                     fails = [s.verify(f"failed attempt {i + 1} towards the lockout ({bad} frame)", bad)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from fr_pbd.audit import checks, files, images, model, observed, target
+from fr_pbd.audit import checks, files, images, model, observed, pad, target
 from fr_pbd.audit.checks import Check
 
 __all__ = ["Context", "CheckSpec", "CHECKS", "FROM_OUTSIDE", "ids", "spec", "run_checks"]
@@ -139,6 +139,9 @@ CHECKS: tuple[CheckSpec, ...] = (
               lambda x: _o("c5_timing")(x.result)),
     CheckSpec("SEC.lockout", "SEC", "After 5 failed attempts in a row (or the declared number) the genuine face is refused (a lockout)",
               lambda x: _o("sec_lockout")(x.result)),
+    CheckSpec("SEC.presentation-attack", "SEC", "Attack presentations of an enrolled person (print, screen "
+              "replay, ...) are refused: IAPAR per species (ISO/IEC 30107-3)",
+              lambda x: pad.sec_presentation_attack(x.result)),
     CheckSpec("DPIA.model-provenance", "DPIA", "Model provenance and training data stated for every model in use",
               lambda x: _c("dpia_provenance")(x.facts), _declared("dpia_provenance")),
     CheckSpec("DPIA.accuracy", "DPIA", "Accuracy measured by the book (ISO/IEC 19795-1, FNMR at FMR)",

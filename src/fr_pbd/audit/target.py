@@ -25,6 +25,7 @@ The file (docs/audit.md has a commented example)::
     frame_name = "current.jpg"
     genuine = "${FR_PBD_DATA}/faces/obama3.jpg"
     peer_uid = 1001                        # or "${VAR}": a second uid, asked beside root (C5.answer)
+    attacks = [{ species = "replay", image = "replay.jpg", genuine = "live.jpg" }]   # SEC.presentation-attack
     lockout_after = 5                      # failed attempts in a row before the genuine face is refused
     impostor = "${FR_PBD_DATA}/faces/biden2.jpg"
     attack = "${FR_PBD_DATA}/spoof/spoof_print_F1.jpg"
@@ -77,6 +78,7 @@ from fr_pbd.audit.checks import FAIL, PASS, Check, TITLE_FROM_TABLE, inconclusiv
 from fr_pbd.audit.images import image_kind
 from fr_pbd.audit.invoke import InvokeSpec, parse_invoke
 from fr_pbd.audit.model import DeclaredModel, parse_model
+from fr_pbd.audit.pad import Attack, parse_attacks
 from fr_pbd.audit.pamshape import PamSpec, login_spec, parse_pam, private_pam_dir
 from fr_pbd.audit.probe import FRPBD_MALFORMED, FramePlan, Protocol, no_face_png
 from fr_pbd.errors import AuditError
@@ -118,6 +120,8 @@ class Target:
     peer_uid: int | None = None
     #: failed attempts in a row after which the product claims to lock (SEC.lockout; default 5)
     lockout_after: int = 5
+    #: attack presentations of an enrolled person (SEC.presentation-attack; :mod:`fr_pbd.audit.pad`)
+    attacks: list[Attack] = field(default_factory=list)
     #: the [invoke] shape: a program the audit runs once per verification (None: a daemon, [socket])
     invoke: InvokeSpec | None = None
     #: the [pam] shape: a PAM service the audit logs into with pamtester (socket: the daemon it asks, if any)
@@ -237,6 +241,11 @@ def _common(doc: dict, p: Path, path_of) -> dict:
                     frames.images[cls] = img.read_bytes()
                 except OSError as exc:
                     raise AuditError(f"{p}: [probe] {cls} {img}: {exc.strerror or exc}") from None
+    attacks = []
+    if "attacks" in probe:  # SEC.presentation-attack: attack presentations of an enrolled person
+        if frames is None:
+            raise AuditError(f"{p}: [probe] attacks need [probe] frames (how a frame is shown to the product)")
+        attacks = parse_attacks(probe["attacks"], str(p), path_of=path_of, genuine=frames.images.get("genuine"))
     data = doc.get("data") or {}
     logs = doc.get("logs") or {}
     proc = doc.get("process") or {}
@@ -259,7 +268,7 @@ def _common(doc: dict, p: Path, path_of) -> dict:
         log_files=[path_of(f, "[logs] files") for f in logs.get("files", [])],
         command=command, ready_timeout=float(proc.get("ready_timeout", 60)),
         eval_report=path_of(dpia["eval"], "[dpia] eval") if "eval" in dpia else None,
-        model=parse_model(doc["model"], p) if "model" in doc else None,
+        model=parse_model(doc["model"], p) if "model" in doc else None, attacks=attacks,
         peer_uid=_uid(probe.get("peer_uid"), p), lockout_after=_lockout_after(probe.get("lockout_after", 5), p))
 
 

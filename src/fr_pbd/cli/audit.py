@@ -14,7 +14,8 @@ def _frames(args: argparse.Namespace):
     from fr_pbd.audit.probe import FramePlan, no_face_png
     from fr_pbd.errors import AuditError
 
-    images = {"genuine": args.genuine, "impostor": args.impostor, "attack": args.attack}
+    images = {"genuine": args.genuine, "impostor": args.impostor,
+              "attack": _attack_path(args.attack[0]) if args.attack else None}
     if args.frames is None:
         if any(images.values()):
             raise AuditError("--genuine/--impostor/--attack need --frames DIR (where the daemon reads its frames)")
@@ -32,6 +33,34 @@ def _frames(args: argparse.Namespace):
     return plan
 
 
+def _attack_path(value: str) -> str:
+    """``[SPECIES=]IMG`` -> IMG."""
+    return value.split("=", 1)[1] if "=" in value and not Path(value).exists() else value
+
+
+def _attacks(args: argparse.Namespace, plan) -> list:
+    """--attack [SPECIES=]IMG (repeatable) with --attack-subject IMG (default --genuine): SEC.presentation-attack."""
+    from fr_pbd.audit.pad import parse_attacks
+    from fr_pbd.errors import AuditError
+
+    if not args.attack:
+        if args.attack_subject:
+            raise AuditError("--attack-subject names the person --attack shows: give --attack too")
+        return []
+    if plan is None:
+        raise AuditError("--attack needs --frames DIR (where the daemon reads its frames)")
+    items = []
+    for value in args.attack:
+        path = _attack_path(value)
+        item = {"image": path}
+        if path != value:
+            item["species"] = value.split("=", 1)[0]
+        if args.attack_subject:
+            item["genuine"] = args.attack_subject
+        items.append(item)
+    return parse_attacks(items, "--attack", path_of=lambda v, _w: Path(str(v)), genuine=plan.images.get("genuine"))
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     from fr_pbd import config, egress
     from fr_pbd.audit import (DEFAULT_ROUNDS, DEFAULT_VERIFICATIONS, FAIL, INCONCLUSIVE, PASS, RESULT_FAIL,
@@ -46,6 +75,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if args.target:
         given = [o for o, v in (("--home", args.home), ("--socket", args.socket), ("--frames", args.frames),
                                 ("--genuine", args.genuine), ("--impostor", args.impostor), ("--attack", args.attack),
+                                ("--attack-subject", args.attack_subject),
                                 ("--eval", args.eval), ("--log", args.log),
                                 ("--peer-uid", args.peer_uid is not None), ("--passphrase-stdin",
                                                                              args.passphrase_stdin)) if v]
@@ -57,9 +87,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
     else:
         home = Path(args.home) if args.home else config.default_home()
         passphrase = sys.stdin.readline().rstrip("\n") if args.passphrase_stdin else None
+        plan = _frames(args)
         checks = run_audit(home, socket_path=args.socket, eval_report=args.eval, logs=args.log or (),
                            verifications=args.verifications, passphrase=passphrase, use_strace=not args.no_strace,
-                           frames=_frames(args), rounds=args.timing_rounds, peer_uid=args.peer_uid)
+                           frames=plan, rounds=args.timing_rounds, peer_uid=args.peer_uid,
+                           attacks=_attacks(args, plan))
         report = build_report(checks, home=home, socket_path=Path(args.socket) if args.socket else None,
                               eval_report=Path(args.eval) if args.eval else None, verifications=args.verifications)
     jpath, hpath = write_reports(report, checks, args.out)
@@ -101,8 +133,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(default current.jpg)")
     a.add_argument("--genuine", default=None, metavar="IMG", help="a photo of a person enrolled here (C5.timing)")
     a.add_argument("--impostor", default=None, metavar="IMG", help="a photo of someone not enrolled (C5.timing)")
-    a.add_argument("--attack", default=None, metavar="IMG", help="a presentation attack, e.g. a printed photo of "
-                   "an enrolled person (C5.timing)")
+    a.add_argument("--attack", action="append", default=None, metavar="[SPECIES=]IMG",
+                   help="a presentation attack of an enrolled person, e.g. replay=screen.jpg (repeatable: one per "
+                   "species; SEC.presentation-attack; the first is also C5.timing's attack frame)")
+    a.add_argument("--attack-subject", default=None, metavar="IMG", help="a bona fide photo of the person the "
+                   "attacks show, enrolled here (default --genuine), shown after each attack")
     a.add_argument("--timing-rounds", type=int, default=None, metavar="N",
                    help="timed rounds of every probe frame (default 8); the daemon is left locked out for a while "
                    "(the audit sends failed attempts to time that state)")
