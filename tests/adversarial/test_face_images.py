@@ -79,3 +79,98 @@ def test_fr_pbd_home_has_no_face_image(template_home):
     by_id = {c.id: c for c in run_audit(template_home, use_strace=False)}
     c = by_id["C3.face-images"]
     assert c.status == PASS and c.summary.startswith("no image among"), explain(c)
+
+
+# --------------------------------------------------------------------------------------
+# inside archives and raw frame dumps (issue 24 item 4)
+# --------------------------------------------------------------------------------------
+def _items(*pairs):
+    from fr_pbd.audit.files import Item, Sources
+
+    return Sources(items=[Item(label, "file", data) for label, data in pairs])
+
+
+def test_a_face_inside_an_archive_fails(faces_dir, tmp_path):
+    """Before, the audit looked only at an item's first bytes: a face JPEG in a ZIP, a tar.gz or a .gz was
+    unseen (the control: the same check with archives left closed says no image at all)."""
+    import gzip
+    import io
+    import tarfile
+    import zipfile
+
+    from fr_pbd.audit import images
+    from fr_pbd.audit.images import c3_face_images
+
+    jpg = (faces_dir / "obama3.jpg").read_bytes()
+    z = io.BytesIO()
+    with zipfile.ZipFile(z, "w") as f:
+        f.writestr("snapshots/attempt-7.jpg", jpg)
+    t = io.BytesIO()
+    with tarfile.open(fileobj=t, mode="w:gz") as f:
+        info = tarfile.TarInfo("faces/obama.jpg")
+        info.size = len(jpg)
+        f.addfile(info, io.BytesIO(jpg))
+    inner = io.BytesIO()  # a zip inside a tar.gz: two levels
+    with tarfile.open(fileobj=inner, mode="w:gz") as f:
+        info = tarfile.TarInfo("backup.zip")
+        info.size = len(z.getvalue())
+        f.addfile(info, io.BytesIO(z.getvalue()))
+    for label, data, member in (("snaps.zip", z.getvalue(), "zip member snapshots/attempt-7.jpg"),
+                                ("faces.tar.gz", t.getvalue(), "tar member faces/obama.jpg"),
+                                ("last.jpg.gz", gzip.compress(jpg), "gzip content"),
+                                ("nested.tgz", inner.getvalue(), "zip member snapshots/attempt-7.jpg")):
+        c = c3_face_images(_items((label, data)))
+        assert c.status == FAIL and f"{label} > " in c.summary and member in c.summary, c.summary
+        # control: the same items with archives left closed (the audit before): no image seen
+        saved = images._members
+        images._members = lambda *_a, **_k: iter(())
+        try:
+            before = c3_face_images(_items((label, data)))
+        finally:
+            images._members = saved
+        assert before.status == PASS and before.values["images"] == 0, before.summary
+
+
+def test_a_raw_frame_dump_of_the_declared_size_fails(faces_dir):
+    from fr_pbd.audit.images import RawFrames, c3_face_images
+
+    bgr = cv2.imread(str(faces_dir / "obama3.jpg"))
+    h, w = bgr.shape[:2]
+    w -= w % 2
+    h -= h % 2
+    bgr = bgr[:h, :w].copy()
+    dumps = {"bgr24": bgr.tobytes(), "gray": cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY).tobytes(),
+             "yuyv": _yuyv(bgr)}
+    for fmt, frame in dumps.items():
+        dump = frame * 3  # three frames in a row, as a camera ring buffer keeps them
+        c = c3_face_images(_items(("frames.raw", dump)), RawFrames(w, h, fmt))
+        assert c.status == FAIL and "frames.raw (raw " in c.summary and "frame 1 of 3" in c.summary, (fmt, c.summary)
+        # control: without the declared size a raw dump has no signature, and nothing is searched
+        c = c3_face_images(_items(("frames.raw", dump)))
+        assert c.status == PASS and c.values["images"] == 0 and "raw frame dumps not searched" in " ".join(c.details)
+
+
+def _yuyv(bgr):
+    import numpy as np
+
+    yuv = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV)
+    y, u, v = yuv[:, :, 0], yuv[:, :, 1], yuv[:, :, 2]
+    out = np.empty((bgr.shape[0], bgr.shape[1] * 2), np.uint8)
+    out[:, 0::2] = y
+    out[:, 1::4] = u[:, 0::2]
+    out[:, 3::4] = v[:, 0::2]
+    return out.tobytes()
+
+
+def test_a_bad_raw_frames_table_is_a_one_line_error():
+    import pytest
+
+    from fr_pbd.audit.images import parse_raw_frames
+    from fr_pbd.errors import AuditError
+
+    for table, words in (({"width": 640, "height": 480}, "width, height and format"),
+                         ({"width": 8, "height": 480, "format": "gray"}, "pixels"),
+                         ({"width": 640, "height": 480, "format": "mjpeg"}, "format must be"),
+                         ({"width": 641, "height": 480, "format": "yuyv"}, "even")):
+        with pytest.raises(AuditError, match=words):
+            parse_raw_frames(table, "t.toml")

@@ -14,18 +14,131 @@ hold a face the audit cannot see: INCONCLUSIVE, named.
 :func:`image_kind` is also what keeps an image out of C4.ciphertext's evidence: a JPEG
 measures ~7.97 bits/byte, yet it is no ciphertext (it is readable as it is).
 
-Not searched: images inside archives, databases or other containers, raw frame dumps, and
-steganography.
+Inside archives: the members of a ZIP or tar file (also gzip/bzip2/xz-compressed) and the content
+of a single gzip stream are searched the same way, two levels deep, within
+:data:`MAX_MEMBERS` members and :data:`MAX_UNPACKED` bytes per item. Raw frame dumps (a camera's
+frames written as bare pixels, no header) have no signature: a product that may keep them
+declares their size (TARGET.toml ``[data] raw_frames = { width, height, format }``, format one
+of :data:`RAW_FORMATS`), and every data or log file whose length is a whole number of such
+frames has its first, middle and last frame searched.
+
+Not searched: images inside databases or other containers, raw dumps of an undeclared size,
+and steganography.
 """
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import io
+import lzma
 import re
+import tarfile
+import zipfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
 
 from fr_pbd.audit.checks import FAIL, PASS, TITLE_FROM_TABLE, Check, inconclusive
-from fr_pbd.errors import FrPbdError
+from fr_pbd.errors import AuditError, FrPbdError
 
-__all__ = ["image_kind", "c3_face_images"]
+__all__ = ["image_kind", "c3_face_images", "RawFrames", "parse_raw_frames", "RAW_FORMATS"]
+
+MAX_MEMBERS = 256
+MAX_UNPACKED = 256 << 20
+MAX_DEPTH = 2
+#: raw pixel layouts a camera dump may have: bytes per pixel (NV12: 1.5)
+RAW_FORMATS = {"gray": 1.0, "bgr24": 3.0, "rgb24": 3.0, "yuyv": 2.0, "nv12": 1.5}
+
+
+@dataclass(frozen=True)
+class RawFrames:
+    """The declared size of a product's raw frame dumps."""
+
+    width: int
+    height: int
+    format: str
+
+    @property
+    def frame_bytes(self) -> int:
+        return int(self.width * self.height * RAW_FORMATS[self.format])
+
+    def frame(self, data: bytes, index: int) -> np.ndarray:
+        """Frame ``index`` of a dump as a BGR image."""
+        import cv2
+
+        n = self.frame_bytes
+        buf = np.frombuffer(data[index * n:(index + 1) * n], np.uint8)
+        w, h = self.width, self.height
+        if self.format == "gray":
+            return cv2.cvtColor(buf.reshape(h, w), cv2.COLOR_GRAY2BGR)
+        if self.format == "bgr24":
+            return buf.reshape(h, w, 3).copy()
+        if self.format == "rgb24":
+            return buf.reshape(h, w, 3)[:, :, ::-1].copy()
+        if self.format == "yuyv":
+            return cv2.cvtColor(buf.reshape(h, w, 2), cv2.COLOR_YUV2BGR_YUY2)
+        return cv2.cvtColor(buf.reshape(h * 3 // 2, w), cv2.COLOR_YUV2BGR_NV12)
+
+
+def parse_raw_frames(value: object, where: str) -> RawFrames:
+    """``[data] raw_frames = { width = 640, height = 480, format = "yuyv" }``."""
+    if not isinstance(value, dict) or set(value) != {"width", "height", "format"}:
+        raise AuditError(f"{where}: [data] raw_frames must be a table of width, height and format")
+    w, h, fmt = value["width"], value["height"], value["format"]
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 16 <= v <= 8192 for v in (w, h)):
+        raise AuditError(f"{where}: [data] raw_frames width and height must be pixels from 16 to 8192")
+    if fmt not in RAW_FORMATS:
+        raise AuditError(f"{where}: [data] raw_frames format must be one of {', '.join(RAW_FORMATS)}")
+    if fmt in ("yuyv", "nv12") and (w % 2 or h % 2):
+        raise AuditError(f"{where}: [data] raw_frames {fmt} needs an even width and height")
+    return RawFrames(w, h, fmt)
+
+
+def _members(data: bytes, label: str, depth: int = 0) -> Iterator[tuple[str, bytes]]:
+    """(label, bytes) of what an archive or a compressed stream holds, bounded, recursively."""
+    if depth >= MAX_DEPTH:
+        return
+    found: list[tuple[str, bytes]] = []
+    budget = [MAX_UNPACKED]
+
+    def take(name: str, blob: bytes) -> None:
+        if len(found) < MAX_MEMBERS and len(blob) <= budget[0]:
+            budget[0] -= len(blob)
+            found.append((f"{label} > {name}", blob))
+
+    if data[:4] == b"PK\x03\x04":
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as z:
+                for info in z.infolist()[:MAX_MEMBERS]:
+                    if not info.is_dir() and info.file_size <= budget[0]:
+                        take(f"zip member {info.filename}", z.read(info))
+        except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, EOFError, RuntimeError):
+            pass
+    elif len(data) > 262 and data[257:262] == b"ustar" or data[:3] in (b"\x1f\x8b\x08", b"BZh", b"\xfd7z"):
+        try:
+            with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as t:
+                for m in t.getmembers()[:MAX_MEMBERS]:
+                    if m.isfile() and m.size <= budget[0]:
+                        f = t.extractfile(m)
+                        if f is not None:
+                            take(f"tar member {m.name}", f.read(m.size))
+        except (tarfile.TarError, OSError, EOFError, ValueError, lzma.LZMAError, zlib.error):
+            if data[:3] == b"\x1f\x8b\x08":  # a single gzip stream, not a tar
+                try:
+                    take("gzip content", gzip.GzipFile(fileobj=io.BytesIO(data)).read(MAX_UNPACKED))
+                except (OSError, EOFError):
+                    pass
+            elif data[:3] == b"BZh":
+                try:
+                    take("bzip2 content", bz2.BZ2Decompressor().decompress(data, max_length=MAX_UNPACKED))
+                except (OSError, ValueError, EOFError):
+                    pass
+    for name, blob in found:
+        yield name, blob
+        yield from _members(blob, name, depth + 1)
 
 # fr-pbd's reader is deliberately wide in what it refuses (a polyglot any decoder could claim is
 # refused); to call a file an image the audit asks for the format's full signature.
@@ -51,23 +164,36 @@ def image_kind(data: bytes) -> str | None:
     return fmt if strict is None or strict.match(data) else None
 
 
-def c3_face_images(src) -> Check:
-    """Every image among the scanned items decoded and searched for a face."""
+def _candidates(src, raw: RawFrames | None) -> Iterator[tuple[str, str, bytes | np.ndarray]]:
+    """(label, format, encoded bytes or a decoded raw frame) of every image among the items, in archives too."""
+    for it in src.items:
+        for label, data in ((it.label, it.data), *_members(it.data, it.label)):
+            fmt = image_kind(data)
+            if fmt is not None:
+                yield label, fmt, data
+            elif raw is not None and data and len(data) % raw.frame_bytes == 0:
+                n = len(data) // raw.frame_bytes
+                for i in sorted({0, n // 2, n - 1}):
+                    yield f"{label} (raw {raw.format} frame {i + 1} of {n})", f"raw {raw.format}", raw.frame(data, i)
+
+
+def c3_face_images(src, raw: RawFrames | None = None) -> Check:
+    """Every image among the scanned items (in archives too, and declared raw frames) searched for a face."""
     from fr_pbd.capture.image import MAX_PIXELS, decode_image
 
     title = TITLE_FROM_TABLE
     faces, undecoded, clean, seen = [], [], [], 0
     detector = None
-    for it in src.items:
-        fmt = image_kind(it.data)
-        if fmt is None:
-            continue
+    for label, fmt, data in _candidates(src, raw):
         seen += 1
-        try:
-            img = decode_image(it.data, it.label)
-        except FrPbdError as exc:
-            undecoded.append(f"{it.label}: a {fmt} image fr-pbd cannot decode ({exc}): a face in it is not seen")
-            continue
+        if isinstance(data, np.ndarray):
+            img = data
+        else:
+            try:
+                img = decode_image(data, label)
+            except FrPbdError as exc:
+                undecoded.append(f"{label}: a {fmt} image fr-pbd cannot decode ({exc}): a face in it is not seen")
+                continue
         if detector is None:
             try:
                 from fr_pbd.capture.detect import load_detector
@@ -75,17 +201,20 @@ def c3_face_images(src) -> Check:
                 detector = load_detector()
             except FrPbdError as exc:
                 return inconclusive("C3.face-images", "C3", title,
-                                    f"{it.label} is a {fmt} image, and the face detector cannot be loaded: {exc}",
+                                    f"{label} is a {fmt} image, and the face detector cannot be loaded: {exc}",
                                     "fr-pbd's detector models (FR_PBD_MODELS, `fr-pbd models fetch`)")
         found = detector.detect(img)
         h, w = img.shape[:2]
         if found:
             sizes = ", ".join(f"{round(float(f.box[2]))}x{round(float(f.box[3]))}" for f in found[:5])
-            faces.append(f"{it.label}: a {fmt} image ({w}x{h}) holding {len(found)} face(s) of {sizes} pixels")
+            faces.append(f"{label}: a {fmt} image ({w}x{h}) holding {len(found)} face(s) of {sizes} pixels")
         else:
-            clean.append(f"{it.label}: a {fmt} image ({w}x{h}), no face found")
+            clean.append(f"{label}: a {fmt} image ({w}x{h}), no face found")
     values = {"images": seen, "with_faces": len(faces), "undecoded": len(undecoded)}
-    rule = f"every image recognised by its signature, decoded within {MAX_PIXELS / 1e6:.0f} MP, searched with YuNet"
+    rule = (f"every image recognised by its signature (also inside ZIP, tar and compressed files), decoded within "
+            f"{MAX_PIXELS / 1e6:.0f} MP, searched with YuNet"
+            + (f"; raw frames of {raw.width}x{raw.height} {raw.format} as declared" if raw is not None else
+               "; raw frame dumps not searched (no size declared: [data] raw_frames)"))
     if faces:
         return Check("C3.face-images", "C3", title, FAIL, f"a face image at rest: {faces[0]}",
                      faces[:50] + undecoded + clean[:20] + [rule], values)

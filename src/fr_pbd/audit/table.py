@@ -117,7 +117,8 @@ CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec("C3.plaintext-templates", "C3", "No template data in any file or stream the product writes",
               lambda x: _f("c3_plaintext_templates")(x.src)),
     CheckSpec("C3.face-images", "C3", "No face image at rest: every image the product keeps, writes or holds open "
-              "is decoded and searched for a face", lambda x: images.c3_face_images(x.src)),
+              "is decoded and searched for a face",
+              lambda x: images.c3_face_images(x.src, getattr(x.target, "raw_frames", None))),
     CheckSpec("C3.socket", "C3", "Daemon socket: owned by the daemon's user, 0660 or stricter, in a directory "
               "others cannot write", lambda x: _o("c3_socket")(x.socket, x.result)),
     CheckSpec("C3.network", "C3", "Nothing leaves the daemon but its answer: no network socket, no child process, "

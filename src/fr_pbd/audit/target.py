@@ -33,6 +33,7 @@ The file (docs/audit.md has a commented example)::
     dirs = ["data"]
     metadata = ["config.ini"]              # small files that may hold numbers such as a threshold
     store = "fr-pbd"                       # only for fr-pbd: dirs[0] is its home
+    raw_frames = { width = 640, height = 480, format = "yuyv" }   # raw camera dumps it may keep (C3.face-images)
     [logs]
     dirs = ["log"]
     files = []
@@ -75,7 +76,7 @@ from pathlib import Path
 
 from fr_pbd.audit import scan
 from fr_pbd.audit.checks import FAIL, PASS, Check, TITLE_FROM_TABLE, inconclusive
-from fr_pbd.audit.images import image_kind
+from fr_pbd.audit.images import RawFrames, image_kind, parse_raw_frames
 from fr_pbd.audit.invoke import InvokeSpec, parse_invoke
 from fr_pbd.audit.model import DeclaredModel, parse_model
 from fr_pbd.audit.pad import Attack, parse_attacks
@@ -122,6 +123,8 @@ class Target:
     lockout_after: int = 5
     #: attack presentations of an enrolled person (SEC.presentation-attack; :mod:`fr_pbd.audit.pad`)
     attacks: list[Attack] = field(default_factory=list)
+    #: the declared size of the product's raw frame dumps (C3.face-images searches them)
+    raw_frames: RawFrames | None = None
     #: the [invoke] shape: a program the audit runs once per verification (None: a daemon, [socket])
     invoke: InvokeSpec | None = None
     #: the [pam] shape: a PAM service the audit logs into with pamtester (socket: the daemon it asks, if any)
@@ -269,6 +272,7 @@ def _common(doc: dict, p: Path, path_of) -> dict:
         command=command, ready_timeout=float(proc.get("ready_timeout", 60)),
         eval_report=path_of(dpia["eval"], "[dpia] eval") if "eval" in dpia else None,
         model=parse_model(doc["model"], p) if "model" in doc else None, attacks=attacks,
+        raw_frames=parse_raw_frames(data["raw_frames"], str(p)) if "raw_frames" in data else None,
         peer_uid=_uid(probe.get("peer_uid"), p), lockout_after=_lockout_after(probe.get("lockout_after", 5), p))
 
 
