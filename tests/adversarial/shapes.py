@@ -12,7 +12,9 @@ option is a habit of real face logins that the audit once judged wrongly:
   it did not read make the kernel reset the connection after the complete answer;
 * ``--bind-after S``: a socket file left by an earlier run is there when it starts; it
   waits S seconds, removes it and binds (the audit must not connect to the stale file);
-* ``--late-dir DIR``: a declared directory it makes only at its first verification.
+* ``--late-dir DIR``: a declared directory it makes only at its first verification;
+* ``--helper PATH``: starts PATH at every verification, as real ones start a GUI helper (which
+  may not be installed: the ``execve`` fails and nothing runs).
 
 And one habit that is a finding: ``--keep IMG`` (repeatable) keeps a copy of IMG in its data
 directory (``snapshots/``, mode 0600), the way real face logins keep a snapshot of an attempt;
@@ -74,6 +76,7 @@ def main() -> int:
     ap.add_argument("--keep", action="append", default=[])
     ap.add_argument("--no-record", action="store_true")
     ap.add_argument("--recognise", action="store_true")
+    ap.add_argument("--helper", default=None, help="a program started at every verification (a GUI helper)")
     a = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     timer = threading.Timer(a.lifetime, lambda: os._exit(0))
@@ -124,6 +127,14 @@ def main() -> int:
             except OSError:
                 frame = b""
             ok = same(os.path.join(a.frames, "current.jpg")) if same is not None else frame == enrolled
+            if a.helper:  # real face logins start a helper to show the attempt; it may not be installed
+                import subprocess
+
+                try:
+                    subprocess.run([a.helper], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL, timeout=10, check=False)
+                except OSError:
+                    pass
             if not ok:
                 time.sleep(a.slow_no)
             reply = b"YES\n" if ok else b"NO\n"

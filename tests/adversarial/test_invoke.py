@@ -11,13 +11,11 @@ helper that talks to the network and an exit status that carries the score.
 from __future__ import annotations
 
 import shutil
-import socket
 import sys
-import threading
 from pathlib import Path
 
 from fr_pbd.audit import FAIL, PASS
-from tests.adversarial.test_corpus import audit_target
+from tests.adversarial.test_corpus import Collector, audit_target
 from tests.test_audit import need_strace
 
 HERE = Path(__file__).resolve().parent
@@ -65,47 +63,27 @@ def test_the_per_login_comparator_is_audited_end_to_end_with_evidence(tmp_path, 
     assert st["C5.timing"] == PASS, ev["C5.timing"]
 
 
+def network_helper(where: Path, port: int) -> Path:
+    """A GUI helper that sends a certainty to a loopback TCP listener (the test's Collector)."""
+    helper = where / "gui-helper"
+    helper.write_text(f"#!{sys.executable}\nimport socket\n"
+                      f"socket.create_connection(('127.0.0.1', {port}), timeout=2).sendall(b'certainty 0.31')\n")
+    helper.chmod(0o755)
+    return helper
+
+
 def test_a_helper_that_talks_to_the_network_fails_c3_network(tmp_path, data_dir):
     """Control: the helper is started and traced with the product; what it does is judged."""
     need_strace()
-    got: list[bytes] = []
-    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(8)
-    srv.settimeout(1.0)
-
-    def serve() -> None:
-        for _ in range(60):  # bounded: at most a minute
-            try:
-                c, _ = srv.accept()
-            except OSError:
-                if stop.is_set():
-                    return
-                continue
-            with c:
-                c.settimeout(2)
-                try:
-                    got.append(c.recv(64))
-                except OSError:
-                    pass
-    stop = threading.Event()
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    helper = tmp_path / "gui-helper"
-    helper.write_text(f"#!{sys.executable}\nimport socket\n"
-                      f"s = socket.create_connection(('127.0.0.1', {srv.getsockname()[1]}), timeout=2)\n"
-                      "s.sendall(b'certainty 0.31')\n")
-    helper.chmod(0o755)
-    name = _variant(tmp_path, "--gui-helper", str(helper))
+    collector = Collector(tmp_path / "collector.sock")
+    name = _variant(tmp_path, "--gui-helper", str(network_helper(tmp_path, collector.port)))
     try:
         p, doc = audit_target(name, _root(tmp_path, data_dir), tmp_path / "out", data_dir)
     finally:
-        stop.set()
         (HERE / "targets" / name).unlink(missing_ok=True)
-        t.join(timeout=5)
-        srv.close()
+        collector.close()
     by_id = {c["id"]: c for c in doc["checks"]}
-    assert got, "the helper never reached the listener: the control shows nothing"
+    assert collector.received, "the helper never reached the listener: the control shows nothing"
     assert by_id["C3.network"]["status"] == FAIL, _evidence(by_id["C3.network"])
     assert "AF_INET" in _evidence(by_id["C3.network"])
 
@@ -119,3 +97,19 @@ def test_an_exit_status_that_carries_the_score_fails_c5_answer(tmp_path, data_di
         (HERE / "targets" / name).unlink(missing_ok=True)
     c5 = {c["id"]: c for c in doc["checks"]}["C5.answer"]
     assert c5["status"] == FAIL and "more than yes and no" in _evidence(c5), _evidence(c5)
+
+
+def test_face_snapshots_kept_by_the_comparator_fail_c3_face_images(tmp_path, data_dir):
+    """The comparator's optional snapshots (each attempt's frame, the certainty drawn in, 0644): face images at
+    rest, whatever their entropy says."""
+    need_strace()
+    name = _variant(tmp_path, "--snapshots", "data/snapshots")
+    try:
+        p, doc = audit_target(name, _root(tmp_path, data_dir), tmp_path / "out", data_dir)
+    finally:
+        (HERE / "targets" / name).unlink(missing_ok=True)
+    by_id = {c["id"]: c for c in doc["checks"]}
+    faces = by_id["C3.face-images"]
+    assert faces["status"] == FAIL and "data/snapshots/" in faces["evidence"]["summary"], _evidence(faces)
+    assert faces["evidence"]["values"]["with_faces"] >= 1
+    assert by_id["C4.ciphertext"]["status"] == FAIL

@@ -11,45 +11,16 @@ its IAPAR, and the same presentations to fr-pbd's daemon (liveness on) PASS.
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 from fr_pbd.audit import FAIL, INCONCLUSIVE, PASS, run_target
-from fr_pbd.audit.pad import Attack, same_subject
+from tests.adversarial.test_shapes import pad_target
 from tests.test_audit import need_strace
 
-HERE = Path(__file__).resolve().parent
-
-
-def _target(root: Path, spoof: Path, faces: Path, attacks: str, extra: list[str]) -> Path:
-    (root / "frames").mkdir(parents=True, exist_ok=True)
-    (root / "run").mkdir(mode=0o700, exist_ok=True)
-    shutil.copyfile(faces / "biden2.jpg", root / "frames" / "current.jpg")
-    cmd = ["{python}", str(HERE / "shapes.py"), "--socket", "run/s.sock", "--frames", "frames", "--enroll",
-           str(spoof / "live_T1.jpg"), "--data", "data", *extra]
-    t = root / "target.toml"
-    t.write_text(f'''name = "a matcher without presentation-attack detection"
-root = "{root}"
-[socket]
-path = "run/s.sock"
-[answer]
-yes = "YES\\n"
-no = "NO\\n"
-[probe]
-frames = "frames"
-genuine = "{spoof / 'live_T1.jpg'}"
-impostor = "{faces / 'biden2.jpg'}"
-attack = "{spoof / 'spoof_replay_F2.jpg'}"
-attacks = {attacks}
-[data]
-dirs = ["data"]
-[process]
-command = {cmd!r}
-ready_timeout = 60
-'''.replace("'", '"'))
-    return t
 
 
 def test_the_attack_must_show_the_enrolled_person(data_dir):
+    from fr_pbd.audit.pad import Attack, same_subject
+
     spoof, faces = data_dir / "spoof", data_dir / "faces"
     live = (spoof / "live_T1.jpg").read_bytes()
     checked = same_subject([Attack("replay", (spoof / "spoof_replay_F2.jpg").read_bytes(), live, "F2"),
@@ -62,7 +33,7 @@ def test_a_matcher_without_pad_accepts_the_replay_and_fails(tmp_path, data_dir):
     need_strace()
     spoof = data_dir / "spoof"
     attacks = f'[{{ species = "replay", image = "{spoof / "spoof_replay_F2.jpg"}" }}, "{spoof / "spoof_print_F1.jpg"}"]'
-    checks, _ = run_target(_target(tmp_path, spoof, data_dir / "faces", attacks, ["--recognise"]),
+    checks, _ = run_target(pad_target(tmp_path, spoof, data_dir / "faces", attacks, ["--recognise"]),
                            verifications=1, rounds=5)
     c = {x.id: x for x in checks}["SEC.presentation-attack"]
     text = c.summary + " | " + " | ".join(c.details)
@@ -78,7 +49,7 @@ def test_the_bytewise_control_refuses_everything_and_proves_nothing(tmp_path, da
     need_strace()
     spoof = data_dir / "spoof"
     attacks = f'[{{ species = "replay", image = "{spoof / "spoof_replay_F2.jpg"}", genuine = "{data_dir / "faces" / "obama3.jpg"}" }}]'
-    checks, _ = run_target(_target(tmp_path, spoof, data_dir / "faces", attacks, []), verifications=1, rounds=5)
+    checks, _ = run_target(pad_target(tmp_path, spoof, data_dir / "faces", attacks, []), verifications=1, rounds=5)
     c = {x.id: x for x in checks}["SEC.presentation-attack"]
     assert c.status == INCONCLUSIVE, c.summary  # obama3 is not the replay's subject: nothing presented
     assert "does not show the person" in c.summary + " ".join(c.details)

@@ -62,6 +62,37 @@ ready_timeout = 30
     return t
 
 
+def pad_target(root: Path, spoof: Path, faces: Path, attacks: str, extra: list[str]) -> Path:
+    (root / "frames").mkdir(parents=True, exist_ok=True)
+    (root / "run").mkdir(mode=0o700, exist_ok=True)
+    shutil.copyfile(faces / "biden2.jpg", root / "frames" / "current.jpg")
+    """A shapes.py product enrolled with the spoof samples' person (live_T1), declaring ``attacks`` (a TOML list;
+    tests/adversarial/test_pad.py)."""
+    cmd = ["{python}", str(HERE / "shapes.py"), "--socket", "run/s.sock", "--frames", "frames", "--enroll",
+           str(spoof / "live_T1.jpg"), "--data", "data", *extra]
+    t = root / "target.toml"
+    t.write_text(f'''name = "a matcher without presentation-attack detection"
+root = "{root}"
+[socket]
+path = "run/s.sock"
+[answer]
+yes = "YES\\n"
+no = "NO\\n"
+[probe]
+frames = "frames"
+genuine = "{spoof / 'live_T1.jpg'}"
+impostor = "{faces / 'biden2.jpg'}"
+attack = "{spoof / 'spoof_replay_F2.jpg'}"
+attacks = {attacks}
+[data]
+dirs = ["data"]
+[process]
+command = {cmd!r}
+ready_timeout = 60
+'''.replace("'", '"'))
+    return t
+
+
 def audit(target: Path):
     checks, info = run_target(target, verifications=1, rounds=5)
     return {c.id: c for c in checks}

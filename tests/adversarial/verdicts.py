@@ -201,7 +201,7 @@ def run(a: argparse.Namespace) -> int:
             print(json.dumps({"product": name, "error": str(exc)}), flush=True)
     # a real matcher without presentation-attack detection (shapes.py --recognise) and a screen replay
     if want is None or "matcher without PAD, screen replay" in want:
-        from tests.adversarial.test_pad import _target as pad_target
+        from tests.adversarial.test_shapes import pad_target
 
         name = "matcher without PAD, screen replay"
         attacks = f'[{{ species = "replay", image = "{spoof / "spoof_replay_F2.jpg"}" }}]'

@@ -116,6 +116,7 @@ def run_target(target: str | os.PathLike[str], *, verifications: int = DEFAULT_V
                                frames=t.frames, rounds=rounds, peer_uid=t.peer_uid, lock_attempts=t.lockout_after,
                                attacks=t.attacks)
             result.notes[:0] = run.notes
+            result.declared_children = t.children
             nf = analyse(result) if not result.error else None
             src = _f.gather(t.data_dirs, [*t.log_files, *run.outputs], t.log_dirs, nf, _writable(result),
                             metadata=t.metadata, why_not_observed=_why_not_observed(result),

@@ -98,10 +98,40 @@ def _who(pids: list[int]) -> str:
     return ", ".join(f"pid {p} ({procfs.comm(p)})" for p in pids)
 
 
+def _program(ev) -> str:
+    m = re.match(r'^execve(?:at)?\((?:[^,]*, )?"([^"]*)"', ev.text)
+    return m.group(1) if m else "?"
+
+
+def _declared(program: str, declared: tuple[str, ...]) -> bool:
+    return any(program == d or (("/" not in d) and os.path.basename(program) == d) for d in declared)
+
+
+def _child_verdicts(res: ProbeResult) -> dict[int, str]:
+    """A daemon's children, judged by what the trace shows them do: pid -> "nothing ran" (every program it
+    tried failed to start, and it ran none), "declared" (it ran only programs declared in [process] children,
+    and is traced with them), or "undeclared"."""
+    forks = {int(ev.result.split()[0]) for ev in res.events or [] if ev.result.split()[:1] and
+             ev.result.split()[0].isdigit() and (ev.call in ("fork", "vfork") or (
+                 ev.call in ("clone", "clone3") and "CLONE_THREAD" not in ev.text))}
+    out = {}
+    for pid in forks:
+        execs = [e for e in res.events or [] if e.pid == pid and e.call in ("execve", "execveat")]
+        ran = [_program(e) for e in execs if not e.failed]
+        if execs and not ran:
+            out[pid] = "nothing ran"
+        elif ran and all(_declared(p, res.declared_children) for p in ran):
+            out[pid] = "declared"
+        else:
+            out[pid] = "undeclared"
+    return out
+
+
 def analyse(res: ProbeResult) -> NetworkFacts:
     nf = NetworkFacts()
     tree = _tree(res)
-    _inventory(res, nf)
+    children = _child_verdicts(res) if res.events is not None else {}
+    _inventory(res, nf, children)
     if res.events is None:
         nf._once(nf.inconclusive, f"the daemon's system calls were not traced: {res.trace_error}")
         return nf
@@ -132,8 +162,10 @@ def analyse(res: ProbeResult) -> NetworkFacts:
         invoke = ev.pid in run_pids
         if res.shape == "pam" and invoke and _pam_audit_record(ev, nf, line):
             continue
-        if invoke and ev.call in ("pipe", "pipe2", "socketpair") and not ev.failed:
-            for _fd, desc in ev.fds:  # both ends stay inside the product unless handed on (traced too)
+        if ev.call in ("pipe", "pipe2", "socketpair") and not ev.failed:
+            # made while traced: only the product's own processes hold its ends (children inherit them, and are
+            # judged; an end handed to anyone else goes over a socket the rules already see)
+            for _fd, desc in ev.fds:
                 m = re.match(r"pipe:\[(\d+)\]", desc) or _UNIX_DESC.match(desc)
                 if m:
                     nf.internal.add(("pipe" if desc.startswith("pipe") else "unix", int(m.group(1))))
@@ -151,13 +183,24 @@ def analyse(res: ProbeResult) -> NetworkFacts:
                 nf._once(nf.info, f"tried to start a program, which failed (nothing ran): {line}")
             elif invoke:  # traced from its start like the rest of the product: judged by what it does
                 nf._once(nf.info, f"ran a program, traced with the product from its first instruction: {line}")
+            elif _declared(_program(ev), res.declared_children):
+                nf._once(nf.info, f"ran a program declared as part of the product ([process] children), traced "
+                                  f"with it and judged by what it does: {line}")
             else:
                 nf._once(nf.fail, f"started a program: {line}")
             continue
         if ev.call in ("fork", "vfork") or (ev.call in ("clone", "clone3") and "CLONE_THREAD" not in ev.text):
+            child = int(ev.result.split()[0]) if ev.result.split()[:1] and ev.result.split()[0].isdigit() else None
+            verdict = children.get(child) if child is not None else None
             if invoke:
                 nf._once(nf.info, f"started a child process, traced with the product from its first instruction "
                                   f"(judged by what it does): {line}")
+            elif verdict == "nothing ran":
+                nf._once(nf.info, f"started a child process that tried to run a program and failed (nothing ran; "
+                                  f"its calls are judged like the daemon's): {line}")
+            elif verdict == "declared":
+                nf._once(nf.info, f"started a child process that ran only declared programs ([process] children), "
+                                  f"traced with it: {line}")
             else:
                 nf._once(nf.fail, f"started a child process: {line}")
             continue
@@ -211,7 +254,7 @@ def analyse(res: ProbeResult) -> NetworkFacts:
     return nf
 
 
-def _inventory(res: ProbeResult, nf: NetworkFacts) -> None:
+def _inventory(res: ProbeResult, nf: NetworkFacts, children: dict[int, str] | None = None) -> None:
     seen: set[tuple[int, int, int]] = set()
     names = ["before the probe"] + [f"during the probe ({i + 1})" for i in range(len(res.during))] + ["after"]
     snaps = [res.before, *res.during, res.after]
@@ -241,7 +284,12 @@ def _inventory(res: ProbeResult, nf: NetworkFacts) -> None:
     if res.before is not None:
         started = sorted(set(res.polled_pids) - set(res.before.pids))
         for pid in started:
-            nf._once(nf.fail, f"a child process appeared while the probe ran: pid {pid} ({res.polled_pids[pid]})")
+            verdict = (children or {}).get(pid)
+            if verdict in ("nothing ran", "declared"):  # the trace shows what it did; judged there
+                nf._once(nf.info, f"a child process appeared while the probe ran: pid {pid} ({res.polled_pids[pid]})"
+                                  f", traced: {verdict}")
+            else:
+                nf._once(nf.fail, f"a child process appeared while the probe ran: pid {pid} ({res.polled_pids[pid]})")
         children = [p for p in res.before.pids if p not in (res.before.roots or [res.before.root])]
         if children:
             nf._once(nf.info, f"child processes already running before the probe (inventoried too): "
@@ -356,8 +404,9 @@ def _pam_audit_record(ev, nf: NetworkFacts, line: str) -> bool:
 
 
 def _internal(nf: NetworkFacts, what: str, line: str) -> None:
-    """[invoke]: data between the product's own processes, every one of them traced (what they do is judged)."""
-    nf._once(nf.info, f"data through {what} the product made between its own processes, all traced: {line}")
+    """Data through a pipe or socket pair made while traced: only the product's own processes (threads,
+    children judged by what they do) hold its ends."""
+    nf._once(nf.info, f"data through {what} the product made while traced, between its own processes: {line}")
 
 
 def _out(nf: NetworkFacts, label: str, kind: str) -> Output:

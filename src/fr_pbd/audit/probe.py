@@ -258,6 +258,9 @@ class ProbeResult:
     shape: str = "socket"
     #: SEC.presentation-attack (:mod:`fr_pbd.audit.pad`): (species, the attack's outcome, the following
     #: bona fide photo's outcome) per presentation, and why a declared species was not presented
+    #: programs the product declares it may run ([process] children): a child running only these is traced
+    #: with the daemon and judged by what it does
+    declared_children: tuple[str, ...] = ()
     pad: list[tuple[str, str | None, str | None]] = field(default_factory=list)
     pad_invalid: dict[str, str | None] = field(default_factory=dict)
 

@@ -40,6 +40,7 @@ The file (docs/audit.md has a commented example)::
     [process]                              # how to start it (else it must be running)
     command = ["{python}", "{target_dir}/howdylike.py", "--socket", "run/howdy.sock"]
     ready_timeout = 60
+    children = ["/usr/lib/face-login/gui-helper"]   # programs it may start: traced with it, judged by what they do
     [dpia]
     eval = "eval.json"                     # store = "fr-pbd" only
 
@@ -125,6 +126,8 @@ class Target:
     attacks: list[Attack] = field(default_factory=list)
     #: the declared size of the product's raw frame dumps (C3.face-images searches them)
     raw_frames: RawFrames | None = None
+    #: programs the daemon may start ([process] children: a path, or a bare program name): traced with it
+    children: tuple[str, ...] = ()
     #: the [invoke] shape: a program the audit runs once per verification (None: a daemon, [socket])
     invoke: InvokeSpec | None = None
     #: the [pam] shape: a PAM service the audit logs into with pamtester (socket: the daemon it asks, if any)
@@ -270,6 +273,7 @@ def _common(doc: dict, p: Path, path_of) -> dict:
         log_dirs=[path_of(d, "[logs] dirs") for d in logs.get("dirs", [])],
         log_files=[path_of(f, "[logs] files") for f in logs.get("files", [])],
         command=command, ready_timeout=float(proc.get("ready_timeout", 60)),
+        children=_children(proc.get("children", []), p),
         eval_report=path_of(dpia["eval"], "[dpia] eval") if "eval" in dpia else None,
         model=parse_model(doc["model"], p) if "model" in doc else None, attacks=attacks,
         raw_frames=parse_raw_frames(data["raw_frames"], str(p)) if "raw_frames" in data else None,
@@ -315,6 +319,12 @@ def _invoke_target(doc: dict, p: Path, tdir: Path, root: Path, path_of) -> Targe
                          "the audit (leave peer_uid out)")
     return Target(path=p, name=name, root=root, socket=None, protocol=spec, invoke=spec,  # type: ignore[arg-type]
                   **common)
+
+
+def _children(value: object, p: Path) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(c, str) and c.strip() and "\x00" not in c for c in value):
+        raise AuditError(f"{p}: [process] children must be a list of programs (paths, or bare program names)")
+    return tuple(_expand(c, "[process] children") for c in value)
 
 
 def _lockout_after(value: object, p: Path) -> int:

@@ -49,6 +49,15 @@ _SA_FAMILY = re.compile(r"sa_family=(AF_[A-Z0-9]+|\d+)")
 _SUN_PATH = re.compile(r'sun_path=(@?)"((?:\\x[0-9a-f]{2})*)"')
 
 
+_RESULT = re.compile(r".*\)\s+= (.*)$")  # strace pads short calls: "vfork( <...> resumed>)          = 1234"
+
+
+def _result(line: str) -> str:
+    """What the call returned ("-1 ENOENT (...)", "1234"), or "" when the line has no result."""
+    m = _RESULT.match(line)
+    return m.group(1) if m else ""
+
+
 def _unhex(text: str) -> str:
     return _HEX.sub(lambda m: bytes.fromhex(m.group(0).replace("\\x", "")).decode("utf-8", "backslashreplace"),
                     text)
@@ -106,7 +115,7 @@ def parse(text: str) -> list[Event]:
         if m.group(2):  # "<... call resumed>": the end of an unfinished call
             ev = pending.pop((pid, m.group(2)), None)
             if ev is not None:
-                ev.result = line.rpartition(") = ")[2] if ") = " in line else ev.result
+                ev.result = _result(line) or ev.result
             continue
         call = m.group(3)
         body = line[m.end(1):].strip()
@@ -128,7 +137,7 @@ def parse(text: str) -> list[Event]:
         if "<unfinished ...>" in body:
             pending[(pid, call)] = ev
         else:
-            ev.result = body.rpartition(") = ")[2] if ") = " in body else ""
+            ev.result = _result(body)
         events.append(ev)
     return events
 
