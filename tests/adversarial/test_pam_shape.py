@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from fr_pbd.audit import FAIL, PASS
-from fr_pbd.audit.pamshape import parse_pam
 from fr_pbd.errors import AuditError
 from tests.adversarial.test_corpus import audit_target
 from tests.conftest import missing, need_tool
@@ -81,35 +80,14 @@ def test_fr_pbds_own_pam_line_passes_through_pam(pam_tools, template_home, data_
     assert by_id["SEC.lockout"]["evidence"]["values"]["sequence"][:5] == ["no"] * 5
 
 
-COMPARATOR_PAM = """name = "a comparator behind pam_exec"
-root = "{root}"
-[pam]
-service = "login"
-user = "root"
-items = ["tty=tty1"]
-lines = ["auth required pam_exec.so stdout {python} {comparator} --frames {root}/frames --enroll {genuine} --data {root}/data"]
-timeout = 30
-[probe]
-frames = "frames"
-genuine = "{genuine}"
-impostor = "{impostor}"
-attack = "{attack}"
-[data]
-dirs = ["data"]
-"""
-
-
-def test_a_comparator_behind_pam_exec_fails_with_evidence(pam_tools, tmp_path, data_dir):
+def test_a_comparator_behind_pam_exec_fails_with_evidence(pam_tools, tmp_path, data_dir, monkeypatch):
     """The commonest real shape: PAM runs a comparator per login; pam_exec's stdout option shows its output."""
     root = tmp_path / "product"
     (root / "frames").mkdir(parents=True)
     shutil.copyfile(data_dir / "faces" / "obama3.jpg", root / "frames" / "current.jpg")
-    here = Path(__file__).resolve().parent
-    target = tmp_path / "target.toml"
-    target.write_text(COMPARATOR_PAM.format(root=root, python="{python}", comparator=here / "comparator.py",
-                                            genuine=data_dir / "faces" / "obama3.jpg",
-                                            impostor=data_dir / "faces" / "biden2.jpg",
-                                            attack=data_dir / "spoof" / "spoof_print_F1.jpg"))
+    monkeypatch.setenv("FR_PBD_TARGET_ROOT", str(root))
+    monkeypatch.setenv("FR_PBD_DATA", str(data_dir.resolve()))
+    target = Path(__file__).resolve().parent / "targets" / "comparator-pam.toml"
     from fr_pbd.audit import run_target
 
     checks, info = run_target(target, verifications=1, rounds=5)
@@ -135,5 +113,7 @@ def test_a_comparator_behind_pam_exec_fails_with_evidence(pam_tools, tmp_path, d
     ({"service": "login", "user": "alice", "module": "x"}, "unknown key"),
 ])
 def test_a_bad_pam_table_is_a_one_line_error(tmp_path, table, words):
+    from fr_pbd.audit.pamshape import parse_pam
+
     with pytest.raises(AuditError, match=words):
         parse_pam(table, "t.toml", root=tmp_path)

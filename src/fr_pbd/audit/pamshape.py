@@ -54,8 +54,9 @@ class PamSpec:
     socket: Path | None = None
 
 
-def parse_pam(table: object, where: str, *, root: Path) -> PamSpec:
-    """``[pam]`` of a TARGET.toml (strings already ``${VAR}``-expanded)."""
+def parse_pam(table: object, where: str, *, root: Path, target_dir: Path | None = None) -> PamSpec:
+    """``[pam]`` of a TARGET.toml (strings already ``${VAR}``-expanded; in ``lines``, ``{python}`` is this
+    Python and ``{target_dir}`` the directory of the TARGET.toml)."""
     if not isinstance(table, dict):
         raise AuditError(f"{where}: [pam] must be a table")
     unknown = set(table) - _KEYS
@@ -75,7 +76,8 @@ def parse_pam(table: object, where: str, *, root: Path) -> PamSpec:
                 isinstance(ln, str) and "\n" not in ln and _TYPE.match(ln.strip() + " ") for ln in lines):
             raise AuditError(f"{where}: [pam] lines must be PAM lines, each starting with auth, account, password "
                              "or session")
-        lines = [ln.replace("{python}", sys.executable) for ln in lines]
+        lines = [ln.replace("{python}", sys.executable).replace("{target_dir}", str(target_dir or root))
+                 for ln in lines]
     timeout = table.get("timeout", 20)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 300:
         raise AuditError(f"{where}: [pam] timeout must be a number of seconds from 0 to 300")

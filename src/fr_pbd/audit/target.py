@@ -293,7 +293,7 @@ def _pam_target(doc: dict, p: Path, root: Path, path_of) -> Target:
     if "answer" in doc:
         raise AuditError(f"{p}: [answer] belongs to a daemon ([socket]); a [pam] product answers by PAM's result")
     name = str(doc.get("name", p.stem))
-    spec = parse_pam(_expanded(doc["pam"], "[pam]"), str(p), root=root)
+    spec = parse_pam(_expanded(doc["pam"], "[pam]"), str(p), root=root, target_dir=p.resolve().parent)
     common = _common(doc, p, path_of)
     if common["peer_uid"] is not None:
         raise AuditError(f"{p}: [probe] peer_uid asks a daemon as a second user; a [pam] product is logged into "
