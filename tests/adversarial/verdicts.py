@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -146,6 +147,22 @@ def run(a: argparse.Namespace) -> int:
         cmd = [sys.executable, str(HERE / "dishonest_daemon.py"), "--socket", str(sock), "--frames",
                str(plan.directory), "--genuine", str(faces / "obama3.jpg"), "--trick", trick, "--port", str(sink.getsockname()[1]),
                "--out", str(out), "--home", str(home)]
+        relay = None
+        if trick == "local-relay":  # it connects to --out, a local service of this process that reads what comes
+            relay = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            relay.bind(str(out))
+            relay.listen(4)
+            relay.settimeout(120)
+
+            def drain(srv: socket.socket = relay) -> None:
+                try:
+                    conn, _ = srv.accept()
+                    conn.settimeout(120)
+                    while conn.recv(4096):
+                        pass
+                except OSError:
+                    pass
+            threading.Thread(target=drain, daemon=True).start()
         p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             _wait_listening(sock, p)
@@ -156,6 +173,8 @@ def run(a: argparse.Namespace) -> int:
         finally:
             p.kill()
             p.wait()
+            if relay is not None:
+                relay.close()
     os.environ["FR_PBD_TARGET_ROOT"] = ""
     if want is None or "howdy-like" in want:
         root = work / "howdy"
