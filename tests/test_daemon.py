@@ -745,3 +745,39 @@ def test_a_verification_that_overruns_is_answered_at_a_multiple_and_logged(daemo
     assert abs(ms - 50 * round(ms / 50)) <= 5, ms  # at a multiple of the deadline, not when it was done
     log = read_log_until(d.log, lambda text: "overran" in text)
     assert re.search(r"verification overran the answer deadline \(\d+ ms > 50 ms\); answered at \d+ x", log), log
+
+
+def test_a_refusal_written_before_the_question_was_read_is_still_a_no(tmp_path):
+    """A daemon with every slot taken answers N and closes without reading the request; the client's write can
+    then fail with EPIPE. Before, ``ask`` turned that into an error instead of the daemon's no."""
+    import threading
+
+    from fr_pbd.daemon.client import ask
+
+    run = tmp_path / "run"
+    run.mkdir(mode=0o700)
+    path = run / "d.sock"
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(str(path))
+    os.chmod(path, 0o660)
+    srv.listen(4)
+    srv.settimeout(10)
+    big = b"x" * (4 << 20)  # what a client might still be writing when the daemon has already closed
+
+    def refuse_at_once() -> None:
+        conn, _ = srv.accept()
+        conn.sendall(b"N")
+        conn.close()  # unread: the client's write fails with EPIPE, its N is in the buffer
+
+    t = threading.Thread(target=refuse_at_once, daemon=True)
+    t.start()
+    import fr_pbd.daemon.client as client
+
+    real = client.request_line
+    client.request_line = lambda user: big  # a write long enough to meet the close (the kernel buffer is smaller)
+    try:
+        assert ask(path, None, timeout=10) is False
+    finally:
+        client.request_line = real
+        t.join(timeout=5)
+        srv.close()

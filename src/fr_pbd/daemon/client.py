@@ -112,10 +112,16 @@ def ask(socket_path: str | os.PathLike[str], user: str | None = None, timeout: f
             if peer_uid != uid:
                 raise DaemonError(f"the process listening on {path} runs as uid {peer_uid}, not as the daemon's "
                                   f"uid {uid}: not trusting it")
-            sock.sendall(line)
+            try:
+                sock.sendall(line)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # a refusal at once: the daemon wrote its N and closed before it read the question
             answer = bytearray()
             while len(answer) < 2:
-                chunk = sock.recv(2 - len(answer))
+                try:
+                    chunk = sock.recv(2 - len(answer))
+                except ConnectionResetError:  # closed with our question unread: the end, after its answer
+                    break
                 if not chunk:
                     break
                 answer += chunk
