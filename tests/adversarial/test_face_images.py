@@ -62,17 +62,28 @@ def test_a_snapshot_without_a_face_passes(tmp_path, faces_dir, spoof_dir):
     assert by_id["C4.ciphertext"].status == FAIL and "JPEG image" in by_id["C4.ciphertext"].summary
 
 
-def test_an_image_fr_pbd_cannot_decode_is_named_not_passed(tmp_path, faces_dir):
-    """A TIFF of a face: fr-pbd refuses TIFF, so the audit cannot look inside: INCONCLUSIVE, never PASS."""
+def test_formats_fr_pbd_refuses_are_decoded_in_a_box_and_a_bomb_is_named_not_passed(faces_dir):
+    """A face in TIFF, WebP or GIF (formats fr-pbd's reader refuses: the image bombs' formats) is decoded by
+    OpenCV in a child process with bounded memory: FAIL. The 11 kB TIFF bomb (30000x30000) only kills that
+    child: INCONCLUSIVE, named, never PASS. Before, every TIFF/WebP/GIF was INCONCLUSIVE, faces and all."""
+    import resource
+
     from fr_pbd.audit.files import Item, Sources
     from fr_pbd.audit.images import c3_face_images
+    from tests import bomb_images as bombs
 
-    ok, tif = cv2.imencode(".tiff", cv2.imread(str(faces_dir / "obama3.jpg")))
-    assert ok
-    c = c3_face_images(Sources(items=[Item("snap.tif", "file", tif.tobytes()),
-                                      Item("notes.txt", "file", b"Pfoo, BM, GIF, RIFF: not images")]))
-    assert c.status == INCONCLUSIVE and "snap.tif: a TIFF image fr-pbd cannot decode" in c.summary, c.summary
-    assert c.values["images"] == 1  # the text file that starts like a PFM header is no image
+    face = cv2.imread(str(faces_dir / "obama3.jpg"))
+    for ext, fmt in ((".tiff", "TIFF"), (".webp", "WebP"), (".gif", "GIF")):
+        ok, buf = cv2.imencode(ext, face)
+        assert ok
+        c = c3_face_images(Sources(items=[Item(f"snap{ext}", "file", buf.tobytes()),
+                                          Item("notes.txt", "file", b"Pfoo, BM, GIF, RIFF: not images")]))
+        assert c.status == FAIL and f"snap{ext}: a {fmt} image" in c.summary, c.summary
+        assert "decoded in an isolated process" in c.summary and c.values["images"] == 1  # the text is no image
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    c = c3_face_images(Sources(items=[Item("bomb.tif", "file", bombs.tiff_bomb())]))
+    assert c.status == INCONCLUSIVE and "bomb.tif: a TIFF image fr-pbd cannot decode" in c.summary, c.summary
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 * 1024  # KiB: the audit kept its memory
 
 
 def test_fr_pbd_home_has_no_face_image(template_home):

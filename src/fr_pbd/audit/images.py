@@ -8,8 +8,11 @@ bytes with fr-pbd's own reader (:func:`fr_pbd.capture.image.image_format`), neve
 an image of a format fr-pbd reads is decoded within :data:`~fr_pbd.capture.image.MAX_PIXELS`
 (:func:`~fr_pbd.capture.image.decode_image`) and searched with fr-pbd's face detector. A face
 is a FAIL naming the file and the face's size in pixels, never its pixels or the detector's
-score. An image fr-pbd cannot decode (TIFF, WebP, GIF, ..., or one over the pixel budget) may
-hold a face the audit cannot see: INCONCLUSIVE, named.
+score. An image of a format fr-pbd's reader refuses (TIFF, WebP, GIF, JPEG 2000, ...: the
+formats of the image bombs) is decoded by OpenCV in a child process of its own, with 1 GiB of
+address space beyond what it holds once loaded and a time limit, and only a PNG of at most
+4096 pixels a side comes back: a bomb kills the child, not the audit. One that still cannot be
+decoded may hold a face the audit cannot see: INCONCLUSIVE, named.
 
 :func:`image_kind` is also what keeps an image out of C4.ciphertext's evidence: a JPEG
 measures ~7.97 bits/byte, yet it is no ciphertext (it is readable as it is).
@@ -164,6 +167,49 @@ def image_kind(data: bytes) -> str | None:
     return fmt if strict is None or strict.match(data) else None
 
 
+#: The isolated decoder: OpenCV under an address-space limit; a PNG no larger than 4096 px a side on stdout.
+_BOX = r"""
+import resource, sys
+import cv2, numpy as np
+vm = next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmSize:"))
+resource.setrlimit(resource.RLIMIT_AS, (vm + (1 << 30), vm + (1 << 30)))
+img = cv2.imdecode(np.frombuffer(sys.stdin.buffer.read(), np.uint8), cv2.IMREAD_COLOR)
+if img is None:
+    sys.exit(3)
+h, w = img.shape[:2]
+f = min(1.0, 4096 / max(h, w))
+if f < 1:
+    img = cv2.resize(img, (max(1, int(w * f)), max(1, int(h * f))), interpolation=cv2.INTER_AREA)
+ok, buf = cv2.imencode(".png", img)
+sys.stdout.buffer.write(buf.tobytes() if ok else b"")
+"""
+BOX_TIMEOUT_S = 30.0
+
+
+def decode_in_a_box(data: bytes) -> tuple[np.ndarray | None, str]:
+    """An image fr-pbd's reader refuses, decoded by OpenCV in a child process with bounded memory and time:
+    (the image, or None, and what happened in words)."""
+    import subprocess
+    import sys
+
+    from fr_pbd.capture.image import decode_image
+
+    try:
+        p = subprocess.run([sys.executable, "-I", "-c", _BOX], input=data, capture_output=True,
+                           timeout=BOX_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired:
+        return None, f"the isolated decoder ran past {BOX_TIMEOUT_S:g} s"
+    except OSError as exc:
+        return None, f"the isolated decoder could not start: {exc.strerror or exc}"
+    if p.returncode != 0 or not p.stdout:
+        return None, ("OpenCV cannot decode it" if p.returncode == 3 else
+                      f"the isolated decoder failed (exit {p.returncode}: over 1 GiB, or a broken file)")
+    try:
+        return decode_image(p.stdout, "the isolated decoder's PNG"), "decoded in an isolated process"
+    except FrPbdError as exc:
+        return None, f"the isolated decoder's PNG could not be read ({exc})"
+
+
 def _candidates(src, raw: RawFrames | None) -> Iterator[tuple[str, str, bytes | np.ndarray]]:
     """(label, format, encoded bytes or a decoded raw frame) of every image among the items, in archives too."""
     for it in src.items:
@@ -186,14 +232,19 @@ def c3_face_images(src, raw: RawFrames | None = None) -> Check:
     detector = None
     for label, fmt, data in _candidates(src, raw):
         seen += 1
+        how = ""
         if isinstance(data, np.ndarray):
             img = data
         else:
             try:
                 img = decode_image(data, label)
             except FrPbdError as exc:
-                undecoded.append(f"{label}: a {fmt} image fr-pbd cannot decode ({exc}): a face in it is not seen")
-                continue
+                img, how = decode_in_a_box(data)
+                if img is None:
+                    undecoded.append(f"{label}: a {fmt} image fr-pbd cannot decode ({exc}; {how}): a face in it "
+                                     "is not seen")
+                    continue
+                how = f", {how}"
         if detector is None:
             try:
                 from fr_pbd.capture.detect import load_detector
@@ -207,9 +258,9 @@ def c3_face_images(src, raw: RawFrames | None = None) -> Check:
         h, w = img.shape[:2]
         if found:
             sizes = ", ".join(f"{round(float(f.box[2]))}x{round(float(f.box[3]))}" for f in found[:5])
-            faces.append(f"{label}: a {fmt} image ({w}x{h}) holding {len(found)} face(s) of {sizes} pixels")
+            faces.append(f"{label}: a {fmt} image ({w}x{h}{how}) holding {len(found)} face(s) of {sizes} pixels")
         else:
-            clean.append(f"{label}: a {fmt} image ({w}x{h}), no face found")
+            clean.append(f"{label}: a {fmt} image ({w}x{h}{how}), no face found")
     values = {"images": seen, "with_faces": len(faces), "undecoded": len(undecoded)}
     rule = (f"every image recognised by its signature (also inside ZIP, tar and compressed files), decoded within "
             f"{MAX_PIXELS / 1e6:.0f} MP, searched with YuNet"
