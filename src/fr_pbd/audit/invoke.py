@@ -34,7 +34,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fr_pbd.audit.probe import CLASSES, LOCK_ATTEMPTS, LOCKED, Answer, FramePlan, ProbeResult, _lookup_holders
+from fr_pbd.audit.probe import (CLASSES, LOCK_ATTEMPTS, Answer, FramePlan, ProbeResult, _lookup_holders,
+                                lockout_sequence)
 from fr_pbd.audit import procfs
 from fr_pbd.audit.trace import CALLS, MAX_STRING, MAX_TRACE, Event, Tracer, parse
 from fr_pbd.errors import AuditError
@@ -308,18 +309,8 @@ def probe_invoke(spec: InvokeSpec, *, verifications: int = 3, use_strace: bool =
             from fr_pbd.audit.pad import run_presentations
 
             run_presentations(res, attacks, frames, lambda label: verify(label, None, "pad", False))
-        if "genuine" in classes and ("impostor" in classes or "attack" in classes):
-            bad = "impostor" if "impostor" in classes else "attack"
-            fails = [verify(f"failed attempt {i + 1} towards the lockout ({bad} frame)", bad, "probe", False)
-                     for i in range(lock_attempts)]
-            tries = [verify(f"genuine frame after {lock_attempts} failures, {i + 1}", "genuine", "probe", False)
-                     for i in range(max(rounds, 1))]
-            res.lock_sequence = [(a.label, a.outcome, a.error) for a in (*fails, *tries)]
-            res.lock_observed = (True if all(a.outcome == "no" for a in tries) else
-                                 False if any(a.outcome == "yes" for a in tries) else None)
-            if res.lock_observed:
-                for a in tries:
-                    a.kind, a.cls = "timing", LOCKED
+        lockout_sequence(res, classes, lock_attempts, rounds,
+                         lambda label, cls, kind: verify(label, cls, kind, False))
     finally:
         if tracer is not None and tracer.proc is not None and tracer.proc.poll() is None:
             tracer.stop()

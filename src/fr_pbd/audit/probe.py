@@ -31,6 +31,7 @@ import struct
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -575,19 +576,8 @@ def probe(sock: str | os.PathLike[str], protocol: Protocol = FRPBD_PROTOCOL, *, 
                 from fr_pbd.audit.pad import run_presentations
 
                 run_presentations(res, attacks, frames, lambda label: s.verify(label, None, "pad"))
-            if classes:
-                if "genuine" in classes and ("impostor" in classes or "attack" in classes):
-                    bad = "impostor" if "impostor" in classes else "attack"
-                    fails = [s.verify(f"failed attempt {i + 1} towards the lockout ({bad} frame)", bad)
-                             for i in range(lock_attempts)]
-                    tries = [s.verify(f"genuine frame after {lock_attempts} failures, {i + 1}", "genuine", "probe")
-                             for i in range(max(rounds, 1))]
-                    res.lock_sequence = [(a.label, a.outcome, a.error) for a in (*fails, *tries)]
-                    res.lock_observed = (True if all(a.outcome == "no" for a in tries) else
-                                         False if any(a.outcome == "yes" for a in tries) else None)
-                    if res.lock_observed:
-                        for a in tries:
-                            a.kind, a.cls = "timing", LOCKED
+            lockout_sequence(res, classes, lock_attempts, rounds, lambda label, cls, kind: s.verify(label, cls, kind),
+                             fail_kind="live")
     finally:
         if tracer is not None and tracer.proc is not None and tracer.proc.poll() is None:
             tracer.stop()
@@ -634,6 +624,26 @@ def _served(res: ProbeResult) -> None:
             if m and int(m.group(1)) in res.client_inodes:
                 conns.setdefault(procfs.tgid(ev.pid) or ev.pid, set()).add(int(m.group(1)))
     res.served = {p: len(c) for p, c in sorted(conns.items())}
+
+
+def lockout_sequence(res: ProbeResult, classes: list[str], lock_attempts: int, rounds: int,
+                     ask: Callable[[str, str, str], Answer], *, fail_kind: str = "probe") -> None:
+    """SEC.lockout's sequence, in every shape: ``lock_attempts`` failures in a row (the impostor frame, else the
+    attack frame), then the genuine frame once per timing round; a lock observed makes those tries the timed
+    locked-out state (C5.timing). ``ask(label, cls, kind)`` shows the frame and asks."""
+    if "genuine" not in classes or not ("impostor" in classes or "attack" in classes):
+        return
+    bad = "impostor" if "impostor" in classes else "attack"
+    fails = [ask(f"failed attempt {i + 1} towards the lockout ({bad} frame)", bad, fail_kind)
+             for i in range(lock_attempts)]
+    tries = [ask(f"genuine frame after {lock_attempts} failures, {i + 1}", "genuine", "probe")
+             for i in range(max(rounds, 1))]
+    res.lock_sequence = [(a.label, a.outcome, a.error) for a in (*fails, *tries)]
+    res.lock_observed = (True if all(a.outcome == "no" for a in tries) else
+                         False if any(a.outcome == "yes" for a in tries) else None)
+    if res.lock_observed:
+        for a in tries:
+            a.kind, a.cls = "timing", LOCKED
 
 
 def _lookup_holders(res: ProbeResult) -> None:
